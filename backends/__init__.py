@@ -1,0 +1,1 @@
+"""The answerers: one adapter per framework behind the small protocol in backends.protocol."""

@@ -1,0 +1,63 @@
+"""numpy: the hand-written shifted formulas, with the log1p form for logsumexp and log_softmax.
+
+float16 and bfloat16 are computed in float32 and rounded once at the end, as the serious
+libraries do: ml_dtypes sums bfloat16 recursively in bfloat16, which stalls at 256.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from backends.protocol import Backend
+
+
+def _rows(x: np.ndarray, axis: int) -> np.ndarray:
+    """x with the reduction axis last and contiguous (so that numpy sums pairwise), widened."""
+    wide = np.float32 if x.dtype.itemsize < 4 else x.dtype
+    return np.ascontiguousarray(np.moveaxis(x, axis, -1), dtype=wide)
+
+
+def _shifted(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, d, t): row max (-inf for an empty row), d = x - a, and t = the sum of exp(d) over
+    every entry but one argmax, so that the row sum is 1 + t."""
+    a = np.max(rows, axis=-1, keepdims=True, initial=-np.inf)
+    d = rows - a
+    e = np.exp(d)
+    if rows.shape[-1]:
+        np.put_along_axis(e, np.argmax(rows, axis=-1, keepdims=True), 0.0, axis=-1)
+    return a, d, np.sum(e, axis=-1, keepdims=True)
+
+
+def softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        rows = _rows(x, axis)
+        e = np.exp(rows - np.max(rows, axis=-1, keepdims=True, initial=-np.inf))
+        y = e / np.sum(e, axis=-1, keepdims=True)
+    return np.moveaxis(y, -1, axis).astype(x.dtype)
+
+
+def log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        a, d, t = _shifted(_rows(x, axis))
+        # inf - inf at a +inf entry is NaN, and the policy makes the whole row NaN.
+        z = np.where(np.isposinf(a), np.nan, d - np.log1p(t))
+    return np.moveaxis(z, -1, axis).astype(x.dtype)
+
+
+def logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        a, _, t = _shifted(_rows(x, axis))
+        # A row with +inf, or only -inf (or nothing), has a = +-inf: logsumexp is a itself.
+        lse = np.where(np.isinf(a), a, a + np.log1p(t))
+    return lse[..., 0].astype(x.dtype)
+
+
+def load() -> Backend:
+    return Backend(
+        name="numpy",
+        version=np.__version__,
+        ops={"softmax": softmax, "log_softmax": log_softmax, "logsumexp": logsumexp},
+        to_device=lambda x, device: x,
+        to_numpy=np.asarray,
+        copy=np.copy,
+    )

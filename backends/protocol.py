@@ -1,0 +1,54 @@
+"""The one small protocol every backend adapter fills in: what it is and one callable per op.
+
+Forward ops are called as op(x, axis) and VJPs as op(x, g, axis), on the backend's native
+arrays (made by to_device from numpy, read back by to_numpy). An op the backend lacks is
+simply absent from `ops`; the suite reports it as unsupported rather than faking it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+OPS: tuple[str, ...] = (
+    "softmax", "log_softmax", "logsumexp", "softmax_vjp", "log_softmax_vjp", "logsumexp_vjp",
+)
+FORWARD_OPS: tuple[str, ...] = OPS[:3]
+VJP_OPS: tuple[str, ...] = OPS[3:]
+DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
+
+
+class BackendUnavailable(Exception):
+    """Raised by an adapter's load() when its framework is not installed or cannot start."""
+
+
+def _no_sync(device: str, value: Any) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A loaded backend. `devices` are present; `absent_devices` are wired but missing, with why."""
+
+    name: str
+    version: str
+    ops: Mapping[str, Callable[..., Any]]
+    to_device: Callable[[np.ndarray, str], Any]
+    to_numpy: Callable[[Any], np.ndarray]
+    devices: tuple[str, ...] = ("cpu",)
+    absent_devices: Mapping[str, str] = field(default_factory=dict)
+    dtypes: tuple[str, ...] = DTYPES
+    unsupported: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    synchronize: Callable[[str, Any], None] = _no_sync
+    copy: Callable[[Any], Any] | None = None
+
+    def why_unsupported(self, op: str, dtype: str) -> str | None:
+        """None when (op, dtype) can run; otherwise the reason, phrased for a report."""
+        if op not in self.ops:
+            return f"{self.name} has no {op}"
+        if dtype not in self.dtypes:
+            return f"{self.name} does not support {dtype}"
+        return self.unsupported.get((op, dtype))

@@ -1,0 +1,76 @@
+"""torch: torch.softmax, torch.log_softmax and torch.logsumexp on cpu, cuda and mps.
+
+Inputs keep their strides on the cpu (torch.from_numpy shares the numpy buffer, so a
+non-contiguous case stays non-contiguous); bfloat16 crosses as its 16-bit pattern.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from backends.protocol import Backend, BackendUnavailable
+
+DEVICE_KINDS = ("cpu", "cuda", "mps")
+
+
+def _absent_devices(torch: Any) -> dict[str, str]:
+    absent = {}
+    if not torch.cuda.is_available():
+        absent["cuda"] = "torch.cuda.is_available() is False (no CUDA device or a CPU-only build)"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is None or not mps.is_available():
+        absent["mps"] = "torch.backends.mps.is_available() is False (not an Apple GPU)"
+    return absent
+
+
+def load() -> Backend:
+    try:
+        import ml_dtypes
+        import torch
+    except ImportError as error:
+        raise BackendUnavailable(
+            f"torch is not installed ({error}); pip install torch (CPU wheel: see DEVELOPERS.md)"
+        ) from None
+
+    def to_device(x: np.ndarray, device: str) -> Any:
+        # The suite hands out read-only inputs so that no backend can alter the bits the next
+        # one sees; torch ops do not write to their inputs, so sharing the buffer is safe.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            if x.dtype == ml_dtypes.bfloat16:
+                tensor = torch.from_numpy(x.view(np.int16)).view(torch.bfloat16)
+            else:
+                tensor = torch.from_numpy(x)
+        return tensor.to(device)
+
+    def to_numpy(tensor: Any) -> np.ndarray:
+        tensor = tensor.detach().cpu()
+        if tensor.dtype == torch.bfloat16:
+            return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        return tensor.numpy()
+
+    def synchronize(device: str, value: Any) -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize(device)
+        elif device == "mps":
+            torch.mps.synchronize()
+
+    absent = _absent_devices(torch)
+    return Backend(
+        name="torch",
+        version=str(torch.__version__),
+        ops={
+            "softmax": lambda x, axis: torch.softmax(x, dim=axis),
+            "log_softmax": lambda x, axis: torch.log_softmax(x, dim=axis),
+            "logsumexp": lambda x, axis: torch.logsumexp(x, dim=axis),
+        },
+        to_device=to_device,
+        to_numpy=to_numpy,
+        devices=tuple(d for d in DEVICE_KINDS if d not in absent),
+        absent_devices=absent,
+        synchronize=synchronize,
+        copy=torch.clone,
+    )

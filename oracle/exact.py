@@ -1,0 +1,279 @@
+"""Exact softmax, log_softmax and logsumexp of the exact input bits, correctly rounded (mpmath).
+
+Each row x (the reduction axis moved last) is evaluated in the log1p form of Blanchard,
+Higham and Mary (2021), at a working precision P far above the output format:
+
+    a = max x,  d_j = x_j - a (exact),  e_j = exp(d_j),  t = sum_{j != k} e_j,  L = log1p(t)
+    softmax_j = e_j / (1 + t),  logsumexp = a + L,  log_softmax_j = d_j - L
+
+With eps = 2^-P and every mpmath operation rounding to nearest with relative error at most
+2 eps (a factor 2 of slack over mpmath's documented accuracy), the computed values satisfy
+
+    |e_j^ - e_j| <= 4 eps e_j
+    |t^ - t|     <= 8 eps t           (fsum adds exactly, rounds once, and drops terms
+                                       smaller than 2^-2P of the partial sum)
+    |L^ - L|     <= 8 eps + 4 eps L   (log1p has condition t/(1+t) <= 1)
+    |softmax^ - softmax| <= 16 eps softmax
+    |logsumexp^ - logsumexp| <= 16 eps (1 + L + |logsumexp|)
+    |log_softmax^ - log_softmax| <= 16 eps (1 + L + |log_softmax|)
+
+An element is accepted when both ends of [v - err, v + err] (computed with outward rounding)
+round to the same value of the output format: that value is then the correctly rounded
+result (Ziv's strategy). Rows with an undecided element are recomputed at twice the
+precision. Exact results (a single finite entry, ties, masked entries) carry err = 0. At
+MAX_PRECISION the value is rounded as computed; that can only happen for an exact tie, whose
+computed value is then exact.
+
+Rows holding special values follow the documented policy (see the README): any NaN makes
+every output NaN; otherwise any +inf makes softmax and log_softmax NaN and logsumexp +inf;
+a row of only -inf gives softmax and log_softmax NaN and logsumexp -inf; an empty row has
+logsumexp -inf.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from mpmath.libmp import (
+    fnan,
+    fninf,
+    fone,
+    from_float,
+    from_man_exp,
+    fzero,
+    mpf_add,
+    mpf_div,
+    mpf_exp,
+    mpf_log,
+    mpf_mul,
+    mpf_sub,
+    mpf_sum,
+    round_ceiling,
+    round_floor,
+    round_nearest,
+    to_float,
+)
+
+from oracle.formats import Format, format_of
+from oracle.rounding import round_to_format
+
+FORWARD_OPS: tuple[str, ...] = ("softmax", "log_softmax", "logsumexp")
+MAX_PRECISION = 4096
+# Exponents of exact values are clamped to +-SCALE_LIMIT: far beyond every format's range
+# (exp(-2 * float32 max) has an exponent near -2^128), where only "zero" or "huge" matters.
+SCALE_LIMIT = 1 << 20
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The exact answer for one op on one input, element by element, in the output's shape.
+
+    The unrounded exact value of element i is (mant[i] + mant_lo[i]) * 2**scale[i] with
+    1 <= |mant| < 2 (mant = 0 for an exact zero, NaN or +-inf for a non-finite exact value).
+    The conditioning arrays feed the error budget (oracle.budget): gap = |x_j - max x|,
+    weighted_gap = sum_i softmax_i |x_i - max x|, tail = t / (1 + t), log_tail = log1p(t).
+    """
+
+    op: str
+    dtype: str
+    rounded: np.ndarray
+    mant: np.ndarray
+    mant_lo: np.ndarray
+    scale: np.ndarray
+    gap: np.ndarray
+    weighted_gap: np.ndarray
+    tail: np.ndarray
+    log_tail: np.ndarray
+    row_length: int
+    max_precision: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.rounded.shape
+
+
+def initial_precision(fmt: Format) -> int:
+    """Working precision of the first attempt: twice the format's plus a margin of 64 bits."""
+    return 2 * fmt.p + 64
+
+
+def forward_references(x: np.ndarray, axis: int) -> dict[str, Reference]:
+    """Exact softmax, log_softmax and logsumexp of x along axis, computed in one pass."""
+    fmt = format_of(x.dtype)
+    axis = axis % x.ndim
+    rows = np.moveaxis(x, axis, -1)
+    lead_shape, n = rows.shape[:-1], rows.shape[-1]
+    flat = rows.reshape(math.prod(lead_shape), n).astype(np.float64)
+    collected: dict[str, list] = {op: [] for op in FORWARD_OPS}
+    conditioning: dict[str, list] = {"gap": [], "weighted_gap": [], "tail": [], "log_tail": []}
+    top_precision = 0
+    for row in flat:
+        result, precision = _decided_row(row, fmt)
+        top_precision = max(top_precision, precision)
+        for op in FORWARD_OPS:
+            collected[op].extend(result[op])
+        for key, values in result["conditioning"].items():
+            conditioning[key].extend(values)
+    gaps = np.asarray(conditioning["gap"], dtype=np.float64).reshape(*lead_shape, n)
+    per_row = {key: np.asarray(conditioning[key], dtype=np.float64).reshape(lead_shape)
+               for key in ("weighted_gap", "tail", "log_tail")}
+
+    def elementwise(values: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.moveaxis(values, -1, axis))
+
+    references = {}
+    for op in FORWARD_OPS:
+        columns = list(zip(*collected[op], strict=True)) or [(), (), (), ()]
+        if op == "logsumexp":
+            arrays = [np.asarray(c, dtype=np.float64).reshape(lead_shape) for c in columns]
+            cond = dict(per_row, gap=np.zeros(lead_shape))
+        else:
+            arrays = [elementwise(np.asarray(c, dtype=np.float64).reshape(*lead_shape, n))
+                      for c in columns]
+            cond = {key: elementwise(np.broadcast_to(v[..., None], (*lead_shape, n)))
+                    for key, v in per_row.items()}
+            cond["gap"] = elementwise(gaps)
+        rounded, mant, mant_lo, scale = arrays
+        references[op] = Reference(
+            op=op,
+            dtype=fmt.name,
+            rounded=rounded.astype(fmt.np_dtype),
+            mant=mant,
+            mant_lo=mant_lo,
+            scale=scale.astype(np.int64),
+            row_length=n,
+            max_precision=top_precision,
+            **cond,
+        )
+    return references
+
+
+def _decided_row(row: np.ndarray, fmt: Format) -> tuple[dict, int]:
+    """Evaluate one row at rising precision until every output's rounding is decided."""
+    precision = initial_precision(fmt)
+    while True:
+        values = _evaluate_row(row, precision)
+        outputs = {}
+        undecided = False
+        for op in FORWARD_OPS:
+            decided = []
+            for value, err in values[op]:
+                rounded = _decide(value, err, fmt, precision)
+                if rounded is None:
+                    if precision < MAX_PRECISION:
+                        undecided = True
+                        break
+                    rounded = round_to_format(value, fmt)
+                decided.append((rounded, *_split(value, precision)))
+            if undecided:
+                break
+            outputs[op] = decided
+        if not undecided:
+            outputs["conditioning"] = values["conditioning"]
+            return outputs, precision
+        precision *= 2
+
+
+def _decide(value: tuple, err: tuple, fmt: Format, precision: int) -> float | None:
+    """The correctly rounded value if both ends of value +- err round alike, else None."""
+    if err == fzero or not value[1]:
+        return round_to_format(value, fmt)
+    low = round_to_format(mpf_sub(value, err, precision, round_floor), fmt)
+    high = round_to_format(mpf_add(value, err, precision, round_ceiling), fmt)
+    if low == high and math.copysign(1.0, low) == math.copysign(1.0, high):
+        return low
+    return None
+
+
+def _split(value: tuple, precision: int) -> tuple[float, float, int]:
+    """(mant, mant_lo, scale) with value = (mant + mant_lo) * 2^scale and 1 <= |mant| < 2."""
+    sign, man, exp, bc = value
+    if not man:
+        return to_float(value), 0.0, 0
+    scale = exp + bc - 1
+    normalized = (sign, man, exp - scale, bc)
+    mant = to_float(normalized, rnd=round_nearest)
+    mant_lo = to_float(mpf_sub(normalized, from_float(mant), precision, round_nearest))
+    return mant, mant_lo, max(-SCALE_LIMIT, min(SCALE_LIMIT, scale))
+
+
+def _scaled_eps(precision: int, magnitude: tuple) -> tuple:
+    """16 * 2^-precision * magnitude, rounded up."""
+    return mpf_mul(from_man_exp(16, -precision), magnitude, 32, round_ceiling)
+
+
+def _special_row(row: np.ndarray) -> tuple[tuple, tuple] | None:
+    """(softmax/log_softmax value, logsumexp value) for rows the policy decides, else None."""
+    if row.size == 0:
+        return fnan, fninf
+    if np.isnan(row).any():
+        return fnan, fnan
+    if np.isposinf(row).any():
+        return fnan, from_float(math.inf)
+    if np.isneginf(row).all():
+        return fnan, fninf
+    return None
+
+
+def _evaluate_row(row: np.ndarray, precision: int) -> dict:
+    """Values and absolute error bounds (mpf tuples) of the three ops on one row at precision."""
+    n = row.size
+    special = _special_row(row)
+    if special is not None:
+        elementwise, reduced = special
+        return {
+            "softmax": [(elementwise, fzero)] * n,
+            "log_softmax": [(elementwise, fzero)] * n,
+            "logsumexp": [(reduced, fzero)],
+            "conditioning": {"gap": [0.0] * n, "weighted_gap": [0.0], "tail": [0.0],
+                             "log_tail": [0.0]},
+        }
+    k = int(np.argmax(row))
+    a = from_float(float(row[k]))
+    gaps = [mpf_sub(from_float(float(v)), a) for v in row]
+    exps = [mpf_exp(d, precision, round_nearest) for d in gaps]
+    tail = mpf_sum(exps[:k] + exps[k + 1 :], precision, round_nearest)
+    if tail == fzero:
+        log_tail = fzero
+    elif tail[2] + tail[3] < -precision - 8:
+        log_tail = tail  # log1p(t) = t (1 - t/2 + ...), a relative error below 2^-P
+    else:
+        log_tail = mpf_log(mpf_add(fone, tail), precision, round_nearest)
+    denominator = mpf_add(fone, tail, precision, round_nearest)
+    exact_logs = tail == fzero
+
+    softmax = []
+    for e in exps:
+        value = mpf_div(e, denominator, precision, round_nearest)
+        softmax.append((value, _scaled_eps(precision, value)))
+    lse = mpf_add(a, log_tail, precision, round_nearest)
+    lse_err = fzero if exact_logs else _scaled_eps(
+        precision, mpf_add(mpf_add(fone, log_tail, 32, round_ceiling), _abs(lse), 32, round_ceiling))
+    log_softmax = []
+    for d in gaps:
+        value = mpf_sub(d, log_tail, precision, round_nearest)
+        err = fzero if exact_logs or not value[1] else _scaled_eps(
+            precision, mpf_add(mpf_add(fone, log_tail, 32, round_ceiling), _abs(value), 32, round_ceiling))
+        log_softmax.append((value, err))
+
+    gap_floats = np.abs(np.array([to_float(d) for d in gaps]))
+    probabilities = np.array([to_float(v) for v, _ in softmax])
+    finite = np.isfinite(gap_floats)
+    t = to_float(tail)
+    return {
+        "softmax": softmax,
+        "log_softmax": log_softmax,
+        "logsumexp": [(lse, lse_err)],
+        "conditioning": {
+            "gap": gap_floats.tolist(),
+            "weighted_gap": [float(np.sum(probabilities[finite] * gap_floats[finite]))],
+            "tail": [t / (1.0 + t) if math.isfinite(t) else 1.0],
+            "log_tail": [to_float(log_tail)],
+        },
+    }
+
+
+def _abs(value: tuple) -> tuple:
+    return (0, *value[1:])

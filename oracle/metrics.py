@@ -1,0 +1,92 @@
+"""Error of a backend's output against the exact reference: ULPs, relative, absolute, categories.
+
+ULP error is measured against the unrounded exact value v, in units of ulp(v) of the output
+format, so a correctly rounded answer scores at most 0.5. NaN where a number is expected,
+infinity versus finite, a subnormal flushed to zero and the sign of a zero are categories,
+counted apart; only the first three are semantic differences.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from oracle.exact import Reference
+from oracle.formats import format_of
+from oracle.rounding import ulp_exponent
+
+SEMANTIC_CATEGORIES: tuple[str, ...] = ("nan_unexpected", "nan_missing", "inf_vs_finite")
+NOTE_CATEGORIES: tuple[str, ...] = ("flushed_subnormal", "zero_sign")
+CATEGORIES: tuple[str, ...] = SEMANTIC_CATEGORIES + NOTE_CATEGORIES
+FLOAT_MAX = float(np.finfo(np.float64).max)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Per-element errors; NaN marks an element whose error is categorical, not numeric."""
+
+    ulp: np.ndarray
+    rel: np.ndarray
+    abs: np.ndarray
+    categories: dict[str, np.ndarray]
+
+    @property
+    def measured(self) -> np.ndarray:
+        return ~np.isnan(self.ulp)
+
+
+def compare(reference: Reference, got: np.ndarray) -> Comparison:
+    """Compare got (same shape, any float dtype holding the backend's values) to the reference."""
+    fmt = format_of(reference.dtype)
+    y = np.asarray(got).astype(np.float64)
+    mant, mant_lo, scale = reference.mant, reference.mant_lo, reference.scale
+    rounded = reference.rounded.astype(np.float64)
+    exact_nan, exact_inf = np.isnan(mant), np.isinf(mant)
+    exact_finite = ~exact_nan & ~exact_inf
+    y_nan, y_inf = np.isnan(y), np.isinf(y)
+    correct_overflow = exact_finite & y_inf & (y == rounded)
+    measured = exact_finite & ~y_nan & ~y_inf
+    flushed = measured & (y == 0) & (rounded != 0) & (np.abs(rounded) < fmt.min_normal)
+    categories = {
+        "nan_unexpected": y_nan & ~exact_nan,
+        "nan_missing": exact_nan & ~y_nan,
+        "inf_vs_finite": ~y_nan & ~exact_nan & (
+            (exact_inf & (y != mant)) | (exact_finite & y_inf & ~correct_overflow)),
+        "flushed_subnormal": flushed,
+        "zero_sign": measured & (y == 0) & (rounded == 0) & (np.signbit(y) != np.signbit(rounded)),
+    }
+    numeric = measured & ~flushed
+    with np.errstate(all="ignore"):
+        scaled = np.ldexp(np.where(numeric, y, 0.0), np.where(numeric, -scale, 0))
+        diff = np.abs((scaled - mant) - mant_lo)
+        ulp_err = np.ldexp(diff, scale - ulp_exponent(scale, fmt))
+        rel_err = np.where(diff == 0, 0.0, diff / np.abs(mant))
+        abs_err = np.ldexp(diff, scale)
+    nan = np.full(y.shape, np.nan)
+    ulp_err = np.where(numeric, np.minimum(ulp_err, FLOAT_MAX), nan)
+    ulp_err = np.where(correct_overflow, 0.0, ulp_err)
+    return Comparison(
+        ulp=ulp_err,
+        rel=np.where(numeric, np.minimum(rel_err, FLOAT_MAX), np.where(correct_overflow, 0.0, nan)),
+        abs=np.where(numeric, np.minimum(abs_err, FLOAT_MAX), np.where(correct_overflow, 0.0, nan)),
+        categories=categories,
+    )
+
+
+def summarize(comparison: Comparison) -> dict:
+    """The metrics recorded per result: max/p50/p99 ULP, max relative/absolute, category counts."""
+    measured = comparison.measured
+    ulps = comparison.ulp[measured]
+    metrics: dict = {
+        "n_elements": int(comparison.ulp.size),
+        "n_measured": int(ulps.size),
+        "max_ulp": float(ulps.max()) if ulps.size else None,
+        "p50_ulp": float(np.percentile(ulps, 50)) if ulps.size else None,
+        "p99_ulp": float(np.percentile(ulps, 99)) if ulps.size else None,
+        "max_rel": float(comparison.rel[measured].max()) if ulps.size else None,
+        "max_abs": float(comparison.abs[measured].max()) if ulps.size else None,
+        "categories": {name: int(mask.sum()) for name, mask in comparison.categories.items()
+                       if mask.any()},
+    }
+    return metrics

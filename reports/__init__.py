@@ -1,0 +1,1 @@
+"""The record: result files, summaries (and later baselines and the HTML report)."""

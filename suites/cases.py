@@ -1,0 +1,224 @@
+"""The case catalogue: named, seeded inputs, built once in the target dtype (bit-identical for all).
+
+A case is data: a name, a generator of float64 values (given the target format, so that
+thresholds follow from p, emin and emax), an axis, a seed, the dtypes it applies to, a memory
+layout and tags. `build` rounds the values into the dtype once; the oracle and every backend
+then see exactly those bits.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from oracle.formats import DTYPES, Format, format_of
+
+Generator = Callable[[np.random.Generator, Format], np.ndarray]
+LAYOUTS = ("contiguous", "strided", "transposed")
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    description: str
+    generate: Generator
+    axis: int = -1
+    dtypes: tuple[str, ...] = DTYPES
+    layout: str = "contiguous"
+    tags: frozenset[str] = field(default_factory=frozenset)
+    seed: int | None = None
+
+    @property
+    def resolved_seed(self) -> int:
+        """The explicit seed, or a stable one derived from the name."""
+        return self.seed if self.seed is not None else zlib.crc32(self.name.encode())
+
+    def build(self, dtype: str) -> np.ndarray:
+        """The input in dtype (values rounded once from float64), in the case's memory layout."""
+        fmt = format_of(dtype)
+        values = np.asarray(self.generate(np.random.default_rng(self.resolved_seed), fmt),
+                            dtype=np.float64)
+        x = values.astype(fmt.np_dtype)
+        if self.layout == "strided":
+            base = np.zeros((*x.shape[:-1], 2 * x.shape[-1]), dtype=x.dtype)
+            base[..., ::2] = x
+            return base[..., ::2]
+        if self.layout == "transposed":
+            return np.ascontiguousarray(x.T).T
+        return x
+
+
+# Generators. Each returns float64 values; `build` rounds them into the format.
+
+def fixed(rows: list) -> Generator:
+    return lambda rng, fmt: np.array(rows, dtype=np.float64)
+
+
+def normal(shape: tuple[int, ...], scale: float) -> Generator:
+    return lambda rng, fmt: rng.normal(scale=scale, size=shape)
+
+
+def dominant(rows: int, n: int, gap: Callable[[Format], float]) -> Generator:
+    """One entry per row leads the others by about `gap` (offset rows by 0, 0.5, -2, 40)."""
+
+    def generate(rng: np.random.Generator, fmt: Format) -> np.ndarray:
+        offsets = np.resize([0.0, 0.5, -2.0, 40.0], rows)[:, None]
+        spread = rng.uniform(0.0, 0.5, size=(rows, n - 1))
+        values = np.concatenate([np.zeros((rows, 1)), -(gap(fmt) + spread)], axis=1) + offsets
+        return rng.permuted(values, axis=1)
+
+    return generate
+
+
+def equal_large(rng: np.random.Generator, fmt: Format) -> np.ndarray:
+    levels = [min(1e4, fmt.max), fmt.max, fmt.exp_overflow, -fmt.max]
+    return np.repeat(np.array(levels)[:, None], 6, axis=1)
+
+
+def overflow_edge(rng: np.random.Generator, fmt: Format) -> np.ndarray:
+    """Logits at the largest x with finite exp(x) in the format, and the next value above it."""
+    edge = fmt.exp_overflow
+    above = float(np.nextafter(np.array(edge, fmt.np_dtype), np.array(np.inf, fmt.np_dtype)))
+    return np.array([
+        [edge, edge, 0.0, -1.0],
+        [above, edge - 1.0, 1.0, 0.0],
+        [above, above, above, edge],
+        [edge, -edge, 0.5 * edge, 2.0],
+    ])
+
+
+def underflow_gaps(rng: np.random.Generator, fmt: Format) -> np.ndarray:
+    """Gaps spanning the range where exp(x_j - a) is subnormal (emin ln 2) and rounds to zero
+    ((emin - p) ln 2), so that softmax outputs are normal, subnormal and zero in one row."""
+    gaps = np.linspace(-fmt.exp_subnormal_below - 1.0, -fmt.exp_zero_below + 2.0, 63)
+    row = np.concatenate([[0.0], -gaps])
+    return np.stack([row, row + 3.0, rng.permuted(row) - 1.0])
+
+
+def masked(shape: tuple[int, ...], scale: float, fraction: float) -> Generator:
+    """-inf masks over a fraction of the entries; every row keeps at least one finite entry, and
+    the last row keeps exactly one."""
+
+    def generate(rng: np.random.Generator, fmt: Format) -> np.ndarray:
+        values = rng.normal(scale=scale, size=shape)
+        mask = rng.random(shape) < fraction
+        mask[:, 0] = False
+        mask[-1, 1:] = True
+        return np.where(mask, -np.inf, values)
+
+    return generate
+
+
+def with_rows(base: Generator, rows: dict[int, list]) -> Generator:
+    """Replace some rows of a generated batch by fixed special rows."""
+
+    def generate(rng: np.random.Generator, fmt: Format) -> np.ndarray:
+        values = base(rng, fmt)
+        for index, row in rows.items():
+            values[index] = row
+        return values
+
+    return generate
+
+
+def single_elements(rng: np.random.Generator, fmt: Format) -> np.ndarray:
+    values = rng.normal(scale=10.0, size=(512, 1))
+    values[:6, 0] = [fmt.max, -fmt.max, 0.0, fmt.min_subnormal, -np.inf, fmt.exp_overflow]
+    return values
+
+
+def tied(rng: np.random.Generator, fmt: Format) -> np.ndarray:
+    values = rng.normal(scale=2.0, size=(6, 16)) - 8.0
+    for row, ties in enumerate([2, 3, 4, 7, 16, 2]):
+        columns = rng.choice(16, size=ties, replace=False)
+        values[row, columns] = 1.25 * row
+    return values
+
+
+def huge_range(rng: np.random.Generator, fmt: Format) -> np.ndarray:
+    row = np.array([fmt.max, -fmt.max, 0.0, fmt.max / 2, -fmt.max / 2, fmt.min_subnormal, 1.0, -1.0])
+    return np.stack([row, rng.permuted(-np.abs(row)), rng.permuted(row)])
+
+
+def constant(shape: tuple[int, ...], value: float) -> Generator:
+    return lambda rng, fmt: np.full(shape, value)
+
+
+def _n(n: int) -> str:
+    return f"{n}" if n < 1000 else f"{n // 1000}k" if n < 10**6 else f"{n // 10**6}M"
+
+
+SIXTEEN_BIT = ("float16", "bfloat16")
+SPECIAL = frozenset({"special"})
+
+CATALOGUE: tuple[Case, ...] = (
+    Case("glossary", "the worked example [1.5, 2.2, -0.3, 0.8]; softmax ~ [0.272, 0.548, 0.045, 0.135]",
+         fixed([1.5, 2.2, -0.3, 0.8])),
+    Case("random_n2", "256 rows of 2 logits, N(0, 1)", normal((256, 2), 1.0)),
+    Case("random_n31_s3", "64 rows of 31 logits, N(0, 3^2)", normal((64, 31), 3.0)),
+    *(Case(f"random_n1k_s{scale}", f"8 rows of 1000 logits, N(0, {scale}^2)",
+           normal((8, 1000), float(scale))) for scale in (1, 10, 100)),
+    Case("random_n100k_s10", "one row of 100000 logits, N(0, 10^2)", normal((1, 100_000), 10.0)),
+    Case("dominant_gap_below", "one entry leads by p ln2 - 1 (the others still count in 1 + t)",
+         dominant(8, 8, lambda fmt: fmt.absorb_gap - 1.0)),
+    Case("dominant_gap_above", "one entry leads by p ln2 + 1 (1 + t rounds to 1; log1p keeps t)",
+         dominant(8, 8, lambda fmt: fmt.absorb_gap + 1.0)),
+    Case("equal_large", "rows of equal logits at 1e4, the format's max, the exp overflow edge, -max",
+         equal_large),
+    Case("overflow_edge", "logits at the largest x with finite exp(x), and the next value above",
+         overflow_edge),
+    Case("underflow_gaps", "gaps that make outputs normal, subnormal and zero in one row",
+         underflow_gaps),
+    Case("neg_inf_mask", "-inf masks over 40% of the entries; one row with a single finite entry",
+         masked((16, 64), 3.0, 0.4)),
+    Case("all_neg_inf", "rows that are all -inf among ordinary rows",
+         with_rows(normal((4, 8), 2.0), {1: [-math.inf] * 8, 3: [-math.inf] * 8}), tags=SPECIAL),
+    Case("pos_inf", "+inf entries: one, two, with -inf",
+         with_rows(normal((4, 6), 2.0), {0: [math.inf, 1, 2, 3, 4, 5],
+                                         1: [math.inf, 0, math.inf, -1, 2, 0],
+                                         2: [math.inf, -math.inf, 0, 1, 2, 3]}), tags=SPECIAL),
+    Case("nan", "NaN entries: alone, with +inf, with -inf",
+         with_rows(normal((4, 6), 2.0), {0: [0, math.nan, 2, 3, 4, 5],
+                                         1: [math.nan, math.inf, 0, 1, 2, 3],
+                                         2: [-math.inf, 0, 1, math.nan, 2, 3]}), tags=SPECIAL),
+    Case("empty", "rows of length zero (shape (3, 0))", constant((3, 0), 0.0), tags=SPECIAL),
+    Case("single_element", "512 rows of one element, including +-max, 0, the smallest subnormal, -inf",
+         single_elements),
+    Case("tied_max", "rows whose maximum is shared by 2, 3, 4, 7 and all 16 entries", tied),
+    Case("huge_range", "entries from -max to max in one row (x - a overflows to -inf)", huge_range),
+    Case(f"long_random_n{_n(65536)}", "one row of 65536 logits, N(0, 1): needs a wide accumulator",
+         normal((1, 65536), 1.0), dtypes=SIXTEEN_BIT, tags=frozenset({"long"})),
+    Case(f"long_equal_n{_n(65536)}", "65536 equal logits: the sum 65536 overflows float16",
+         constant((1, 65536), 0.0), dtypes=SIXTEEN_BIT, tags=frozenset({"long"})),
+    Case(f"long_random_n{_n(2**20)}", "one row of 2^20 logits, N(0, 4)",
+         normal((1, 2**20), 2.0), tags=frozenset({"long", "slow"})),
+    Case("axis1_3d", "reduce the middle axis of a (6, 64, 5) array", normal((6, 64, 5), 4.0), axis=1),
+    Case("axis0_4d", "reduce the first axis of a (48, 3, 4, 5) array", normal((48, 3, 4, 5), 4.0),
+         axis=0),
+    Case("axis2_4d", "reduce axis 2 of a (2, 3, 40, 7) array", normal((2, 3, 40, 7), 4.0), axis=2),
+    Case("strided", "every other element of a wider buffer (row stride 2 elements)",
+         normal((8, 500), 5.0), layout="strided"),
+    Case("transposed", "a Fortran-ordered (16, 300) array reduced along its strided last axis",
+         normal((16, 300), 5.0), layout="transposed"),
+)
+
+CASES: dict[str, Case] = {case.name: case for case in CATALOGUE}
+
+
+def select_cases(patterns: list[str] | None, include_slow: bool = False) -> list[Case]:
+    """Cases whose names match any glob pattern (all when none given); slow ones on request."""
+    chosen = [case for case in CATALOGUE
+              if not patterns or any(fnmatch.fnmatchcase(case.name, p) for p in patterns)]
+    if include_slow:
+        return chosen
+    return [case for case in chosen if "slow" not in case.tags or _named(case, patterns)]
+
+
+def _named(case: Case, patterns: list[str] | None) -> bool:
+    """A slow case asked for by its exact name runs without --slow."""
+    return bool(patterns) and case.name in patterns

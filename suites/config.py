@@ -1,0 +1,69 @@
+"""Settings from pyproject.toml [tool.softmax-suite]: budget constants and policies."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from oracle.budget import BudgetConstants
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+FLUSH_POLICIES = ("note", "fail")
+DEFAULT_DEVIATIONS = Path(__file__).with_name("known_deviations.toml")
+
+
+class ConfigError(ValueError):
+    """Malformed [tool.softmax-suite] settings; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    budget: BudgetConstants = field(default_factory=BudgetConstants)
+    flush_to_zero: str = "note"
+    known_deviations: Path = DEFAULT_DEVIATIONS
+    source: str = "defaults"
+
+
+def load_settings(pyproject: Path | None) -> Settings:
+    """Settings from a pyproject.toml's [tool.softmax-suite] table; defaults when absent."""
+    if pyproject is None or not pyproject.is_file():
+        return Settings()
+    try:
+        data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{pyproject}: not valid TOML ({error})") from None
+    table = data.get("tool", {}).get("softmax-suite")
+    if table is None:
+        return Settings()
+    where = f"{pyproject} [tool.softmax-suite]"
+    known = {"budget", "flush_to_zero", "known_deviations", "gate"}
+    for key in table:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r}; valid keys are {', '.join(sorted(known))}")
+    budget_table = table.get("budget", {})
+    defaults = BudgetConstants().as_dict()
+    for key, value in budget_table.items():
+        if key not in defaults:
+            raise ConfigError(f"{where}.budget: unknown constant {key!r}; valid constants are "
+                              f"{', '.join(defaults)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{where}.budget.{key} = {value!r}: must be a number >= 0")
+    flush = table.get("flush_to_zero", "note")
+    if flush not in FLUSH_POLICIES:
+        raise ConfigError(f"{where}.flush_to_zero = {flush!r}: must be one of "
+                          f"{', '.join(FLUSH_POLICIES)}")
+    deviations = table.get("known_deviations")
+    path = (pyproject.parent / deviations) if deviations else DEFAULT_DEVIATIONS
+    if deviations and not path.is_file():
+        raise ConfigError(f"{where}.known_deviations = {deviations!r}: no such file {path}")
+    return Settings(
+        budget=BudgetConstants(**{k: float(v) for k, v in budget_table.items()}),
+        flush_to_zero=flush,
+        known_deviations=path,
+        source=str(pyproject),
+    )

@@ -1,0 +1,280 @@
+"""pytest wiring: selection options, the `target` parametrization, and the results collector.
+
+Test functions named test_<op> that take the `target` fixture are parametrized over the
+selected backend x device x dtype x case; ids read `test_softmax[torch-cpu-float32-glossary]`.
+Each item leaves one result record on its report; the controlling process (also under
+pytest-xdist) writes the records to the results file as the reports arrive.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from backends.protocol import DTYPES, OPS, Backend
+from backends.registry import BUILTIN, Unavailable, check_names, load
+from reports.results import ResultsWriter, jsonable
+from reports.summary import format_summary
+from suites import accuracy
+from suites.accuracy import Target
+from suites.cases import CASES, CATALOGUE, select_cases
+from suites.config import ConfigError, Settings, load_settings
+from suites.deviations import load_deviations, stale
+
+RESULT_PROPERTY = "softmax_suite_result"
+RECORD_KEY = pytest.StashKey[dict]()
+STATE_KEY = pytest.StashKey["SuiteState"]()
+ANY = "any"
+
+
+class SuiteState:
+    """What the session knows: the selection, loaded backends, settings and the results."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.ops = _selection(config, "op", OPS)
+        self.dtypes = _selection(config, "dtype", DTYPES)
+        self.case_patterns = _split(config.getoption("case"))
+        self.include_slow = config.getoption("slow")
+        self.cases = select_cases(self.case_patterns, self.include_slow)
+        if self.case_patterns and not self.cases:
+            raise pytest.UsageError(_no_match("case", self.case_patterns, [c.name for c in CATALOGUE]))
+        names = _split(config.getoption("backend")) or list(BUILTIN)
+        try:
+            check_names(names)
+            self.backends: dict[str, Backend | Unavailable] = {name: load(name) for name in names}
+        except ValueError as error:
+            raise pytest.UsageError(str(error)) from None
+        self.devices = _split(config.getoption("device"))
+        known_devices = {d for b in self.backends.values() if isinstance(b, Backend)
+                         for d in (*b.devices, *b.absent_devices)}
+        for device in self.devices:
+            if device not in known_devices:
+                raise pytest.UsageError(_no_match("device", [device], sorted(known_devices)))
+        config_path = config.getoption("suite_config")
+        try:
+            self.settings: Settings = load_settings(
+                Path(config_path) if config_path else Path.cwd() / "pyproject.toml")
+            self.deviations = load_deviations(self.settings.known_deviations)
+        except ConfigError as error:
+            raise pytest.UsageError(str(error)) from None
+        if config_path and not Path(config_path).is_file():
+            raise pytest.UsageError(f"--suite-config {config_path}: no such file")
+        self.results: list[dict] = []
+        self.writer: ResultsWriter | None = None
+
+    def targets(self, op: str) -> list:
+        """The parameters of test_<op>: runnable targets, plus one skip per unavailable
+        backend or absent device."""
+        params = []
+        for name, backend in self.backends.items():
+            if isinstance(backend, Unavailable):
+                target = Target(op, name, ANY, ANY, ANY)
+                params.append(pytest.param(target, id=target.id,
+                                           marks=pytest.mark.skip(reason=backend.reason)))
+                continue
+            for device, reason in backend.absent_devices.items():
+                if not self.devices or device in self.devices:
+                    target = Target(op, name, device, ANY, ANY)
+                    params.append(pytest.param(target, id=target.id,
+                                               marks=pytest.mark.skip(reason=reason)))
+            for device in backend.devices:
+                if self.devices and device not in self.devices:
+                    continue
+                for case in self.cases:
+                    for dtype in self.dtypes:
+                        if dtype in case.dtypes:
+                            target = Target(op, name, device, dtype, case.name)
+                            marks = [pytest.mark.slow] if "slow" in case.tags else []
+                            params.append(pytest.param(target, id=target.id, marks=marks))
+        return params
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+
+
+def _no_match(kind: str, given: list[str], valid: list[str]) -> str:
+    close = difflib.get_close_matches(given[0], valid, n=1) if given else []
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"no {kind} matches {', '.join(map(repr, given))}: valid are {', '.join(valid)}{hint}"
+
+
+def _selection(config: pytest.Config, option: str, valid: tuple[str, ...]) -> list[str]:
+    chosen = _split(config.getoption(option))
+    for name in chosen:
+        if name not in valid:
+            raise pytest.UsageError(_no_match(option, [name], list(valid)))
+    return [name for name in valid if not chosen or name in chosen]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("softmax-suite", "softmax-suite selection and results")
+    group.addoption("--backend", action="append", metavar="NAMES",
+                    help="backends to run, comma-separated: built-in names "
+                         f"({', '.join(BUILTIN)}) or package.module:attr (default: all built-in)")
+    group.addoption("--device", action="append", metavar="NAMES",
+                    help="devices, comma-separated (cpu, cuda, mps, gpu, tpu; default: all)")
+    group.addoption("--dtype", action="append", metavar="NAMES",
+                    help=f"dtypes, comma-separated ({', '.join(DTYPES)}; default: all)")
+    group.addoption("--op", action="append", metavar="NAMES",
+                    help=f"ops, comma-separated ({', '.join(OPS)}; default: all)")
+    group.addoption("--case", action="append", metavar="GLOBS",
+                    help="case name globs, comma-separated (default: every case but slow ones)")
+    group.addoption("--slow", action="store_true", default=False,
+                    help="include slow cases (rows of 2^20 elements and more)")
+    group.addoption("--results", metavar="PATH", default=None,
+                    help="write one JSON line per result to PATH as results are produced")
+    group.addoption("--suite-config", metavar="PATH", default=None,
+                    help="pyproject.toml holding [tool.softmax-suite] (default: ./pyproject.toml)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: a case with rows of 2^20 elements or more")
+    state = SuiteState(config)
+    config.stash[STATE_KEY] = state
+    results_path = config.getoption("results")
+    if results_path and not hasattr(config, "workerinput"):
+        header = {
+            "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+            "cwd": os.getcwd(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "machine": platform.machine(),
+            "processor": platform.processor(),
+            "cpu_count": os.cpu_count(),
+            "backends": {name: ({"version": b.version, "devices": list(b.devices),
+                                 "absent_devices": dict(b.absent_devices)}
+                                if isinstance(b, Backend) else {"unavailable": b.reason})
+                         for name, b in state.backends.items()},
+            "settings": {"budget": state.settings.budget.as_dict(),
+                         "flush_to_zero": state.settings.flush_to_zero,
+                         "source": state.settings.source},
+        }
+        try:
+            state.writer = ResultsWriter(results_path, header)
+        except OSError as error:
+            raise pytest.UsageError(f"--results {results_path}: cannot write ({error.strerror})"
+                                    ) from None
+    if not hasattr(config, "workerinput"):
+        config.pluginmanager.register(ResultsCollector(state), "softmax-suite-results")
+
+
+def _op_of(metafunc: pytest.Metafunc) -> str:
+    op = metafunc.function.__name__.removeprefix("test_")
+    if op not in OPS:
+        raise pytest.UsageError(f"{metafunc.function.__name__} takes `target` but {op!r} is not "
+                                f"an op; name it test_<op> with op one of {', '.join(OPS)}")
+    return op
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "target" not in metafunc.fixturenames:
+        return
+    state = metafunc.config.stash[STATE_KEY]
+    op = _op_of(metafunc)
+    params = state.targets(op) if op in state.ops else []
+    metafunc.parametrize("target", params or [pytest.param(None, id="deselected")])
+
+
+def _order(item: pytest.Item) -> tuple:
+    """Items grouped by case, dtype and op so that the oracle of one input is reused at once."""
+    target = getattr(getattr(item, "callspec", None), "params", {}).get("target")
+    if target is None:
+        return (-1,)
+    case_rank = list(CASES).index(target.case) if target.case in CASES else -1
+    dtype_rank = DTYPES.index(target.dtype) if target.dtype in DTYPES else -1
+    return (case_rank, dtype_rank, OPS.index(target.op), target.backend, target.device)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    deselected = [item for item in items
+                  if getattr(item, "callspec", None) and "target" in item.callspec.params
+                  and item.callspec.params["target"] is None]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if item not in deselected]
+    items.sort(key=_order)
+
+
+@pytest.fixture
+def check_accuracy(request: pytest.FixtureRequest):
+    """Run the item's target and turn its record into a pytest outcome."""
+    state: SuiteState = request.config.stash[STATE_KEY]
+
+    def check(target: Target) -> None:
+        backend = state.backends[target.backend]
+        record = accuracy.run(target, backend, state.settings, state.deviations)
+        request.node.stash[RECORD_KEY] = record
+        status = record["status"]
+        if status == "unsupported":
+            pytest.skip(f"unsupported: {record['message']}")
+        if status == "known_failure":
+            pytest.xfail(record["message"])
+        if status in ("fail", "error"):
+            pytest.fail(f"{target.op}[{target.id}] {status}: {record['message']}", pytrace=False)
+
+    return check
+
+
+def _skip_record(target: Target, reason: str) -> dict:
+    case = CASES.get(target.case)
+    return {**target.identity(), "status": "skip", "message": reason,
+            "axis": case.axis if case else None}
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    target = getattr(getattr(item, "callspec", None), "params", {}).get("target")
+    if not isinstance(target, Target):
+        return report
+    record = item.stash.get(RECORD_KEY, None)
+    if call.when == "setup" and report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        record = _skip_record(target, reason.removeprefix("Skipped: "))
+    elif call.when == "call" and record is None and report.failed:
+        record = {**target.identity(), "status": "error",
+                  "message": f"suite error: {call.excinfo.exconly() if call.excinfo else report.longreprtext}"}
+    elif call.when != "call":
+        return report
+    if record is not None:
+        report.user_properties.append((RESULT_PROPERTY, jsonable({**record, "nodeid": item.nodeid})))
+    return report
+
+
+class ResultsCollector:
+    """Registered on the controlling process only: gathers records, writes them as they come."""
+
+    def __init__(self, state: SuiteState) -> None:
+        self.state = state
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        for name, record in report.user_properties:
+            if name == RESULT_PROPERTY:
+                self.state.results.append(record)
+                if self.state.writer is not None:
+                    self.state.writer.write(record)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.state.writer is not None:
+            self.state.writer.close()
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        state = self.state
+        if not state.results:
+            return
+        terminalreporter.section("softmax-suite")
+        terminalreporter.write_line(format_summary(state.results))
+        for deviation in stale(state.deviations, state.results):
+            terminalreporter.write_line(
+                f"stale known deviation (it explains no failure of this run; remove it from "
+                f"{state.settings.known_deviations}): {deviation.reason}", yellow=True)
+        if state.writer is not None:
+            terminalreporter.write_line(f"results: {state.writer.path}")
