@@ -1,0 +1,164 @@
+"""The `softmax-suite` command: run the suite, list the backends, list the cases.
+
+`run` is pytest over the suites package with the same selection options, writing
+OUT/results.jsonl; exit status 0 when nothing unexpected failed, 1 when something did,
+2 on usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from backends.protocol import DTYPES, OPS, Backend
+from backends.registry import BUILTIN, check_names, load
+from suites.cases import CATALOGUE, select_cases
+
+SUITES_DIR = Path(__file__).resolve().parent
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _selection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", action="append", metavar="NAMES",
+                        help=f"comma-separated: {', '.join(BUILTIN)} or package.module:attr "
+                             "(default: every built-in backend)")
+    parser.add_argument("--device", action="append", metavar="NAMES",
+                        help="comma-separated devices: cpu, cuda, mps, gpu, tpu (default: all)")
+    parser.add_argument("--dtype", action="append", metavar="NAMES",
+                        help=f"comma-separated: {', '.join(DTYPES)} (default: all)")
+    parser.add_argument("--op", action="append", metavar="NAMES",
+                        help=f"comma-separated: {', '.join(OPS)} (default: all)")
+    parser.add_argument("--case", action="append", metavar="GLOBS",
+                        help="comma-separated case-name globs (default: all but slow cases)")
+    parser.add_argument("--slow", action="store_true", help="include slow cases (2^20-element rows)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="softmax-suite",
+        description="Accuracy of softmax, log_softmax and logsumexp backends against an exact oracle.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the suite and write OUT/results.jsonl",
+                              description="Run the suite over the selected backends (default: every "
+                                          "installed one) and write OUT/results.jsonl.")
+    _selection_options(run)
+    run.add_argument("--out", default="softmax-suite-out", metavar="DIR",
+                     help="output folder (default: softmax-suite-out)")
+    run.add_argument("-n", "--workers", default="auto", metavar="N",
+                     help="pytest-xdist workers: a number, 'auto', or 0 for one process "
+                          "(default: auto when pytest-xdist is installed)")
+    run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS",
+                     help="further arguments for pytest, after --")
+
+    backends = commands.add_parser("backends", help="list backends: version, devices, dtypes, or why not")
+    backends.add_argument("--backend", action="append", metavar="NAMES",
+                          help="also describe these (package.module:attr)")
+
+    cases = commands.add_parser("cases", help="list the case catalogue")
+    cases.add_argument("--case", action="append", metavar="GLOBS", help="comma-separated globs")
+    cases.add_argument("--dtype", metavar="NAME", help="only cases that apply to this dtype")
+    return parser
+
+
+def _split(values: list[str] | None) -> list[str]:
+    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+
+
+def run_command(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        print(f"softmax-suite: cannot create output folder {out}: {error.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    results = out / "results.jsonl"
+    pytest_args = [str(SUITES_DIR), "-p", "suites.plugin", "-q", "--results", str(results)]
+    for option in ("backend", "device", "dtype", "op", "case"):
+        for value in getattr(args, option) or []:
+            pytest_args += [f"--{option}", value]
+    if args.slow:
+        pytest_args.append("--slow")
+    if args.workers not in ("0", 0) and importlib.util.find_spec("xdist") is not None:
+        pytest_args += ["-n", str(args.workers)]
+    pytest_args += args.pytest_args
+    code = pytest.main(pytest_args)
+    if code == pytest.ExitCode.NO_TESTS_COLLECTED:
+        print("softmax-suite: the selection matched nothing to run", file=sys.stderr)
+        return EXIT_USAGE
+    if code == pytest.ExitCode.USAGE_ERROR:
+        return EXIT_USAGE
+    if code == pytest.ExitCode.INTERRUPTED:
+        return 130
+    print(f"softmax-suite: results in {results}")
+    return EXIT_OK if code == pytest.ExitCode.OK else EXIT_FAILED
+
+
+def backends_command(args: argparse.Namespace) -> int:
+    names = list(BUILTIN) + [n for n in _split(args.backend) if n not in BUILTIN]
+    try:
+        check_names(names)
+    except ValueError as error:
+        print(f"softmax-suite: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    for name in names:
+        try:
+            backend = load(name)
+        except Exception as error:  # a user's module:attr that does not load is reported, not raised
+            print(f"{name}: cannot load: {error}")
+            continue
+        if not isinstance(backend, Backend):
+            print(f"{name}: unavailable: {backend.reason}")
+            continue
+        print(f"{backend.name} {backend.version}")
+        print(f"  devices: {', '.join(backend.devices) or 'none'}")
+        for device, reason in backend.absent_devices.items():
+            print(f"  absent:  {device} ({reason})")
+        print(f"  dtypes:  {', '.join(backend.dtypes)}")
+        print(f"  ops:     {', '.join(op for op in OPS if op in backend.ops)}")
+    return EXIT_OK
+
+
+def cases_command(args: argparse.Namespace) -> int:
+    patterns = _split(args.case)
+    if args.dtype and args.dtype not in DTYPES:
+        print(f"softmax-suite: unknown dtype {args.dtype!r}: valid are {', '.join(DTYPES)}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    chosen = [c for c in select_cases(patterns, include_slow=True)
+              if not args.dtype or args.dtype in c.dtypes]
+    if patterns and not chosen:
+        print(f"softmax-suite: no case matches {', '.join(patterns)}; see `softmax-suite cases`",
+              file=sys.stderr)
+        return EXIT_USAGE
+    rows = [("case", "shape", "axis", "layout", "dtypes", "tags", "description")]
+    for case in chosen:
+        shape = case.build(case.dtypes[0]).shape
+        dtypes = "all" if case.dtypes == DTYPES else ",".join(case.dtypes)
+        rows.append((case.name, "x".join(map(str, shape)), str(case.axis), case.layout, dtypes,
+                     ",".join(sorted(case.tags)) or "-", case.description))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+    print(f"\n{len(chosen)} of {len(CATALOGUE)} cases")
+    return EXIT_OK
+
+
+COMMANDS = {"run": run_command, "backends": backends_command, "cases": cases_command}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:
+        return EXIT_USAGE if exit_.code else EXIT_OK
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
