@@ -84,7 +84,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.slow:
         pytest_args.append("--slow")
     if args.workers not in ("0", 0) and importlib.util.find_spec("xdist") is not None:
-        pytest_args += ["-n", str(args.workers)]
+        pytest_args += ["-n", str(args.workers), "--dist", "loadgroup"]
     pytest_args += args.pytest_args
     code = pytest.main(pytest_args)
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:

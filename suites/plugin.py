@@ -90,7 +90,11 @@ class SuiteState:
                     for dtype in self.dtypes:
                         if dtype in case.dtypes:
                             target = Target(op, name, device, dtype, case.name)
-                            marks = [pytest.mark.slow] if "slow" in case.tags else []
+                            # One worker per (case, dtype) under `--dist loadgroup`: the oracle of
+                            # an input is then computed once per run, not once per worker.
+                            marks = [pytest.mark.xdist_group(f"{case.name}-{dtype}")]
+                            if "slow" in case.tags:
+                                marks.append(pytest.mark.slow)
                             params.append(pytest.param(target, id=target.id, marks=marks))
         return params
 
@@ -136,6 +140,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: a case with rows of 2^20 elements or more")
+    config.addinivalue_line("markers", "xdist_group(name): items pytest-xdist keeps on one worker")
     state = SuiteState(config)
     config.stash[STATE_KEY] = state
     results_path = config.getoption("results")
@@ -240,8 +245,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         record = _skip_record(target, reason.removeprefix("Skipped: "))
     elif call.when == "call" and record is None and report.failed:
-        record = {**target.identity(), "status": "error",
-                  "message": f"suite error: {call.excinfo.exconly() if call.excinfo else report.longreprtext}"}
+        cause = call.excinfo.exconly() if call.excinfo else report.longreprtext
+        record = {**target.identity(), "status": "error", "message": f"suite error: {cause}"}
     elif call.when != "call":
         return report
     if record is not None:
