@@ -1,0 +1,67 @@
+"""The softmax-suite command as a user runs it: exit codes, results file, listings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "suites.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_run_writes_results_and_exits_zero(tmp_path: Path) -> None:
+    done = cli("run", "--backend", "numpy", "--case", "glossary,tied_max", "--out", str(tmp_path),
+               "-n", "0")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert lines[0]["kind"] == "run"
+    results = lines[1:]
+    # 2 cases x 4 dtypes x 3 forward ops, all passing for the numpy reference adapter.
+    assert len(results) == 24
+    assert {r["status"] for r in results} == {"pass"}
+    assert "numpy (cpu)" in done.stdout and "worst" in done.stdout
+
+
+def test_run_exits_one_when_a_case_fails(tmp_path: Path) -> None:
+    # exp(x)/sum(exp(x)) overflows on equal_large (x = 1e4): NaN where a number is expected.
+    done = cli("run", "--backend", "tests.bad_softmax:NoMaxShift", "--case", "equal_large",
+               "--dtype", "float32", "--op", "softmax", "--out", str(tmp_path), "-n", "0")
+    assert done.returncode == 1, done.stdout + done.stderr
+    record = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[1])
+    assert record["status"] == "fail" and record["failure"] == "semantic"
+
+
+def test_unknown_names_exit_two_with_the_valid_ones(tmp_path: Path) -> None:
+    done = cli("run", "--backend", "numpi", "--out", str(tmp_path))
+    assert done.returncode == 2
+    assert "did you mean 'numpy'" in done.stdout + done.stderr
+    done = cli("run", "--backend", "numpy", "--dtype", "float61", "--out", str(tmp_path))
+    assert done.returncode == 2
+    assert "float16, bfloat16, float32, float64" in done.stdout + done.stderr
+    assert cli("frobnicate").returncode == 2
+
+
+def test_unwritable_output_folder_is_a_usage_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    done = cli("run", "--backend", "numpy", "--out", str(blocker / "out"))
+    assert done.returncode == 2
+    assert "cannot create output folder" in done.stderr
+
+
+def test_backends_and_cases_listings() -> None:
+    backends = cli("backends")
+    assert backends.returncode == 0
+    assert "numpy" in backends.stdout and "dtypes:" in backends.stdout
+    cases = cli("cases", "--dtype", "float32")
+    assert cases.returncode == 0
+    assert "glossary" in cases.stdout
+    # The 65536-element rows apply to float16 and bfloat16 only.
+    assert "long_equal_n65k" not in cases.stdout
+    assert cli("cases", "--case", "nothing_like_this").returncode == 2
