@@ -60,7 +60,7 @@ def compare(reference: Reference, got: np.ndarray) -> Comparison:
     with np.errstate(all="ignore"):
         scaled = np.ldexp(np.where(numeric, y, 0.0), np.where(numeric, -scale, 0))
         diff = np.abs((scaled - mant) - mant_lo)
-        ulp_err = np.ldexp(diff, scale - ulp_exponent(scale, fmt))
+        ulp_err = np.ldexp(diff, scale - ulp_exponent(scale, fmt, mant))
         rel_err = np.where(diff == 0, 0.0, diff / np.abs(mant))
         abs_err = np.ldexp(diff, scale)
     nan = np.full(y.shape, np.nan)

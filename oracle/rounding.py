@@ -52,9 +52,11 @@ def round_to_format(value: tuple, fmt: Format) -> float:
     return -result if sign else result
 
 
-def ulp_exponent(scale: np.ndarray, fmt: Format) -> np.ndarray:
-    """log2 of ulp(v) in fmt for exact values with floor(log2|v|) = scale (ulp(0) = min subnormal)."""
-    return np.maximum(scale, fmt.emin) - fmt.p + 1
+def ulp_exponent(scale: np.ndarray, fmt: Format, mant: np.ndarray | None = None) -> np.ndarray:
+    """log2 of ulp(v) in fmt for exact values with floor(log2|v|) = scale; ulp(0) = min subnormal
+    where mant (the significand, 0 for an exact zero, whose scale is 0) is given and 0."""
+    exponent = np.maximum(scale, fmt.emin) - fmt.p + 1
+    return exponent if mant is None else np.where(mant == 0, fmt.emin - fmt.p + 1, exponent)
 
 
 def ulp(value: float, fmt: Format) -> float:
