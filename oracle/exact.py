@@ -72,7 +72,8 @@ class Reference:
     """The exact answer for one op on one input, element by element, in the output's shape.
 
     The unrounded exact value of element i is (mant[i] + mant_lo[i]) * 2**scale[i] with
-    1 <= |mant| < 2 (mant = 0 for an exact zero, NaN or +-inf for a non-finite exact value).
+    1 <= |mant| <= 2 (2 when mant_lo < 0 carries the rest; mant = 0 for an exact zero, NaN or
+    +-inf for a non-finite exact value).
     The conditioning arrays feed the error budget (oracle.budget): gap = |x_j - max x|,
     weighted_gap = sum_i softmax_i |x_i - max x|, tail = t / (1 + t), log_tail = log1p(t).
     """
@@ -189,7 +190,7 @@ def _decide(value: tuple, err: tuple, fmt: Format, precision: int) -> float | No
 
 
 def _split(value: tuple, precision: int) -> tuple[float, float, int]:
-    """(mant, mant_lo, scale) with value = (mant + mant_lo) * 2^scale and 1 <= |mant| < 2."""
+    """(mant, mant_lo, scale) with value = (mant + mant_lo) * 2^scale and 1 <= |mant| <= 2."""
     sign, man, exp, bc = value
     if not man:
         return to_float(value), 0.0, 0
