@@ -17,24 +17,10 @@ import pytest
 from backends.protocol import DTYPES, OPS, Backend
 from backends.registry import BUILTIN, check_names, load
 from suites.cases import CATALOGUE, select_cases
+from suites.selection import SELECTION_OPTIONS, split
 
 SUITES_DIR = Path(__file__).resolve().parent
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def _selection_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", action="append", metavar="NAMES",
-                        help=f"comma-separated: {', '.join(BUILTIN)} or package.module:attr "
-                             "(default: every built-in backend)")
-    parser.add_argument("--device", action="append", metavar="NAMES",
-                        help="comma-separated devices: cpu, cuda, mps, gpu, tpu (default: all)")
-    parser.add_argument("--dtype", action="append", metavar="NAMES",
-                        help=f"comma-separated: {', '.join(DTYPES)} (default: all)")
-    parser.add_argument("--op", action="append", metavar="NAMES",
-                        help=f"comma-separated: {', '.join(OPS)} (default: all)")
-    parser.add_argument("--case", action="append", metavar="GLOBS",
-                        help="comma-separated case-name globs (default: all but slow cases)")
-    parser.add_argument("--slow", action="store_true", help="include slow cases (2^20-element rows)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the suite and write OUT/results.jsonl",
                               description="Run the suite over the selected backends (default: every "
                                           "installed one) and write OUT/results.jsonl.")
-    _selection_options(run)
+    for flag, kwargs in SELECTION_OPTIONS:
+        run.add_argument(flag, **kwargs)
     run.add_argument("--out", default="softmax-suite-out", metavar="DIR",
                      help="output folder (default: softmax-suite-out)")
     run.add_argument("-n", "--workers", default="auto", metavar="N",
@@ -63,10 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     cases.add_argument("--case", action="append", metavar="GLOBS", help="comma-separated globs")
     cases.add_argument("--dtype", metavar="NAME", help="only cases that apply to this dtype")
     return parser
-
-
-def _split(values: list[str] | None) -> list[str]:
-    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -99,7 +82,7 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def backends_command(args: argparse.Namespace) -> int:
-    names = list(BUILTIN) + [n for n in _split(args.backend) if n not in BUILTIN]
+    names = list(BUILTIN) + [n for n in split(args.backend) if n not in BUILTIN]
     try:
         check_names(names)
     except ValueError as error:
@@ -124,7 +107,7 @@ def backends_command(args: argparse.Namespace) -> int:
 
 
 def cases_command(args: argparse.Namespace) -> int:
-    patterns = _split(args.case)
+    patterns = split(args.case)
     if args.dtype and args.dtype not in DTYPES:
         print(f"softmax-suite: unknown dtype {args.dtype!r}: valid are {', '.join(DTYPES)}",
               file=sys.stderr)

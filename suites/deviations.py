@@ -9,16 +9,10 @@ wins. An entry that matches a result which now passes is reported so it can be r
 from __future__ import annotations
 
 import fnmatch
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-
-from suites.config import ConfigError
+from suites.config import ConfigError, tomllib
 
 FIELDS = ("backend", "device", "dtype", "op", "case", "failure")
 

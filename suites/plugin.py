@@ -26,6 +26,7 @@ from suites.accuracy import Target
 from suites.cases import CASES, CATALOGUE, select_cases
 from suites.config import ConfigError, Settings, load_settings
 from suites.deviations import load_deviations, stale
+from suites.selection import SELECTION_OPTIONS, split
 
 RESULT_PROPERTY = "softmax_suite_result"
 RECORD_KEY = pytest.StashKey[dict]()
@@ -39,18 +40,18 @@ class SuiteState:
     def __init__(self, config: pytest.Config) -> None:
         self.ops = _selection(config, "op", OPS)
         self.dtypes = _selection(config, "dtype", DTYPES)
-        self.case_patterns = _split(config.getoption("case"))
+        self.case_patterns = split(config.getoption("case"))
         self.include_slow = config.getoption("slow")
         self.cases = select_cases(self.case_patterns, self.include_slow)
         if self.case_patterns and not self.cases:
             raise pytest.UsageError(_no_match("case", self.case_patterns, [c.name for c in CATALOGUE]))
-        names = _split(config.getoption("backend")) or list(BUILTIN)
+        names = split(config.getoption("backend")) or list(BUILTIN)
         try:
             check_names(names)
             self.backends: dict[str, Backend | Unavailable] = {name: load(name) for name in names}
         except ValueError as error:
             raise pytest.UsageError(str(error)) from None
-        self.devices = _split(config.getoption("device"))
+        self.devices = split(config.getoption("device"))
         known_devices = {d for b in self.backends.values() if isinstance(b, Backend)
                          for d in (*b.devices, *b.absent_devices)}
         for device in self.devices:
@@ -69,7 +70,7 @@ class SuiteState:
         self.writer: ResultsWriter | None = None
         # Staleness of a known deviation can only be judged on the whole catalogue.
         self.complete = not (self.case_patterns or self.devices
-                             or _split(config.getoption("op")) or _split(config.getoption("dtype")))
+                             or split(config.getoption("op")) or split(config.getoption("dtype")))
 
     def targets(self, op: str) -> list:
         """The parameters of test_<op>: runnable targets, plus one skip per unavailable
@@ -102,10 +103,6 @@ class SuiteState:
         return params
 
 
-def _split(values: list[str] | None) -> list[str]:
-    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
-
-
 def _no_match(kind: str, given: list[str], valid: list[str]) -> str:
     close = difflib.get_close_matches(given[0], valid, n=1) if given else []
     hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -113,7 +110,7 @@ def _no_match(kind: str, given: list[str], valid: list[str]) -> str:
 
 
 def _selection(config: pytest.Config, option: str, valid: tuple[str, ...]) -> list[str]:
-    chosen = _split(config.getoption(option))
+    chosen = split(config.getoption(option))
     for name in chosen:
         if name not in valid:
             raise pytest.UsageError(_no_match(option, [name], list(valid)))
@@ -122,19 +119,8 @@ def _selection(config: pytest.Config, option: str, valid: tuple[str, ...]) -> li
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("softmax-suite", "softmax-suite selection and results")
-    group.addoption("--backend", action="append", metavar="NAMES",
-                    help="backends to run, comma-separated: built-in names "
-                         f"({', '.join(BUILTIN)}) or package.module:attr (default: all built-in)")
-    group.addoption("--device", action="append", metavar="NAMES",
-                    help="devices, comma-separated (cpu, cuda, mps, gpu, tpu; default: all)")
-    group.addoption("--dtype", action="append", metavar="NAMES",
-                    help=f"dtypes, comma-separated ({', '.join(DTYPES)}; default: all)")
-    group.addoption("--op", action="append", metavar="NAMES",
-                    help=f"ops, comma-separated ({', '.join(OPS)}; default: all)")
-    group.addoption("--case", action="append", metavar="GLOBS",
-                    help="case name globs, comma-separated (default: every case but slow ones)")
-    group.addoption("--slow", action="store_true", default=False,
-                    help="include slow cases (rows of 2^20 elements and more)")
+    for flag, kwargs in SELECTION_OPTIONS:
+        group.addoption(flag, **kwargs)
     group.addoption("--results", metavar="PATH", default=None,
                     help="write one JSON line per result to PATH as results are produced")
     group.addoption("--suite-config", metavar="PATH", default=None,

@@ -1,0 +1,28 @@
+"""The selection options shared by `pytest suites` and `softmax-suite run`, and their parsing."""
+
+from __future__ import annotations
+
+from backends.protocol import DTYPES, OPS
+from backends.registry import BUILTIN
+
+# (flag, keyword arguments) for argparse and pytest's parser alike.
+SELECTION_OPTIONS: tuple[tuple[str, dict], ...] = (
+    ("--backend", {"action": "append", "metavar": "NAMES",
+                   "help": f"backends, comma-separated: {', '.join(BUILTIN)} or package.module:attr "
+                           "(default: every built-in backend)"}),
+    ("--device", {"action": "append", "metavar": "NAMES",
+                  "help": "devices, comma-separated: cpu, cuda, mps, gpu, tpu (default: all)"}),
+    ("--dtype", {"action": "append", "metavar": "NAMES",
+                 "help": f"dtypes, comma-separated: {', '.join(DTYPES)} (default: all)"}),
+    ("--op", {"action": "append", "metavar": "NAMES",
+              "help": f"ops, comma-separated: {', '.join(OPS)} (default: all)"}),
+    ("--case", {"action": "append", "metavar": "GLOBS",
+                "help": "case-name globs, comma-separated (default: every case but slow ones)"}),
+    ("--slow", {"action": "store_true", "default": False,
+                "help": "include slow cases (rows of 2^20 elements and more)"}),
+)
+
+
+def split(values: list[str] | None) -> list[str]:
+    """Repeated, comma-separated option values as one flat list of names."""
+    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
