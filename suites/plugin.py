@@ -58,14 +58,14 @@ class SuiteState:
             if device not in known_devices:
                 raise pytest.UsageError(_no_match("device", [device], sorted(known_devices)))
         config_path = config.getoption("suite_config")
+        if config_path and not Path(config_path).is_file():
+            raise pytest.UsageError(f"--suite-config {config_path}: no such file")
         try:
             self.settings: Settings = load_settings(
                 Path(config_path) if config_path else Path.cwd() / "pyproject.toml")
             self.deviations = load_deviations(self.settings.known_deviations)
         except ConfigError as error:
             raise pytest.UsageError(str(error)) from None
-        if config_path and not Path(config_path).is_file():
-            raise pytest.UsageError(f"--suite-config {config_path}: no such file")
         self.results: list[dict] = []
         self.writer: ResultsWriter | None = None
         # Staleness of a known deviation can only be judged on the whole catalogue.
