@@ -60,22 +60,23 @@ def budget_ulp(reference: Reference, constants: BudgetConstants = BudgetConstant
     u = fmt.u
     c0, c_exp, c_sum = constants.c0, constants.c_exp, constants.c_sum
     summation = c_sum * summation_depth(reference.row_length)
+    terms = reference.terms
     scale = reference.scale
     quantum = ulp_exponent(scale, fmt, reference.mant)
     magnitude = np.abs(reference.mant)  # |v| / 2^scale, in [1, 2) or 0
     with np.errstate(all="ignore"):
         relative_units = np.ldexp(magnitude, scale - quantum)  # |v| / ulp(v)
-        log_error = (reference.log_tail + reference.tail * (c0 + summation)
-                     + c_exp * reference.weighted_gap) * u
+        log_error = (terms["log_tail"] + terms["tail"] * (c0 + summation)
+                     + c_exp * terms["weighted_gap"]) * u
         if reference.op == "softmax":
-            rel = (c0 + c_exp * (reference.gap + reference.weighted_gap) + summation) * u
+            rel = (c0 + c_exp * (terms["gap"] + terms["weighted_gap"]) + summation) * u
             spread = np.where(magnitude == 0, 0.0, rel * relative_units)
             underflow = np.ldexp(1.0, fmt.emin - fmt.p + 1 - quantum)
             budget = 0.5 + spread + underflow
         elif reference.op == "logsumexp":
             budget = 0.5 + np.ldexp(log_error, -quantum) + u * relative_units
         elif reference.op == "log_softmax":
-            absolute = c_exp * reference.gap * u + log_error
+            absolute = c_exp * terms["gap"] * u + log_error
             budget = 0.5 + np.ldexp(absolute, -quantum) + u * relative_units
         else:
             raise ValueError(f"no budget for op {reference.op!r}")

@@ -34,6 +34,7 @@ logsumexp -inf.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +62,7 @@ from oracle.formats import Format, format_of
 from oracle.rounding import round_to_format
 
 FORWARD_OPS: tuple[str, ...] = ("softmax", "log_softmax", "logsumexp")
+REDUCED_OPS: frozenset[str] = frozenset({"logsumexp"})
 MAX_PRECISION = 4096
 # Exponents of exact values are clamped to +-SCALE_LIMIT: far beyond every format's range
 # (exp(-2 * float32 max) has an exponent near -2^128), where only "zero" or "huge" matters.
@@ -74,8 +76,11 @@ class Reference:
     The unrounded exact value of element i is (mant[i] + mant_lo[i]) * 2**scale[i] with
     1 <= |mant| <= 2 (2 when mant_lo < 0 carries the rest; mant = 0 for an exact zero, NaN or
     +-inf for a non-finite exact value).
-    The conditioning arrays feed the error budget (oracle.budget): gap = |x_j - max x|,
-    weighted_gap = sum_i softmax_i |x_i - max x|, tail = t / (1 + t), log_tail = log1p(t).
+    `terms` holds the conditioning of each element (float64 arrays in the output's shape) that
+    the error budgets (oracle.budget) and the a-priori bounds (oracle.theory) are made of.
+    Forward ops: gap = |x_j - max x|, weighted_gap = W = sum_i softmax_i |x_i - max x|,
+    max_gap = max_i |x_i - max x| over the finite entries, tail = t / (1 + t) and
+    log_tail = log1p(t). The VJPs add their own (oracle.gradients).
     """
 
     op: str
@@ -84,10 +89,7 @@ class Reference:
     mant: np.ndarray
     mant_lo: np.ndarray
     scale: np.ndarray
-    gap: np.ndarray
-    weighted_gap: np.ndarray
-    tail: np.ndarray
-    log_tail: np.ndarray
+    terms: Mapping[str, np.ndarray]
     row_length: int
     max_precision: int
 
@@ -104,40 +106,54 @@ def initial_precision(fmt: Format) -> int:
 def forward_references(x: np.ndarray, axis: int) -> dict[str, Reference]:
     """Exact softmax, log_softmax and logsumexp of x along axis, computed in one pass."""
     fmt = format_of(x.dtype)
-    axis = axis % x.ndim
-    rows = np.moveaxis(x, axis, -1)
-    lead_shape, n = rows.shape[:-1], rows.shape[-1]
-    flat = rows.reshape(math.prod(lead_shape), n).astype(np.float64)
-    collected: dict[str, list] = {op: [] for op in FORWARD_OPS}
-    conditioning: dict[str, list] = {"gap": [], "weighted_gap": [], "tail": [], "log_tail": []}
-    top_precision = 0
-    for row in flat:
-        result, precision = _decided_row(row, fmt)
-        top_precision = max(top_precision, precision)
-        for op in FORWARD_OPS:
-            collected[op].extend(result[op])
-        for key, values in result["conditioning"].items():
-            conditioning[key].extend(values)
-    gaps = np.asarray(conditioning["gap"], dtype=np.float64).reshape(*lead_shape, n)
-    per_row = {key: np.asarray(conditioning[key], dtype=np.float64).reshape(lead_shape)
-               for key in ("weighted_gap", "tail", "log_tail")}
+    return build_references(fmt, axis, [x], lambda row, precision: _evaluate_row(row[0], precision),
+                            FORWARD_OPS)
 
-    def elementwise(values: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(np.moveaxis(values, -1, axis))
+
+RowEvaluation = Callable[[list[np.ndarray], int], dict]
+
+
+def build_references(fmt: Format, axis: int, inputs: list[np.ndarray], evaluate: RowEvaluation,
+                     ops: tuple[str, ...]) -> dict[str, Reference]:
+    """References for ops from a row evaluation, decided row by row (Ziv's loop).
+
+    inputs are arrays sharing the reduction axis (x, and for the VJPs the cotangents; an input
+    with one dimension fewer than x is a per-row value such as logsumexp's cotangent).
+    evaluate(rows, precision) returns {"values": {op: [(value, err), ...]}, "terms": {op:
+    {name: per-element list or per-row float}}}, with one value per element for elementwise
+    ops and one per row for reduced ops (logsumexp).
+    """
+    x = inputs[0]
+    axis = axis % x.ndim
+    lead_shape = tuple(size for i, size in enumerate(x.shape) if i != axis)
+    n = x.shape[axis]
+    rows_count = math.prod(lead_shape)
+    flat = [np.moveaxis(a, axis, -1).reshape(rows_count, n).astype(np.float64) if a.ndim == x.ndim
+            else a.reshape(rows_count).astype(np.float64) for a in inputs]
+    collected: dict[str, list] = {op: [] for op in ops}
+    terms: dict[str, dict[str, list]] = {op: {} for op in ops}
+    top_precision = 0
+    for index in range(rows_count):
+        result, precision = _decided_row([a[index] for a in flat], fmt, evaluate, ops)
+        top_precision = max(top_precision, precision)
+        for op in ops:
+            collected[op].extend(result["values"][op])
+            reduced = len(result["values"][op]) == 1 and op in REDUCED_OPS
+            for name, value in result["terms"][op].items():
+                values = value if isinstance(value, list) else [value] * (1 if reduced else n)
+                terms[op].setdefault(name, []).extend(values)
+
+    def shaped(values: list, reduced: bool) -> np.ndarray:
+        array = np.asarray(values, dtype=np.float64)
+        if reduced:
+            return array.reshape(lead_shape)
+        return np.ascontiguousarray(np.moveaxis(array.reshape(*lead_shape, n), -1, axis))
 
     references = {}
-    for op in FORWARD_OPS:
+    for op in ops:
+        reduced = op in REDUCED_OPS
         columns = list(zip(*collected[op], strict=True)) or [(), (), (), ()]
-        if op == "logsumexp":
-            arrays = [np.asarray(c, dtype=np.float64).reshape(lead_shape) for c in columns]
-            cond = dict(per_row, gap=np.zeros(lead_shape))
-        else:
-            arrays = [elementwise(np.asarray(c, dtype=np.float64).reshape(*lead_shape, n))
-                      for c in columns]
-            cond = {key: elementwise(np.broadcast_to(v[..., None], (*lead_shape, n)))
-                    for key, v in per_row.items()}
-            cond["gap"] = elementwise(gaps)
-        rounded, mant, mant_lo, scale = arrays
+        rounded, mant, mant_lo, scale = (shaped(list(c), reduced) for c in columns)
         references[op] = Reference(
             op=op,
             dtype=fmt.name,
@@ -145,23 +161,24 @@ def forward_references(x: np.ndarray, axis: int) -> dict[str, Reference]:
             mant=mant,
             mant_lo=mant_lo,
             scale=scale.astype(np.int64),
+            terms={name: shaped(values, reduced) for name, values in terms[op].items()},
             row_length=n,
             max_precision=top_precision,
-            **cond,
         )
     return references
 
 
-def _decided_row(row: np.ndarray, fmt: Format) -> tuple[dict, int]:
+def _decided_row(rows: list[np.ndarray], fmt: Format, evaluate: RowEvaluation,
+                 ops: tuple[str, ...]) -> tuple[dict, int]:
     """Evaluate one row at rising precision until every output's rounding is decided."""
     precision = initial_precision(fmt)
     while True:
-        values = _evaluate_row(row, precision)
+        evaluation = evaluate(rows, precision)
         outputs = {}
         undecided = False
-        for op in FORWARD_OPS:
+        for op in ops:
             decided = []
-            for value, err in values[op]:
+            for value, err in evaluation["values"][op]:
                 rounded = _decide(value, err, fmt, precision)
                 if rounded is None:
                     if precision < MAX_PRECISION:
@@ -173,8 +190,7 @@ def _decided_row(row: np.ndarray, fmt: Format) -> tuple[dict, int]:
                 break
             outputs[op] = decided
         if not undecided:
-            outputs["conditioning"] = values["conditioning"]
-            return outputs, precision
+            return {"values": outputs, "terms": evaluation["terms"]}, precision
         precision *= 2
 
 
@@ -221,17 +237,43 @@ def _special_row(row: np.ndarray) -> tuple[tuple, tuple] | None:
 
 def _evaluate_row(row: np.ndarray, precision: int) -> dict:
     """Values and absolute error bounds (mpf tuples) of the three ops on one row at precision."""
+    forward = forward_row(row, precision)
+    row_terms = forward.row_terms()
+    return {"values": forward.values,
+            "terms": {"softmax": {"gap": forward.gap_floats, **row_terms},
+                      "log_softmax": {"gap": forward.gap_floats, **row_terms},
+                      "logsumexp": row_terms}}
+
+
+@dataclass(frozen=True)
+class ForwardRow:
+    """One row evaluated at a precision: the ops' values with error bounds, and what the VJPs
+    and the budgets reuse (softmax values, gaps x_j - a as exact mpf, their magnitudes)."""
+
+    values: dict[str, list[tuple]]
+    gaps: list[tuple]
+    gap_floats: list[float]
+    probabilities: list[float]
+    weighted_gap: float
+    max_gap: float
+    tail: float
+    log_tail: float
+    special: bool
+
+    def row_terms(self) -> dict[str, float]:
+        return {"weighted_gap": self.weighted_gap, "max_gap": self.max_gap, "tail": self.tail,
+                "log_tail": self.log_tail}
+
+
+def forward_row(row: np.ndarray, precision: int) -> ForwardRow:
+    """The three forward ops of one row at precision, with absolute error bounds."""
     n = row.size
     special = _special_row(row)
     if special is not None:
         elementwise, reduced = special
-        return {
-            "softmax": [(elementwise, fzero)] * n,
-            "log_softmax": [(elementwise, fzero)] * n,
-            "logsumexp": [(reduced, fzero)],
-            "conditioning": {"gap": [0.0] * n, "weighted_gap": [0.0], "tail": [0.0],
-                             "log_tail": [0.0]},
-        }
+        values = {"softmax": [(elementwise, fzero)] * n, "log_softmax": [(elementwise, fzero)] * n,
+                  "logsumexp": [(reduced, fzero)]}
+        return ForwardRow(values, [fnan] * n, [0.0] * n, [math.nan] * n, 0.0, 0.0, 0.0, 0.0, True)
     k = int(np.argmax(row))
     a = from_float(float(row[k]))
     gaps = [mpf_sub(from_float(float(v)), a) for v in row]
@@ -264,17 +306,17 @@ def _evaluate_row(row: np.ndarray, precision: int) -> dict:
     probabilities = np.array([to_float(v) for v, _ in softmax])
     finite = np.isfinite(gap_floats)
     t = to_float(tail)
-    return {
-        "softmax": softmax,
-        "log_softmax": log_softmax,
-        "logsumexp": [(lse, lse_err)],
-        "conditioning": {
-            "gap": gap_floats.tolist(),
-            "weighted_gap": [float(np.sum(probabilities[finite] * gap_floats[finite]))],
-            "tail": [t / (1.0 + t) if math.isfinite(t) else 1.0],
-            "log_tail": [to_float(log_tail)],
-        },
-    }
+    return ForwardRow(
+        values={"softmax": softmax, "log_softmax": log_softmax, "logsumexp": [(lse, lse_err)]},
+        gaps=gaps,
+        gap_floats=gap_floats.tolist(),
+        probabilities=probabilities.tolist(),
+        weighted_gap=float(np.sum(probabilities[finite] * gap_floats[finite])),
+        max_gap=float(gap_floats[finite].max()),
+        tail=t / (1.0 + t) if math.isfinite(t) else 1.0,
+        log_tail=to_float(log_tail),
+        special=False,
+    )
 
 
 def _abs(value: tuple) -> tuple:
