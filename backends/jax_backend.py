@@ -1,4 +1,5 @@
-"""jax: jax.nn.softmax, log_softmax and logsumexp, jitted, on the devices jax reports.
+"""jax: jax.nn.softmax, log_softmax and logsumexp, jitted, on the devices jax reports; their
+VJPs through jax.vjp, jitted as a whole (forward and pullback in one compiled function).
 
 x64 is switched on at load: without it jax silently computes float64 inputs in float32.
 """
@@ -35,18 +36,26 @@ def load() -> Backend:
     def jitted(function: Any) -> Any:
         return jax.jit(function, static_argnames="axis")
 
-    softmax = jitted(lambda x, axis: jax.nn.softmax(x, axis=axis))
-    log_softmax = jitted(lambda x, axis: jax.nn.log_softmax(x, axis=axis))
-    logsumexp = jitted(lambda x, axis: jax.nn.logsumexp(x, axis=axis))
+    forwards = {"softmax": jax.nn.softmax, "log_softmax": jax.nn.log_softmax,
+                "logsumexp": jax.nn.logsumexp}
+
+    def forward(function: Any) -> Any:
+        compiled = jitted(lambda x, axis: function(x, axis=axis))
+        return lambda x, axis: compiled(x, axis=axis)
+
+    def vjp(function: Any) -> Any:
+        def pullback(x: Any, g: Any, axis: int) -> Any:
+            _, apply = jax.vjp(lambda v: function(v, axis=axis), x)
+            return apply(g)[0]
+
+        compiled = jitted(pullback)
+        return lambda x, g, axis: compiled(x, g, axis=axis)
 
     return Backend(
         name="jax",
         version=jax.__version__,
-        ops={
-            "softmax": lambda x, axis: softmax(x, axis=axis),
-            "log_softmax": lambda x, axis: log_softmax(x, axis=axis),
-            "logsumexp": lambda x, axis: logsumexp(x, axis=axis),
-        },
+        ops={**{op: forward(f) for op, f in forwards.items()},
+             **{f"{op}_vjp": vjp(f) for op, f in forwards.items()}},
         to_device=lambda x, device: jax.device_put(x, present[device]),
         to_numpy=np.asarray,
         devices=tuple(present),

@@ -1,4 +1,5 @@
-"""numpy: the hand-written shifted formulas, with the log1p form for logsumexp and log_softmax.
+"""numpy: the hand-written shifted formulas, with the log1p form for logsumexp and log_softmax,
+and the analytic VJPs y (g - <g, y>), g - y sum(g) and g y.
 
 float16 and bfloat16 are computed in float32 and rounded once at the end, as the serious
 libraries do: ml_dtypes sums bfloat16 recursively in bfloat16, which stalls at 256.
@@ -28,12 +29,36 @@ def _shifted(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return a, d, np.sum(e, axis=-1, keepdims=True)
 
 
+def _softmax_rows(rows: np.ndarray) -> np.ndarray:
+    e = np.exp(rows - np.max(rows, axis=-1, keepdims=True, initial=-np.inf))
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
 def softmax(x: np.ndarray, axis: int) -> np.ndarray:
     with np.errstate(all="ignore"):
-        rows = _rows(x, axis)
-        e = np.exp(rows - np.max(rows, axis=-1, keepdims=True, initial=-np.inf))
-        y = e / np.sum(e, axis=-1, keepdims=True)
+        y = _softmax_rows(_rows(x, axis))
     return np.moveaxis(y, -1, axis).astype(x.dtype)
+
+
+def softmax_vjp(x: np.ndarray, g: np.ndarray, axis: int) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        y, gr = _softmax_rows(_rows(x, axis)), _rows(g, axis)
+        dx = y * (gr - np.sum(gr * y, axis=-1, keepdims=True))
+    return np.moveaxis(dx, -1, axis).astype(x.dtype)
+
+
+def log_softmax_vjp(x: np.ndarray, g: np.ndarray, axis: int) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        y, gr = _softmax_rows(_rows(x, axis)), _rows(g, axis)
+        dx = gr - y * np.sum(gr, axis=-1, keepdims=True)
+    return np.moveaxis(dx, -1, axis).astype(x.dtype)
+
+
+def logsumexp_vjp(x: np.ndarray, g: np.ndarray, axis: int) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        rows = _rows(x, axis)
+        dx = _softmax_rows(rows) * np.asarray(g, dtype=rows.dtype)[..., None]
+    return np.moveaxis(dx, -1, axis).astype(x.dtype)
 
 
 def log_softmax(x: np.ndarray, axis: int) -> np.ndarray:
@@ -56,7 +81,9 @@ def load() -> Backend:
     return Backend(
         name="numpy",
         version=np.__version__,
-        ops={"softmax": softmax, "log_softmax": log_softmax, "logsumexp": logsumexp},
+        ops={"softmax": softmax, "log_softmax": log_softmax, "logsumexp": logsumexp,
+             "softmax_vjp": softmax_vjp, "log_softmax_vjp": log_softmax_vjp,
+             "logsumexp_vjp": logsumexp_vjp},
         to_device=lambda x, device: x,
         to_numpy=np.asarray,
         copy=np.copy,

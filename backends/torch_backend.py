@@ -1,4 +1,5 @@
-"""torch: torch.softmax, torch.log_softmax and torch.logsumexp on cpu, cuda and mps.
+"""torch: torch.softmax, torch.log_softmax and torch.logsumexp on cpu, cuda and mps; their
+VJPs through autograd (torch.autograd.grad with the cotangent as grad_outputs).
 
 Inputs keep their strides on the cpu (torch.from_numpy shares the numpy buffer, so a
 non-contiguous case stays non-contiguous); bfloat16 crosses as its 16-bit pattern.
@@ -58,6 +59,15 @@ def load() -> Backend:
         elif device == "mps":
             torch.mps.synchronize()
 
+    def vjp(forward: Any) -> Any:
+        def pullback(x: Any, g: Any, axis: int) -> Any:
+            with torch.enable_grad():
+                leaf = x.detach().requires_grad_(True)
+                (dx,) = torch.autograd.grad(forward(leaf, dim=axis), leaf, g)
+            return dx
+
+        return pullback
+
     absent = _absent_devices(torch)
     return Backend(
         name="torch",
@@ -66,6 +76,9 @@ def load() -> Backend:
             "softmax": lambda x, axis: torch.softmax(x, dim=axis),
             "log_softmax": lambda x, axis: torch.log_softmax(x, dim=axis),
             "logsumexp": lambda x, axis: torch.logsumexp(x, dim=axis),
+            "softmax_vjp": vjp(torch.softmax),
+            "log_softmax_vjp": vjp(torch.log_softmax),
+            "logsumexp_vjp": vjp(torch.logsumexp),
         },
         to_device=to_device,
         to_numpy=to_numpy,

@@ -23,6 +23,28 @@ and Thm 4.3, applied componentwise, with u = 2^-p the unit roundoff of the outpu
 The budget of an element, in ULPs of its exact value, is 0.5 + |err| / ulp(v). The q factor
 is what the log1p form buys: log(sum) instead of log1p loses L entirely when one entry
 dominates (logsumexp([0, -40]) = 4.25e-18, log(sum) returns 0) and exceeds the budget.
+
+The VJPs (cotangent g, A = sum_i |g_i| y_i, A_gap = sum_i |g_i| y_i |x_i - a|) are computed
+from y with the relative error rho_j u, rho_j = c0 + c_exp (|x_j - a| + W) + c_sum sigma(n),
+above; each further product, difference and sum adds its own rounding:
+
+    softmax_vjp_j:     y (g - <g, y>)  |err| <= u y_j [(rho_j + 2)(|g_j| + A)
+                                            + (c0 + c_exp W + 2 c_sum sigma(n)) A + c_exp A_gap]
+                                            + ulp_min (1 + |g_j| + A)
+    log_softmax_vjp_j: g - y sum(g)    |err| <= u [|g_j| + y_j sum_i |g_i| (rho_j + c_sum sigma(n) + 2)]
+                                            + ulp_min (1 + sum_i |g_i|)
+    logsumexp_vjp_j:   g y             |err| <= u |g| y_j (rho_j + 1) + ulp_min (1 + |g|)
+
+(An implementation that keeps y in the output format may see y_j underflow, off by up to
+ulp_min; the multiplier of y_j carries that into dx_j: the ulp_min terms. Where flushing to
+zero is accepted, flush_to_zero = "note", the unit is the smallest normal number instead.)
+The log_softmax VJP is conventionally computed from the saved output, y_j = exp(z_j^), and
+the rounding of z_j = x_j - lse adds |z_j| u to y_j's relative error: for that op rho_j
+carries a further c_exp (|x_j - a| + log1p(t)).
+
+These bound the error by u times the natural scale of the terms (y_j (|g_j| + A) and
+|g_j| + y_j sum |g_i|), not by |dx_j|: where g - <g, y> cancels, as with a constant
+cotangent whose exact softmax VJP is 0, a backward-stable implementation stays within them.
 """
 
 from __future__ import annotations
@@ -54,8 +76,62 @@ def summation_depth(n: int) -> int:
     return math.ceil(math.log2(n)) if n > 1 else 0
 
 
-def budget_ulp(reference: Reference, constants: BudgetConstants = BudgetConstants()) -> np.ndarray:
+def _softmax_vjp(terms: dict, rho: np.ndarray, k: BudgetConstants, summation: float) -> np.ndarray:
+    y, g, weight = terms["y"], terms["g_abs"], terms["sum_abs_g_y"]
+    inner = (k.c0 + k.c_exp * terms["weighted_gap"] + 2 * summation) * weight \
+        + k.c_exp * terms["sum_abs_g_y_gap"]
+    return np.where(y > 0, y * ((rho + 2) * (g + weight) + inner), 0.0)
+
+
+def _log_softmax_vjp(terms: dict, rho: np.ndarray, k: BudgetConstants, summation: float) -> np.ndarray:
+    y = terms["y"]
+    return terms["g_abs"] + np.where(y > 0, y * terms["sum_abs_g"] * (rho + summation + 2), 0.0)
+
+
+def _logsumexp_vjp(terms: dict, rho: np.ndarray, k: BudgetConstants, summation: float) -> np.ndarray:
+    y = terms["y"]
+    return np.where(y > 0, terms["g_abs"] * y * (rho + 1), 0.0)
+
+
+def vjp_multiplier(op: str, terms: dict) -> np.ndarray:
+    """What multiplies y_j in the VJP: an underflow of y_j (up to ulp_min) is scaled by it."""
+    if op == "softmax_vjp":
+        return terms["g_abs"] + terms["sum_abs_g_y"]
+    return terms["sum_abs_g"] if op == "log_softmax_vjp" else terms["g_abs"]
+
+
+# The error of each VJP element in units of u (module docstring), from the reference's terms.
+VJP_BUDGETS = {"softmax_vjp": _softmax_vjp, "log_softmax_vjp": _log_softmax_vjp,
+               "logsumexp_vjp": _logsumexp_vjp}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Per-element budgets in units of 2^exponent: the ULP of the exact value, or for a VJP
+    whose allowance dwarfs that ULP (an exact 0 from cancellation) a unit 2^-60 of the
+    allowance, so that neither the budget nor the error overflows float64."""
+
+    units: np.ndarray
+    exponent: np.ndarray
+    ulp_exponent: np.ndarray
+
+    @property
+    def ulp(self) -> np.ndarray:
+        """The budget in ULPs of the exact value (inf where that overflows)."""
+        with np.errstate(over="ignore"):
+            return np.ldexp(self.units, self.exponent - self.ulp_exponent)
+
+
+def budget_ulp(reference: Reference, constants: BudgetConstants = BudgetConstants(),
+               flush_to_zero: bool = False) -> np.ndarray:
     """Per-element error budget in ULPs of the exact value (inf where no number is expected)."""
+    return budget(reference, constants, flush_to_zero).ulp
+
+
+def budget(reference: Reference, constants: BudgetConstants = BudgetConstants(),
+           flush_to_zero: bool = False) -> Budget:
+    """Per-element error budget (inf where no number is expected). flush_to_zero accepts
+    intermediates flushed to zero: the VJPs' underflow unit becomes the smallest normal."""
     fmt = format_of(reference.dtype)
     u = fmt.u
     c0, c_exp, c_sum = constants.c0, constants.c_exp, constants.c_sum
@@ -63,6 +139,7 @@ def budget_ulp(reference: Reference, constants: BudgetConstants = BudgetConstant
     terms = reference.terms
     scale = reference.scale
     quantum = ulp_exponent(scale, fmt, reference.mant)
+    unit = quantum
     magnitude = np.abs(reference.mant)  # |v| / 2^scale, in [1, 2) or 0
     with np.errstate(all="ignore"):
         relative_units = np.ldexp(magnitude, scale - quantum)  # |v| / ulp(v)
@@ -72,12 +149,23 @@ def budget_ulp(reference: Reference, constants: BudgetConstants = BudgetConstant
             rel = (c0 + c_exp * (terms["gap"] + terms["weighted_gap"]) + summation) * u
             spread = np.where(magnitude == 0, 0.0, rel * relative_units)
             underflow = np.ldexp(1.0, fmt.emin - fmt.p + 1 - quantum)
-            budget = 0.5 + spread + underflow
+            units = 0.5 + spread + underflow
         elif reference.op == "logsumexp":
-            budget = 0.5 + np.ldexp(log_error, -quantum) + u * relative_units
+            units = 0.5 + np.ldexp(log_error, -quantum) + u * relative_units
         elif reference.op == "log_softmax":
             absolute = c_exp * terms["gap"] * u + log_error
-            budget = 0.5 + np.ldexp(absolute, -quantum) + u * relative_units
+            units = 0.5 + np.ldexp(absolute, -quantum) + u * relative_units
+        elif reference.op in VJP_BUDGETS:
+            rho = c0 + c_exp * (terms["gap"] + terms["weighted_gap"]) + summation
+            if reference.op == "log_softmax_vjp":  # y_j = exp(z_j^) from the rounded output
+                rho = rho + c_exp * (terms["gap"] + terms["log_tail"])
+            underflow = fmt.min_normal if flush_to_zero else fmt.min_subnormal
+            allowance = u * VJP_BUDGETS[reference.op](terms, rho, constants, summation) \
+                + underflow * (1 + vjp_multiplier(reference.op, terms))
+            unit = np.maximum(quantum, np.frexp(allowance)[1] - 61)
+            units = np.ldexp(0.5, quantum - unit) + np.ldexp(allowance, -unit)
         else:
             raise ValueError(f"no budget for op {reference.op!r}")
-    return np.where(np.isfinite(reference.mant), budget, np.inf)
+    finite = np.isfinite(reference.mant)
+    return Budget(units=np.where(finite, units, np.inf), exponent=np.where(finite, unit, quantum),
+                  ulp_exponent=quantum)

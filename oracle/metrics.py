@@ -30,10 +30,18 @@ class Comparison:
     rel: np.ndarray
     abs: np.ndarray
     categories: dict[str, np.ndarray]
+    diff: np.ndarray
+    scale: np.ndarray
 
     @property
     def measured(self) -> np.ndarray:
         return ~np.isnan(self.ulp)
+
+    def in_units(self, exponent: np.ndarray) -> np.ndarray:
+        """The error in units of 2^exponent (0 for a correct overflow, NaN where categorical)."""
+        with np.errstate(all="ignore"):
+            errors = np.minimum(np.ldexp(self.diff, self.scale - exponent), FLOAT_MAX)
+        return np.where(self.ulp == 0, 0.0, np.where(self.measured, errors, np.nan))
 
 
 def compare(reference: Reference, got: np.ndarray) -> Comparison:
@@ -71,21 +79,24 @@ def compare(reference: Reference, got: np.ndarray) -> Comparison:
         rel=np.where(numeric, np.minimum(rel_err, FLOAT_MAX), np.where(correct_overflow, 0.0, nan)),
         abs=np.where(numeric, np.minimum(abs_err, FLOAT_MAX), np.where(correct_overflow, 0.0, nan)),
         categories=categories,
+        diff=np.where(numeric, diff, np.nan),
+        scale=scale,
     )
 
 
-def summarize(comparison: Comparison) -> dict:
-    """The metrics recorded per result: max/p50/p99 ULP, max relative/absolute, category counts."""
+def summarize(comparison: Comparison, ulp_scope: np.ndarray | None = None) -> dict:
+    """The metrics recorded per result: max/p50/p99 ULP (over ulp_scope where given), max
+    relative/absolute, category counts."""
     measured = comparison.measured
-    ulps = comparison.ulp[measured]
+    ulps = comparison.ulp[measured if ulp_scope is None else measured & ulp_scope]
     metrics: dict = {
         "n_elements": int(comparison.ulp.size),
-        "n_measured": int(ulps.size),
+        "n_measured": int(measured.sum()),
         "max_ulp": float(ulps.max()) if ulps.size else None,
         "p50_ulp": float(np.percentile(ulps, 50)) if ulps.size else None,
         "p99_ulp": float(np.percentile(ulps, 99)) if ulps.size else None,
-        "max_rel": float(comparison.rel[measured].max()) if ulps.size else None,
-        "max_abs": float(comparison.abs[measured].max()) if ulps.size else None,
+        "max_rel": float(comparison.rel[measured].max()) if measured.any() else None,
+        "max_abs": float(comparison.abs[measured].max()) if measured.any() else None,
         "categories": {name: int(mask.sum()) for name, mask in comparison.categories.items()
                        if mask.any()},
     }

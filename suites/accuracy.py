@@ -15,19 +15,31 @@ from functools import lru_cache
 import numpy as np
 
 from backends.protocol import Backend
-from oracle import cache
-from oracle.budget import budget_ulp
+from oracle import cache, theory
+from oracle.budget import budget
 from oracle.exact import Reference
+from oracle.formats import format_of
 from oracle.metrics import SEMANTIC_CATEGORIES, compare, summarize
 from suites.cases import CASES, Case
 from suites.config import Settings
+from suites.cotangents import build_cotangents
 from suites.deviations import Deviation, find
 
 BUDGET_FORMULAS = {
     "softmax": "(c0 + c_exp (|x_j - a| + W) + c_sum ceil(log2 n)) u y_j + ulp_min",
     "log_softmax": "c_exp |x_j - a| u + E_L + u |z_j|",
     "logsumexp": "E_L + u |lse|",
+    "softmax_vjp": "u y_j [(rho_j + 2)(|g_j| + A) + (c0 + c_exp W + 2 c_sum ceil(log2 n)) A "
+                   "+ c_exp A_gap] + ulp_min (1 + |g_j| + A)",
+    "log_softmax_vjp": "u [|g_j| + y_j sum|g| (rho_j + c_exp |z_j| + c_sum ceil(log2 n) + 2)] "
+                       "+ ulp_min (1 + sum|g|)",
+    "logsumexp_vjp": "u |g| y_j (rho_j + 1) + ulp_min (1 + |g|)",
 }
+# A VJP element is cancellation-dominated when its natural scale (the size of the terms that
+# cancel) exceeds |dx_j| by more than this factor: 3 bits lost. Its ULP error is then no
+# measure of the implementation and is left out of the ULP statistics (the budget and the
+# scaled error still hold it).
+CANCELLATION_FACTOR = 8.0
 
 
 @dataclass(frozen=True)
@@ -39,14 +51,17 @@ class Target:
     device: str
     dtype: str
     case: str
+    cotangent: str | None = None
 
     @property
     def id(self) -> str:
-        return f"{self.backend}-{self.device}-{self.dtype}-{self.case}"
+        suffix = f"-{self.cotangent}" if self.cotangent else ""
+        return f"{self.backend}-{self.device}-{self.dtype}-{self.case}{suffix}"
 
     def identity(self) -> dict:
-        return {"op": self.op, "backend": self.backend, "device": self.device,
-                "dtype": self.dtype, "case": self.case}
+        identity = {"op": self.op, "backend": self.backend, "device": self.device,
+                    "dtype": self.dtype, "case": self.case}
+        return {**identity, "cotangent": self.cotangent} if self.cotangent else identity
 
 
 @lru_cache(maxsize=16)
@@ -55,6 +70,17 @@ def case_input(case_name: str, dtype: str) -> np.ndarray:
     x = CASES[case_name].build(dtype)
     x.flags.writeable = False
     return x
+
+
+@lru_cache(maxsize=16)
+def case_cotangents(case_name: str, kind: str, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """(g, g_row): the cotangents of kind for the case's input in dtype, read-only."""
+    case = CASES[case_name]
+    shape = case_input(case_name, dtype).shape
+    arrays = build_cotangents(kind, case.resolved_seed, shape, case.axis, format_of(dtype))
+    for array in arrays:
+        array.flags.writeable = False
+    return arrays
 
 
 def _describe(value: float) -> str:
@@ -88,7 +114,10 @@ def run(target: Target, backend: Backend, settings: Settings,
         return {**record, "status": "unsupported", "message": reason}
     x = case_input(target.case, target.dtype)
     record["shape"] = list(x.shape)
-    reference = cache.reference(target.op, x, case.axis)
+    cotangents = None
+    if target.cotangent is not None:
+        cotangents = case_cotangents(target.case, target.cotangent, target.dtype)
+    reference = cache.reference(target.op, x, case.axis, cotangents)
     record["oracle"] = {"max_precision": reference.max_precision}
     # The backend's time only: a cold oracle takes seconds and is not the backend's.
     started = time.perf_counter()
@@ -96,7 +125,11 @@ def run(target: Target, backend: Backend, settings: Settings,
         # inf - inf and overflow are what the extreme cases are for: numpy need not warn.
         with np.errstate(all="ignore"):
             native = backend.to_device(x, target.device)
-            out = backend.ops[target.op](native, case.axis)
+            if cotangents is None:
+                out = backend.ops[target.op](native, case.axis)
+            else:
+                g = cotangents[1] if target.op == "logsumexp_vjp" else cotangents[0]
+                out = backend.ops[target.op](native, backend.to_device(g, target.device), case.axis)
             backend.synchronize(target.device, out)
             got = np.asarray(backend.to_numpy(out))
     except Exception as error:  # a backend's failure is a result, never a crash of the run
@@ -112,24 +145,36 @@ def run(target: Target, backend: Backend, settings: Settings,
         return _judged({**record, "status": "error", "failure": "error", "message":
                         f"returned {got.dtype.name} for {x.dtype.name} input (a silent "
                         "conversion; the suite compares like with like)"}, deviations)
-    return _judged({**record, **judge(reference, got, settings)}, deviations)
+    return _judged({**record, **judge(reference, got, settings, case.axis)}, deviations)
 
 
-def judge(reference: Reference, got: np.ndarray, settings: Settings) -> dict:
+def judge(reference: Reference, got: np.ndarray, settings: Settings, axis: int = -1) -> dict:
     """Metrics, bound and status of a backend's output against the reference."""
     comparison = compare(reference, got)
-    metrics = summarize(comparison)
-    budgets = budget_ulp(reference, settings.budget)
+    vjp = "natural" in reference.terms
+    well_conditioned = None
+    if vjp:
+        natural = reference.terms["natural"]
+        with np.errstate(all="ignore"):
+            exact = np.abs(np.ldexp(reference.mant, np.clip(reference.scale, -2000, 2000)))
+            well_conditioned = ~(natural > CANCELLATION_FACTOR * exact)
+    metrics = summarize(comparison, well_conditioned)
+    budgets = budget(reference, settings.budget, flush_to_zero=settings.flush_to_zero == "note")
+    budget_ulps = budgets.ulp
     with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(comparison.measured, comparison.ulp / budgets, np.nan)
+        ratio = np.where(comparison.measured, comparison.in_units(budgets.exponent) / budgets.units,
+                         np.nan)
     bound = {"formula": BUDGET_FORMULAS[reference.op], "constants": settings.budget.as_dict()}
     messages = []
     worst = None
+    if vjp:
+        metrics.update(_scaled_metrics(reference, comparison, well_conditioned))
     if metrics["n_measured"]:
         flat = int(np.nanargmax(ratio))
         worst = np.unravel_index(flat, ratio.shape) if ratio.ndim else ()
-        bound.update(budget_ulp=float(budgets[worst]), ratio=float(ratio[worst]),
-                     max_budget_ulp=float(np.max(budgets[comparison.measured])))
+        bound.update(budget_ulp=float(budget_ulps[worst]), ratio=float(ratio[worst]),
+                     max_budget_ulp=float(np.max(budget_ulps[comparison.measured])))
+        bound["theory"] = _theory(reference, comparison, axis)
         metrics["worst"] = {
             "index": [int(i) for i in worst], "got": float(got[worst]),
             "exact": _exact_value(reference, worst), "rounded": float(reference.rounded[worst]),
@@ -138,7 +183,7 @@ def judge(reference: Reference, got: np.ndarray, settings: Settings) -> dict:
         if ratio[worst] > 1:
             messages.append(
                 f"{comparison.ulp[worst]:.4g} ULP at index {list(metrics['worst']['index'])} "
-                f"exceeds its budget of {budgets[worst]:.4g} ULP (got {_describe(got[worst])}, "
+                f"exceeds its budget of {budget_ulps[worst]:.4g} ULP (got {_describe(got[worst])}, "
                 f"exact {metrics['worst']['exact']}, correctly rounded "
                 f"{_describe(reference.rounded[worst])})")
     semantic = {name: metrics["categories"][name] for name in SEMANTIC_CATEGORIES
@@ -160,6 +205,33 @@ def judge(reference: Reference, got: np.ndarray, settings: Settings) -> dict:
         "bound": bound,
         "message": "; ".join(messages or notes),
     }
+
+
+def _scaled_metrics(reference: Reference, comparison, well_conditioned: np.ndarray) -> dict:
+    """The VJP error in units of u times the natural scale, and how many elements cancel."""
+    u = format_of(reference.dtype).u
+    natural = reference.terms["natural"]
+    measured = comparison.measured & (natural > 0)
+    with np.errstate(all="ignore"):
+        scaled = comparison.abs[measured] / (u * natural[measured])
+    return {"max_scaled": float(scaled.max()) if scaled.size else None,
+            "n_cancellation": int(np.sum(comparison.measured & ~well_conditioned))}
+
+
+def _theory(reference: Reference, comparison, axis: int) -> dict:
+    """The a-priori bound (oracle.theory) at the element where measured/bound is largest."""
+    ratios = theory.measured_over_bound(reference, comparison.abs, axis)
+    ratios = np.where(comparison.measured, ratios, np.nan)
+    entry = {"source": theory.SOURCE if not reference.op.endswith("_vjp")
+             else "first-order bound in the model of " + theory.SOURCE.split(", Alg")[0],
+             "formula": theory.FORMULAS[reference.op], "n": reference.row_length,
+             "u": format_of(reference.dtype).u}
+    if np.isnan(ratios).all():
+        return entry
+    at = np.unravel_index(int(np.nanargmax(ratios)), ratios.shape) if ratios.ndim else ()
+    bounds = theory.bound(reference, axis)
+    return {**entry, "ratio": float(ratios[at]), "bound": float(bounds[at]),
+            "measured": float(comparison.abs[at]), "index": [int(i) for i in at]}
 
 
 def _judged(record: dict, deviations: tuple[Deviation, ...]) -> dict:

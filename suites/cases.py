@@ -2,8 +2,8 @@
 
 A case is data: a name, a generator of float64 values (given the target format, so that
 thresholds follow from p, emin and emax), an axis, a seed, the dtypes it applies to, a memory
-layout and tags. `build` rounds the values into the dtype once; the oracle and every backend
-then see exactly those bits.
+layout, tags and the cotangent kinds its VJP questions use (suites.cotangents). `build`
+rounds the values into the dtype once; the oracle and every backend then see exactly those bits.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from oracle.formats import DTYPES, Format, format_of
+from suites import cotangents
 
 Generator = Callable[[np.random.Generator, Format], np.ndarray]
 LAYOUTS = ("contiguous", "strided", "transposed")
@@ -32,6 +33,7 @@ class Case:
     layout: str = "contiguous"
     tags: frozenset[str] = field(default_factory=frozenset)
     seed: int | None = None
+    cotangents: tuple[str, ...] = cotangents.ALL
 
     @property
     def resolved_seed(self) -> int:
@@ -154,6 +156,7 @@ def _n(n: int) -> str:
 
 
 SIXTEEN_BIT = ("float16", "bfloat16")
+LONG_ROW_COTANGENTS = ("random", "constant")
 SPECIAL = frozenset({"special"})
 
 CATALOGUE: tuple[Case, ...] = (
@@ -163,7 +166,8 @@ CATALOGUE: tuple[Case, ...] = (
     Case("random_n31_s3", "64 rows of 31 logits, N(0, 3^2)", normal((64, 31), 3.0)),
     *(Case(f"random_n1k_s{scale}", f"8 rows of 1000 logits, N(0, {scale}^2)",
            normal((8, 1000), float(scale))) for scale in (1, 10, 100)),
-    Case("random_n100k_s10", "one row of 100000 logits, N(0, 10^2)", normal((1, 100_000), 10.0)),
+    Case("random_n100k_s10", "one row of 100000 logits, N(0, 10^2)", normal((1, 100_000), 10.0),
+         cotangents=LONG_ROW_COTANGENTS),
     Case("dominant_gap_below", "one entry leads by p ln2 - 1 (the others still count in 1 + t)",
          dominant(8, 8, lambda fmt: fmt.absorb_gap - 1.0)),
     Case("dominant_gap_above",
@@ -193,11 +197,13 @@ CATALOGUE: tuple[Case, ...] = (
     Case("tied_max", "rows whose maximum is shared by 2, 3, 4, 7 and all 16 entries", tied),
     Case("huge_range", "entries from -max to max in one row (x - a overflows to -inf)", huge_range),
     Case(f"long_random_n{_n(65536)}", "one row of 65536 logits, N(0, 1): needs a wide accumulator",
-         normal((1, 65536), 1.0), dtypes=SIXTEEN_BIT, tags=frozenset({"long"})),
+         normal((1, 65536), 1.0), dtypes=SIXTEEN_BIT, tags=frozenset({"long"}),
+         cotangents=LONG_ROW_COTANGENTS),
     Case(f"long_equal_n{_n(65536)}", "65536 equal logits: the sum 65536 overflows float16",
-         constant((1, 65536), 0.0), dtypes=SIXTEEN_BIT, tags=frozenset({"long"})),
+         constant((1, 65536), 0.0), dtypes=SIXTEEN_BIT, tags=frozenset({"long"}),
+         cotangents=LONG_ROW_COTANGENTS),
     Case(f"long_random_n{_n(2**20)}", "one row of 2^20 logits, N(0, 4)",
-         normal((1, 2**20), 2.0), tags=frozenset({"long", "slow"})),
+         normal((1, 2**20), 2.0), tags=frozenset({"long", "slow"}), cotangents=("random",)),
     Case("axis1_3d", "reduce the middle axis of a (6, 64, 5) array", normal((6, 64, 5), 4.0), axis=1),
     Case("axis0_4d", "reduce the first axis of a (48, 3, 4, 5) array", normal((48, 3, 4, 5), 4.0),
          axis=0),

@@ -25,6 +25,7 @@ from suites import accuracy
 from suites.accuracy import Target
 from suites.cases import CASES, CATALOGUE, select_cases
 from suites.config import ConfigError, Settings, load_settings
+from suites.cotangents import ALL as COTANGENT_KINDS
 from suites.deviations import load_deviations, stale
 from suites.selection import SELECTION_OPTIONS, split
 
@@ -40,6 +41,7 @@ class SuiteState:
     def __init__(self, config: pytest.Config) -> None:
         self.ops = _selection(config, "op", OPS)
         self.dtypes = _selection(config, "dtype", DTYPES)
+        self.cotangents = _selection(config, "cotangent", COTANGENT_KINDS)
         self.case_patterns = split(config.getoption("case"))
         self.include_slow = config.getoption("slow")
         self.cases = select_cases(self.case_patterns, self.include_slow)
@@ -70,7 +72,8 @@ class SuiteState:
         self.writer: ResultsWriter | None = None
         # Staleness of a known deviation can only be judged on the whole catalogue.
         self.complete = not (self.case_patterns or self.devices
-                             or split(config.getoption("op")) or split(config.getoption("dtype")))
+                             or any(split(config.getoption(option))
+                                    for option in ("op", "dtype", "cotangent")))
 
     def targets(self, op: str) -> list:
         """The parameters of test_<op>: runnable targets, plus one skip per unavailable
@@ -91,14 +94,18 @@ class SuiteState:
                 if self.devices and device not in self.devices:
                     continue
                 for case in self.cases:
+                    kinds = [k for k in case.cotangents if k in self.cotangents] \
+                        if op.endswith("_vjp") else [None]
                     for dtype in self.dtypes:
-                        if dtype in case.dtypes:
-                            target = Target(op, name, device, dtype, case.name)
-                            # One worker per (case, dtype) under `--dist loadgroup`: the oracle of
-                            # an input is then computed once per run, not once per worker.
-                            marks = [pytest.mark.xdist_group(f"{case.name}-{dtype}")]
-                            if "slow" in case.tags:
-                                marks.append(pytest.mark.slow)
+                        if dtype not in case.dtypes:
+                            continue
+                        # One worker per (case, dtype) under `--dist loadgroup`: the oracle of
+                        # an input is then computed once per run, not once per worker.
+                        marks = [pytest.mark.xdist_group(f"{case.name}-{dtype}")]
+                        if "slow" in case.tags:
+                            marks.append(pytest.mark.slow)
+                        for kind in kinds:
+                            target = Target(op, name, device, dtype, case.name, kind)
                             params.append(pytest.param(target, id=target.id, marks=marks))
         return params
 
@@ -184,7 +191,8 @@ def _order(item: pytest.Item) -> tuple:
         return (-1,)
     case_rank = list(CASES).index(target.case) if target.case in CASES else -1
     dtype_rank = DTYPES.index(target.dtype) if target.dtype in DTYPES else -1
-    return (case_rank, dtype_rank, OPS.index(target.op), target.backend, target.device)
+    return (case_rank, dtype_rank, OPS.index(target.op), target.cotangent or "", target.backend,
+            target.device)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from backends.protocol import DTYPES, OPS
 from backends.registry import BUILTIN
+from suites.cotangents import COTANGENTS
 
 # (flag, keyword arguments) for argparse and pytest's parser alike.
 SELECTION_OPTIONS: tuple[tuple[str, dict], ...] = (
@@ -16,6 +17,9 @@ SELECTION_OPTIONS: tuple[tuple[str, dict], ...] = (
                  "help": f"dtypes, comma-separated: {', '.join(DTYPES)} (default: all)"}),
     ("--op", {"action": "append", "metavar": "NAMES",
               "help": f"ops, comma-separated: {', '.join(OPS)} (default: all)"}),
+    ("--cotangent", {"action": "append", "metavar": "NAMES",
+                     "help": f"cotangent kinds of the VJP cases, comma-separated: {', '.join(COTANGENTS)} "
+                             "(default: every kind a case lists)"}),
     ("--case", {"action": "append", "metavar": "GLOBS",
                 "help": "case-name globs, comma-separated (default: every case but slow ones)"}),
     ("--slow", {"action": "store_true", "default": False,

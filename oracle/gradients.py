@@ -1,0 +1,194 @@
+"""Exact VJPs of softmax, log_softmax and logsumexp from the exact input and cotangent bits.
+
+For a row x with y = softmax(x), a cotangent g (a per-row scalar for logsumexp) and
+G = sum_i g_i, A = sum_i |g_i| y_i:
+
+    softmax_vjp_j     = y_j (g_j - <g, y>)
+    log_softmax_vjp_j = g_j - y_j G
+    logsumexp_vjp_j   = g y_j
+
+Each row is evaluated at a working precision P (eps = 2^-P) from the forward evaluation of
+oracle.exact, whose softmax values carry |y^ - y| <= 16 eps y. With every mpmath operation
+rounding with relative error at most 2 eps, and <g, y> summed by fsum (one rounding):
+
+    <g, y>^       |err| <= 24 eps A           (products 18 eps |g_i| y_i, the sum 4 eps A)
+    softmax_vjp   |err| <= 48 eps y_j (|g_j| + A)      (the difference 27 eps (|g_j| + A),
+                                                         times y_j^, plus 17 + 3 eps)
+    log_softmax_vjp |err| <= 24 eps (|g_j| + y_j |G|)  (G is summed exactly)
+    logsumexp_vjp |err| <= 20 eps |g| y_j
+
+and the bounds are used with the margins 64, 32 and 32. An element is accepted when both
+ends of its error interval round alike (Ziv's strategy, oracle.exact); otherwise the row is
+recomputed at twice the precision.
+
+The loop needs every undecided value to be irrational, and exact zeros found exactly.
+Both follow from the Lindemann-Weierstrass theorem: the exp(d) of distinct rationals d are
+linearly independent over the rationals. Group the finite entries of a row by value (group
+D with n_D entries and cotangent sum s_D); then
+
+* sum_i (g_j - g_i) e_i = 0, i.e. softmax_vjp_j = 0, exactly when g_j = s_D / n_D for
+  every group D (a constant cotangent is the common case);
+* when the row has two or more groups, y_j is irrational, and so is every non-zero value of
+  the three VJPs (for softmax_vjp compare the coefficients of exp(0) and exp(2 min d) in
+  e_j sum_i (g_j - g_i) e_i - r (sum e_i)^2 = 0: they force r = 0);
+* when all finite entries are equal (one group: ties, a single entry, masks) y_j = 1/m and
+  every VJP is rational: those rows are computed in exact rational arithmetic, so a value on
+  a rounding boundary is rounded exactly.
+
+Masked (-inf) entries have y_j = 0 exactly, so their softmax and logsumexp VJPs are exactly
+0 and their log_softmax VJP is exactly g_j. Rows the forward policy makes NaN (a NaN or +inf
+entry, or only -inf entries), and rows whose cotangent is not finite, have NaN VJPs.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+from mpmath.libmp import (
+    fnan,
+    from_float,
+    from_man_exp,
+    from_rational,
+    fzero,
+    mpf_abs,
+    mpf_add,
+    mpf_mul,
+    mpf_sub,
+    mpf_sum,
+    round_ceiling,
+    round_nearest,
+)
+
+from oracle.exact import Reference, build_references, forward_row
+from oracle.formats import format_of
+
+VJP_OPS: tuple[str, ...] = ("softmax_vjp", "log_softmax_vjp", "logsumexp_vjp")
+
+
+def vjp_references(x: np.ndarray, g: np.ndarray, g_row: np.ndarray, axis: int) -> dict[str, Reference]:
+    """Exact VJPs of the three ops: g (x's shape) for softmax and log_softmax, g_row (x's shape
+    without axis) for logsumexp."""
+    if g.shape != x.shape:
+        raise ValueError(f"cotangent shape {g.shape} differs from the input's {x.shape}")
+    reduced = tuple(size for i, size in enumerate(x.shape) if i != axis % x.ndim)
+    if g_row.shape != reduced:
+        raise ValueError(f"logsumexp cotangent shape {g_row.shape}, expected {reduced}")
+    return build_references(format_of(x.dtype), axis, [x, g, g_row], _evaluate_vjp_row, VJP_OPS)
+
+
+def _scaled(eps_multiple: int, precision: int, magnitude: tuple) -> tuple:
+    """eps_multiple * 2^-precision * magnitude, rounded up."""
+    return mpf_mul(from_man_exp(eps_multiple, -precision), magnitude, 32, round_ceiling)
+
+
+def _evaluate_vjp_row(rows: list[np.ndarray], precision: int) -> dict:
+    row, g, g_scalar = rows[0], rows[1], float(rows[2])
+    n = row.size
+    forward = forward_row(row, precision)
+    nan_row = forward.special or not (np.isfinite(g).all() and math.isfinite(g_scalar))
+    finite = np.isfinite(row)
+    y = np.full(n, math.nan) if nan_row else np.array(forward.probabilities)
+    gap = np.array(forward.gap_floats)
+    g_abs = np.abs(g)
+    with np.errstate(invalid="ignore"):
+        weighted = g_abs * y
+        sums = {"sum_abs_g_y": float(np.sum(weighted)),
+                "sum_abs_g_y_gap": float(np.sum(weighted[finite] * gap[finite])),
+                "sum_abs_g": float(np.sum(g_abs))}
+        natural = {"softmax_vjp": y * (g_abs + sums["sum_abs_g_y"]),
+                   "log_softmax_vjp": g_abs + y * sums["sum_abs_g"],
+                   "logsumexp_vjp": abs(g_scalar) * y}
+    common = {"y": y.tolist(), "gap": gap.tolist(), **forward.row_terms(), **sums}
+    terms = {op: {**common, "natural": natural[op].tolist(),
+                  "g_abs": (g_abs if op != "logsumexp_vjp" else np.full(n, abs(g_scalar))).tolist()}
+             for op in VJP_OPS}
+    if nan_row:
+        values = {op: [(fnan, fzero)] * n for op in VJP_OPS}
+    elif len(np.unique(row[finite])) == 1:
+        values = _rational_row(row, g, g_scalar, precision)
+    else:
+        values = _transcendental_row(forward.values["softmax"], row, g, g_scalar, precision)
+    return {"values": values, "terms": terms}
+
+
+def _zero_softmax_vjp(row: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Where sum_i (g_j - g_i) exp(x_i - a) is exactly 0: g_j equals the mean cotangent of every
+    group of equal finite entries (Lindemann-Weierstrass; module docstring)."""
+    finite = np.isfinite(row)
+    if not finite.any():
+        return np.zeros(row.size, dtype=bool)
+    values, inverse = np.unique(row[finite], return_inverse=True)
+    g_finite = g[finite]
+    if len(values) == len(g_finite):  # every group a single entry: all cotangents must agree
+        common = g_finite[0]
+        return g == common if np.all(g_finite == common) else np.zeros(row.size, dtype=bool)
+    means = set()
+    for group in range(len(values)):
+        members = g_finite[inverse == group]
+        means.add(sum(map(Fraction, members.tolist()), Fraction(0)) / len(members))
+    if len(means) != 1:
+        return np.zeros(row.size, dtype=bool)
+    (mean,) = means
+    return np.array([Fraction(v) == mean for v in g.tolist()])
+
+
+def _transcendental_row(softmax: list[tuple], row: np.ndarray, g: np.ndarray, g_scalar: float,
+                        precision: int) -> dict[str, list[tuple]]:
+    """The VJPs with error bounds when the finite entries are not all equal (module docstring)."""
+    ys = [value for value, _ in softmax]
+    gs = [from_float(v) for v in g.tolist()]
+    inner = mpf_sum([mpf_mul(gi, yi, precision, round_nearest) for gi, yi in zip(gs, ys, strict=True)],
+                    precision, round_nearest)
+    weight = mpf_sum([mpf_mul(mpf_abs(gi), yi, precision, round_ceiling)
+                      for gi, yi in zip(gs, ys, strict=True)], precision, round_ceiling)
+    total = mpf_sum(gs)  # exact: prec=0 rounds nothing
+    zeros = _zero_softmax_vjp(row, g)
+    g_row = from_float(g_scalar)
+
+    softmax_vjp, log_softmax_vjp, logsumexp_vjp = [], [], []
+    for j, (gj, yj) in enumerate(zip(gs, ys, strict=True)):
+        if yj == fzero or zeros[j]:
+            softmax_vjp.append((fzero, fzero))
+        else:
+            value = mpf_mul(yj, mpf_sub(gj, inner, precision, round_nearest), precision, round_nearest)
+            bound = mpf_mul(yj, mpf_add(mpf_abs(gj), weight, precision, round_ceiling), 32, round_ceiling)
+            softmax_vjp.append((value, _scaled(64, precision, bound)))
+        if yj == fzero or total == fzero:
+            log_softmax_vjp.append((gj, fzero))
+        else:
+            product = mpf_mul(yj, total, precision, round_nearest)
+            value = mpf_sub(gj, product, precision, round_nearest)
+            bound = mpf_add(mpf_abs(gj), mpf_abs(product), 32, round_ceiling)
+            log_softmax_vjp.append((value, _scaled(32, precision, bound)))
+        value = mpf_mul(g_row, yj, precision, round_nearest)
+        logsumexp_vjp.append((value, fzero if value == fzero else _scaled(32, precision, mpf_abs(value))))
+    return {"softmax_vjp": softmax_vjp, "log_softmax_vjp": log_softmax_vjp,
+            "logsumexp_vjp": logsumexp_vjp}
+
+
+def _rational_row(row: np.ndarray, g: np.ndarray, g_scalar: float,
+                  precision: int) -> dict[str, list[tuple]]:
+    """The VJPs of a row whose m finite entries are equal (y_j = 1/m), in exact rationals."""
+    finite = np.isfinite(row)
+    m = int(finite.sum())
+    gs = [Fraction(v) for v in g.tolist()]
+    inner = sum((gj for gj, f in zip(gs, finite, strict=True) if f), Fraction(0)) / m
+    total = sum(gs, Fraction(0))
+    outputs: dict[str, list[tuple]] = {op: [] for op in VJP_OPS}
+    for gj, f in zip(gs, finite, strict=True):
+        yj = Fraction(1, m) if f else Fraction(0)
+        outputs["softmax_vjp"].append(_rational(yj * (gj - inner), precision))
+        outputs["log_softmax_vjp"].append(_rational(gj - yj * total, precision))
+        outputs["logsumexp_vjp"].append(_rational(Fraction(g_scalar) * yj, precision))
+    return outputs
+
+
+def _rational(value: Fraction, precision: int) -> tuple[tuple, tuple]:
+    """An exact rational as (mpf, error bound): exact when its denominator is a power of two."""
+    numerator, denominator = value.numerator, value.denominator
+    if denominator & (denominator - 1) == 0:
+        return from_man_exp(numerator, -(denominator.bit_length() - 1)), fzero
+    approx = from_rational(numerator, denominator, precision, round_nearest)
+    return approx, _scaled(2, precision, mpf_abs(approx))
