@@ -22,8 +22,9 @@ def test_run_writes_results_and_exits_zero(tmp_path: Path) -> None:
     lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert lines[0]["kind"] == "run"
     results = lines[1:]
-    # 2 cases x 4 dtypes x 3 forward ops, all passing for the numpy reference adapter.
-    assert len(results) == 24
+    # 2 cases x 4 dtypes x (3 forward ops + 3 VJPs x 4 cotangent kinds), all passing for the
+    # numpy reference adapter.
+    assert len(results) == 2 * 4 * (3 + 3 * 4)
     assert {r["status"] for r in results} == {"pass"}
     assert "numpy (cpu)" in done.stdout and "worst" in done.stdout
 
