@@ -101,3 +101,20 @@ def summarize(comparison: Comparison, ulp_scope: np.ndarray | None = None) -> di
                        if mask.any()},
     }
     return metrics
+
+
+VALUE_CLASSES: tuple[str, ...] = ("nan", "+inf", "-inf", "0", "subnormal", "normal")
+
+
+def classify(values: np.ndarray, dtype: str) -> np.ndarray:
+    """The class of each value in the format (VALUE_CLASSES; the sign of a zero is not kept)."""
+    fmt = format_of(dtype)
+    v = np.asarray(values).astype(np.float64)
+    classes = np.full(v.shape, "normal", dtype=object)
+    with np.errstate(invalid="ignore"):
+        classes[np.abs(v) < fmt.min_normal] = "subnormal"
+        classes[v == 0] = "0"
+        classes[np.isposinf(v)] = "+inf"
+        classes[np.isneginf(v)] = "-inf"
+        classes[np.isnan(v)] = "nan"
+    return classes

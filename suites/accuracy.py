@@ -6,9 +6,11 @@ results file schema); its status is pass, fail, known_failure, error or unsuppor
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -19,7 +21,7 @@ from oracle import cache, theory
 from oracle.budget import budget
 from oracle.exact import Reference
 from oracle.formats import format_of
-from oracle.metrics import SEMANTIC_CATEGORIES, compare, summarize
+from oracle.metrics import SEMANTIC_CATEGORIES, classify, compare, summarize
 from suites.cases import CASES, Case
 from suites.config import Settings
 from suites.cotangents import build_cotangents
@@ -145,7 +147,36 @@ def run(target: Target, backend: Backend, settings: Settings,
         return _judged({**record, "status": "error", "failure": "error", "message":
                         f"returned {got.dtype.name} for {x.dtype.name} input (a silent "
                         "conversion; the suite compares like with like)"}, deviations)
+    record["output_sha256"] = output_digest(got)
+    if case.special_input:
+        record["special_values"] = special_values(case, x, reference, got)
     return _judged({**record, **judge(reference, got, settings, case.axis)}, deviations)
+
+
+def output_digest(got: np.ndarray) -> str:
+    """sha256 of the output's bits in C order, every NaN written as one canonical NaN (a NaN's
+    sign and payload carry no meaning here), so equal digests mean bit-for-bit agreement."""
+    canonical = np.where(np.isnan(got.astype(np.float64)), np.array(np.nan, got.dtype), got)
+    return hashlib.sha256(np.ascontiguousarray(canonical.astype(got.dtype)).tobytes()).hexdigest()
+
+
+def special_values(case: Case, x: np.ndarray, reference: Reference, got: np.ndarray) -> dict:
+    """What the backend returned where the case is special, against the policy's values: the
+    elements of rows holding a non-finite entry or a single entry, and every expected zero or
+    subnormal; counted by (expected class, returned class)."""
+    axis = case.axis % x.ndim if x.ndim else 0
+    with np.errstate(invalid="ignore"):
+        odd_rows = ~np.all(np.isfinite(x), axis=axis) if x.size else np.zeros(
+            tuple(s for i, s in enumerate(x.shape) if i != axis), dtype=bool)
+        if x.shape[axis] == 1:
+            odd_rows = np.ones_like(odd_rows)
+    expected = classify(reference.rounded, reference.dtype)
+    returned = classify(got, reference.dtype)
+    rows = odd_rows if reference.shape == odd_rows.shape else np.expand_dims(odd_rows, axis)
+    probe = np.broadcast_to(rows, reference.shape) | np.isin(expected, ("0", "subnormal"))
+    outcomes = Counter(zip(expected[probe].tolist(), returned[probe].tolist(), strict=True))
+    return {"input": case.special_input, "shape": list(reference.shape),
+            "outcomes": [{"expected": e, "got": g, "count": n} for (e, g), n in sorted(outcomes.items())]}
 
 
 def judge(reference: Reference, got: np.ndarray, settings: Settings, axis: int = -1) -> dict:

@@ -34,6 +34,8 @@ class Case:
     tags: frozenset[str] = field(default_factory=frozenset)
     seed: int | None = None
     cotangents: tuple[str, ...] = cotangents.ALL
+    # The special input this case stands for in the special-value table (README, policy).
+    special_input: str | None = None
 
     @property
     def resolved_seed(self) -> int:
@@ -178,22 +180,26 @@ CATALOGUE: tuple[Case, ...] = (
     Case("overflow_edge", "logits at the largest x with finite exp(x), and the next value above",
          overflow_edge),
     Case("underflow_gaps", "gaps that make outputs normal, subnormal and zero in one row",
-         underflow_gaps),
+         underflow_gaps, special_input="subnormal outputs"),
     Case("neg_inf_mask", "-inf masks over 40% of the entries; one row with a single finite entry",
-         masked((16, 64), 3.0, 0.4)),
+         masked((16, 64), 3.0, 0.4), special_input="-inf mask"),
     Case("all_neg_inf", "rows that are all -inf among ordinary rows",
-         with_rows(normal((4, 8), 2.0), {1: [-math.inf] * 8, 3: [-math.inf] * 8}), tags=SPECIAL),
+         with_rows(normal((4, 8), 2.0), {1: [-math.inf] * 8, 3: [-math.inf] * 8}), tags=SPECIAL,
+         special_input="all -inf"),
     Case("pos_inf", "+inf entries: one, two, with -inf",
          with_rows(normal((4, 6), 2.0), {0: [math.inf, 1, 2, 3, 4, 5],
                                          1: [math.inf, 0, math.inf, -1, 2, 0],
-                                         2: [math.inf, -math.inf, 0, 1, 2, 3]}), tags=SPECIAL),
+                                         2: [math.inf, -math.inf, 0, 1, 2, 3]}), tags=SPECIAL,
+         special_input="+inf"),
     Case("nan", "NaN entries: alone, with +inf, with -inf",
          with_rows(normal((4, 6), 2.0), {0: [0, math.nan, 2, 3, 4, 5],
                                          1: [math.nan, math.inf, 0, 1, 2, 3],
-                                         2: [-math.inf, 0, 1, math.nan, 2, 3]}), tags=SPECIAL),
-    Case("empty", "rows of length zero (shape (3, 0))", constant((3, 0), 0.0), tags=SPECIAL),
+                                         2: [-math.inf, 0, 1, math.nan, 2, 3]}), tags=SPECIAL,
+         special_input="NaN"),
+    Case("empty", "rows of length zero (shape (3, 0))", constant((3, 0), 0.0), tags=SPECIAL,
+         special_input="empty"),
     Case("single_element", "512 rows of one element, including +-max, 0, the smallest subnormal, -inf",
-         single_elements),
+         single_elements, special_input="single element"),
     Case("tied_max", "rows whose maximum is shared by 2, 3, 4, 7 and all 16 entries", tied),
     Case("huge_range", "entries from -max to max in one row (x - a overflows to -inf)", huge_range),
     Case(f"long_random_n{_n(65536)}", "one row of 65536 logits, N(0, 1): needs a wide accumulator",
