@@ -37,7 +37,9 @@ above; each further product, difference and sum adds its own rounding:
 
 (An implementation that keeps y in the output format may see y_j underflow, off by up to
 ulp_min; the multiplier of y_j carries that into dx_j: the ulp_min terms. Where flushing to
-zero is accepted, flush_to_zero = "note", the unit is the smallest normal number instead.)
+zero is accepted, flush_to_zero = "note", the unit is the smallest normal number instead for
+the elements whose y_j is below it: there a flushing implementation returns 0, so the check is
+only that loose; flush_to_zero = "fail" checks them to the last subnormal.)
 The log_softmax VJP is conventionally computed from the saved output, y_j = exp(z_j^), and
 the rounding of z_j = x_j - lse adds |z_j| u to y_j's relative error: for that op rho_j
 carries a further c_exp (|x_j - a| + log1p(t)).
@@ -55,7 +57,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from oracle.exact import Reference
-from oracle.formats import format_of
+from oracle.formats import Format, format_of
 from oracle.rounding import ulp_exponent
 
 
@@ -98,6 +100,15 @@ def vjp_multiplier(op: str, terms: dict) -> np.ndarray:
     if op == "softmax_vjp":
         return terms["g_abs"] + terms["sum_abs_g_y"]
     return terms["sum_abs_g"] if op == "log_softmax_vjp" else terms["g_abs"]
+
+
+def vjp_underflow(op: str, terms: dict, fmt: Format, flush_to_zero: bool) -> np.ndarray:
+    """ulp_min (1 + multiplier): the underflow of y_j carried into dx_j. Where flushing is
+    accepted, a y_j below the smallest normal may be 0, so its unit is the smallest normal."""
+    with np.errstate(invalid="ignore"):
+        flushable = flush_to_zero & (terms["y"] < fmt.min_normal)
+    unit = np.where(flushable, fmt.min_normal, fmt.min_subnormal)
+    return unit * (1 + vjp_multiplier(op, terms))
 
 
 # The error of each VJP element in units of u (module docstring), from the reference's terms.
@@ -159,9 +170,8 @@ def budget(reference: Reference, constants: BudgetConstants = BudgetConstants(),
             rho = c0 + c_exp * (terms["gap"] + terms["weighted_gap"]) + summation
             if reference.op == "log_softmax_vjp":  # y_j = exp(z_j^) from the rounded output
                 rho = rho + c_exp * (terms["gap"] + terms["log_tail"])
-            underflow = fmt.min_normal if flush_to_zero else fmt.min_subnormal
             allowance = u * VJP_BUDGETS[reference.op](terms, rho, constants, summation) \
-                + underflow * (1 + vjp_multiplier(reference.op, terms))
+                + vjp_underflow(reference.op, terms, fmt, flush_to_zero)
             unit = np.maximum(quantum, np.frexp(allowance)[1] - 61)
             units = np.ldexp(0.5, quantum - unit) + np.ldexp(allowance, -unit)
         else:

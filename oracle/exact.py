@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from mpmath.libmp import (
+    finf,
     fnan,
     fninf,
     fone,
@@ -196,7 +197,9 @@ def _decided_row(rows: list[np.ndarray], fmt: Format, evaluate: RowEvaluation,
 
 def _decide(value: tuple, err: tuple, fmt: Format, precision: int) -> float | None:
     """The correctly rounded value if both ends of value +- err round alike, else None."""
-    if err == fzero or not value[1]:
+    # Exact values, and the policy's NaN and infinities. A computed 0 with an error bound is
+    # not exact: the true value may be a cancelled small number, so it goes to the interval.
+    if err == fzero or value in (fnan, finf, fninf):
         return round_to_format(value, fmt)
     low = round_to_format(mpf_sub(value, err, precision, round_floor), fmt)
     high = round_to_format(mpf_add(value, err, precision, round_ceiling), fmt)
@@ -248,7 +251,8 @@ def _evaluate_row(row: np.ndarray, precision: int) -> dict:
 @dataclass(frozen=True)
 class ForwardRow:
     """One row evaluated at a precision: the ops' values with error bounds, and what the VJPs
-    and the budgets reuse (softmax values, gaps x_j - a as exact mpf, their magnitudes)."""
+    and the budgets reuse (softmax values, gaps x_j - a as exact mpf, their magnitudes, the
+    argmax k and share = t / (1 + t) = 1 - softmax_k, within 16 eps relative)."""
 
     values: dict[str, list[tuple]]
     gaps: list[tuple]
@@ -259,6 +263,8 @@ class ForwardRow:
     tail: float
     log_tail: float
     special: bool
+    argmax: int = 0
+    share: tuple = fzero
 
     def row_terms(self) -> dict[str, float]:
         return {"weighted_gap": self.weighted_gap, "max_gap": self.max_gap, "tail": self.tail,
@@ -316,6 +322,8 @@ def forward_row(row: np.ndarray, precision: int) -> ForwardRow:
         tail=t / (1.0 + t) if math.isfinite(t) else 1.0,
         log_tail=to_float(log_tail),
         special=False,
+        argmax=k,
+        share=mpf_div(tail, denominator, precision, round_nearest),
     )
 
 

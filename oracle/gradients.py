@@ -8,16 +8,25 @@ G = sum_i g_i, A = sum_i |g_i| y_i:
     logsumexp_vjp_j   = g y_j
 
 Each row is evaluated at a working precision P (eps = 2^-P) from the forward evaluation of
-oracle.exact, whose softmax values carry |y^ - y| <= 16 eps y. With every mpmath operation
-rounding with relative error at most 2 eps, and <g, y> summed by fsum (one rounding):
+oracle.exact, whose softmax values carry |y^ - y| <= 16 eps y, and q = t/(1+t) = 1 - y_k
+(k the argmax) |q^ - q| <= 16 eps q. Nothing is computed as 1 - y_k, which cancels when one
+entry dominates: with the exact differences g_i - g_k, S = sum_{i != k} (g_i - g_k) y_i and
+B = sum_{i != k} |g_i - g_k| y_i,
 
-    <g, y>^       |err| <= 24 eps A           (products 18 eps |g_i| y_i, the sum 4 eps A)
-    softmax_vjp   |err| <= 48 eps y_j (|g_j| + A)      (the difference 27 eps (|g_j| + A),
-                                                         times y_j^, plus 17 + 3 eps)
-    log_softmax_vjp |err| <= 24 eps (|g_j| + y_j |G|)  (G is summed exactly)
-    logsumexp_vjp |err| <= 20 eps |g| y_j
+    g_j - <g, y> = (g_j - g_k) - S,      g_k - y_k G = G q - (G - g_k).
 
-and the bounds are used with the margins 64, 32 and 32. An element is accepted when both
+With every mpmath operation rounding with relative error at most 2 eps, and sums by fsum
+(one rounding):
+
+    S^              |err| <= 24 eps B     (products 18 eps |g_i - g_k| y_i, the sum 4 eps B)
+    softmax_vjp     |err| <= 48 eps y_j (|d_j| + B),  d_j = (g_j - g_k) - S  (the difference
+                                          26 eps B + 2 eps |d_j|, times y_j^: 16 + 2 eps)
+    log_softmax_vjp |err| <= 24 eps (|g_j| + y_j |G|)   (j != k; G is summed exactly)
+                    |err| <= 24 eps (|G| q + |dx_k|)     (j = k)
+    logsumexp_vjp   |err| <= 20 eps |g| y_j
+
+and the bounds are used with the margins 64, 32 and 32 (covering the first-order terms'
+second-order rest and |d_j| taken from the computed d_j^). An element is accepted when both
 ends of its error interval round alike (Ziv's strategy, oracle.exact); otherwise the row is
 recomputed at twice the precision.
 
@@ -61,7 +70,7 @@ from mpmath.libmp import (
     round_nearest,
 )
 
-from oracle.exact import Reference, build_references, forward_row
+from oracle.exact import ForwardRow, Reference, build_references, forward_row
 from oracle.formats import format_of
 
 VJP_OPS: tuple[str, ...] = ("softmax_vjp", "log_softmax_vjp", "logsumexp_vjp")
@@ -109,41 +118,56 @@ def _evaluate_vjp_row(rows: list[np.ndarray], precision: int) -> dict:
     elif len(np.unique(row[finite])) == 1:
         values = _rational_row(row, g, g_scalar, precision)
     else:
-        values = _transcendental_row(forward.values["softmax"], row, g, g_scalar, precision)
+        values = _transcendental_row(forward, row, g, g_scalar, precision)
     return {"values": values, "terms": terms}
 
 
 def _zero_softmax_vjp(row: np.ndarray, g: np.ndarray) -> np.ndarray:
     """Where sum_i (g_j - g_i) exp(x_i - a) is exactly 0: g_j equals the mean cotangent of every
     group of equal finite entries (Lindemann-Weierstrass; module docstring)."""
+    none = np.zeros(row.size, dtype=bool)
     finite = np.isfinite(row)
     if not finite.any():
-        return np.zeros(row.size, dtype=bool)
-    values, inverse = np.unique(row[finite], return_inverse=True)
+        return none
     g_finite = g[finite]
-    if len(values) == len(g_finite):  # every group a single entry: all cotangents must agree
-        common = g_finite[0]
-        return g == common if np.all(g_finite == common) else np.zeros(row.size, dtype=bool)
-    means = set()
-    for group in range(len(values)):
-        members = g_finite[inverse == group]
-        means.add(sum(map(Fraction, members.tolist()), Fraction(0)) / len(members))
-    if len(means) != 1:
-        return np.zeros(row.size, dtype=bool)
-    (mean,) = means
-    return np.array([Fraction(v) == mean for v in g.tolist()])
+    if np.all(g_finite == g_finite[0]):  # a constant cotangent: every group's mean is g_0
+        return g == g_finite[0]
+    _, inverse, counts = np.unique(row[finite], return_inverse=True, return_counts=True)
+    # Float means first: groups whose means differ by more than their summation error cannot
+    # share an exact mean. Only candidates go on to exact rational means.
+    sums = np.bincount(inverse, weights=g_finite)
+    slack = np.bincount(inverse, weights=np.abs(g_finite)) * 2.0**-50
+    means, errors = sums / counts, slack / counts
+    if np.ptp(means) > 2 * errors.max():
+        return none
+    order = np.argsort(inverse, kind="stable")
+    mean = None
+    for members in np.split(g_finite[order], np.cumsum(counts)[:-1]):
+        exact = sum(map(Fraction, members.tolist()), Fraction(0)) / len(members)
+        if mean is None:
+            mean = exact
+        elif exact != mean:
+            return none
+    # Only a float equal to the mean can be a zero: the mean must be a float itself.
+    candidate = float(mean)
+    return g == candidate if Fraction(candidate) == mean else none
 
 
-def _transcendental_row(softmax: list[tuple], row: np.ndarray, g: np.ndarray, g_scalar: float,
+def _transcendental_row(forward: ForwardRow, row: np.ndarray, g: np.ndarray, g_scalar: float,
                         precision: int) -> dict[str, list[tuple]]:
     """The VJPs with error bounds when the finite entries are not all equal (module docstring)."""
-    ys = [value for value, _ in softmax]
+    ys = [value for value, _ in forward.values["softmax"]]
     gs = [from_float(v) for v in g.tolist()]
-    inner = mpf_sum([mpf_mul(gi, yi, precision, round_nearest) for gi, yi in zip(gs, ys, strict=True)],
-                    precision, round_nearest)
-    weight = mpf_sum([mpf_mul(mpf_abs(gi), yi, precision, round_ceiling)
-                      for gi, yi in zip(gs, ys, strict=True)], precision, round_ceiling)
+    k = forward.argmax
+    # g_i - g_k is exact (prec=0), and <g, y> - g_k = sum_{i != k} (g_i - g_k) y_i: no 1 - y_k.
+    offsets = [mpf_sub(gi, gs[k]) for gi in gs]
+    others = [i for i in range(len(gs)) if i != k]
+    spread = mpf_sum([mpf_mul(offsets[i], ys[i], precision, round_nearest) for i in others],
+                     precision, round_nearest)
+    weight = mpf_sum([mpf_mul(mpf_abs(offsets[i]), ys[i], precision, round_ceiling) for i in others],
+                     precision, round_ceiling)
     total = mpf_sum(gs)  # exact: prec=0 rounds nothing
+    rest = mpf_sub(total, gs[k])  # exact
     zeros = _zero_softmax_vjp(row, g)
     g_row = from_float(g_scalar)
 
@@ -152,11 +176,18 @@ def _transcendental_row(softmax: list[tuple], row: np.ndarray, g: np.ndarray, g_
         if yj == fzero or zeros[j]:
             softmax_vjp.append((fzero, fzero))
         else:
-            value = mpf_mul(yj, mpf_sub(gj, inner, precision, round_nearest), precision, round_nearest)
-            bound = mpf_mul(yj, mpf_add(mpf_abs(gj), weight, precision, round_ceiling), 32, round_ceiling)
+            difference = mpf_sub(offsets[j], spread, precision, round_nearest)
+            value = mpf_mul(yj, difference, precision, round_nearest)
+            bound = mpf_mul(yj, mpf_add(mpf_abs(difference), weight, precision, round_ceiling), 32,
+                            round_ceiling)
             softmax_vjp.append((value, _scaled(64, precision, bound)))
         if yj == fzero or total == fzero:
             log_softmax_vjp.append((gj, fzero))
+        elif j == k:  # g_k - y_k G = G t/(1+t) - (G - g_k): no 1 - y_k either
+            product = mpf_mul(total, forward.share, precision, round_nearest)
+            value = mpf_sub(product, rest, precision, round_nearest)
+            bound = mpf_add(mpf_abs(product), mpf_abs(value), 32, round_ceiling)
+            log_softmax_vjp.append((value, _scaled(32, precision, bound)))
         else:
             product = mpf_mul(yj, total, precision, round_nearest)
             value = mpf_sub(gj, product, precision, round_nearest)

@@ -20,7 +20,8 @@ A = sum_i |g_i| y_i:
     logsumexp_vjp_j:   |err| <= u |g| y_j (rho_j + 1)
 
 The model ignores underflow; each bound adds one unit of the smallest subnormal for the
-underflow of exp (for the VJPs, times 1 + what multiplies y_j: oracle.budget.vjp_multiplier).
+underflow of exp (for the VJPs, times 1 + what multiplies y_j: oracle.budget.vjp_underflow),
+or of the smallest normal where flushing to zero is accepted, as in oracle.budget.
 Only entries with finite x enter the max; masked entries contribute exact zeros.
 """
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from oracle.budget import vjp_multiplier
+from oracle.budget import vjp_underflow
 from oracle.exact import Reference
 from oracle.formats import format_of
 
@@ -45,25 +46,26 @@ FORMULAS = {
 }
 
 
-def bound(reference: Reference, axis: int) -> np.ndarray:
+def bound(reference: Reference, axis: int, flush_to_zero: bool = False) -> np.ndarray:
     """The a-priori bound on the absolute error of each element (for softmax: of each row's
     largest error, broadcast over the row); inf where the exact value is not finite."""
     fmt = format_of(reference.dtype)
     u, n, terms = fmt.u, reference.row_length, reference.terms
+    tiny = fmt.min_normal if flush_to_zero else fmt.min_subnormal
     with np.errstate(all="ignore"):
         exact = np.abs(np.ldexp(reference.mant, np.clip(reference.scale, -2000, 2000)))
         if reference.op in ("logsumexp", "log_softmax"):
             log_part = (terms["log_tail"] + terms["tail"] * (n + terms["max_gap"])) * u
             gap = terms["gap"] * u if reference.op == "log_softmax" else 0.0
-            result = gap + log_part + u * exact + fmt.min_subnormal
+            result = gap + log_part + u * exact + tiny
         elif reference.op == "softmax":
             largest = np.max(exact, axis=axis, keepdims=True, initial=0.0)
             result = (n + 2 + 2 * terms["max_gap"]) * u * np.broadcast_to(largest, exact.shape) \
-                + fmt.min_subnormal
+                + tiny
         else:
             y, g = terms["y"], terms["g_abs"]
             rho = n + 3 + terms["gap"] + terms["max_gap"]
-            underflow = fmt.min_subnormal * (1 + vjp_multiplier(reference.op, terms))
+            underflow = vjp_underflow(reference.op, terms, fmt, flush_to_zero)
             if reference.op == "softmax_vjp":
                 weight = terms["sum_abs_g_y"]
                 inner = (rho + 2) * (g + weight) + (2 * n + 3 + 2 * terms["max_gap"]) * weight
@@ -76,10 +78,11 @@ def bound(reference: Reference, axis: int) -> np.ndarray:
     return np.where(np.isfinite(reference.mant), result, np.inf)
 
 
-def measured_over_bound(reference: Reference, abs_error: np.ndarray, axis: int) -> np.ndarray:
+def measured_over_bound(reference: Reference, abs_error: np.ndarray, axis: int,
+                        flush_to_zero: bool = False) -> np.ndarray:
     """The measured error over the bound, per element (softmax: per row, on its largest error);
     NaN where the error is not a number."""
-    bounds = bound(reference, axis)
+    bounds = bound(reference, axis, flush_to_zero)
     errors = abs_error
     if reference.op == "softmax" and errors.size:
         filled = np.where(np.isnan(errors), -np.inf, errors)

@@ -1,9 +1,10 @@
 """Result files: one JSON object per line, written as results are produced.
 
 The first line is the run header ({"kind": "run", ...}: command, environment, start time);
-every other line is one result ({"kind": "result", ...}). A line is flushed as soon as it is
-written, so a run that dies keeps everything it measured; a truncated last line is skipped
-with a warning when the file is read.
+every other line is one result ({"kind": "result", ...}), and at the end of a run come the
+tables derived from them ({"kind": "table", "name": "semantics" or "agreement", "table": ...}).
+A line is flushed as soon as it is written, so a run that dies keeps everything it measured;
+a truncated last line is skipped with a warning when the file is read.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ class ResultsWriter:
     def write(self, record: dict) -> None:
         self._write({"kind": "result", **record})
 
+    def write_table(self, name: str, table: Any) -> None:
+        self._write({"kind": "table", "name": name, "table": table})
+
     def _write(self, obj: dict) -> None:
         self._file.write(json.dumps(jsonable(obj), sort_keys=True, allow_nan=False) + "\n")
         self._file.flush()
@@ -65,7 +69,8 @@ class ResultsFileError(ValueError):
 
 
 def read_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
-    """(header, results) from a results file."""
+    """(header, results) from a results file; the derived tables, where the run wrote them, are
+    in header["tables"] by name."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -92,6 +97,8 @@ def read_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
             header = obj
         elif obj.get("kind") == "result":
             results.append(obj)
+        elif obj.get("kind") == "table":
+            header.setdefault("tables", {})[obj.get("name")] = obj.get("table")
         else:
             raise ResultsFileError(f"{path}:{number}: a line that is neither a run header nor a "
                                    "result (is this a softmax-suite results file?)")

@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from reports.results import status_counts
+from reports.text import grid as text_grid
 
 SHORT = {"pass": "ok", "fail": "fail", "known_failure": "known", "error": "err",
          "unsupported": "unsup", "skip": "skip"}
@@ -21,23 +22,32 @@ def _cell(results: list[dict]) -> str:
     return ", ".join(parts)
 
 
-def format_summary(results: Iterable[dict]) -> str:
-    """A backend x dtype table of status counts and the worst ULP error."""
+def _table(results: list[dict]) -> list[str]:
+    """The lines of one backend x dtype table of status counts and the worst ULP error."""
     grid: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     dtypes: list[str] = []
     for result in results:
         grid[(result["backend"], result.get("device", "-"))][result.get("dtype", "-")].append(result)
         if result.get("dtype", "-") not in dtypes:
             dtypes.append(result.get("dtype", "-"))
-    if not grid:
-        return "no results"
     order = ["float16", "bfloat16", "float32", "float64"]
     dtypes.sort(key=lambda d: order.index(d) if d in order else len(order))
     header = ["backend", *dtypes]
     rows = [[f"{backend} ({device})", *(_cell(cells.get(d, [])) for d in dtypes)]
             for (backend, device), cells in sorted(grid.items())]
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
+    return text_grid([header, *rows])
+
+
+def format_summary(results: Iterable[dict]) -> str:
+    """A backend x dtype table of status counts and the worst ULP error of the accuracy records,
+    then, if any, the same table for the invariants records."""
+    by_check: dict[str, list[dict]] = defaultdict(list)
+    for result in results:
+        # Records written before the invariants check existed carry no "check" field.
+        by_check[result.get("check") or "accuracy"].append(result)
+    if not any(by_check.values()):
+        return "no results"
+    lines = _table(by_check["accuracy"]) if by_check["accuracy"] else ["no accuracy results"]
+    for check in sorted(set(by_check) - {"accuracy"}):
+        lines += ["", f"{check}:", *_table(by_check[check])]
     return "\n".join(lines)

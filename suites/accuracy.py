@@ -54,6 +54,7 @@ class Target:
     dtype: str
     case: str
     cotangent: str | None = None
+    check: str = "accuracy"
 
     @property
     def id(self) -> str:
@@ -61,8 +62,8 @@ class Target:
         return f"{self.backend}-{self.device}-{self.dtype}-{self.case}{suffix}"
 
     def identity(self) -> dict:
-        identity = {"op": self.op, "backend": self.backend, "device": self.device,
-                    "dtype": self.dtype, "case": self.case}
+        identity = {"check": self.check, "op": self.op, "backend": self.backend,
+                    "device": self.device, "dtype": self.dtype, "case": self.case}
         return {**identity, "cotangent": self.cotangent} if self.cotangent else identity
 
 
@@ -103,6 +104,7 @@ def _base_record(target: Target, case: Case, backend: Backend | None) -> dict:
         "axis": case.axis,
         "seed": case.resolved_seed,
         "layout": case.layout,
+        **({"special_input": case.special_input} if case.special_input else {}),
     }
 
 
@@ -190,7 +192,8 @@ def judge(reference: Reference, got: np.ndarray, settings: Settings, axis: int =
             exact = np.abs(np.ldexp(reference.mant, np.clip(reference.scale, -2000, 2000)))
             well_conditioned = ~(natural > CANCELLATION_FACTOR * exact)
     metrics = summarize(comparison, well_conditioned)
-    budgets = budget(reference, settings.budget, flush_to_zero=settings.flush_to_zero == "note")
+    flush = settings.flush_to_zero == "note"
+    budgets = budget(reference, settings.budget, flush_to_zero=flush)
     budget_ulps = budgets.ulp
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where(comparison.measured, comparison.in_units(budgets.exponent) / budgets.units,
@@ -205,7 +208,7 @@ def judge(reference: Reference, got: np.ndarray, settings: Settings, axis: int =
         worst = np.unravel_index(flat, ratio.shape) if ratio.ndim else ()
         bound.update(budget_ulp=float(budget_ulps[worst]), ratio=float(ratio[worst]),
                      max_budget_ulp=float(np.max(budget_ulps[comparison.measured])))
-        bound["theory"] = _theory(reference, comparison, axis)
+        bound["theory"] = _theory(reference, comparison, axis, flush)
         metrics["worst"] = {
             "index": [int(i) for i in worst], "got": float(got[worst]),
             "exact": _exact_value(reference, worst), "rounded": float(reference.rounded[worst]),
@@ -249,9 +252,9 @@ def _scaled_metrics(reference: Reference, comparison, well_conditioned: np.ndarr
             "n_cancellation": int(np.sum(comparison.measured & ~well_conditioned))}
 
 
-def _theory(reference: Reference, comparison, axis: int) -> dict:
+def _theory(reference: Reference, comparison, axis: int, flush: bool) -> dict:
     """The a-priori bound (oracle.theory) at the element where measured/bound is largest."""
-    ratios = theory.measured_over_bound(reference, comparison.abs, axis)
+    ratios = theory.measured_over_bound(reference, comparison.abs, axis, flush)
     ratios = np.where(comparison.measured, ratios, np.nan)
     entry = {"source": theory.SOURCE if not reference.op.endswith("_vjp")
              else "first-order bound in the model of " + theory.SOURCE.split(", Alg")[0],
@@ -260,7 +263,7 @@ def _theory(reference: Reference, comparison, axis: int) -> dict:
     if np.isnan(ratios).all():
         return entry
     at = np.unravel_index(int(np.nanargmax(ratios)), ratios.shape) if ratios.ndim else ()
-    bounds = theory.bound(reference, axis)
+    bounds = theory.bound(reference, axis, flush)
     return {**entry, "ratio": float(ratios[at]), "bound": float(bounds[at]),
             "measured": float(comparison.abs[at]), "index": [int(i) for i in at]}
 

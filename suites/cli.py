@@ -61,11 +61,12 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     results = out / "results.jsonl"
     pytest_args = [str(SUITES_DIR), "-p", "suites.plugin", "-q", "--results", str(results)]
-    for option in ("backend", "device", "dtype", "op", "case"):
-        for value in getattr(args, option) or []:
-            pytest_args += [f"--{option}", value]
-    if args.slow:
-        pytest_args.append("--slow")
+    for flag, options in SELECTION_OPTIONS:
+        value = getattr(args, flag.removeprefix("--"))
+        if options["action"] == "append":
+            pytest_args += [part for item in value or [] for part in (flag, item)]
+        elif value:
+            pytest_args.append(flag)
     if args.workers not in ("0", 0) and importlib.util.find_spec("xdist") is not None:
         pytest_args += ["-n", str(args.workers), "--dist", "loadgroup"]
     pytest_args += args.pytest_args

@@ -1,9 +1,10 @@
 """Known deviations of real libraries: a failing result they match is reported as known_failure.
 
 The data file is TOML, one [[deviation]] table per entry: backend, op, dtype, case and
-(optionally) device, cotangent and failure (accuracy, semantic or error) are glob patterns or
-lists of them; reason says why; link points upstream where an issue exists. The first matching entry
-wins. An entry that matches a result which now passes is reported so it can be removed.
+(optionally) device, cotangent, check (accuracy, the default, or invariants) and failure
+(accuracy, semantic, invariant or error) are glob patterns or lists of them; reason says why;
+link points upstream where an issue exists. The first matching entry wins. An entry that
+matches a result which now passes is reported so it can be removed.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from suites.config import ConfigError, tomllib
 
-FIELDS = ("backend", "device", "dtype", "op", "case", "cotangent", "failure")
+FIELDS = ("check", "backend", "device", "dtype", "op", "case", "cotangent", "failure")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Deviation:
     case: tuple[str, ...]
     reason: str
     device: tuple[str, ...] = ("*",)
+    check: tuple[str, ...] = ("accuracy",)
     cotangent: tuple[str, ...] = ("*",)
     failure: tuple[str, ...] = ("*",)
     link: str = ""

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from backends.protocol import DTYPES, OPS, Backend
+from backends.protocol import DTYPES, FORWARD_OPS, OPS, Backend
 from backends.registry import BUILTIN, Unavailable, check_names, load
+from reports.agreement import agreement_matrix, format_agreement
 from reports.results import ResultsWriter, jsonable
+from reports.semantics import format_semantics, semantics_table
 from reports.summary import format_summary
-from suites import accuracy
+from suites import accuracy, invariants
 from suites.accuracy import Target
 from suites.cases import CASES, CATALOGUE, select_cases
 from suites.config import ConfigError, Settings, load_settings
@@ -75,19 +77,19 @@ class SuiteState:
                              or any(split(config.getoption(option))
                                     for option in ("op", "dtype", "cotangent")))
 
-    def targets(self, op: str) -> list:
-        """The parameters of test_<op>: runnable targets, plus one skip per unavailable
-        backend or absent device."""
+    def targets(self, op: str, check: str = "accuracy") -> list:
+        """The parameters of test_<op> (or test_<op>_invariants): runnable targets, plus one skip
+        per unavailable backend or absent device."""
         params = []
         for name, backend in self.backends.items():
             if isinstance(backend, Unavailable):
-                target = Target(op, name, ANY, ANY, ANY)
+                target = Target(op, name, ANY, ANY, ANY, check=check)
                 params.append(pytest.param(target, id=target.id,
                                            marks=pytest.mark.skip(reason=backend.reason)))
                 continue
             for device, reason in backend.absent_devices.items():
                 if not self.devices or device in self.devices:
-                    target = Target(op, name, device, ANY, ANY)
+                    target = Target(op, name, device, ANY, ANY, check=check)
                     params.append(pytest.param(target, id=target.id,
                                                marks=pytest.mark.skip(reason=reason)))
             for device in backend.devices:
@@ -105,7 +107,7 @@ class SuiteState:
                         if "slow" in case.tags:
                             marks.append(pytest.mark.slow)
                         for kind in kinds:
-                            target = Target(op, name, device, dtype, case.name, kind)
+                            target = Target(op, name, device, dtype, case.name, kind, check)
                             params.append(pytest.param(target, id=target.id, marks=marks))
         return params
 
@@ -167,20 +169,27 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(ResultsCollector(state), "softmax-suite-results")
 
 
-def _op_of(metafunc: pytest.Metafunc) -> str:
-    op = metafunc.function.__name__.removeprefix("test_")
-    if op not in OPS:
-        raise pytest.UsageError(f"{metafunc.function.__name__} takes `target` but {op!r} is not "
-                                f"an op; name it test_<op> with op one of {', '.join(OPS)}")
-    return op
+def _op_of(metafunc: pytest.Metafunc) -> tuple[str, str]:
+    """(op, check) from the test's name: test_<op> asks accuracy, test_<op>_invariants the
+    invariants of a forward op."""
+    name = metafunc.function.__name__.removeprefix("test_")
+    check = "invariants" if name.endswith("_invariants") else "accuracy"
+    op = name.removesuffix("_invariants")
+    valid = FORWARD_OPS if check == "invariants" else OPS
+    if op not in valid:
+        raise pytest.UsageError(
+            f"{metafunc.function.__name__} takes `target` but {op!r} is not an op; name it "
+            f"test_<op> (op one of {', '.join(OPS)}) or test_<op>_invariants (op one of "
+            f"{', '.join(FORWARD_OPS)})")
+    return op, check
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "target" not in metafunc.fixturenames:
         return
     state = metafunc.config.stash[STATE_KEY]
-    op = _op_of(metafunc)
-    params = state.targets(op) if op in state.ops else []
+    op, check = _op_of(metafunc)
+    params = state.targets(op, check) if op in state.ops else []
     metafunc.parametrize("target", params or [pytest.param(None, id="deselected")])
 
 
@@ -191,8 +200,8 @@ def _order(item: pytest.Item) -> tuple:
         return (-1,)
     case_rank = list(CASES).index(target.case) if target.case in CASES else -1
     dtype_rank = DTYPES.index(target.dtype) if target.dtype in DTYPES else -1
-    return (case_rank, dtype_rank, OPS.index(target.op), target.cotangent or "", target.backend,
-            target.device)
+    return (case_rank, dtype_rank, OPS.index(target.op), target.check, target.cotangent or "",
+            target.backend, target.device)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -205,14 +214,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=_order)
 
 
-@pytest.fixture
-def check_accuracy(request: pytest.FixtureRequest):
-    """Run the item's target and turn its record into a pytest outcome."""
+def _checker(request: pytest.FixtureRequest, run):
     state: SuiteState = request.config.stash[STATE_KEY]
 
     def check(target: Target) -> None:
         backend = state.backends[target.backend]
-        record = accuracy.run(target, backend, state.settings, state.deviations)
+        record = run(target, backend, state.settings, state.deviations)
         request.node.stash[RECORD_KEY] = record
         status = record["status"]
         if status == "unsupported":
@@ -223,6 +230,18 @@ def check_accuracy(request: pytest.FixtureRequest):
             pytest.fail(f"{target.op}[{target.id}] {status}: {record['message']}", pytrace=False)
 
     return check
+
+
+@pytest.fixture
+def check_accuracy(request: pytest.FixtureRequest):
+    """Run the item's accuracy target and turn its record into a pytest outcome."""
+    return _checker(request, accuracy.run)
+
+
+@pytest.fixture
+def check_invariants(request: pytest.FixtureRequest):
+    """Measure the item's invariants and turn the record into a pytest outcome."""
+    return _checker(request, invariants.run)
 
 
 def _skip_record(target: Target, reason: str) -> dict:
@@ -266,6 +285,9 @@ class ResultsCollector:
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if self.state.writer is not None:
+            # Derived from the records above; kept in the file so that a reader needs no code.
+            self.state.writer.write_table("semantics", semantics_table(self.state.results))
+            self.state.writer.write_table("agreement", agreement_matrix(self.state.results))
             self.state.writer.close()
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
@@ -274,6 +296,14 @@ class ResultsCollector:
             return
         terminalreporter.section("softmax-suite")
         terminalreporter.write_line(format_summary(state.results))
+        semantics = semantics_table(state.results)
+        if semantics:
+            terminalreporter.write_line("")
+            terminalreporter.write_line(format_semantics(semantics))
+        matrix = agreement_matrix(state.results)
+        if matrix:
+            terminalreporter.write_line("")
+            terminalreporter.write_line(format_agreement(matrix))
         for deviation in stale(state.deviations, state.results) if state.complete else []:
             terminalreporter.write_line(
                 f"stale known deviation (it explains no failure of this run; remove it from "

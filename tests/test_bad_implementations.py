@@ -13,7 +13,7 @@ from backends.custom import load_spec, wrap
 from backends.protocol import FORWARD_OPS, Backend
 from oracle import cache
 from oracle.formats import DTYPES, format_of
-from suites.accuracy import Target, case_input, run
+from suites.accuracy import Target, case_cotangents, case_input, run
 from suites.cases import CASES, select_cases
 from suites.config import Settings
 
@@ -212,3 +212,207 @@ def test_duration_is_the_backends_time_not_the_oracles(monkeypatch: pytest.Monke
     record = result("Float64Upcast", "softmax", "float32", "glossary")
     assert record["status"] == "pass"
     assert record["duration_s"] < 0.1
+
+
+# Gradients: the VJPs of tests.bad_softmax against the exact VJP oracle, per cotangent kind.
+
+VJP_OPS = ("softmax_vjp", "log_softmax_vjp", "logsumexp_vjp")
+# The wrong gradients and the VJP ops each one breaks (the only ops it has).
+WRONG_GRADIENTS = {"MissingInnerProduct": ("softmax_vjp",), "WrongSign": ("softmax_vjp",),
+                   "LogSoftmaxVjpTimesG": ("log_softmax_vjp",),
+                   "Float16GradientAccumulation": ("softmax_vjp", "log_softmax_vjp")}
+# (case, dtype) pairs of the non-slow catalogue where no cotangent kind catches a wrong gradient
+# (measured; every other pair catches it with at least one kind):
+# - empty: nothing to compare;
+# - long_equal_n65k in float16: every y_j = 2^-16 is subnormal there, and with the default
+#   flush_to_zero = "note" the budget grants min_normal (1 + |g_j| + A), resp. min_normal
+#   (1 + sum|g|), for a y_j flushed to zero: more than any of these errors (the test with
+#   flush_to_zero = "fail" below catches them);
+# - single_element for WrongSign and LogSoftmaxVjpTimesG: y = 1, so the exact softmax VJP is 0
+#   (and so is its negation), and g - y g = g - y sum(g).
+UNCAUGHT = {"empty", "long_equal_n65k/float16"}
+UNCAUGHT_BY = {"MissingInnerProduct": UNCAUGHT, "WrongSign": UNCAUGHT | {"single_element"},
+               "LogSoftmaxVjpTimesG": UNCAUGHT | {"single_element"}}
+# Float16GradientAccumulation is Float64UpcastGradients in float32 and float64, and in 16-bit
+# dtypes only loses the sums of the constant cotangent, whose terms all have one sign: sum(g) =
+# 0.75 n (its log_softmax VJP) and, over 65536 entries, <g, y> = 0.75 (its softmax VJP). A random
+# cotangent's partial sums wander around 0 and do not stall. Measured, the (op, cotangent) pairs
+# that catch it, by (case, dtype); it passes everything else:
+F16_LOG_SUM = {("log_softmax_vjp", "constant")}
+F16_BOTH_SUMS = {("softmax_vjp", "constant"), ("log_softmax_vjp", "constant")}
+F16_CAUGHT = {
+    **{f"{case}/{dtype}": F16_LOG_SUM for dtype in SIXTEEN_BIT
+       for case in ("random_n1k_s1", "random_n1k_s10", "random_n1k_s100", "random_n100k_s10")},
+    "long_random_n65k/float16": F16_BOTH_SUMS, "long_random_n65k/bfloat16": F16_BOTH_SUMS,
+    "long_equal_n65k/bfloat16": F16_BOTH_SUMS, "strided/bfloat16": F16_LOG_SUM,
+}
+
+
+def vjp_result(name: str, op: str, dtype: str, case: str, cotangent: str,
+               settings: Settings = SETTINGS) -> dict:
+    return run(Target(op, f"tests.bad_softmax:{name}", "cpu", dtype, case, cotangent), backend(name),
+               settings)
+
+
+def _oracle_work(pair: tuple[str, str]) -> int:
+    case = CASES[pair[0]]
+    return case_input(case.name, pair[1]).size * len(case.cotangents)
+
+
+def _spread(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The pairs, the long-row ones (3 to 13 s of oracle each) first and each followed by a share
+    of the short ones: xdist hands out runs of consecutive items, which then carry like work."""
+    ordered = sorted(pairs, key=_oracle_work, reverse=True)
+    heavy = [pair for pair in ordered if _oracle_work(pair) >= 100_000]
+    light = ordered[len(heavy):]
+    step = len(light) // (2 * len(heavy))
+    spread = []
+    for i, pair in enumerate(heavy):
+        spread += [pair, *light[i * step:(i + 1) * step]]
+    return spread + light[len(heavy) * step:]
+
+
+# One item per (case, dtype), so that xdist spreads the oracle (72 s of it over the whole
+# non-slow catalogue on one core, 32 s of that for random_n100k_s10) over its workers; each
+# exact VJP reference of a (case, dtype, cotangent) is computed once and judged for every
+# backend: the wrong ones' aggregate is checked here, not in tests of its own.
+#
+# Measured (numpy 2, x86-64 with an 80-bit long double): Float64UpcastGradients passes all 1200
+# (case, dtype, cotangent, op) results; its worst ratio measured/budget is 0.4994
+# (log_softmax_vjp, float32, strided, random: 0.4999 ULP against a budget of 1.0005 ULP), its
+# largest error 0.524 ULP (softmax_vjp, float64, random_n1k_s100, mixed). With plain float64 for
+# float64 inputs it still passed, with a worst ratio of 0.956 (logsumexp_vjp, random_n1k_s100,
+# random: 496 ULP from the rounding of x_j - a, amplified by exp).
+# Of the 400 (case, dtype, cotangent) results of its op, MissingInnerProduct fails 366,
+# LogSoftmaxVjpTimesG 356 and WrongSign 262 (all 104 with the constant cotangent pass: the exact
+# VJP is 0, and so is its negation). Float16GradientAccumulation fails 15 of its 800 results.
+@pytest.mark.parametrize(("case", "dtype"), [
+    pytest.param(*pair, id="-".join(pair))
+    for pair in _spread([(case.name, dtype) for case in select_cases(None) for dtype in case.dtypes])])
+def test_correct_gradients_pass_and_wrong_ones_are_caught(case: str, dtype: str) -> None:
+    failures = []
+    caught: dict[str, set] = {name: set() for name in WRONG_GRADIENTS}
+    for kind in CASES[case].cotangents:
+        for op in VJP_OPS:
+            record = vjp_result("Float64UpcastGradients", op, dtype, case, kind)
+            if record["status"] != "pass":
+                failures.append(f"{op} {kind}: {record['status']}: {record['message']}")
+        for name, ops in WRONG_GRADIENTS.items():
+            for op in ops:
+                record = vjp_result(name, op, dtype, case, kind)
+                assert record["status"] in ("pass", "fail"), record["message"]
+                if record["status"] == "fail":
+                    caught[name].add((op, kind))
+    assert failures == []
+    pair = f"{case}/{dtype}"
+    for name, uncaught in UNCAUGHT_BY.items():
+        assert bool(caught[name]) or case in uncaught or pair in uncaught, f"{name} passes {pair}"
+    assert caught["Float16GradientAccumulation"] == F16_CAUGHT.get(pair, set())
+    if "constant" in CASES[case].cotangents:
+        assert ("softmax_vjp", "constant") not in caught["WrongSign"]
+
+
+def _glossary_vjp_parts(dtype: str, kind: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """(y, g, <g, y>) of the glossary row in float64, from the input and cotangent bits."""
+    x = case_input("glossary", dtype).astype(np.float64)
+    g = case_cotangents("glossary", kind, dtype)[0].astype(np.float64)
+    y = np.exp(x - x.max()) / np.sum(np.exp(x - x.max()))
+    return y, g, float(np.dot(g, y))
+
+
+# Measured on glossary (n = 4), worst max_ulp and ratio over the cotangent kinds random, one_hot,
+# mixed (and constant where it is caught); e.g. random: float16 1090 ULP (ratio 50),
+# bfloat16 137 ULP (6.9), float32 8.9e6 ULP (4.5e5), float64 4.8e15 ULP (2.4e14).
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ["random", "one_hot", "constant", "mixed"])
+def test_missing_inner_product_is_caught_on_the_glossary(dtype: str, kind: str) -> None:
+    # y g instead of y (g - <g, y>): wrong by y_j <g, y>. With g = 0.75 the exact VJP is 0
+    # everywhere and y g is 0.75 y, e.g. 0.411 for the leader (y = 0.548).
+    record = vjp_result("MissingInnerProduct", "softmax_vjp", dtype, "glossary", kind)
+    assert_flagged(record, "accuracy")
+    assert record["bound"]["ratio"] > 5
+    worst = record["metrics"]["worst"]
+    y, g, inner = _glossary_vjp_parts(dtype, kind)
+    j = worst["index"][0]
+    u = format_of(dtype).u
+    assert worst["got"] == pytest.approx(y[j] * g[j], rel=4 * u, abs=u * y[j])
+    assert abs(worst["got"] - float(worst["exact"])) == pytest.approx(y[j] * abs(inner), rel=8 * u)
+
+
+# Measured on glossary, random: float16 3586 ULP (ratio 155), bfloat16 448 ULP (24), float32
+# 2.9e7 ULP (1.6e6), float64 1.6e16 ULP (8.3e14).
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_wrong_sign_is_caught_unless_the_exact_vjp_is_zero(dtype: str) -> None:
+    for kind in ("random", "one_hot", "mixed"):
+        record = vjp_result("WrongSign", "softmax_vjp", dtype, "glossary", kind)
+        assert_flagged(record, "accuracy")
+        worst = record["metrics"]["worst"]
+        assert worst["got"] == pytest.approx(-float(worst["exact"]), rel=4 * format_of(dtype).u)
+        assert record["bound"]["ratio"] > 20
+    # A constant cotangent's exact softmax VJP is 0 (shift invariance): its negation is as right.
+    assert vjp_result("WrongSign", "softmax_vjp", dtype, "glossary", "constant")["status"] == "pass"
+
+
+# Measured on glossary: float16 720 to 2524 ULP (ratio 68 to 132), bfloat16 90 to 316 ULP (8.7 to
+# 17), float32 5.9e6 to 2.1e7 ULP, float64 3.2e15 to 1.1e16 ULP, over the four kinds.
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_log_softmax_vjp_times_g_is_caught_unless_the_row_has_one_entry(dtype: str) -> None:
+    for kind in ("random", "one_hot", "constant", "mixed"):
+        # g - y g instead of g - y sum(g): wrong by y_j (sum(g) - g_j).
+        record = vjp_result("LogSoftmaxVjpTimesG", "log_softmax_vjp", dtype, "glossary", kind)
+        assert_flagged(record, "accuracy")
+        assert record["bound"]["ratio"] > 8
+        y, g, _ = _glossary_vjp_parts(dtype, kind)
+        j = record["metrics"]["worst"]["index"][0]
+        error = abs(record["metrics"]["worst"]["got"] - float(record["metrics"]["worst"]["exact"]))
+        assert error == pytest.approx(y[j] * abs(g.sum() - g[j]), rel=0.02)
+    # For one entry sum(g) = g_j: the same VJP (y = 1, so g - g = 0).
+    assert vjp_result("LogSoftmaxVjpTimesG", "log_softmax_vjp", dtype, "single_element",
+                      "random")["status"] == "pass"
+
+
+def test_float16_gradient_accumulation_is_caught_on_a_long_row() -> None:
+    # long_random_n65k in float16, constant cotangent g = 0.75: sum(g) = 49152, but the float16
+    # running sum of 0.75s stalls at 2048 (2048 + 0.75 rounds back to 2048).
+    assert np.cumsum(np.full(65536, 0.75, dtype=np.float16))[-1] == 2048
+    # log_softmax_vjp_j = 0.75 - y_j 2048 instead of 0.75 - 49152 y_j: measured 1166 ULP, ratio
+    # 8.1, at the row's largest y_j (got -0.834, exact -37.26).
+    record = vjp_result("Float16GradientAccumulation", "log_softmax_vjp", "float16",
+                        "long_random_n65k", "constant")
+    assert_flagged(record, "accuracy")
+    worst = record["metrics"]["worst"]
+    x = case_input("long_random_n65k", "float16")
+    assert x[tuple(worst["index"])] == x.max()
+    wide = x.astype(np.float64)
+    y = np.float16(np.exp(wide.max() - wide.max()) / np.sum(np.exp(wide - wide.max())))  # saved y_j
+    assert worst["got"] == float(np.float16(0.75) - y * np.float16(2048))
+    assert float(worst["exact"]) == pytest.approx(0.75 - 49152 * float(y), rel=2**-9)
+    assert record["bound"]["ratio"] > 5
+    # softmax_vjp: the running sum of 0.75 y_i (each ~1e-5) stalls near 0.2 where <g, y> = 0.75:
+    # y_j (g_j - 0.2) where the exact VJP is 0. Measured: got 4.2e-4 at the largest y_j, ratio 2.1.
+    record = vjp_result("Float16GradientAccumulation", "softmax_vjp", "float16", "long_random_n65k",
+                        "constant")
+    assert_flagged(record, "accuracy")
+    worst = record["metrics"]["worst"]
+    assert float(worst["exact"]) == 0.0 and worst["got"] > 2e-4
+    assert record["bound"]["ratio"] > 1.5
+
+
+@pytest.mark.parametrize("name", ["MissingInnerProduct", "LogSoftmaxVjpTimesG",
+                                  "Float16GradientAccumulation"])
+def test_flush_to_zero_fail_catches_the_wrong_gradients_on_subnormal_probabilities(name: str) -> None:
+    # long_equal_n65k in float16: y_j = 2^-16, subnormal. The default flush_to_zero = "note" grants
+    # each VJP element min_normal (1 + ...) for a flushed y_j and passes every wrong gradient here;
+    # "fail" keeps the unit at min_subnormal. Measured (constant cotangent, exact VJP 0): the
+    # softmax VJPs 0.75 y = 1.14e-5 (MissingInnerProduct: 192 ULP, ratio 11.8) and 1.10e-5
+    # (Float16GradientAccumulation: 184 ULP, ratio 11.3); the log_softmax VJPs 0.75 (ratio 23.0) and
+    # 0.71875 = 0.75 - 2048 / 65536 (ratio 22.0) where the exact value is 0.75 - 49152 / 65536 = 0.
+    for op in WRONG_GRADIENTS[name]:
+        assert vjp_result(name, op, "float16", "long_equal_n65k", "constant")["status"] == "pass"
+        record = vjp_result(name, op, "float16", "long_equal_n65k", "constant",
+                            Settings(flush_to_zero="fail"))
+        assert_flagged(record, "accuracy")
+        assert record["bound"]["ratio"] > 10 and float(record["metrics"]["worst"]["exact"]) == 0.0
+    for op in VJP_OPS:
+        assert vjp_result("Float64UpcastGradients", op, "float16", "long_equal_n65k", "constant",
+                          Settings(flush_to_zero="fail"))["status"] == "pass"

@@ -21,10 +21,12 @@ def test_run_writes_results_and_exits_zero(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert lines[0]["kind"] == "run"
-    results = lines[1:]
-    # 2 cases x 4 dtypes x (3 forward ops + 3 VJPs x 4 cotangent kinds), all passing for the
-    # numpy reference adapter.
-    assert len(results) == 2 * 4 * (3 + 3 * 4)
+    results = [line for line in lines if line["kind"] == "result"]
+    assert {line["name"] for line in lines if line["kind"] == "table"} == {"semantics", "agreement"}
+    # 2 cases x 4 dtypes x (3 forward ops + 3 VJPs x 4 cotangent kinds + the invariants of the
+    # 3 forward ops), all passing for the numpy reference adapter.
+    assert len(results) == 2 * 4 * (3 + 3 * 4 + 3)
+    assert sum(r["check"] == "invariants" for r in results) == 2 * 4 * 3
     assert {r["status"] for r in results} == {"pass"}
     assert "numpy (cpu)" in done.stdout and "worst" in done.stdout
 

@@ -34,9 +34,9 @@ def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
     # The checkout, for tests.bad_softmax and the -p plugins in tests/plugins_for_tests.
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
 
-    def run(*args: str) -> pytest.RunResult:
+    def run(*args: str, module: str = SUITE) -> pytest.RunResult:
         # hypothesis' plugin costs 0.5 s of imports per process and the suite does not use it.
-        return pytester.runpytest_subprocess(SUITE, "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
+        return pytester.runpytest_subprocess(module, "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
                                              *args)
 
     return run
@@ -50,8 +50,11 @@ def collected(result: pytest.RunResult) -> list[str]:
 def read(path: Path) -> tuple[dict, list[dict]]:
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert lines[0]["kind"] == "run"
-    assert all(line["kind"] == "result" for line in lines[1:])
-    return lines[0], lines[1:]
+    # Results as they came, then the two tables derived from them at the end of the run.
+    assert [line["kind"] for line in lines[-2:]] == ["table", "table"]
+    assert [line["name"] for line in lines[-2:]] == ["semantics", "agreement"]
+    assert all(line["kind"] == "result" for line in lines[1:-2])
+    return lines[0], lines[1:-2]
 
 
 def test_ids_are_readable(suite) -> None:
@@ -263,3 +266,38 @@ def test_the_slow_case_needs_slow(suite) -> None:
     assert sorted(with_slow) == sorted([*default, slow_id])
     # long_*_n65k are 16-bit only: --dtype float32 must not pull them in.
     assert not any(re.search(r"n65k", test_id) for test_id in default)
+
+
+# -- gradients -----------------------------------------------------------------------------------
+
+GRADIENTS = str(REPO / "suites" / "test_gradients.py")
+
+
+def test_vjp_ids_name_the_cotangent_and_records_carry_it(pytester: pytest.Pytester, suite) -> None:
+    path = pytester.path / "vjp.jsonl"
+    result = suite("--backend", "numpy,scipy", "--case", "glossary", "--dtype", "float32",
+                   "--cotangent", "constant,one_hot", "--results", str(path), "-v", module=GRADIENTS)
+    # numpy: 3 VJPs x 2 kinds pass; scipy has no gradients: 6 unsupported (skips).
+    result.assert_outcomes(passed=6, skipped=6)
+    assert any("test_softmax_vjp[numpy-cpu-float32-glossary-constant] PASSED" in line
+               for line in result.outlines)
+    _, records = read(path)
+    numpy_records = [r for r in records if r["backend"] == "numpy"]
+    assert {(r["op"], r["cotangent"]) for r in numpy_records} == {
+        (op, kind) for op in ("softmax_vjp", "log_softmax_vjp", "logsumexp_vjp")
+        for kind in ("constant", "one_hot")}
+    constant = next(r for r in numpy_records if (r["op"], r["cotangent"]) == ("softmax_vjp", "constant"))
+    # A constant cotangent: the exact softmax VJP is 0 everywhere, so every element cancels and
+    # none is in the ULP statistics; the scaled error stays a few u.
+    assert constant["metrics"]["n_cancellation"] == 4 and constant["metrics"]["max_ulp"] is None
+    assert constant["metrics"]["max_scaled"] < 4
+    assert constant["bound"]["theory"]["ratio"] < 1 and constant["bound"]["theory"]["n"] == 4
+    assert all(r["status"] == "unsupported" and "scipy has no softmax_vjp" in r["message"]
+               for r in records if r["backend"] == "scipy" and r["op"] == "softmax_vjp")
+
+
+def test_an_unknown_cotangent_is_a_usage_error(suite) -> None:
+    result = suite("--cotangent", "onehot", module=GRADIENTS)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*no cotangent matches 'onehot'*valid are random, one_hot, constant, "
+                                 "mixed; did you mean 'one_hot'?*"])

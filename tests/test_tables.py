@@ -1,0 +1,163 @@
+"""The special-value semantics table and the cross-backend agreement matrix, from hand-written
+records whose answer is known, and from a small real run (so the record fields line up)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from backends.custom import wrap
+from backends.registry import load
+from reports.agreement import agreement_matrix, format_agreement
+from reports.semantics import format_semantics, semantics_table
+from reports.summary import format_summary
+from suites.accuracy import Target, run
+from suites.config import Settings
+
+
+def record(backend: str, op: str = "softmax", dtype: str = "float32", case: str = "nan",
+           status: str = "pass", **fields) -> dict:
+    return {"kind": "result", "check": "accuracy", "op": op, "backend": backend, "device": "cpu",
+            "dtype": dtype, "case": case, "status": status, **fields}
+
+
+def special(label: str, *outcomes: tuple[str, str, int]) -> dict:
+    return {"input": label, "shape": [4, 6],
+            "outcomes": [{"expected": e, "got": g, "count": n} for e, g, n in outcomes]}
+
+
+SUBNORMALS = "subnormal outputs"
+# "exact" follows the policy; "flusher" returns 0 for subnormals in float32 only; "nanless"
+# returns 0 where a VJP of a +inf row is NaN; "raiser" raises on empty rows.
+RECORDS = [
+    record("exact", case="underflow_gaps", dtype=d, output_sha256=f"u-{d}",
+           special_values=special(SUBNORMALS, ("subnormal", "subnormal", 10), ("0", "0", 4)),
+           metrics={"max_ulp": 0.5, "categories": {}})
+    for d in ("float32", "float64")
+] + [
+    record("flusher", case="underflow_gaps", dtype="float32", output_sha256="u-flushed",
+           special_values=special(SUBNORMALS, ("subnormal", "0", 10), ("0", "0", 4)),
+           metrics={"max_ulp": 0.5, "categories": {"flushed_subnormal": 10}}),
+    record("flusher", case="underflow_gaps", dtype="float64", output_sha256="u-float64",
+           special_values=special(SUBNORMALS, ("subnormal", "subnormal", 10), ("0", "0", 4)),
+           metrics={"max_ulp": 0.5, "categories": {}}),
+    *(record(name, op="logsumexp_vjp", case="pos_inf", cotangent=kind, output_sha256=f"{name}-{kind}",
+             special_values=special("+inf", ("nan", "0" if name == "nanless" else "nan", 14)))
+      for name in ("exact", "nanless") for kind in ("ones", "random")),
+    record("exact", case="empty", output_sha256="empty",
+           special_values=special("empty", ("nan", "nan", 0))),
+    record("raiser", case="empty", status="known_failure", failure="error",
+           known_deviation={"reason": "no empty rows"},
+           message="known deviation: no empty rows [softmax raised ValueError: zero-size array]"),
+    record("raiser", case="nan", status="skip", message="not installed"),
+]
+
+
+def test_a_backend_that_flushes_subnormals_is_named_with_its_dtypes() -> None:
+    table = semantics_table(RECORDS)
+    assert table["flusher/cpu"]["flush_to_zero"] == ["float32"]
+    assert table["exact/cpu"]["flush_to_zero"] == []
+    cell = table["flusher/cpu"]["rows"][SUBNORMALS]["softmax"]
+    # Only float32 flushes, so the cell names it: float64 ran as the policy says.
+    assert cell == {"agrees": False, "cell": "subnormal flushed to 0 (x10, float32)",
+                    "dtypes_differing": ["float32"]}
+    assert "flush-to-zero backend (float32)" in format_semantics(table)
+
+
+def test_a_semantic_difference_shows_in_its_cell_summed_over_cotangents() -> None:
+    rows = semantics_table(RECORDS)["nanless/cpu"]["rows"]
+    # 14 elements in each of two cotangent kinds; every dtype run (one) differs: none named.
+    assert rows["+inf"]["logsumexp_vjp"] == {"agrees": False, "cell": "0 where NaN (x28)",
+                                             "dtypes_differing": ["float32"]}
+    assert semantics_table(RECORDS)["exact/cpu"]["rows"]["+inf"]["logsumexp_vjp"]["cell"] == "as policy"
+
+
+def test_an_error_shows_the_backend_message_and_unrun_cells_show_a_dash() -> None:
+    table = semantics_table(RECORDS)
+    rows = table["raiser/cpu"]["rows"]
+    # The error record has no special_values: its row comes from the exact backend's empty case.
+    assert rows["empty"]["softmax"]["cell"] == "raises ValueError: zero-size array"
+    assert rows["empty"]["softmax"]["agrees"] is False
+    assert rows["+inf"]["logsumexp_vjp"] == {"agrees": None, "cell": "-", "dtypes_differing": []}
+    text = format_semantics(table)
+    assert "[1] raises ValueError: zero-size array" in text
+    assert list(table["exact/cpu"]["rows"]) == ["+inf", "empty", SUBNORMALS]  # the policy's order
+    json.dumps(table, allow_nan=False)
+
+
+def test_a_vjp_cancelling_to_zero_is_error_not_semantics() -> None:
+    # A ones cotangent has an exact softmax VJP of 0; a backend returns rounding noise there,
+    # which its VJP error metrics judge. Only the forward op's flush names a flush-to-zero backend.
+    noisy = record("noisy", op="softmax_vjp", case="underflow_gaps", cotangent="ones",
+                   special_values=special(SUBNORMALS, ("0", "normal", 30), ("subnormal", "0", 3)))
+    table = semantics_table([noisy])
+    assert table["noisy/cpu"]["rows"][SUBNORMALS]["softmax_vjp"]["cell"] == "as policy"
+    assert table["noisy/cpu"]["flush_to_zero"] == []
+
+
+def test_equal_digests_group_backends_and_records_without_a_digest_are_left_out() -> None:
+    matrix = agreement_matrix(RECORDS)
+    by_key = {(e["op"], e["dtype"], e["case"], e["cotangent"]): e for e in matrix}
+    float64 = by_key[("softmax", "float64", "underflow_gaps", None)]
+    assert float64["groups"] == [["exact/cpu", "flusher/cpu"]]
+    float32 = by_key[("softmax", "float32", "underflow_gaps", None)]
+    assert float32["groups"] == [["exact/cpu"], ["flusher/cpu"]]
+    assert float32["max_ulp"] == {"exact/cpu": 0.5, "flusher/cpu": 0.5}
+    assert float32["status"] == {"exact/cpu": "pass", "flusher/cpu": "pass"}
+    # Only one backend has an output for the empty case (raiser raised) and nan (raiser skipped).
+    assert ("softmax", "float32", "empty", None) not in by_key
+    assert all("raiser/cpu" not in e["status"] for e in matrix)
+    assert len(by_key) == 4  # two underflow_gaps dtypes, two pos_inf cotangents
+    text = format_agreement(matrix)
+    assert "exact/cpu = flusher/cpu" in text and "exact/cpu = nanless/cpu" in text
+    json.dumps(matrix, allow_nan=False)
+
+
+def test_summary_counts_accuracy_and_invariants_apart() -> None:
+    invariant = {**record("exact", dtype="float16"), "check": "invariants"}
+    text = format_summary([*RECORDS, invariant])
+    accuracy, _, invariants = text.partition("\ninvariants:\n")
+    assert "float16" not in accuracy and "exact (cpu)" in accuracy and "worst 0.5 ulp" in accuracy
+    assert invariants.splitlines()[0].split() == ["backend", "float16"]
+    assert "1 ok" in invariants
+    assert "invariants" not in format_summary(RECORDS)
+
+
+class Flushing:
+    """numpy's softmax with subnormal results set to 0, as a flush-to-zero unit would."""
+
+    name = "flushing"
+
+    def __init__(self) -> None:
+        self.numpy = load("numpy")
+
+    def softmax(self, x: np.ndarray, axis: int) -> np.ndarray:
+        y = np.asarray(self.numpy.ops["softmax"](x, axis))
+        return np.where(np.abs(y) < np.finfo(y.dtype).tiny, np.zeros_like(y), y)
+
+
+@pytest.fixture(scope="module")
+def real_records() -> list[dict]:
+    backends = {"numpy": load("numpy"), "flushing": wrap(Flushing, "flushing")}
+    return [run(Target("softmax", name, "cpu", "float32", case), backend, Settings())
+            for case in ("underflow_gaps", "nan", "empty") for name, backend in backends.items()]
+
+
+def test_the_tables_read_real_records(real_records: list[dict]) -> None:
+    table = semantics_table(real_records)
+    assert table["flushing/cpu"]["flush_to_zero"] == ["float32"]
+    assert table["numpy/cpu"]["flush_to_zero"] == []
+    assert table["numpy/cpu"]["rows"][SUBNORMALS]["softmax"]["cell"] == "as policy"
+    assert table["flushing/cpu"]["rows"][SUBNORMALS]["softmax"]["cell"].startswith("subnormal flushed to 0")
+    assert table["flushing/cpu"]["rows"]["NaN"]["softmax"]["agrees"] is True
+    matrix = {e["case"]: e for e in agreement_matrix(real_records)}
+    # Flushing changes nothing where no output is subnormal: the same bits as numpy.
+    assert matrix["nan"]["groups"] == [["flushing/cpu", "numpy/cpu"]]
+    assert matrix["underflow_gaps"]["groups"] == [["flushing/cpu"], ["numpy/cpu"]]
+    numpy_record = next(r for r in real_records if r["backend"] == "numpy" and r["case"] == "underflow_gaps")
+    assert matrix["underflow_gaps"]["max_ulp"]["numpy/cpu"] == numpy_record["metrics"]["max_ulp"]
+    assert matrix["underflow_gaps"]["status"] == {"flushing/cpu": "pass", "numpy/cpu": "pass"}
+    # Both answer the empty case (an empty output): one group, the same bits.
+    assert matrix["empty"]["groups"] == [["flushing/cpu", "numpy/cpu"]]
