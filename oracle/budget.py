@@ -37,9 +37,9 @@ above; each further product, difference and sum adds its own rounding:
 
 (An implementation that keeps y in the output format may see y_j underflow, off by up to
 ulp_min; the multiplier of y_j carries that into dx_j: the ulp_min terms. Where flushing to
-zero is accepted, flush_to_zero = "note", the unit is the smallest normal number instead for
-the elements whose y_j is below it: there a flushing implementation returns 0, so the check is
-only that loose; flush_to_zero = "fail" checks them to the last subnormal.)
+zero is accepted, the unit of the result's own underflow is the smallest normal, and so is
+y_j's where y_j is below it: a flushing implementation returns 0 there, so the check of such
+elements is only that loose; flush_to_zero = "fail" checks them to the last subnormal.)
 The log_softmax VJP is conventionally computed from the saved output, y_j = exp(z_j^), and
 the rounding of z_j = x_j - lse adds |z_j| u to y_j's relative error: for that op rho_j
 carries a further c_exp (|x_j - a| + log1p(t)).
@@ -103,12 +103,19 @@ def vjp_multiplier(op: str, terms: dict) -> np.ndarray:
 
 
 def vjp_underflow(op: str, terms: dict, fmt: Format, flush_to_zero: bool) -> np.ndarray:
-    """ulp_min (1 + multiplier): the underflow of y_j carried into dx_j. Where flushing is
-    accepted, a y_j below the smallest normal may be 0, so its unit is the smallest normal."""
+    """ulp_min (1 + multiplier): the underflow of the result and of y_j, carried into dx_j. Where
+    flushing is accepted, any result below the smallest normal may be 0, and so may a y_j below
+    it: their unit is then the smallest normal."""
     with np.errstate(invalid="ignore"):
         flushable = flush_to_zero & (terms["y"] < fmt.min_normal)
     unit = np.where(flushable, fmt.min_normal, fmt.min_subnormal)
-    return unit * (1 + vjp_multiplier(op, terms))
+    return underflow_unit(fmt, flush_to_zero) + unit * vjp_multiplier(op, terms)
+
+
+def underflow_unit(fmt: Format, flush_to_zero: bool) -> float:
+    """The absolute error one underflow may cost: the smallest subnormal, or where flushing to
+    zero is accepted the smallest normal."""
+    return fmt.min_normal if flush_to_zero else fmt.min_subnormal
 
 
 # The error of each VJP element in units of u (module docstring), from the reference's terms.
@@ -159,7 +166,9 @@ def budget(reference: Reference, constants: BudgetConstants = BudgetConstants(),
         if reference.op == "softmax":
             rel = (c0 + c_exp * (terms["gap"] + terms["weighted_gap"]) + summation) * u
             spread = np.where(magnitude == 0, 0.0, rel * relative_units)
-            underflow = np.ldexp(1.0, fmt.emin - fmt.p + 1 - quantum)
+            # A flushed exp or quotient gives a flushed result, which is counted apart
+            # (flushed_subnormal): the unit stays the smallest subnormal here.
+            underflow = np.ldexp(fmt.min_subnormal, -quantum)
             units = 0.5 + spread + underflow
         elif reference.op == "logsumexp":
             units = 0.5 + np.ldexp(log_error, -quantum) + u * relative_units

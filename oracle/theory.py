@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from oracle.budget import vjp_underflow
+from oracle.budget import underflow_unit, vjp_underflow
 from oracle.exact import Reference
 from oracle.formats import format_of
 
@@ -51,7 +51,7 @@ def bound(reference: Reference, axis: int, flush_to_zero: bool = False) -> np.nd
     largest error, broadcast over the row); inf where the exact value is not finite."""
     fmt = format_of(reference.dtype)
     u, n, terms = fmt.u, reference.row_length, reference.terms
-    tiny = fmt.min_normal if flush_to_zero else fmt.min_subnormal
+    tiny = underflow_unit(fmt, flush_to_zero)
     with np.errstate(all="ignore"):
         exact = np.abs(np.ldexp(reference.mant, np.clip(reference.scale, -2000, 2000)))
         if reference.op in ("logsumexp", "log_softmax"):

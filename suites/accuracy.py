@@ -18,7 +18,7 @@ import numpy as np
 
 from backends.protocol import Backend
 from oracle import cache, theory
-from oracle.budget import budget
+from oracle.budget import budget, vjp_underflow
 from oracle.exact import Reference
 from oracle.formats import format_of
 from oracle.metrics import SEMANTIC_CATEGORIES, classify, compare, summarize
@@ -184,15 +184,10 @@ def special_values(case: Case, x: np.ndarray, reference: Reference, got: np.ndar
 def judge(reference: Reference, got: np.ndarray, settings: Settings, axis: int = -1) -> dict:
     """Metrics, bound and status of a backend's output against the reference."""
     comparison = compare(reference, got)
-    vjp = "natural" in reference.terms
-    well_conditioned = None
-    if vjp:
-        natural = reference.terms["natural"]
-        with np.errstate(all="ignore"):
-            exact = np.abs(np.ldexp(reference.mant, np.clip(reference.scale, -2000, 2000)))
-            well_conditioned = ~(natural > CANCELLATION_FACTOR * exact)
-    metrics = summarize(comparison, well_conditioned)
     flush = settings.flush_to_zero == "note"
+    vjp = "natural" in reference.terms
+    regimes = _vjp_regimes(reference, flush) if vjp else None
+    metrics = summarize(comparison, regimes["measured"] if vjp else None)
     budgets = budget(reference, settings.budget, flush_to_zero=flush)
     budget_ulps = budgets.ulp
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -202,7 +197,7 @@ def judge(reference: Reference, got: np.ndarray, settings: Settings, axis: int =
     messages = []
     worst = None
     if vjp:
-        metrics.update(_scaled_metrics(reference, comparison, well_conditioned))
+        metrics.update(_scaled_metrics(reference, comparison, regimes))
     if metrics["n_measured"]:
         flat = int(np.nanargmax(ratio))
         worst = np.unravel_index(flat, ratio.shape) if ratio.ndim else ()
@@ -241,15 +236,31 @@ def judge(reference: Reference, got: np.ndarray, settings: Settings, axis: int =
     }
 
 
-def _scaled_metrics(reference: Reference, comparison, well_conditioned: np.ndarray) -> dict:
-    """The VJP error in units of u times the natural scale, and how many elements cancel."""
+def _vjp_regimes(reference: Reference, flush: bool) -> dict[str, np.ndarray]:
+    """Which VJP elements cancel (natural scale above CANCELLATION_FACTOR |dx_j|), which are
+    dominated by underflow (the budget's underflow allowance above u times the natural scale:
+    there a correct implementation may lose every digit), and which the ULP statistics keep."""
+    fmt = format_of(reference.dtype)
+    natural = reference.terms["natural"]
+    with np.errstate(all="ignore"):
+        exact = np.abs(np.ldexp(reference.mant, np.clip(reference.scale, -2000, 2000)))
+        underflow = vjp_underflow(reference.op, reference.terms, fmt, flush) > fmt.u * natural
+        cancellation = ~underflow & (natural > CANCELLATION_FACTOR * exact)
+    return {"underflow": underflow, "cancellation": cancellation,
+            "measured": ~underflow & ~cancellation}
+
+
+def _scaled_metrics(reference: Reference, comparison, regimes: dict[str, np.ndarray]) -> dict:
+    """The VJP error in units of u times the natural scale (where underflow does not dominate),
+    and how many elements cancel or underflow."""
     u = format_of(reference.dtype).u
     natural = reference.terms["natural"]
-    measured = comparison.measured & (natural > 0)
+    scope = comparison.measured & (natural > 0) & ~regimes["underflow"]
     with np.errstate(all="ignore"):
-        scaled = comparison.abs[measured] / (u * natural[measured])
+        scaled = comparison.abs[scope] / (u * natural[scope])
     return {"max_scaled": float(scaled.max()) if scaled.size else None,
-            "n_cancellation": int(np.sum(comparison.measured & ~well_conditioned))}
+            "n_cancellation": int(np.sum(comparison.measured & regimes["cancellation"])),
+            "n_underflow": int(np.sum(comparison.measured & regimes["underflow"]))}
 
 
 def _theory(reference: Reference, comparison, axis: int, flush: bool) -> dict:
