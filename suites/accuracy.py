@@ -97,7 +97,7 @@ def _exact_value(reference: Reference, index: tuple) -> str:
     return repr(math.ldexp(float(mant) + float(reference.mant_lo[index]), int(reference.scale[index])))
 
 
-def _base_record(target: Target, case: Case, backend: Backend | None) -> dict:
+def base_record(target: Target, case: Case, backend: Backend | None) -> dict:
     return {
         **target.identity(),
         "backend_version": backend.version if backend else None,
@@ -112,7 +112,7 @@ def run(target: Target, backend: Backend, settings: Settings,
         deviations: tuple[Deviation, ...] = ()) -> dict:
     """Ask backend the target's question and return the result record."""
     case = CASES[target.case]
-    record = _base_record(target, case, backend)
+    record = base_record(target, case, backend)
     reason = backend.why_unsupported(target.op, target.dtype)
     if reason:
         return {**record, "status": "unsupported", "message": reason}
@@ -138,21 +138,21 @@ def run(target: Target, backend: Backend, settings: Settings,
             got = np.asarray(backend.to_numpy(out))
     except Exception as error:  # a backend's failure is a result, never a crash of the run
         frames = traceback.format_exception(type(error), error, error.__traceback__)
-        return _judged({**record, "status": "error", "failure": "error",
+        return judged({**record, "status": "error", "failure": "error",
                         "message": f"{target.op} raised {type(error).__name__}: {error}",
                         "traceback": "".join(frames[-3:])}, deviations)
     record["duration_s"] = time.perf_counter() - started
     if got.shape != reference.shape:
-        return _judged({**record, "status": "error", "failure": "error", "message":
+        return judged({**record, "status": "error", "failure": "error", "message":
                         f"returned shape {tuple(got.shape)}, expected {reference.shape}"}, deviations)
     if got.dtype != x.dtype:
-        return _judged({**record, "status": "error", "failure": "error", "message":
+        return judged({**record, "status": "error", "failure": "error", "message":
                         f"returned {got.dtype.name} for {x.dtype.name} input (a silent "
                         "conversion; the suite compares like with like)"}, deviations)
     record["output_sha256"] = output_digest(got)
     if case.special_input:
         record["special_values"] = special_values(case, x, reference, got)
-    return _judged({**record, **judge(reference, got, settings, case.axis)}, deviations)
+    return judged({**record, **judge(reference, got, settings, case.axis)}, deviations)
 
 
 def output_digest(got: np.ndarray) -> str:
@@ -279,7 +279,7 @@ def _theory(reference: Reference, comparison, axis: int, flush: bool) -> dict:
             "measured": float(comparison.abs[at]), "index": [int(i) for i in at]}
 
 
-def _judged(record: dict, deviations: tuple[Deviation, ...]) -> dict:
+def judged(record: dict, deviations: tuple[Deviation, ...]) -> dict:
     """A failure that a known-deviations entry matches becomes a known_failure."""
     known = find(deviations, record) if record["status"] in ("fail", "error") else None
     if known is not None:

@@ -19,7 +19,7 @@ from oracle.budget import budget
 from oracle.exact import Reference
 from oracle.formats import Format, format_of
 from oracle.rounding import ulp, ulp_exponent
-from suites.accuracy import Target, _base_record, _judged, case_input
+from suites.accuracy import Target, base_record, case_input, judged
 from suites.cases import CASES
 from suites.config import Settings
 from suites.deviations import Deviation
@@ -104,7 +104,7 @@ def run(target: Target, backend: Backend, settings: Settings,
     which cannot compare it: NaN for finite input is the accuracy check's finding.
     """
     case = CASES[target.case]
-    record = _base_record(target, case, backend)
+    record = base_record(target, case, backend)
     reason = backend.why_unsupported(target.op, target.dtype)
     if reason:
         return {**record, "status": "unsupported", "message": reason}
@@ -117,11 +117,11 @@ def run(target: Target, backend: Backend, settings: Settings,
             measure(target, backend, settings, x, case.axis, case.resolved_seed, measured)
     except BackendFailure as failure:
         record["invariants"] = measured
-        return _judged({**record, "status": "error", "failure": "error", "message": str(failure),
+        return judged({**record, "status": "error", "failure": "error", "message": str(failure),
                         "traceback": failure.trace}, deviations)
     record["invariants"] = {name: measured[name] for name in OP_INVARIANTS[target.op]}
     failed = [entry["message"] for entry in record["invariants"].values() if entry["ok"] is False]
-    return _judged({**record, "status": "fail" if failed else "pass",
+    return judged({**record, "status": "fail" if failed else "pass",
                     "failure": "invariant" if failed else None, "message": "; ".join(failed)}, deviations)
 
 
