@@ -1,4 +1,5 @@
-"""Each oracle value is computed once per process: references keyed by op family and input bits.
+"""Each oracle value is computed once: references keyed by op family and input bits, in memory
+and, where a folder is configured, on disk (oracle.store) for later runs and other workers.
 
 The key is the content, not the case name: two cases (or two backends) that ask about the
 same bits share one computation. The memory bound counts elements, oldest out first.
@@ -8,14 +9,22 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 
+from oracle import store
 from oracle.exact import Reference, forward_references
 from oracle.gradients import vjp_references
 
 MAX_ELEMENTS = 8_000_000
 _memory: OrderedDict[tuple, dict[str, Reference]] = OrderedDict()
+_disk: list[Path] = []
+
+
+def use_disk(folder: Path | None) -> None:
+    """Keep references in folder from now on (None: in memory only)."""
+    _disk[:] = [folder] if folder is not None else []
 
 
 def _digest(x: np.ndarray) -> str:
@@ -39,8 +48,21 @@ def reference(op: str, x: np.ndarray, axis: int,
     if key in _memory:
         _memory.move_to_end(key)
     else:
-        _memory[key] = vjp_references(x, *cotangents, axis) if vjp else forward_references(x, axis)
+        _memory[key] = _from_disk_or_computed(vjp, x, axis, cotangents)
         while sum(r.rounded.size for refs in _memory.values() for r in refs.values()) > MAX_ELEMENTS \
                 and len(_memory) > 1:
             _memory.popitem(last=False)
     return _memory[key][op]
+
+
+def _from_disk_or_computed(vjp: bool, x: np.ndarray, axis: int,
+                           cotangents: tuple[np.ndarray, np.ndarray] | None) -> dict[str, Reference]:
+    inputs = [x, *cotangents] if vjp else [x]
+    key = store.entry_key("vjp" if vjp else "forward", axis % max(x.ndim, 1), inputs) if _disk else ""
+    stored = store.load(_disk[0], key) if _disk else None
+    if stored is not None:
+        return stored
+    references = vjp_references(x, *cotangents, axis) if vjp else forward_references(x, axis)
+    if _disk:
+        store.save(_disk[0], key, references)
+    return references

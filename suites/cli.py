@@ -1,4 +1,4 @@
-"""The `softmax-suite` command: run the suite, list the backends, list the cases.
+"""The `softmax-suite` command: run the suite, list the backends and the cases, manage the oracle cache.
 
 `run` is pytest over the suites package with the same selection options, writing
 OUT/results.jsonl; exit status 0 when nothing unexpected failed, 1 when something did,
@@ -16,6 +16,7 @@ import pytest
 
 from backends.protocol import DTYPES, OPS, Backend
 from backends.registry import BUILTIN, check_names, load
+from oracle import store
 from suites.cases import CATALOGUE, select_cases
 from suites.selection import SELECTION_OPTIONS, split
 
@@ -39,12 +40,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-n", "--workers", default="auto", metavar="N",
                      help="pytest-xdist workers: a number, 'auto', or 0 for one process "
                           "(default: auto when pytest-xdist is installed)")
+    run.add_argument("--oracle-cache", metavar="DIR", default=None,
+                     help="oracle cache folder ('off': none; default: $SOFTMAX_SUITE_ORACLE_CACHE or "
+                          "~/.cache/softmax-suite/oracle)")
     run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS",
                      help="further arguments for pytest, after --")
 
     backends = commands.add_parser("backends", help="list backends: version, devices, dtypes, or why not")
     backends.add_argument("--backend", action="append", metavar="NAMES",
                           help="also describe these (package.module:attr)")
+
+    cache_parser = commands.add_parser("cache", help="the oracle cache: where, how big; or empty it")
+    cache_parser.add_argument("action", choices=("info", "clear"))
+    cache_parser.add_argument("--oracle-cache", metavar="DIR", default=None,
+                              help="the cache folder (default as for run)")
 
     cases = commands.add_parser("cases", help="list the case catalogue")
     cases.add_argument("--case", action="append", metavar="GLOBS", help="comma-separated globs")
@@ -67,6 +76,8 @@ def run_command(args: argparse.Namespace) -> int:
             pytest_args += [part for item in value or [] for part in (flag, item)]
         elif value:
             pytest_args.append(flag)
+    if args.oracle_cache:
+        pytest_args += ["--oracle-cache", args.oracle_cache]
     if args.workers not in ("0", 0) and importlib.util.find_spec("xdist") is not None:
         pytest_args += ["-n", str(args.workers), "--dist", "loadgroup"]
     pytest_args += args.pytest_args
@@ -132,7 +143,29 @@ def cases_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": run_command, "backends": backends_command, "cases": cases_command}
+def cache_command(args: argparse.Namespace) -> int:
+    folder = store.folder_for(args.oracle_cache)
+    if folder is None:
+        print("softmax-suite: --oracle-cache off names no folder", file=sys.stderr)
+        return EXIT_USAGE
+    if args.action == "clear":
+        try:
+            removed = store.clear(folder)
+        except OSError as error:
+            print(f"softmax-suite: cannot clear {folder}: {error.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"removed {removed} entries from {folder}")
+        return EXIT_OK
+    described = store.info(folder)
+    print(f"folder:  {described['folder']}")
+    print(f"entries: {described['entries']}")
+    print(f"size:    {described['bytes'] / 1e6:.1f} MB")
+    print(f"oracle version: {described['oracle_version']}")
+    return EXIT_OK
+
+
+COMMANDS = {"run": run_command, "backends": backends_command, "cases": cases_command,
+            "cache": cache_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,7 @@ import pytest
 
 from backends.protocol import DTYPES, FORWARD_OPS, OPS, Backend
 from backends.registry import BUILTIN, Unavailable, check_names, load
+from oracle import cache, store
 from reports.agreement import agreement_matrix, format_agreement
 from reports.results import ResultsWriter, jsonable
 from reports.semantics import format_semantics, semantics_table
@@ -132,6 +133,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(flag, **kwargs)
     group.addoption("--results", metavar="PATH", default=None,
                     help="write one JSON line per result to PATH as results are produced")
+    group.addoption("--oracle-cache", metavar="DIR", default=None,
+                    help=f"keep exact references in DIR for later runs and other workers ('off': in "
+                         f"memory only; default: ${store.ENVIRONMENT_VARIABLE} or "
+                         "~/.cache/softmax-suite/oracle)")
     group.addoption("--suite-config", metavar="PATH", default=None,
                     help="pyproject.toml holding [tool.softmax-suite] (default: ./pyproject.toml)")
 
@@ -141,6 +146,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): items pytest-xdist keeps on one worker")
     state = SuiteState(config)
     config.stash[STATE_KEY] = state
+    cache.use_disk(store.folder_for(config.getoption("oracle_cache")))
     results_path = config.getoption("results")
     if results_path and not hasattr(config, "workerinput"):
         header = {

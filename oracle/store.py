@@ -1,0 +1,161 @@
+"""The oracle's disk cache: references stored by the hash of what determines them, shared by runs
+and by parallel workers.
+
+An entry is one .npz file (numpy arrays only, read with allow_pickle=False) named by the
+sha256 of the oracle version, the op family, axis, dtype, shape and the exact bits of every
+input (x, and the cotangents for the VJPs). It holds every op of the family and a checksum of
+its own arrays; an entry that fails to load or to match its checksum is reported, recomputed
+and replaced. Files are written to a temporary name in the same folder and renamed into place,
+so a reader never sees half an entry and two workers writing the same entry leave one whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from oracle.exact import Reference
+from oracle.formats import format_of
+
+# Part of every key: the source of the modules that compute stored values, so that any change
+# to them starts a fresh set of entries instead of reading values the new code would not give.
+ORACLE_SOURCES = ("formats.py", "rounding.py", "exact.py", "gradients.py", "store.py")
+ORACLE_VERSION = hashlib.sha256(b"".join((Path(__file__).parent / name).read_bytes()
+                                         for name in ORACLE_SOURCES)).hexdigest()[:16]
+ENVIRONMENT_VARIABLE = "SOFTMAX_SUITE_ORACLE_CACHE"
+SUFFIX = ".npz"
+FIELDS = ("rounded", "mant", "mant_lo", "scale")
+
+
+class OracleCacheWarning(UserWarning):
+    """A cache entry could not be used (corrupt, truncated, unreadable); it was recomputed."""
+
+
+def default_folder() -> Path:
+    """$SOFTMAX_SUITE_ORACLE_CACHE, else $XDG_CACHE_HOME/softmax-suite/oracle (~/.cache/...)."""
+    if os.environ.get(ENVIRONMENT_VARIABLE):
+        return Path(os.environ[ENVIRONMENT_VARIABLE])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "softmax-suite" / "oracle"
+
+
+def folder_for(option: str | None) -> Path | None:
+    """The folder an --oracle-cache value names: the default when not given, None for 'off'."""
+    if option == "off":
+        return None
+    return Path(option) if option else default_folder()
+
+
+def entry_key(family: str, axis: int, inputs: list[np.ndarray]) -> str:
+    """The sha256 that names an entry."""
+    digest = hashlib.sha256(f"softmax-suite oracle {ORACLE_VERSION} {family} axis={axis}".encode())
+    for array in inputs:
+        digest.update(f"|{array.dtype.name}{array.shape}|".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _path(folder: Path, key: str) -> Path:
+    return folder / key[:2] / f"{key}{SUFFIX}"
+
+
+def _checksum(arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        digest.update(name.encode() + np.ascontiguousarray(arrays[name]).tobytes())
+    return digest.hexdigest()
+
+
+def _pack(references: dict[str, Reference]) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    meta = {}
+    for op, reference in references.items():
+        # bfloat16 has no numpy descriptor that loads without pickle: its values go as float64.
+        arrays[f"{op}.rounded"] = reference.rounded.astype(np.float64)
+        for field in FIELDS[1:]:
+            arrays[f"{op}.{field}"] = getattr(reference, field)
+        for name, values in reference.terms.items():
+            arrays[f"{op}.terms.{name}"] = np.asarray(values, dtype=np.float64)
+        meta[op] = {"dtype": reference.dtype, "row_length": reference.row_length,
+                    "max_precision": reference.max_precision, "terms": sorted(reference.terms)}
+    arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
+    arrays["checksum"] = np.array(_checksum(arrays))
+    return arrays
+
+
+def _unpack(arrays: dict[str, np.ndarray]) -> dict[str, Reference]:
+    checksum = str(arrays.pop("checksum"))
+    if checksum != _checksum(arrays):
+        raise ValueError("checksum mismatch")
+    meta = json.loads(str(arrays["meta"]))
+    return {op: Reference(
+        op=op,
+        dtype=info["dtype"],
+        rounded=arrays[f"{op}.rounded"].astype(format_of(info["dtype"]).np_dtype),
+        mant=arrays[f"{op}.mant"],
+        mant_lo=arrays[f"{op}.mant_lo"],
+        scale=arrays[f"{op}.scale"],
+        terms={name: arrays[f"{op}.terms.{name}"] for name in info["terms"]},
+        row_length=info["row_length"],
+        max_precision=info["max_precision"],
+    ) for op, info in meta.items()}
+
+
+def load(folder: Path, key: str) -> dict[str, Reference] | None:
+    """The stored references, or None when absent; a damaged entry is warned about and removed."""
+    path = _path(folder, key)
+    if not path.is_file():
+        return None
+    try:
+        with path.open("rb") as file, np.load(file, allow_pickle=False) as stored:
+            return _unpack({name: stored[name] for name in stored.files})
+    except Exception as error:  # any damage: truncation, bad zip, bad checksum, missing arrays
+        warnings.warn(f"oracle cache entry {path} is unusable ({type(error).__name__}: {error}); "
+                      "recomputing it", OracleCacheWarning, stacklevel=2)
+        path.unlink(missing_ok=True)
+        return None
+
+
+def save(folder: Path, key: str, references: dict[str, Reference]) -> None:
+    """Store the references atomically; a folder that cannot be written is warned about once per
+    call and skipped (the run goes on without the cache)."""
+    path = _path(folder, key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}.", suffix=".tmp")
+        with os.fdopen(handle, "wb") as file:
+            # Compressed: the per-row terms are repeated along each row.
+            np.savez_compressed(file, **_pack(references))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except OSError as error:
+        warnings.warn(f"cannot write the oracle cache in {folder} ({error.strerror}); going on "
+                      "without it", OracleCacheWarning, stacklevel=2)
+
+
+def info(folder: Path) -> dict:
+    """Where the cache is, how many entries it holds and their size in bytes."""
+    entries = list(folder.glob(f"*/*{SUFFIX}")) if folder.is_dir() else []
+    return {"folder": str(folder), "entries": len(entries),
+            "bytes": sum(path.stat().st_size for path in entries), "oracle_version": ORACLE_VERSION}
+
+
+def clear(folder: Path) -> int:
+    """Remove every entry (and stray temporary files); the number of entries removed."""
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for path in [*folder.glob(f"*/*{SUFFIX}"), *folder.glob("*/.*.tmp")]:
+        removed += path.suffix == SUFFIX
+        path.unlink(missing_ok=True)
+    for sub in folder.iterdir():
+        if sub.is_dir() and not any(sub.iterdir()):
+            sub.rmdir()
+    return removed
