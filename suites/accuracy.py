@@ -108,6 +108,38 @@ def base_record(target: Target, case: Case, backend: Backend | None) -> dict:
     }
 
 
+class BackendFailure(Exception):
+    """A backend call that raised, or returned the wrong shape or dtype: the result is an error."""
+
+    def __init__(self, message: str, trace: str = "") -> None:
+        super().__init__(message)
+        self.trace = trace
+
+
+def call_backend(backend: Backend, op: str, device: str, axis: int, inputs: list[np.ndarray],
+                 expected_shape: tuple[int, ...], label: str | None = None) -> np.ndarray:
+    """op of backend on device for the numpy inputs (x, then the cotangent of a VJP), back as
+    numpy and checked for shape and x's dtype; any failure is a BackendFailure naming the call."""
+    label = label or op
+    x = inputs[0]
+    try:
+        # inf - inf and overflow are what the extreme cases are for: numpy need not warn.
+        with np.errstate(all="ignore"):
+            out = backend.ops[op](*(backend.to_device(a, device) for a in inputs), axis)
+            backend.synchronize(device, out)
+            got = np.asarray(backend.to_numpy(out))
+    except Exception as error:  # a backend's failure is a result, never a crash of the run
+        frames = traceback.format_exception(type(error), error, error.__traceback__)
+        raise BackendFailure(f"{label} raised {type(error).__name__}: {error}",
+                             "".join(frames[-3:])) from None
+    if got.shape != tuple(expected_shape):
+        raise BackendFailure(f"{label} returned shape {tuple(got.shape)}, expected {tuple(expected_shape)}")
+    if got.dtype != x.dtype:
+        raise BackendFailure(f"{label} returned {got.dtype.name} for {x.dtype.name} input (a silent "
+                             "conversion; the suite compares like with like)")
+    return got
+
+
 def run(target: Target, backend: Backend, settings: Settings,
         deviations: tuple[Deviation, ...] = ()) -> dict:
     """Ask backend the target's question and return the result record."""
@@ -123,32 +155,17 @@ def run(target: Target, backend: Backend, settings: Settings,
         cotangents = case_cotangents(target.case, target.cotangent, target.dtype)
     reference = cache.reference(target.op, x, case.axis, cotangents)
     record["oracle"] = {"max_precision": reference.max_precision}
+    inputs = [x]
+    if cotangents is not None:
+        inputs.append(cotangents[1] if target.op == "logsumexp_vjp" else cotangents[0])
     # The backend's time only: a cold oracle takes seconds and is not the backend's.
     started = time.perf_counter()
     try:
-        # inf - inf and overflow are what the extreme cases are for: numpy need not warn.
-        with np.errstate(all="ignore"):
-            native = backend.to_device(x, target.device)
-            if cotangents is None:
-                out = backend.ops[target.op](native, case.axis)
-            else:
-                g = cotangents[1] if target.op == "logsumexp_vjp" else cotangents[0]
-                out = backend.ops[target.op](native, backend.to_device(g, target.device), case.axis)
-            backend.synchronize(target.device, out)
-            got = np.asarray(backend.to_numpy(out))
-    except Exception as error:  # a backend's failure is a result, never a crash of the run
-        frames = traceback.format_exception(type(error), error, error.__traceback__)
-        return judged({**record, "status": "error", "failure": "error",
-                        "message": f"{target.op} raised {type(error).__name__}: {error}",
-                        "traceback": "".join(frames[-3:])}, deviations)
+        got = call_backend(backend, target.op, target.device, case.axis, inputs, reference.shape)
+    except BackendFailure as failure:
+        return judged({**record, "status": "error", "failure": "error", "message": str(failure),
+                       **({"traceback": failure.trace} if failure.trace else {})}, deviations)
     record["duration_s"] = time.perf_counter() - started
-    if got.shape != reference.shape:
-        return judged({**record, "status": "error", "failure": "error", "message":
-                        f"returned shape {tuple(got.shape)}, expected {reference.shape}"}, deviations)
-    if got.dtype != x.dtype:
-        return judged({**record, "status": "error", "failure": "error", "message":
-                        f"returned {got.dtype.name} for {x.dtype.name} input (a silent "
-                        "conversion; the suite compares like with like)"}, deviations)
     record["output_sha256"] = output_digest(got)
     if case.special_input:
         record["special_values"] = special_values(case, x, reference, got)

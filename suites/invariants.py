@@ -5,7 +5,6 @@ measured on one backend, dtype and case against the slack that the per-element e
 from __future__ import annotations
 
 import math
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -19,7 +18,7 @@ from oracle.budget import budget
 from oracle.exact import Reference
 from oracle.formats import Format, format_of
 from oracle.rounding import ulp, ulp_exponent
-from suites.accuracy import Target, base_record, case_input, judged
+from suites.accuracy import BackendFailure, Target, base_record, call_backend, case_input, judged
 from suites.cases import CASES
 from suites.config import Settings
 from suites.deviations import Deviation
@@ -47,14 +46,6 @@ OP_INVARIANTS: dict[str, tuple[str, ...]] = {
 # rounded to a grid on which the shift is exact (choose_shift).
 SHIFTS: tuple[float, ...] = (1.0, -1.0, 2.0, 0.5, 8.0, -8.0, 64.0)
 PERMUTATION_SEED = 1909_03469  # Blanchard, Higham and Mary's arXiv number: any fixed seed would do
-
-
-class BackendFailure(Exception):
-    """A backend call that raised, or returned the wrong shape or dtype: the result is an error."""
-
-    def __init__(self, message: str, trace: str = "") -> None:
-        super().__init__(message)
-        self.trace = trace
 
 
 @dataclass(frozen=True)
@@ -131,20 +122,8 @@ def caller(backend: Backend, device: str, axis: int, x: np.ndarray) -> Call:
     rows = Rows.of(x, axis)
 
     def call(op: str, values: np.ndarray, label: str) -> np.ndarray:
-        try:
-            out = backend.ops[op](backend.to_device(values, device), axis)
-            backend.synchronize(device, out)
-            got = np.asarray(backend.to_numpy(out))
-        except Exception as error:  # a backend's failure is a result, never a crash of the run
-            frames = traceback.format_exception(type(error), error, error.__traceback__)
-            raise BackendFailure(f"{label} raised {type(error).__name__}: {error}",
-                                 "".join(frames[-3:])) from None
         expected = rows.lead if op == "logsumexp" else x.shape
-        if got.shape != expected:
-            raise BackendFailure(f"{label} returned shape {tuple(got.shape)}, expected {expected}")
-        if got.dtype != x.dtype:
-            raise BackendFailure(f"{label} returned {got.dtype.name} for {x.dtype.name} input")
-        return got
+        return call_backend(backend, op, device, axis, [values], expected, label)
 
     return call
 
