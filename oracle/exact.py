@@ -35,11 +35,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from mpmath.libmp import (
-    finf,
     fnan,
     fninf,
     fone,
@@ -54,20 +53,18 @@ from mpmath.libmp import (
     mpf_sub,
     mpf_sum,
     round_ceiling,
-    round_floor,
     round_nearest,
     to_float,
 )
 
+from oracle import fastpath
 from oracle.formats import Format, format_of
-from oracle.rounding import round_to_format
+from oracle.progress import progress
+from oracle.rounding import round_interval, round_to_format, split_mpf
 
 FORWARD_OPS: tuple[str, ...] = ("softmax", "log_softmax", "logsumexp")
 REDUCED_OPS: frozenset[str] = frozenset({"logsumexp"})
 MAX_PRECISION = 4096
-# Exponents of exact values are clamped to +-SCALE_LIMIT: far beyond every format's range
-# (exp(-2 * float32 max) has an exponent near -2^128), where only "zero" or "huge" matters.
-SCALE_LIMIT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -79,6 +76,10 @@ class Reference:
     +-inf for a non-finite exact value).
     `terms` holds the conditioning of each element (float64 arrays in the output's shape) that
     the error budgets (oracle.budget) and the a-priori bounds (oracle.theory) are made of.
+    `certificate` counts the elements decided by each method: "float64" and "double_double"
+    (the fast path's tiers, oracle.fastpath), "mpmath" (the row-by-row evaluation below: the slow
+    path) and, among those, "undecided" (rows the fast path took but could not decide);
+    max_precision is the highest precision used, in bits (53 and 106 for the tiers).
     Forward ops: gap = |x_j - max x|, weighted_gap = W = sum_i softmax_i |x_i - max x|,
     max_gap = max_i |x_i - max x| over the finite entries, tail = t / (1 + t) and
     log_tail = log1p(t). The VJPs add their own (oracle.gradients).
@@ -93,6 +94,7 @@ class Reference:
     terms: Mapping[str, np.ndarray]
     row_length: int
     max_precision: int
+    certificate: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -108,21 +110,24 @@ def forward_references(x: np.ndarray, axis: int) -> dict[str, Reference]:
     """Exact softmax, log_softmax and logsumexp of x along axis, computed in one pass."""
     fmt = format_of(x.dtype)
     return build_references(fmt, axis, [x], lambda row, precision: _evaluate_row(row[0], precision),
-                            FORWARD_OPS)
+                            FORWARD_OPS, fastpath.forward_fast)
 
 
 RowEvaluation = Callable[[list[np.ndarray], int], dict]
+FastEvaluation = Callable[[list[np.ndarray], Format, dict[str, fastpath.Columns]],
+                          tuple[np.ndarray, dict[str, int]]]
 
 
 def build_references(fmt: Format, axis: int, inputs: list[np.ndarray], evaluate: RowEvaluation,
-                     ops: tuple[str, ...]) -> dict[str, Reference]:
-    """References for ops from a row evaluation, decided row by row (Ziv's loop).
+                     ops: tuple[str, ...], fast: FastEvaluation | None = None) -> dict[str, Reference]:
+    """References for ops: the fast path's rows first, then the rest row by row (Ziv's loop).
 
     inputs are arrays sharing the reduction axis (x, and for the VJPs the cotangents; an input
     with one dimension fewer than x is a per-row value such as logsumexp's cotangent).
-    evaluate(rows, precision) returns {"values": {op: [(value, err), ...]}, "terms": {op:
-    {name: per-element list or per-row float}}}, with one value per element for elementwise
-    ops and one per row for reduced ops (logsumexp).
+    fast(rows, fmt, columns) fills the rows it decides and returns (decided rows, elements per
+    tier). evaluate(rows, precision) returns {"values": {op: [(value, err), ...]}, "terms":
+    {op: {name: per-element list or per-row float}}}, with one value per element for
+    elementwise ops and one per row for reduced ops (logsumexp).
     """
     x = inputs[0]
     axis = axis % x.ndim
@@ -131,42 +136,68 @@ def build_references(fmt: Format, axis: int, inputs: list[np.ndarray], evaluate:
     rows_count = math.prod(lead_shape)
     flat = [np.moveaxis(a, axis, -1).reshape(rows_count, n).astype(np.float64) if a.ndim == x.ndim
             else a.reshape(rows_count).astype(np.float64) for a in inputs]
-    collected: dict[str, list] = {op: [] for op in ops}
-    terms: dict[str, dict[str, list]] = {op: {} for op in ops}
-    top_precision = 0
-    for index in range(rows_count):
-        result, precision = _decided_row([a[index] for a in flat], fmt, evaluate, ops)
-        top_precision = max(top_precision, precision)
-        for op in ops:
-            collected[op].extend(result["values"][op])
-            reduced = len(result["values"][op]) == 1 and op in REDUCED_OPS
-            for name, value in result["terms"][op].items():
-                values = value if isinstance(value, list) else [value] * (1 if reduced else n)
-                terms[op].setdefault(name, []).extend(values)
+    columns = {op: fastpath.Columns.empty((rows_count,) if op in REDUCED_OPS else (rows_count, n))
+               for op in ops}
+    done, certificate = fast(flat, fmt, columns) if fast is not None \
+        else (np.zeros(rows_count, dtype=bool), {})
+    slow_rows = np.flatnonzero(~done)
+    top_precision = max((fastpath.PRECISION.get(tier, 0) for tier, count in certificate.items() if count),
+                        default=0)
+    with progress(slow_rows.size * n, f"oracle {fmt.name} {'/'.join(ops)}") as advance:
+        for index in slow_rows.tolist():
+            result, precision = _decided_row([a[index] for a in flat], fmt, evaluate, ops)
+            top_precision = max(top_precision, precision)
+            for op in ops:
+                _place_row(columns[op], index, result["values"][op], result["terms"][op])
+            advance(n)
+    certificate = {**certificate, "mpmath": int(slow_rows.size * n)}
+    return {op: _reference(op, fmt, columns[op], lead_shape, axis, n, top_precision, certificate)
+            for op in ops}
 
-    def shaped(values: list, reduced: bool) -> np.ndarray:
-        array = np.asarray(values, dtype=np.float64)
+
+def _place_row(columns: fastpath.Columns, index: int, values: list[tuple], terms: dict) -> None:
+    """Write one row decided by mpmath into the columns (terms allocated on first use)."""
+    reduced = columns.rounded.ndim == 1
+    rounded, mant, mant_lo, scale = zip(*values, strict=True) if values else ((), (), (), ())
+    target = index if reduced else (index, slice(None))
+    if reduced:
+        rounded, mant, mant_lo, scale = rounded[0], mant[0], mant_lo[0], scale[0]
+    columns.rounded[target], columns.mant[target] = rounded, mant
+    columns.mant_lo[target], columns.scale[target] = mant_lo, scale
+    for name, value in terms.items():
+        per_element = isinstance(value, list)
+        if name not in columns.terms:
+            columns.terms[name] = np.full(columns.rounded.shape if per_element
+                                          else columns.rounded.shape[:1], np.nan)
+        array = columns.terms[name]
+        array[index] = value if per_element or array.ndim == 1 else np.full(array.shape[1:], value)
+
+
+def _reference(op: str, fmt: Format, columns: fastpath.Columns, lead_shape: tuple[int, ...],
+               axis: int, n: int, top_precision: int, certificate: dict[str, int]) -> Reference:
+    reduced = op in REDUCED_OPS
+    rows = math.prod(lead_shape)
+
+    def shaped(array: np.ndarray) -> np.ndarray:
         if reduced:
             return array.reshape(lead_shape)
-        return np.ascontiguousarray(np.moveaxis(array.reshape(*lead_shape, n), -1, axis))
+        if array.ndim == 1:  # a per-row term of an elementwise op: a read-only broadcast view
+            array = np.broadcast_to(array[:, None], (rows, n))
+        return np.moveaxis(array.reshape(*lead_shape, n), -1, axis)
 
-    references = {}
-    for op in ops:
-        reduced = op in REDUCED_OPS
-        columns = list(zip(*collected[op], strict=True)) or [(), (), (), ()]
-        rounded, mant, mant_lo, scale = (shaped(list(c), reduced) for c in columns)
-        references[op] = Reference(
-            op=op,
-            dtype=fmt.name,
-            rounded=rounded.astype(fmt.np_dtype),
-            mant=mant,
-            mant_lo=mant_lo,
-            scale=scale.astype(np.int64),
-            terms={name: shaped(values, reduced) for name, values in terms[op].items()},
-            row_length=n,
-            max_precision=top_precision,
-        )
-    return references
+    elements = 1 if reduced else n
+    return Reference(
+        op=op,
+        dtype=fmt.name,
+        rounded=np.array(shaped(columns.rounded), order="C").astype(fmt.np_dtype),
+        mant=np.array(shaped(columns.mant), order="C"),
+        mant_lo=np.array(shaped(columns.mant_lo), order="C"),
+        scale=np.array(shaped(columns.scale), order="C"),
+        terms={name: shaped(values) for name, values in columns.terms.items()},
+        row_length=n,
+        max_precision=top_precision,
+        certificate={tier: count // n * elements if n else 0 for tier, count in certificate.items()},
+    )
 
 
 def _decided_row(rows: list[np.ndarray], fmt: Format, evaluate: RowEvaluation,
@@ -180,44 +211,19 @@ def _decided_row(rows: list[np.ndarray], fmt: Format, evaluate: RowEvaluation,
         for op in ops:
             decided = []
             for value, err in evaluation["values"][op]:
-                rounded = _decide(value, err, fmt, precision)
+                rounded = round_interval(value, err, fmt, precision)
                 if rounded is None:
                     if precision < MAX_PRECISION:
                         undecided = True
                         break
                     rounded = round_to_format(value, fmt)
-                decided.append((rounded, *_split(value, precision)))
+                decided.append((rounded, *split_mpf(value, precision)))
             if undecided:
                 break
             outputs[op] = decided
         if not undecided:
             return {"values": outputs, "terms": evaluation["terms"]}, precision
         precision *= 2
-
-
-def _decide(value: tuple, err: tuple, fmt: Format, precision: int) -> float | None:
-    """The correctly rounded value if both ends of value +- err round alike, else None."""
-    # Exact values, and the policy's NaN and infinities. A computed 0 with an error bound is
-    # not exact: the true value may be a cancelled small number, so it goes to the interval.
-    if err == fzero or value in (fnan, finf, fninf):
-        return round_to_format(value, fmt)
-    low = round_to_format(mpf_sub(value, err, precision, round_floor), fmt)
-    high = round_to_format(mpf_add(value, err, precision, round_ceiling), fmt)
-    if low == high and math.copysign(1.0, low) == math.copysign(1.0, high):
-        return low
-    return None
-
-
-def _split(value: tuple, precision: int) -> tuple[float, float, int]:
-    """(mant, mant_lo, scale) with value = (mant + mant_lo) * 2^scale and 1 <= |mant| <= 2."""
-    sign, man, exp, bc = value
-    if not man:
-        return to_float(value), 0.0, 0
-    scale = exp + bc - 1
-    normalized = (sign, man, exp - scale, bc)
-    mant = to_float(normalized, rnd=round_nearest)
-    mant_lo = to_float(mpf_sub(normalized, from_float(mant), precision, round_nearest))
-    return mant, mant_lo, max(-SCALE_LIMIT, min(SCALE_LIMIT, scale))
 
 
 def _scaled_eps(precision: int, magnitude: tuple) -> tuple:

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from functools import partial
 
 import numpy as np
 from mpmath.libmp import (
@@ -70,6 +71,7 @@ from mpmath.libmp import (
     round_nearest,
 )
 
+from oracle import fastpath
 from oracle.exact import ForwardRow, Reference, build_references, forward_row
 from oracle.formats import format_of
 
@@ -84,12 +86,36 @@ def vjp_references(x: np.ndarray, g: np.ndarray, g_row: np.ndarray, axis: int) -
     reduced = tuple(size for i, size in enumerate(x.shape) if i != axis % x.ndim)
     if g_row.shape != reduced:
         raise ValueError(f"logsumexp cotangent shape {g_row.shape}, expected {reduced}")
-    return build_references(format_of(x.dtype), axis, [x, g, g_row], _evaluate_vjp_row, VJP_OPS)
+    return build_references(format_of(x.dtype), axis, [x, g, g_row], _evaluate_vjp_row, VJP_OPS,
+                            partial(fastpath.vjp_fast, zeros=_zero_softmax_vjp, terms=vjp_terms))
 
 
 def _scaled(eps_multiple: int, precision: int, magnitude: tuple) -> tuple:
     """eps_multiple * 2^-precision * magnitude, rounded up."""
     return mpf_mul(from_man_exp(eps_multiple, -precision), magnitude, 32, round_ceiling)
+
+
+def vjp_terms(x: np.ndarray, g: np.ndarray, g_row: np.ndarray, y: np.ndarray, gap: np.ndarray,
+              row_terms: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """The budget terms of the three VJPs for rows (the last axis) of x, with cotangents g and
+    g_row (one per row), softmax values y, gaps |x_j - a| and the forward row terms; per-row
+    sums have the rows' shape. Arrays the ops share are one object."""
+    finite = np.isfinite(x)
+    g_abs = np.abs(g)
+    with np.errstate(invalid="ignore"):
+        weighted = g_abs * y
+        sums = {"sum_abs_g_y": np.sum(weighted, axis=-1),
+                "sum_abs_g_y_gap": np.sum(np.where(finite, weighted * np.where(finite, gap, 0.0), 0.0),
+                                          axis=-1),
+                "sum_abs_g": np.sum(g_abs, axis=-1)}
+        row_abs = np.abs(g_row)[..., None]
+        natural = {"softmax_vjp": y * (g_abs + sums["sum_abs_g_y"][..., None]),
+                   "log_softmax_vjp": g_abs + y * sums["sum_abs_g"][..., None],
+                   "logsumexp_vjp": row_abs * y}
+    common = {"y": y, "gap": gap, **row_terms, **sums}
+    row_g_abs = np.broadcast_to(row_abs, y.shape)
+    return {op: {**common, "natural": natural[op], "g_abs": g_abs if op != "logsumexp_vjp" else row_g_abs}
+            for op in VJP_OPS}
 
 
 def _evaluate_vjp_row(rows: list[np.ndarray], precision: int) -> dict:
@@ -99,20 +125,9 @@ def _evaluate_vjp_row(rows: list[np.ndarray], precision: int) -> dict:
     nan_row = forward.special or not (np.isfinite(g).all() and math.isfinite(g_scalar))
     finite = np.isfinite(row)
     y = np.full(n, math.nan) if nan_row else np.array(forward.probabilities)
-    gap = np.array(forward.gap_floats)
-    g_abs = np.abs(g)
-    with np.errstate(invalid="ignore"):
-        weighted = g_abs * y
-        sums = {"sum_abs_g_y": float(np.sum(weighted)),
-                "sum_abs_g_y_gap": float(np.sum(weighted[finite] * gap[finite])),
-                "sum_abs_g": float(np.sum(g_abs))}
-        natural = {"softmax_vjp": y * (g_abs + sums["sum_abs_g_y"]),
-                   "log_softmax_vjp": g_abs + y * sums["sum_abs_g"],
-                   "logsumexp_vjp": abs(g_scalar) * y}
-    common = {"y": y.tolist(), "gap": gap.tolist(), **forward.row_terms(), **sums}
-    terms = {op: {**common, "natural": natural[op].tolist(),
-                  "g_abs": (g_abs if op != "logsumexp_vjp" else np.full(n, abs(g_scalar))).tolist()}
-             for op in VJP_OPS}
+    built = vjp_terms(row, g, np.float64(g_scalar), y, np.array(forward.gap_floats), forward.row_terms())
+    terms = {op: {name: value.tolist() if np.ndim(value) else float(value) for name, value in named.items()}
+             for op, named in built.items()}
     if nan_row:
         values = {op: [(fnan, fzero)] * n for op in VJP_OPS}
     elif len(np.unique(row[finite])) == 1:

@@ -10,9 +10,26 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from mpmath.libmp import finf, fnan, fninf
+from mpmath.libmp import (
+    finf,
+    fnan,
+    fninf,
+    from_float,
+    fzero,
+    mpf_add,
+    mpf_sub,
+    round_ceiling,
+    round_floor,
+    round_nearest,
+    to_float,
+)
 
+from oracle.doubleword import two_sum as dw_two_sum
 from oracle.formats import Format
+
+# Exponents of exact values are clamped to +-SCALE_LIMIT: far beyond every format's range
+# (exp(-2 * float32 max) has an exponent near -2^128), where only "zero" or "huge" matters.
+SCALE_LIMIT = 1 << 20
 
 
 def round_to_format(value: tuple, fmt: Format) -> float:
@@ -64,3 +81,72 @@ def ulp(value: float, fmt: Format) -> float:
     if value == 0 or not math.isfinite(value):
         return fmt.min_subnormal
     return math.ldexp(1.0, max(math.frexp(value)[1] - 1, fmt.emin) - fmt.p + 1)
+
+
+def round_certified(high: np.ndarray, low: np.ndarray, exponent: np.ndarray, error: np.ndarray,
+                    fmt: Format, third: np.ndarray | float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(rounded, decided) for v = (high + low + third) 2^exponent known within error |v| (relative);
+    third (far below low) keeps a tiny term that would be lost in low, such as L in log_softmax
+    = (a tie of the format) - L.
+
+    In units of the quantum 2^q of v's binade, W = v 2^-q = Wh + Wl and N its nearest integer:
+    v rounds to N 2^q whenever the whole interval W (1 +- error) lies strictly between N - 1/2
+    and N + 1/2, and between N - 1/4 and N + 1/2 (in magnitude) when N = 2^(p-1) opens a normal
+    binade (below it, the quantum is half as large). Results beyond the format's max are
+    infinities. The test never rounds the fraction f = W - N where it matters: Wh - rint(Wh) is
+    exact (Sterbenz), two_sum splits it plus Wl exactly into f1 + f2, and the distances from f1
+    to the boundaries near it are exact; f2 (plus the third word, one rounding, counted) and
+    the error go to the other side, compared with a margin of 2^-52. So a value a hair from a tie of
+    the format (log_softmax = a tie - 1e-24) is decided. A high word of 0 with error 0 is an
+    exact zero; an error of 1 or more leaves even the sign open: undecided.
+    """
+    high, low = np.broadcast_arrays(np.asarray(high, np.float64), np.asarray(low, np.float64))
+    _, binade = np.frexp(high)
+    quantum = np.maximum(binade - 1 + exponent, fmt.emin) - fmt.p + 1
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        shift = (exponent - quantum).astype(np.int64)
+        whole = np.ldexp(high, shift)
+        nearest = np.rint(whole)
+        first, second = dw_two_sum(whole - nearest, np.ldexp(low, shift))
+        second = second + np.ldexp(third, shift)
+        # On a tie, or past it, the lower words decide which neighbour is nearest.
+        step = np.where((np.abs(first) > 0.5) | ((np.abs(first) == 0.5) & (first * second > 0)),
+                        np.sign(first), 0.0)
+        nearest, first = nearest + step, first - step
+        sign = np.where(high < 0, -1.0, 1.0)
+        first, second = sign * first, sign * second  # toward larger magnitude is positive
+        width = (error * np.abs(whole) + np.abs(second) * 2.0**-52) * (1 + 2.0**-50)
+        opening = (np.abs(nearest) == 2.0 ** (fmt.p - 1)) & (binade - 1 + exponent > fmt.emin)
+        below = np.where(opening, 0.25, 0.5)
+        margin = 1 - 2.0**-52
+        decided = (second + width < (0.5 - first) * margin) & (width - second < (first + below) * margin)
+        decided &= error < 1
+        decided |= (high == 0) & (error == 0)
+        rounded = np.copysign(np.ldexp(nearest, quantum.astype(np.int64)), high)
+    # N 2^q beyond max is 2^(emax+1): the value reached max + ulp/2, which overflows.
+    return np.where(np.abs(rounded) > fmt.max, np.copysign(np.inf, high), rounded), decided
+
+
+def round_interval(value: tuple, err: tuple, fmt: Format, precision: int) -> float | None:
+    """The correctly rounded value if both ends of value +- err round alike, else None."""
+    # Exact values, and the policy's NaN and infinities. A computed 0 with an error bound is
+    # not exact: the true value may be a cancelled small number, so it goes to the interval.
+    if err == fzero or value in (fnan, finf, fninf):
+        return round_to_format(value, fmt)
+    low = round_to_format(mpf_sub(value, err, precision, round_floor), fmt)
+    high = round_to_format(mpf_add(value, err, precision, round_ceiling), fmt)
+    if low == high and math.copysign(1.0, low) == math.copysign(1.0, high):
+        return low
+    return None
+
+
+def split_mpf(value: tuple, precision: int) -> tuple[float, float, int]:
+    """(mant, mant_lo, scale) with value = (mant + mant_lo) * 2^scale and 1 <= |mant| <= 2."""
+    sign, man, exp, bc = value
+    if not man:
+        return to_float(value), 0.0, 0
+    scale = exp + bc - 1
+    normalized = (sign, man, exp - scale, bc)
+    mant = to_float(normalized, rnd=round_nearest)
+    mant_lo = to_float(mpf_sub(normalized, from_float(mant), precision, round_nearest))
+    return mant, mant_lo, max(-SCALE_LIMIT, min(SCALE_LIMIT, scale))

@@ -25,7 +25,8 @@ from oracle.formats import format_of
 
 # Part of every key: the source of the modules that compute stored values, so that any change
 # to them starts a fresh set of entries instead of reading values the new code would not give.
-ORACLE_SOURCES = ("formats.py", "rounding.py", "exact.py", "gradients.py", "store.py")
+ORACLE_SOURCES = ("formats.py", "rounding.py", "doubleword.py", "exponential.py", "fastpath.py", "exact.py",
+                  "gradients.py", "store.py")
 ORACLE_VERSION = hashlib.sha256(b"".join((Path(__file__).parent / name).read_bytes()
                                          for name in ORACLE_SOURCES)).hexdigest()[:16]
 ENVIRONMENT_VARIABLE = "SOFTMAX_SUITE_ORACLE_CACHE"
@@ -83,7 +84,8 @@ def _pack(references: dict[str, Reference]) -> dict[str, np.ndarray]:
         for name, values in reference.terms.items():
             arrays[f"{op}.terms.{name}"] = np.asarray(values, dtype=np.float64)
         meta[op] = {"dtype": reference.dtype, "row_length": reference.row_length,
-                    "max_precision": reference.max_precision, "terms": sorted(reference.terms)}
+                    "max_precision": reference.max_precision, "terms": sorted(reference.terms),
+                    "certificate": dict(reference.certificate)}
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
     arrays["checksum"] = np.array(_checksum(arrays))
     return arrays
@@ -104,6 +106,7 @@ def _unpack(arrays: dict[str, np.ndarray]) -> dict[str, Reference]:
         terms={name: arrays[f"{op}.terms.{name}"] for name in info["terms"]},
         row_length=info["row_length"],
         max_precision=info["max_precision"],
+        certificate=info["certificate"],
     ) for op, info in meta.items()}
 
 

@@ -154,7 +154,7 @@ def run(target: Target, backend: Backend, settings: Settings,
     if target.cotangent is not None:
         cotangents = case_cotangents(target.case, target.cotangent, target.dtype)
     reference = cache.reference(target.op, x, case.axis, cotangents)
-    record["oracle"] = {"max_precision": reference.max_precision}
+    record["oracle"] = {"max_precision": reference.max_precision, **reference.certificate}
     inputs = [x]
     if cotangents is not None:
         inputs.append(cotangents[1] if target.op == "logsumexp_vjp" else cotangents[0])

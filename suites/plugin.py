@@ -19,7 +19,7 @@ import pytest
 
 from backends.protocol import DTYPES, FORWARD_OPS, OPS, Backend
 from backends.registry import BUILTIN, Unavailable, check_names, load
-from oracle import cache, store
+from oracle import cache, progress, store
 from reports.agreement import agreement_matrix, format_agreement
 from reports.results import ResultsWriter, jsonable
 from reports.semantics import format_semantics, semantics_table
@@ -147,6 +147,10 @@ def pytest_configure(config: pytest.Config) -> None:
     state = SuiteState(config)
     config.stash[STATE_KEY] = state
     cache.use_disk(store.folder_for(config.getoption("oracle_cache")))
+    # The oracle's progress bar draws past pytest's capture (xdist workers have no terminal).
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None and not hasattr(config, "workerinput"):
+        progress.set_output_guard(capture.global_and_fixture_disabled)
     results_path = config.getoption("results")
     if results_path and not hasattr(config, "workerinput"):
         header = {

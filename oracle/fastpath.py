@@ -1,0 +1,552 @@
+"""The oracle's certified fast path: whole rows at once in float64 or double-word arithmetic,
+each element with a proven error bound, accepted only where the bound decides its rounding.
+
+Rows the fast path takes ("regular"): at least MIN_ROW entries, no NaN or +inf, at least two
+distinct finite values (so every value below is irrational, oracle.gradients), and a largest
+gap |x_j - a| <= MAX_GAP. Every other row is structural or out of range and goes to the
+mpmath evaluation of oracle.exact, as does every row with an element the fast path cannot
+decide (Ziv's strategy, one level up). Masked (-inf) entries are exact: softmax 0,
+log_softmax -inf, VJPs 0 (log_softmax_vjp: g_j).
+
+Bounds (u = 2^-53, eps_exp the exponential's bound of oracle.exponential, relative).
+
+* d_j = x_j - a is exact as a double-word (two_sum). e_j = exp(d_j) = m_j 2^E_j within eps_exp.
+* t = sum_{j != k} e_j: the terms m_j 2^E_j are scaled into float64 (exact unless they fall
+  below 2^-1022, where each word errs by at most 2^-1075: counted), then summed pairwise in
+  float64 (depth * u * t, Higham 4.2) or in double-words (oracle.doubleword.tree_error):
+      |t^ - t| <= err_t = (eps_exp + eps_sum) t^ (1 + 2^-40) + n_sub 2^-1073.
+* Per row, in mpmath at ROW_PRECISION bits from the exact t^: R = 1/(1 + t^), L = log1p(t^),
+  q = t^ R. Since d/dt 1/(1+t) = -R^2 and d/dt log1p(t) = R, the true values are within
+  eps_R = err_t / (1 + t^ - err_t) relative (R), dL = err_t / (1 + t^ - err_t) absolute (L),
+  and eps_q = err_t / t^ + eps_R relative (q), plus 2^-104 for their double-word roundings.
+  logsumexp = a + L is decided per row (oracle.rounding.round_interval).
+* softmax_j = e_j R: float64 path m_j * fl(R) (two roundings, 2u); double-word path
+  mul(m_j, R) (MUL_ERROR): relative error eps_exp + eps_R + 2u, resp. + MUL_ERROR.
+* log_softmax_j = d_j - L = (dh + dl) - (Lh + Ll) is split exactly by two_sum into
+  high + low + rest + last; only third = rest + last rounds (u |third|). Kept apart, the third
+  word lets a tie of the format minus a tiny L be decided (oracle.rounding.round_certified).
+  Absolute error dL + u |third|.
+* VJPs (double-word only), y_j = softmax_j within eps_y; G = sum g_i, and S, B below, are
+  double-word tree sums with absolute error tree_error(n) times the sum of |terms|:
+      logsumexp_vjp_j   = g y_j:                       eps_y + MUL_ERROR relative
+      log_softmax_vjp_j = g_j - y_j G (j != k):        (eps_y + MUL_ERROR) |y_j G| + y_j dG
+                        = G q - (G - g_k) (j = k):     (eps_q + MUL_ERROR) |G q| + q dG + dG
+                                                       + ADD_ERROR |G - g_k|, absolute,
+                                                       then ADD_ERROR |value|;
+                        = -y_j G where g_j = 0, keeping y_j's exponent: eps_y + MUL_ERROR + dG / |G|
+      softmax_vjp_j     = y_j ((g_j - g_k) - S), S = sum_{i != k} (g_i - g_k) y_i, with
+                        B = sum |(g_i - g_k) y_i|, dS = (eps_y + MUL_ERROR + tree) B:
+                        relative eps_y + 2 MUL_ERROR + ADD_ERROR + dS / |f_j|,
+                        f_j = (g_j - g_k) - S; exact zeros are found first (oracle.gradients).
+  y_j scaled into float64 may fall below 2^-1022: each word then errs by at most 2^-1075,
+  which adds 2^-1070 (1 + |G|) resp. n 2^-1070 (1 + max |g_i - g_k|) absolute.
+
+All error arithmetic runs in float64 and is inflated by (1 + 2^-40), which covers its own
+roundings and the second-order products of the relative bounds (all below 2^-40).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from mpmath.libmp import (
+    fone,
+    from_float,
+    fzero,
+    mpf_add,
+    mpf_div,
+    mpf_log,
+    mpf_mul,
+    mpf_sub,
+    round_nearest,
+    to_float,
+)
+
+from oracle import doubleword as dw
+from oracle.exponential import DOUBLE_ERROR, FLOAT_ERROR, MAX_GAP, exp_double, exp_float
+from oracle.formats import Format
+from oracle.progress import progress
+from oracle.rounding import round_certified, round_interval, split_mpf
+
+MIN_ROW = 16
+CHUNK = 1 << 14
+ROW_PRECISION = 192
+FLOAT_TIER, DOUBLE_TIER = "float64", "double_double"
+PRECISION = {FLOAT_TIER: 53, DOUBLE_TIER: 106}
+SLACK = 1 + 2.0**-40
+TINY = 2.0**-1070
+_settings = {"enabled": True, "widen": 1.0}
+
+
+@contextmanager
+def disabled() -> Iterator[None]:
+    """Every row through mpmath alone: the naive oracle, for comparisons and benchmarks."""
+    previous = _settings["enabled"]
+    _settings["enabled"] = False
+    try:
+        yield
+    finally:
+        _settings["enabled"] = previous
+
+
+@contextmanager
+def widened(factor: float) -> Iterator[None]:
+    """Multiply every fast-path error bound by factor: for self-tests of the slower paths."""
+    if not factor >= 1:
+        raise ValueError(f"widening factor {factor!r}: use a number >= 1 (1 leaves bounds as proven)")
+    previous = _settings["widen"]
+    _settings["widen"] = previous * factor
+    try:
+        yield
+    finally:
+        _settings["widen"] = previous
+
+
+@dataclass
+class Columns:
+    """One op's results with rows first: (rows, n) for elementwise ops, (rows,) for reduced
+    ones; a term may be per row ((rows,)) for an elementwise op."""
+
+    rounded: np.ndarray
+    mant: np.ndarray
+    mant_lo: np.ndarray
+    scale: np.ndarray
+    terms: dict[str, np.ndarray]
+
+    @classmethod
+    def empty(cls, shape: tuple[int, ...]) -> Columns:
+        # Uninitialised: every row is written once, by the fast path or by mpmath.
+        return cls(np.empty(shape), np.empty(shape), np.empty(shape), np.empty(shape, np.int64), {})
+
+
+def regular_rows(x: np.ndarray) -> np.ndarray:
+    """Rows (of the 2-D array x) the fast path takes (module docstring)."""
+    rows, n = x.shape
+    if not _settings["enabled"] or n < MIN_ROW:
+        return np.zeros(rows, dtype=bool)
+    top = x.max(axis=1)  # NaN where the row holds one
+    bottom = np.where(np.isneginf(x), np.inf, x).min(axis=1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        spread = top - bottom
+    return np.isfinite(top) & (bottom < top) & (spread <= MAX_GAP)
+
+
+def row_blocks(indices: np.ndarray, n: int) -> Iterator[np.ndarray]:
+    """Runs of row indices holding about CHUNK elements together."""
+    per = max(1, CHUNK // max(n, 1))
+    for start in range(0, indices.size, per):
+        yield indices[start:start + per]
+
+
+def _column_chunks(n: int) -> Iterator[slice]:
+    for start in range(0, n, CHUNK):
+        yield slice(start, min(n, start + CHUNK))
+
+
+@dataclass
+class RowScalars:
+    """Per-row values from the exact t^ (module docstring), as arrays over the rows."""
+
+    r: tuple[np.ndarray, np.ndarray]
+    eps_r: np.ndarray
+    log_tail: tuple[np.ndarray, np.ndarray]
+    d_log_tail: np.ndarray
+    share: tuple[np.ndarray, np.ndarray]
+    eps_share: np.ndarray
+    tail: np.ndarray
+
+
+def _double_word(value: tuple) -> tuple[float, float]:
+    high = to_float(value, rnd=round_nearest)
+    return high, to_float(mpf_sub(value, from_float(high), ROW_PRECISION, round_nearest))
+
+
+def _row_scalars(t_high: np.ndarray, t_low: np.ndarray, err_t: np.ndarray) -> RowScalars:
+    columns: list[list[float]] = [[] for _ in range(9)]
+    for high, low, err in zip(t_high.tolist(), t_low.tolist(), err_t.tolist(), strict=True):
+        t = mpf_add(from_float(high), from_float(low))  # exact
+        one_t = mpf_add(fone, t)  # exact
+        r = mpf_div(fone, one_t, ROW_PRECISION, round_nearest)
+        if t == fzero:
+            log_tail = fzero
+        elif t[2] + t[3] < -ROW_PRECISION - 8:
+            log_tail = t  # log1p(t) = t (1 - t/2 + ...): relative error below 2^-ROW_PRECISION
+        else:
+            log_tail = mpf_log(one_t, ROW_PRECISION, round_nearest)
+        share = mpf_mul(t, r, ROW_PRECISION, round_nearest)
+        spread = err * SLACK / (1.0 + high + low - err)
+        t_float = high + low
+        values = (*_double_word(r), *_double_word(log_tail), *_double_word(share))
+        for column, value in zip(columns, values, strict=False):
+            column.append(value)
+        columns[6].append(spread)
+        columns[7].append(err * SLACK / t_float if t_float > 0 else math.inf)
+        columns[8].append(t_float / (1.0 + t_float))
+    rh, rl, lh, ll, qh, ql, spread, relative_t, tail = (np.array(c, dtype=np.float64) for c in columns)
+    rounding = 2.0**-104
+    return RowScalars(r=(rh, rl), eps_r=spread + rounding, log_tail=(lh, ll),
+                      d_log_tail=spread + np.abs(lh) * rounding, share=(qh, ql),
+                      eps_share=relative_t + spread + 2 * rounding, tail=tail)
+
+
+@dataclass
+class ForwardState:
+    """A block of regular rows after the exponentials and their sum: e_j = (mh + ml) 2^E (ml is
+    zero on the float64 tier); the gaps are recomputed chunk by chunk (gaps())."""
+
+    x: np.ndarray
+    argmax: np.ndarray
+    top: np.ndarray
+    mh: np.ndarray
+    ml: np.ndarray
+    exponent: np.ndarray
+    eps_exp: float
+    scalars: RowScalars
+    double: bool
+
+    def gaps(self, span: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(dh, dl, masked) of the columns in span: d = x - a exactly, 0 where masked."""
+        return _gaps(self.x[:, span], self.top)
+
+
+def _gaps(x: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    masked = np.isneginf(x)
+    with np.errstate(invalid="ignore"):
+        high, low = dw.two_sum(x, -top[:, None])
+    return np.where(masked, 0.0, high), np.where(masked, 0.0, low), masked
+
+
+def forward_state(x: np.ndarray, tier: str) -> ForwardState:
+    """Exponentials, their sum with its bound, and the per-row scalars of a block of rows."""
+    double = tier == DOUBLE_TIER
+    widen = _settings["widen"]
+    rows, n = x.shape
+    every = np.arange(rows)
+    argmax = np.argmax(x, axis=1)
+    top = x[every, argmax]
+    mh, exponent = np.empty_like(x), np.empty(x.shape, dtype=np.int64)
+    ml = np.empty_like(x) if double else np.zeros((rows, 1))
+    partial_high, partial_low, below = [], [], np.zeros(rows, dtype=np.int64)
+    for span in _column_chunks(n):
+        dh, dl, skip = _gaps(x[:, span], top)
+        inside = (argmax >= span.start) & (argmax < span.stop)
+        skip[every[inside], argmax[inside] - span.start] = True
+        with np.errstate(under="ignore"):
+            if double:
+                mh[:, span], ml[:, span], exponent[:, span] = exp_double(dh, dl)
+                low = np.where(skip, 0.0, np.ldexp(ml[:, span], exponent[:, span]))
+            else:
+                mh[:, span], exponent[:, span] = exp_float(dh, dl)
+            high = np.where(skip, 0.0, np.ldexp(mh[:, span], exponent[:, span]))
+        below += np.count_nonzero(~skip & (high < 2.0**-1022), axis=1)
+        if double:
+            sums = dw.tree_sum(high, low)
+            partial_high.append(sums[0])
+            partial_low.append(sums[1])
+        else:
+            partial_high.append(dw.float_tree_sum(high))
+    eps_exp = (DOUBLE_ERROR if double else FLOAT_ERROR) * widen
+    # Chunk sums, then a sum of the chunks: one more level than a single tree at most.
+    if double:
+        t_high, t_low = dw.tree_sum(np.stack(partial_high, 1), np.stack(partial_low, 1))
+        eps_sum = dw.tree_error(2 * n)
+    else:
+        t_high, t_low = dw.float_tree_sum(np.stack(partial_high, 1)), np.zeros(rows)
+        eps_sum = dw.float_tree_error(2 * n)
+    err_t = ((eps_exp + eps_sum * widen) * t_high * SLACK + below * 2.0**-1073) * SLACK
+    return ForwardState(x, argmax, top, mh, ml, exponent, eps_exp,
+                        _row_scalars(t_high, t_low, err_t), double)
+
+
+def split(high: np.ndarray, low: np.ndarray, exponent: np.ndarray | int) -> tuple[np.ndarray, ...]:
+    """(mant, mant_lo, scale) of (high + low) 2^exponent with 1 <= |mant| < 2 (oracle.exact)."""
+    fraction, binade = np.frexp(high)
+    with np.errstate(under="ignore"):
+        mant_lo = np.ldexp(low, 1 - binade)
+    return 2.0 * fraction, mant_lo, binade - 1 + np.asarray(exponent, dtype=np.int64)
+
+
+def _place(columns: Columns, ids: np.ndarray, span: slice, rounded: np.ndarray,
+           parts: tuple[np.ndarray, ...]) -> None:
+    columns.rounded[ids, span] = rounded
+    columns.mant[ids, span], columns.mant_lo[ids, span], columns.scale[ids, span] = parts
+
+
+def _shared(out: dict[str, Columns], ops: tuple[str, ...], name: str,
+            shape: tuple[int, ...]) -> np.ndarray:
+    """The term array name, one object shared by ops (allocated on first use)."""
+    for op in ops:
+        if name in out[op].terms:
+            return out[op].terms[name]
+    array = np.empty(shape)
+    for op in ops:
+        out[op].terms[name] = array
+    return array
+
+
+def _decide_reduced(top: np.ndarray, state: ForwardState, fmt: Format, out: Columns,
+                    ids: np.ndarray) -> np.ndarray:
+    """logsumexp = a + L per row: the exact sum of three floats, within dL (module docstring)."""
+    lh, ll = state.scalars.log_tail
+    decided = np.zeros(top.size, dtype=bool)
+    errors = (state.scalars.d_log_tail * SLACK).tolist()
+    for i, (a, high, low, err) in enumerate(zip(top.tolist(), lh.tolist(), ll.tolist(), errors,
+                                                strict=True)):
+        value = mpf_add(mpf_add(from_float(a), from_float(high)), from_float(low))
+        rounded = round_interval(value, from_float(err), fmt, ROW_PRECISION)
+        if rounded is not None:
+            decided[i] = True
+            row = ids[i]
+            out.rounded[row] = rounded
+            out.mant[row], out.mant_lo[row], out.scale[row] = split_mpf(value, ROW_PRECISION)
+    return decided
+
+
+def forward_block(inputs: list[np.ndarray], ids: np.ndarray, tier: str, fmt: Format,
+                  out: dict[str, Columns]) -> np.ndarray:
+    """softmax, log_softmax and logsumexp of a block of regular rows into out (rows ids);
+    returns which rows were decided in full."""
+    x = inputs[0]
+    state = forward_state(x, tier)
+    scalars = state.scalars
+    rh, rl = (v[:, None] for v in scalars.r)
+    lh, ll = (-v[:, None] for v in scalars.log_tail)
+    rounding = dw.MUL_ERROR if state.double else 2 * dw.U
+    eps_softmax = ((state.eps_exp + scalars.eps_r + rounding) * SLACK)[:, None]
+    d_log_tail = (scalars.d_log_tail * SLACK)[:, None]
+    ok = _decide_reduced(state.top, state, fmt, out["logsumexp"], ids)
+    rows, n = out["softmax"].rounded.shape
+    elementwise = ("softmax", "log_softmax")
+    gap_terms = _shared(out, elementwise, "gap", (rows, n))
+    weighted_gap, max_gap = np.zeros(ids.size), np.zeros(ids.size)
+    for span in _column_chunks(x.shape[1]):
+        dh, dl, hidden = state.gaps(span)
+        exponent = state.exponent[:, span]
+        if state.double:
+            high, low = dw.mul(state.mh[:, span], state.ml[:, span], rh, rl)
+        else:
+            high, low = state.mh[:, span] * rh, np.zeros_like(dh)
+        rounded, decided = round_certified(high, low, exponent, eps_softmax, fmt)
+        mant, mant_lo, scale = split(high, low, exponent)
+        _place(out["softmax"], ids, span, np.where(hidden, 0.0, rounded),
+               (np.where(hidden, 0.0, mant), np.where(hidden, 0.0, mant_lo), np.where(hidden, 0, scale)))
+        ok &= (decided | hidden).all(axis=1)
+        with np.errstate(under="ignore"):
+            y = np.where(hidden, 0.0, np.ldexp(high, exponent))
+        gap = np.abs(dh)
+        weighted_gap += np.sum(y * gap, axis=1)
+        max_gap = np.maximum(max_gap, gap.max(axis=1))
+        gap_terms[ids, span] = np.where(hidden, np.inf, gap)
+
+        high, tail = dw.two_sum(dh, lh)
+        middle, last = dw.two_sum(dl, ll)
+        middle, rest = dw.two_sum(tail, middle)
+        high, low = dw.fast_two_sum(high, middle)
+        third = rest + last  # value = high + low + third up to u |third|
+        with np.errstate(divide="ignore", invalid="ignore"):
+            error = (d_log_tail + dw.U * np.abs(third)) * SLACK / np.abs(high)
+        rounded, decided = round_certified(high, low, 0, error, fmt, third)
+        mant, mant_lo, scale = split(high, low, 0)
+        _place(out["log_softmax"], ids, span, np.where(hidden, -np.inf, rounded),
+               (np.where(hidden, -np.inf, mant), np.where(hidden, 0.0, mant_lo), np.where(hidden, 0, scale)))
+        ok &= (decided | hidden).all(axis=1)
+
+    row_terms = {"weighted_gap": weighted_gap, "max_gap": max_gap, "tail": scalars.tail,
+                 "log_tail": scalars.log_tail[0]}
+    for name, values in row_terms.items():
+        _shared(out, (*elementwise, "logsumexp"), name, (rows,))[ids] = values
+    return ok
+
+
+Block = Callable[[list[np.ndarray], np.ndarray, str, Format, dict[str, Columns]], np.ndarray]
+
+
+def run_tiers(inputs: list[np.ndarray], regular: np.ndarray, tiers: tuple[str, ...], fmt: Format,
+              out: dict[str, Columns], block: Block) -> tuple[np.ndarray, dict[str, int]]:
+    """Each tier in turn on the regular rows the tiers before it left undecided; the counts of
+    elements decided by each tier, and of those left "undecided" (for mpmath)."""
+    rows, n = inputs[0].shape
+    done = np.zeros(rows, dtype=bool)
+    counts = dict.fromkeys(tiers, 0)
+    with progress(int(regular.sum()) * n, f"oracle {fmt.name} fast path") as advance:
+        for tier in tiers:
+            for ids in row_blocks(np.flatnonzero(regular & ~done), n):
+                decided = block([a[ids] for a in inputs], ids, tier, fmt, out)
+                done[ids[decided]] = True
+                counts[tier] += int(decided.sum()) * n
+                if tier == tiers[0]:
+                    advance(ids.size * n)
+    counts["undecided"] = int((regular & ~done).sum()) * n
+    return done, counts
+
+
+def forward_fast(inputs: list[np.ndarray], fmt: Format,
+                 out: dict[str, Columns]) -> tuple[np.ndarray, dict[str, int]]:
+    """The forward ops of the regular rows: float64 first for outputs of 24 bits or fewer."""
+    tiers = (FLOAT_TIER, DOUBLE_TIER) if fmt.p <= 24 else (DOUBLE_TIER,)
+    return run_tiers(inputs, regular_rows(inputs[0]), tiers, fmt, out, forward_block)
+
+
+ZeroFinder = Callable[[np.ndarray, np.ndarray], np.ndarray]
+TermsBuilder = Callable[..., dict[str, dict[str, np.ndarray]]]
+
+
+def vjp_fast(inputs: list[np.ndarray], fmt: Format, out: dict[str, Columns], zeros: ZeroFinder,
+             terms: TermsBuilder) -> tuple[np.ndarray, dict[str, int]]:
+    """The three VJPs of the regular rows with finite cotangents below 2^1000, in double words.
+    zeros(row, g) marks the exact zeros of softmax_vjp; terms(x, g, g_row, y, gap, row_terms)
+    builds the budget terms (oracle.gradients)."""
+    x, g, g_row = inputs
+    largest = np.abs(g).max(axis=1, initial=0.0)
+    with np.errstate(invalid="ignore"):
+        regular = regular_rows(x) & np.isfinite(g).all(axis=1) & (largest <= 2.0**1000) \
+            & (np.abs(g_row) <= 2.0**1000)
+
+    def block(rows: list[np.ndarray], ids: np.ndarray, tier: str, fmt: Format,
+              out: dict[str, Columns]) -> np.ndarray:
+        return _vjp_block(rows, ids, fmt, out, zeros, terms)
+
+    return run_tiers(inputs, regular, (DOUBLE_TIER,), fmt, out, block)
+
+
+def _softmax_words(state: ForwardState, span: slice) -> tuple[np.ndarray, ...]:
+    """y_j = softmax_j on span as (yh, yl, E) and scaled into float64 (yf, yfl); 0 where masked."""
+    dh, _, hidden = state.gaps(span)
+    rh, rl = (v[:, None] for v in state.scalars.r)
+    yh, yl = dw.mul(state.mh[:, span], state.ml[:, span], rh, rl)
+    exponent = state.exponent[:, span]
+    with np.errstate(under="ignore"):
+        yf = np.where(hidden, 0.0, np.ldexp(yh, exponent))
+        yfl = np.where(hidden, 0.0, np.ldexp(yl, exponent))
+    return yh, yl, exponent, yf, yfl, dh, hidden
+
+
+def _vjp_block(inputs: list[np.ndarray], ids: np.ndarray, fmt: Format, out: dict[str, Columns],
+               zeros: ZeroFinder, terms: TermsBuilder) -> np.ndarray:
+    x, g, g_row = inputs
+    state = forward_state(x, DOUBLE_TIER)
+    scalars = state.scalars
+    rows, n = x.shape
+    every = np.arange(rows)
+    k = state.argmax
+    g_k = g[every, k]
+    eps_y = (state.eps_exp + scalars.eps_r + dw.MUL_ERROR) * SLACK
+    sums: dict[str, list] = {"S": [], "S_low": [], "B": [], "G": [], "G_low": [], "A": []}
+    spread = np.zeros(rows)
+    for span in _column_chunks(n):
+        _, _, _, yf, yfl, _, hidden = _softmax_words(state, span)
+        gs = g[:, span]
+        delta_h, delta_l = dw.two_sum(gs, -g_k[:, None])
+        ph, pl = dw.mul(delta_h, delta_l, yf, yfl)
+        inside = (k >= span.start) & (k < span.stop)
+        skip = hidden.copy()
+        skip[every[inside], k[inside] - span.start] = True
+        ph, pl = np.where(skip, 0.0, ph), np.where(skip, 0.0, pl)
+        for name, value in zip(("S", "S_low"), dw.tree_sum(ph, pl), strict=True):
+            sums[name].append(value)
+        sums["B"].append(dw.float_tree_sum(np.abs(ph)))
+        for name, value in zip(("G", "G_low"), dw.tree_sum(gs, np.zeros_like(gs)), strict=True):
+            sums[name].append(value)
+        sums["A"].append(dw.float_tree_sum(np.abs(gs)))
+        spread = np.maximum(spread, np.abs(delta_h).max(axis=1))
+    stacked = {name: np.stack(values, 1) for name, values in sums.items()}
+    s_high, s_low = dw.tree_sum(stacked["S"], stacked["S_low"])
+    g_high, g_low = dw.tree_sum(stacked["G"], stacked["G_low"])
+    upper = (1 + 3 * dw.U) * (1 + dw.float_tree_error(2 * n)) * SLACK
+    weight = dw.float_tree_sum(stacked["B"]) * upper
+    magnitude = dw.float_tree_sum(stacked["A"])
+    d_total = dw.tree_error(2 * n) * magnitude * upper
+    d_spread = ((eps_y + dw.MUL_ERROR + dw.tree_error(2 * n)) * weight + n * TINY * (1 + spread)) * SLACK
+    qh, ql = scalars.share
+    rest_h, rest_l = dw.add(g_high, g_low, -g_k, np.zeros(rows))
+    product_h, product_l = dw.mul(g_high, g_low, qh, ql)
+    top_h, top_l = dw.add(product_h, product_l, -rest_h, -rest_l)
+    top_err = ((scalars.eps_share + dw.MUL_ERROR) * np.abs(product_h) + qh * d_total + d_total
+               + dw.ADD_ERROR * np.abs(rest_h) + TINY * (1 + np.abs(g_high))) * SLACK
+    zero = np.stack([zeros(x[i], g[i]) for i in range(rows)])
+    g_mant, g_exp = np.frexp(g_row)
+
+    ok = np.ones(rows, dtype=bool)
+    y_all, gap_all = np.empty_like(x), np.empty_like(x)
+    for span in _column_chunks(n):
+        yh, yl, exponent, yf, yfl, dh, hidden = _softmax_words(state, span)
+        gs = g[:, span]
+        at_k = np.zeros_like(hidden)
+        inside = (k >= span.start) & (k < span.stop)
+        at_k[every[inside], k[inside] - span.start] = True
+        y_all[:, span], gap_all[:, span] = yf + yfl, np.where(hidden, np.inf, np.abs(dh))
+
+        high, low = dw.mul(yh, yl, column(g_mant), np.zeros((rows, 1)))
+        error = column(eps_y + dw.MUL_ERROR) * SLACK
+        ok &= _place_decided(out["logsumexp_vjp"], ids, span, fmt, high, low, exponent + column(g_exp),
+                             error, hidden | column(g_row == 0), 0.0)
+
+        ph, pl = dw.mul(yf, yfl, column(g_high), column(g_low))
+        high, low = dw.add(gs, np.zeros_like(gs), -ph, -pl)
+        absolute = column(eps_y + dw.MUL_ERROR) * np.abs(ph) + yf * column(d_total) \
+            + TINY * (1 + np.abs(column(g_high)))
+        high = np.where(at_k, column(top_h), np.where(hidden, gs + 0.0, high))
+        low = np.where(at_k, column(top_l), np.where(hidden, 0.0, low))
+        absolute = np.where(at_k, column(top_err), np.where(hidden, 0.0, absolute * SLACK))
+        absolute = np.where(column(magnitude == 0), 0.0, absolute)  # g = 0: exact zeros
+        with np.errstate(divide="ignore", invalid="ignore"):
+            error = np.where(absolute == 0, 0.0, (absolute / np.abs(high) + dw.ADD_ERROR) * SLACK)
+        # g_j = 0: the value is -y_j G, which keeps y_j's exponent (y_j may lie below float64).
+        scaled = (gs == 0) & ~hidden & ~at_k & column(magnitude > 0)
+        product_h, product_l = dw.mul(yh, yl, -column(g_high), -column(g_low))
+        with np.errstate(divide="ignore"):
+            relative = column(eps_y + dw.MUL_ERROR + d_total / np.abs(g_high)) * SLACK
+        high, low = np.where(scaled, product_h, high), np.where(scaled, product_l, low)
+        error = np.where(scaled, relative, error)
+        ok &= _place_decided(out["log_softmax_vjp"], ids, span, fmt, high, low,
+                             np.where(scaled, exponent, 0), error, np.zeros_like(hidden), 0.0)
+
+        delta_h, delta_l = dw.two_sum(gs, -column(g_k))
+        fh, fl = dw.add(delta_h, delta_l, -column(s_high), -column(s_low))
+        high, low = dw.mul(yh, yl, fh, fl)
+        with np.errstate(divide="ignore"):
+            error = (column(eps_y + 2 * dw.MUL_ERROR + dw.ADD_ERROR) + column(d_spread) / np.abs(fh)) \
+                * SLACK
+        ok &= _place_decided(out["softmax_vjp"], ids, span, fmt, high, low, exponent, error,
+                             hidden | zero[:, span], 0.0)
+
+    finite_gap = np.where(np.isinf(gap_all), 0.0, gap_all)
+    row_terms = {"weighted_gap": np.sum(y_all * finite_gap, axis=1), "max_gap": finite_gap.max(axis=1),
+                 "tail": scalars.tail, "log_tail": scalars.log_tail[0]}
+    _write_terms(out, ids, terms(x, g, g_row, y_all, gap_all, row_terms))
+    return ok
+
+
+def _write_terms(out: dict[str, Columns], ids: np.ndarray, built: dict[str, dict[str, np.ndarray]]) -> None:
+    """Write a block's terms into out; an array several ops share stays one array."""
+    targets: dict[int, np.ndarray] = {}
+    for op, named in built.items():
+        for name, values in named.items():
+            if id(values) not in targets:
+                target = out[op].terms.get(name)
+                if target is None:
+                    target = np.empty((out[op].rounded.shape[0], *values.shape[1:]))
+                target[ids] = values
+                targets[id(values)] = target
+            out[op].terms[name] = targets[id(values)]
+
+
+def column(values: np.ndarray) -> np.ndarray:
+    """A per-row array as a column, to broadcast along the rows."""
+    return values[:, None]
+
+
+def _place_decided(columns: Columns, ids: np.ndarray, span: slice, fmt: Format, high: np.ndarray,
+                   low: np.ndarray, exponent: np.ndarray | int, error: np.ndarray,
+                   exact: np.ndarray, exact_value: float) -> np.ndarray:
+    """Decide and write one chunk; entries marked exact take exact_value. Which rows were
+    decided in full."""
+    rounded, decided = round_certified(high, low, exponent, error, fmt)
+    mant, mant_lo, scale = split(high, low, exponent)
+    _place(columns, ids, span, np.where(exact, exact_value, rounded),
+           (np.where(exact, exact_value, mant), np.where(exact, 0.0, mant_lo), np.where(exact, 0, scale)))
+    return (decided | exact).all(axis=1)
