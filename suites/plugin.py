@@ -147,10 +147,14 @@ def pytest_configure(config: pytest.Config) -> None:
     state = SuiteState(config)
     config.stash[STATE_KEY] = state
     cache.use_disk(store.folder_for(config.getoption("oracle_cache")))
-    # The oracle's progress bar draws past pytest's capture (xdist workers have no terminal).
+    try:
+        progress.setting()
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
+    # The oracle's progress bar draws past pytest's capture; xdist workers have no terminal.
     capture = config.pluginmanager.getplugin("capturemanager")
-    if capture is not None and not hasattr(config, "workerinput"):
-        progress.set_output_guard(capture.global_and_fixture_disabled)
+    progress.set_output_guard(capture.global_and_fixture_disabled if capture is not None else None,
+                              terminal=not hasattr(config, "workerinput"))
     results_path = config.getoption("results")
     if results_path and not hasattr(config, "workerinput"):
         header = {
@@ -177,6 +181,10 @@ def pytest_configure(config: pytest.Config) -> None:
                                     ) from None
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(ResultsCollector(state), "softmax-suite-results")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    progress.set_output_guard(None)
 
 
 def _op_of(metafunc: pytest.Metafunc) -> tuple[str, str]:
