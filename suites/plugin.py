@@ -284,8 +284,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     elif call.when != "call":
         return report
     if record is not None:
-        report.user_properties.append((RESULT_PROPERTY, jsonable({**record, "nodeid": item.nodeid})))
+        report.user_properties.append((RESULT_PROPERTY, jsonable({**record, "nodeid": _nodeid(item)})))
     return report
+
+
+def _nodeid(item: pytest.Item) -> str:
+    """The item's node id as pytest takes it on its command line, without the @group that
+    `--dist loadgroup` appends."""
+    group = item.get_closest_marker("xdist_group")
+    return item.nodeid.removesuffix(f"@{group.args[0]}") if group is not None else item.nodeid
 
 
 class ResultsCollector:
