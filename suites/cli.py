@@ -8,7 +8,6 @@ OUT/results.jsonl; exit status 0 when nothing unexpected failed, 1 when somethin
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -37,9 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
         run.add_argument(flag, **kwargs)
     run.add_argument("--out", default="softmax-suite-out", metavar="DIR",
                      help="output folder (default: softmax-suite-out)")
-    run.add_argument("-n", "--workers", default="auto", metavar="N",
-                     help="pytest-xdist workers: a number, 'auto', or 0 for one process "
-                          "(default: auto when pytest-xdist is installed)")
+    workers = run.add_mutually_exclusive_group()
+    workers.add_argument("-n", "--workers", default="auto", metavar="N",
+                         help="pytest-xdist worker processes: a number, 'auto' (default: one per CPU) "
+                              "or 0 for one process; without pytest-xdist the run is serial")
+    workers.add_argument("--serial", dest="workers", action="store_const", const="0",
+                         help="run in one process (the same as -n 0); the oracle's progress bar "
+                              "(SOFTMAX_SUITE_PROGRESS) is drawn only in a serial run")
     run.add_argument("--oracle-cache", metavar="DIR", default=None,
                      help="oracle cache folder ('off': none; default: $SOFTMAX_SUITE_ORACLE_CACHE or "
                           "~/.cache/softmax-suite/oracle)")
@@ -61,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _xdist_installed() -> bool:
+    try:
+        import xdist  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def run_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     try:
@@ -78,8 +89,11 @@ def run_command(args: argparse.Namespace) -> int:
             pytest_args.append(flag)
     if args.oracle_cache:
         pytest_args += ["--oracle-cache", args.oracle_cache]
-    if args.workers not in ("0", 0) and importlib.util.find_spec("xdist") is not None:
-        pytest_args += ["-n", str(args.workers), "--dist", "loadgroup"]
+    if args.workers != "0":
+        if _xdist_installed():
+            pytest_args += ["-n", args.workers, "--dist", "loadgroup"]
+        else:
+            print("softmax-suite: pytest-xdist is not installed: running in one process", file=sys.stderr)
     pytest_args += args.pytest_args
     code = pytest.main(pytest_args)
     if code == pytest.ExitCode.NO_TESTS_COLLECTED:
