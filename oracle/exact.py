@@ -48,7 +48,6 @@ from mpmath.libmp import (
     mpf_add,
     mpf_div,
     mpf_exp,
-    mpf_log,
     mpf_mul,
     mpf_sub,
     mpf_sum,
@@ -291,12 +290,7 @@ def forward_row(row: np.ndarray, precision: int) -> ForwardRow:
     gaps = [mpf_sub(from_float(float(v)), a) for v in row]
     exps = [mpf_exp(d, precision, round_nearest) for d in gaps]
     tail = mpf_sum(exps[:k] + exps[k + 1 :], precision, round_nearest)
-    if tail == fzero:
-        log_tail = fzero
-    elif tail[2] + tail[3] < -precision - 8:
-        log_tail = tail  # log1p(t) = t (1 - t/2 + ...), a relative error below 2^-P
-    else:
-        log_tail = mpf_log(mpf_add(fone, tail), precision, round_nearest)
+    log_tail = fastpath.log1p(tail, precision)
     denominator = mpf_add(fone, tail, precision, round_nearest)
     exact_logs = tail == fzero
 

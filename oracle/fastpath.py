@@ -160,6 +160,15 @@ class RowScalars:
     tail: np.ndarray
 
 
+def log1p(t: tuple, precision: int) -> tuple:
+    """log1p of a non-negative mpf t at precision (1 + t is formed exactly)."""
+    if t == fzero:
+        return fzero
+    if t[2] + t[3] < -precision - 8:
+        return t  # log1p(t) = t (1 - t/2 + ...): relative error below 2^-precision
+    return mpf_log(mpf_add(fone, t), precision, round_nearest)
+
+
 def _double_word(value: tuple) -> tuple[float, float]:
     high = to_float(value, rnd=round_nearest)
     return high, to_float(mpf_sub(value, from_float(high), ROW_PRECISION, round_nearest))
@@ -171,12 +180,7 @@ def _row_scalars(t_high: np.ndarray, t_low: np.ndarray, err_t: np.ndarray) -> Ro
         t = mpf_add(from_float(high), from_float(low))  # exact
         one_t = mpf_add(fone, t)  # exact
         r = mpf_div(fone, one_t, ROW_PRECISION, round_nearest)
-        if t == fzero:
-            log_tail = fzero
-        elif t[2] + t[3] < -ROW_PRECISION - 8:
-            log_tail = t  # log1p(t) = t (1 - t/2 + ...): relative error below 2^-ROW_PRECISION
-        else:
-            log_tail = mpf_log(one_t, ROW_PRECISION, round_nearest)
+        log_tail = log1p(t, ROW_PRECISION)
         share = mpf_mul(t, r, ROW_PRECISION, round_nearest)
         spread = err * SLACK / (1.0 + high + low - err)
         t_float = high + low
@@ -213,6 +217,14 @@ class ForwardState:
         return _gaps(self.x[:, span], self.top)
 
 
+def _at(columns: np.ndarray, span: slice, width: int) -> np.ndarray:
+    """A (rows, width) mask of the chunk span, true in each row at its column columns[row]."""
+    mask = np.zeros((columns.size, width), dtype=bool)
+    inside = np.flatnonzero((columns >= span.start) & (columns < span.stop))
+    mask[inside, columns[inside] - span.start] = True
+    return mask
+
+
 def _gaps(x: np.ndarray, top: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     masked = np.isneginf(x)
     with np.errstate(invalid="ignore"):
@@ -232,9 +244,8 @@ def forward_state(x: np.ndarray, tier: str) -> ForwardState:
     ml = np.empty_like(x) if double else np.zeros((rows, 1))
     partial_high, partial_low, below = [], [], np.zeros(rows, dtype=np.int64)
     for span in _column_chunks(n):
-        dh, dl, skip = _gaps(x[:, span], top)
-        inside = (argmax >= span.start) & (argmax < span.stop)
-        skip[every[inside], argmax[inside] - span.start] = True
+        dh, dl, masked = _gaps(x[:, span], top)
+        skip = masked | _at(argmax, span, masked.shape[1])
         with np.errstate(under="ignore"):
             if double:
                 mh[:, span], ml[:, span], exponent[:, span] = exp_double(dh, dl)
@@ -288,6 +299,12 @@ def _shared(out: dict[str, Columns], ops: tuple[str, ...], name: str,
     return array
 
 
+def _row_terms(weighted_gap: np.ndarray, max_gap: np.ndarray, scalars: RowScalars) -> dict[str, np.ndarray]:
+    """The forward row terms of oracle.exact.Reference, per row."""
+    return {"weighted_gap": weighted_gap, "max_gap": max_gap, "tail": scalars.tail,
+            "log_tail": scalars.log_tail[0]}
+
+
 def _decide_reduced(top: np.ndarray, state: ForwardState, fmt: Format, out: Columns,
                     ids: np.ndarray) -> np.ndarray:
     """logsumexp = a + L per row: the exact sum of three floats, within dL (module docstring)."""
@@ -330,11 +347,7 @@ def forward_block(inputs: list[np.ndarray], ids: np.ndarray, tier: str, fmt: For
             high, low = dw.mul(state.mh[:, span], state.ml[:, span], rh, rl)
         else:
             high, low = state.mh[:, span] * rh, np.zeros_like(dh)
-        rounded, decided = round_certified(high, low, exponent, eps_softmax, fmt)
-        mant, mant_lo, scale = split(high, low, exponent)
-        _place(out["softmax"], ids, span, np.where(hidden, 0.0, rounded),
-               (np.where(hidden, 0.0, mant), np.where(hidden, 0.0, mant_lo), np.where(hidden, 0, scale)))
-        ok &= (decided | hidden).all(axis=1)
+        ok &= _place_decided(out["softmax"], ids, span, fmt, high, low, exponent, eps_softmax, hidden, 0.0)
         with np.errstate(under="ignore"):
             y = np.where(hidden, 0.0, np.ldexp(high, exponent))
         gap = np.abs(dh)
@@ -349,15 +362,10 @@ def forward_block(inputs: list[np.ndarray], ids: np.ndarray, tier: str, fmt: For
         third = rest + last  # value = high + low + third up to u |third|
         with np.errstate(divide="ignore", invalid="ignore"):
             error = (d_log_tail + dw.U * np.abs(third)) * SLACK / np.abs(high)
-        rounded, decided = round_certified(high, low, 0, error, fmt, third)
-        mant, mant_lo, scale = split(high, low, 0)
-        _place(out["log_softmax"], ids, span, np.where(hidden, -np.inf, rounded),
-               (np.where(hidden, -np.inf, mant), np.where(hidden, 0.0, mant_lo), np.where(hidden, 0, scale)))
-        ok &= (decided | hidden).all(axis=1)
+        ok &= _place_decided(out["log_softmax"], ids, span, fmt, high, low, 0, error, hidden, -np.inf,
+                             third)
 
-    row_terms = {"weighted_gap": weighted_gap, "max_gap": max_gap, "tail": scalars.tail,
-                 "log_tail": scalars.log_tail[0]}
-    for name, values in row_terms.items():
+    for name, values in _row_terms(weighted_gap, max_gap, scalars).items():
         _shared(out, (*elementwise, "logsumexp"), name, (rows,))[ids] = values
     return ok
 
@@ -442,9 +450,7 @@ def _vjp_block(inputs: list[np.ndarray], ids: np.ndarray, fmt: Format, out: dict
         gs = g[:, span]
         delta_h, delta_l = dw.two_sum(gs, -g_k[:, None])
         ph, pl = dw.mul(delta_h, delta_l, yf, yfl)
-        inside = (k >= span.start) & (k < span.stop)
-        skip = hidden.copy()
-        skip[every[inside], k[inside] - span.start] = True
+        skip = hidden | _at(k, span, hidden.shape[1])
         ph, pl = np.where(skip, 0.0, ph), np.where(skip, 0.0, pl)
         for name, value in zip(("S", "S_low"), dw.tree_sum(ph, pl), strict=True):
             sums[name].append(value)
@@ -475,9 +481,7 @@ def _vjp_block(inputs: list[np.ndarray], ids: np.ndarray, fmt: Format, out: dict
     for span in _column_chunks(n):
         yh, yl, exponent, yf, yfl, dh, hidden = _softmax_words(state, span)
         gs = g[:, span]
-        at_k = np.zeros_like(hidden)
-        inside = (k >= span.start) & (k < span.stop)
-        at_k[every[inside], k[inside] - span.start] = True
+        at_k = _at(k, span, hidden.shape[1])
         y_all[:, span], gap_all[:, span] = yf + yfl, np.where(hidden, np.inf, np.abs(dh))
 
         high, low = dw.mul(yh, yl, column(g_mant), np.zeros((rows, 1)))
@@ -515,8 +519,7 @@ def _vjp_block(inputs: list[np.ndarray], ids: np.ndarray, fmt: Format, out: dict
                              hidden | zero[:, span], 0.0)
 
     finite_gap = np.where(np.isinf(gap_all), 0.0, gap_all)
-    row_terms = {"weighted_gap": np.sum(y_all * finite_gap, axis=1), "max_gap": finite_gap.max(axis=1),
-                 "tail": scalars.tail, "log_tail": scalars.log_tail[0]}
+    row_terms = _row_terms(np.sum(y_all * finite_gap, axis=1), finite_gap.max(axis=1), scalars)
     _write_terms(out, ids, terms(x, g, g_row, y_all, gap_all, row_terms))
     return ok
 
@@ -542,10 +545,10 @@ def column(values: np.ndarray) -> np.ndarray:
 
 def _place_decided(columns: Columns, ids: np.ndarray, span: slice, fmt: Format, high: np.ndarray,
                    low: np.ndarray, exponent: np.ndarray | int, error: np.ndarray,
-                   exact: np.ndarray, exact_value: float) -> np.ndarray:
-    """Decide and write one chunk; entries marked exact take exact_value. Which rows were
-    decided in full."""
-    rounded, decided = round_certified(high, low, exponent, error, fmt)
+                   exact: np.ndarray, exact_value: float, third: np.ndarray | float = 0.0) -> np.ndarray:
+    """Decide and write one chunk of (high + low + third) 2^exponent; entries marked exact take
+    exact_value. Which rows were decided in full."""
+    rounded, decided = round_certified(high, low, exponent, error, fmt, third)
     mant, mant_lo, scale = split(high, low, exponent)
     _place(columns, ids, span, np.where(exact, exact_value, rounded),
            (np.where(exact, exact_value, mant), np.where(exact, 0.0, mant_lo), np.where(exact, 0, scale)))
