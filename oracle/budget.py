@@ -95,6 +95,15 @@ def _logsumexp_vjp(terms: dict, rho: np.ndarray, k: BudgetConstants, summation: 
     return np.where(y > 0, terms["g_abs"] * y * (rho + 1), 0.0)
 
 
+def natural_scale(op: str, terms: dict) -> np.ndarray:
+    """The natural scale of a VJP element, the size of the terms it is made of: y_j (|g_j| + A),
+    |g_j| + y_j sum_i |g_i| and |g| y_j (module docstring)."""
+    y, g = terms["y"], terms["g_abs"]
+    if op == "softmax_vjp":
+        return y * (g + terms["sum_abs_g_y"])
+    return g + y * terms["sum_abs_g"] if op == "log_softmax_vjp" else g * y
+
+
 def vjp_multiplier(op: str, terms: dict) -> np.ndarray:
     """What multiplies y_j in the VJP: an underflow of y_j (up to ulp_min) is scaled by it."""
     if op == "softmax_vjp":

@@ -99,7 +99,8 @@ def vjp_terms(x: np.ndarray, g: np.ndarray, g_row: np.ndarray, y: np.ndarray, ga
               row_terms: dict[str, np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
     """The budget terms of the three VJPs for rows (the last axis) of x, with cotangents g and
     g_row (one per row), softmax values y, gaps |x_j - a| and the forward row terms; per-row
-    sums have the rows' shape. Arrays the ops share are one object."""
+    values (sums, and logsumexp's |g|) have the rows' shape. Arrays the ops share are one
+    object. The natural scales derive from them (oracle.budget.natural_scale)."""
     finite = np.isfinite(x)
     g_abs = np.abs(g)
     with np.errstate(invalid="ignore"):
@@ -108,14 +109,8 @@ def vjp_terms(x: np.ndarray, g: np.ndarray, g_row: np.ndarray, y: np.ndarray, ga
                 "sum_abs_g_y_gap": np.sum(np.where(finite, weighted * np.where(finite, gap, 0.0), 0.0),
                                           axis=-1),
                 "sum_abs_g": np.sum(g_abs, axis=-1)}
-        row_abs = np.abs(g_row)[..., None]
-        natural = {"softmax_vjp": y * (g_abs + sums["sum_abs_g_y"][..., None]),
-                   "log_softmax_vjp": g_abs + y * sums["sum_abs_g"][..., None],
-                   "logsumexp_vjp": row_abs * y}
     common = {"y": y, "gap": gap, **row_terms, **sums}
-    row_g_abs = np.broadcast_to(row_abs, y.shape)
-    return {op: {**common, "natural": natural[op], "g_abs": g_abs if op != "logsumexp_vjp" else row_g_abs}
-            for op in VJP_OPS}
+    return {op: {**common, "g_abs": g_abs if op != "logsumexp_vjp" else np.abs(g_row)} for op in VJP_OPS}
 
 
 def _evaluate_vjp_row(rows: list[np.ndarray], precision: int) -> dict:

@@ -18,7 +18,7 @@ import numpy as np
 
 from backends.protocol import Backend
 from oracle import cache, theory
-from oracle.budget import budget, vjp_underflow
+from oracle.budget import VJP_BUDGETS, budget, natural_scale, vjp_underflow
 from oracle.exact import Reference
 from oracle.formats import format_of
 from oracle.metrics import SEMANTIC_CATEGORIES, classify, compare, summarize
@@ -202,7 +202,7 @@ def judge(reference: Reference, got: np.ndarray, settings: Settings, axis: int =
     """Metrics, bound and status of a backend's output against the reference."""
     comparison = compare(reference, got)
     flush = settings.flush_to_zero == "note"
-    vjp = "natural" in reference.terms
+    vjp = reference.op in VJP_BUDGETS
     regimes = _vjp_regimes(reference, flush) if vjp else None
     metrics = summarize(comparison, regimes["measured"] if vjp else None)
     budgets = budget(reference, settings.budget, flush_to_zero=flush)
@@ -258,20 +258,20 @@ def _vjp_regimes(reference: Reference, flush: bool) -> dict[str, np.ndarray]:
     dominated by underflow (the budget's underflow allowance above u times the natural scale:
     there a correct implementation may lose every digit), and which the ULP statistics keep."""
     fmt = format_of(reference.dtype)
-    natural = reference.terms["natural"]
+    natural = natural_scale(reference.op, reference.terms)
     with np.errstate(all="ignore"):
         exact = np.abs(np.ldexp(reference.mant, np.clip(reference.scale, -2000, 2000)))
         underflow = vjp_underflow(reference.op, reference.terms, fmt, flush) > fmt.u * natural
         cancellation = ~underflow & (natural > CANCELLATION_FACTOR * exact)
     return {"underflow": underflow, "cancellation": cancellation,
-            "measured": ~underflow & ~cancellation}
+            "measured": ~underflow & ~cancellation, "natural": natural}
 
 
 def _scaled_metrics(reference: Reference, comparison, regimes: dict[str, np.ndarray]) -> dict:
     """The VJP error in units of u times the natural scale (where underflow does not dominate),
     and how many elements cancel or underflow."""
     u = format_of(reference.dtype).u
-    natural = reference.terms["natural"]
+    natural = regimes["natural"]
     scope = comparison.measured & (natural > 0) & ~regimes["underflow"]
     with np.errstate(all="ignore"):
         scaled = comparison.abs[scope] / (u * natural[scope])

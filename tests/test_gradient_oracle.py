@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from oracle import exact, fastpath, gradients, theory
-from oracle.budget import BudgetConstants, budget, summation_depth
+from oracle.budget import BudgetConstants, budget, natural_scale, summation_depth
 from oracle.exact import initial_precision
 from oracle.formats import DTYPES, FORMATS
 from oracle.gradients import VJP_OPS, vjp_references
@@ -200,8 +200,9 @@ def check_against_plain_formulas(x: np.ndarray, g: np.ndarray, g_row: np.ndarray
                 bound = max(64 * eps, Fraction(1, 2**95)) if fast else 64 * eps
                 tolerance = bound * Fraction(scale) * (1 + Fraction(1, 10**9)) + abs(exact_value) / 2**100
                 assert abs(carried(ref, at) - exact_value) <= tolerance, (op, name, at, float(value))
-                # terms["natural"] is the scale the budgets and reports normalise by
-                assert ref.terms["natural"][at] == pytest.approx(scale, rel=1e-12, abs=1e-300)
+                # the natural scale is what the budgets and reports normalise by
+                at_element = {term: array[at] for term, array in ref.terms.items()}
+                assert natural_scale(op, at_element) == pytest.approx(scale, rel=1e-12, abs=1e-300)
             counts["elements"] += len(values[op])
     return counts
 
@@ -573,7 +574,7 @@ def test_non_last_axis_equals_moving_the_axis_last(axis):
     for op in VJP_OPS:
         a, b = refs[op], last[op]
         assert a.shape == x.shape and a.row_length == x.shape[axis]
-        assert set(a.terms) == set(b.terms) >= {"y", "natural", "g_abs", "sum_abs_g_y", "gap"}
+        assert set(a.terms) == set(b.terms) >= {"y", "g_abs", "sum_abs_g_y", "gap"}
         fields = {name: getattr(a, name) for name in ("rounded", "mant", "mant_lo", "scale")}
         for field, got in {**fields, **a.terms}.items():
             want = np.moveaxis(b.terms[field] if field in b.terms else getattr(b, field), -1, axis)
@@ -625,7 +626,7 @@ def test_correctly_rounded_answers_are_within_budget_and_a_large_error_is_not(na
             assert np.all(ratio[finite] <= 1), (op, np.nanmax(ratio))
             # One element off by 1e6 u * natural: its budget is u * natural times at most
             # rho + 2 + c0 + W + 2 c_sum sigma(n) + max gap < 200 here (gaps < 60, sigma <= 9).
-            natural = ref.terms["natural"]
+            natural = natural_scale(op, ref.terms)
             candidates = np.flatnonzero(finite & (natural > 1e3 * fmt.min_normal) & (natural < 1))
             if not candidates.size:
                 continue
@@ -650,7 +651,7 @@ def test_cancellation_to_zero_is_within_budget_at_the_natural_scale(name):
     x = row_of([[0.5, -1.0, 2.0, 0.25, -3.0, 1.0, 0.0]], name)
     ref = vjp_references(x, row_of(np.full((1, 7), 0.75), name), row_of([0.75], name), -1)["softmax_vjp"]
     assert np.all(ref.mant == 0)
-    got = (4 * fmt.u * ref.terms["natural"]).astype(ref.rounded.dtype)
+    got = (4 * fmt.u * natural_scale("softmax_vjp", ref.terms)).astype(ref.rounded.dtype)
     assert np.all(got != 0)
     ratio = budget_ratio(ref, got)
     assert np.all(ratio <= 5 / 6), ratio
@@ -676,8 +677,9 @@ def test_theory_bound_holds_for_correctly_rounded_answers(name):
             ratios.extend(measured[comparison.measured].tolist())
             # and an answer 1e6 u * natural off is outside it: the bound is u natural times at
             # most 2 rho + 2n + 5 (rho = n + 3 + 2 max gap), below 1e4 here.
-            off = np.where(finite, comparison.abs + 1e6 * fmt.u * ref.terms["natural"], np.nan)
-            positive = finite & (ref.terms["natural"] > 1e3 * fmt.min_normal)
+            natural = natural_scale(ref.op, ref.terms)
+            off = np.where(finite, comparison.abs + 1e6 * fmt.u * natural, np.nan)
+            positive = finite & (natural > 1e3 * fmt.min_normal)
             assert np.all(theory.measured_over_bound(ref, off, -1)[positive] > 1)
     assert max(ratios) > 0  # some answers are not exact
 
