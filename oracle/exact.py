@@ -133,10 +133,10 @@ def build_references(fmt: Format, axis: int, inputs: list[np.ndarray], evaluate:
     lead_shape = tuple(size for i, size in enumerate(x.shape) if i != axis)
     n = x.shape[axis]
     rows_count = math.prod(lead_shape)
-    flat = [np.moveaxis(a, axis, -1).reshape(rows_count, n).astype(np.float64) if a.ndim == x.ndim
-            else a.reshape(rows_count).astype(np.float64) for a in inputs]
-    columns = {op: fastpath.Columns.empty((rows_count,) if op in REDUCED_OPS else (rows_count, n))
-               for op in ops}
+    flat = [np.moveaxis(a, axis, -1).reshape(rows_count, n).astype(np.float64, copy=False) if a.ndim == x.ndim
+            else a.reshape(rows_count).astype(np.float64, copy=False) for a in inputs]
+    columns = {op: fastpath.Columns.empty((rows_count,) if op in REDUCED_OPS else (rows_count, n),
+                                          fmt.np_dtype) for op in ops}
     done, certificate = fast(flat, fmt, columns) if fast is not None \
         else (np.zeros(rows_count, dtype=bool), {})
     slow_rows = np.flatnonzero(~done)
@@ -188,10 +188,11 @@ def _reference(op: str, fmt: Format, columns: fastpath.Columns, lead_shape: tupl
     return Reference(
         op=op,
         dtype=fmt.name,
-        rounded=np.array(shaped(columns.rounded), order="C").astype(fmt.np_dtype),
-        mant=np.array(shaped(columns.mant), order="C"),
-        mant_lo=np.array(shaped(columns.mant_lo), order="C"),
-        scale=np.array(shaped(columns.scale), order="C"),
+        # No copy where the columns are already in the output's order (one row, or axis -1).
+        rounded=np.asarray(shaped(columns.rounded), order="C"),
+        mant=np.asarray(shaped(columns.mant), order="C"),
+        mant_lo=np.asarray(shaped(columns.mant_lo), order="C"),
+        scale=np.asarray(shaped(columns.scale), order="C"),
         terms={name: shaped(values) for name, values in columns.terms.items()},
         row_length=n,
         max_precision=top_precision,

@@ -118,9 +118,10 @@ class Columns:
     terms: dict[str, np.ndarray]
 
     @classmethod
-    def empty(cls, shape: tuple[int, ...]) -> Columns:
-        # Uninitialised: every row is written once, by the fast path or by mpmath.
-        return cls(np.empty(shape), np.empty(shape), np.empty(shape), np.empty(shape, np.int64), {})
+    def empty(cls, shape: tuple[int, ...], dtype: np.dtype) -> Columns:
+        """Uninitialised (every row is written once, by the fast path or by mpmath); rounded
+        values in the output dtype, which holds them exactly, and scales within SCALE_LIMIT."""
+        return cls(np.empty(shape, dtype), np.empty(shape), np.empty(shape), np.empty(shape, np.int32), {})
 
 
 def regular_rows(x: np.ndarray) -> np.ndarray:
@@ -240,7 +241,7 @@ def forward_state(x: np.ndarray, tier: str) -> ForwardState:
     every = np.arange(rows)
     argmax = np.argmax(x, axis=1)
     top = x[every, argmax]
-    mh, exponent = np.empty_like(x), np.empty(x.shape, dtype=np.int64)
+    mh, exponent = np.empty_like(x), np.empty(x.shape, dtype=np.int32)
     ml = np.empty_like(x) if double else np.zeros((rows, 1))
     partial_high, partial_low, below = [], [], np.zeros(rows, dtype=np.int64)
     for span in _column_chunks(n):
@@ -383,13 +384,20 @@ def run_tiers(inputs: list[np.ndarray], regular: np.ndarray, tiers: tuple[str, .
     with progress(int(regular.sum()) * n, f"oracle {fmt.name} fast path") as advance:
         for tier in tiers:
             for ids in row_blocks(np.flatnonzero(regular & ~done), n):
-                decided = block([a[ids] for a in inputs], ids, tier, fmt, out)
+                decided = block([_rows(a, ids) for a in inputs], ids, tier, fmt, out)
                 done[ids[decided]] = True
                 counts[tier] += int(decided.sum()) * n
                 if tier == tiers[0]:
                     advance(ids.size * n)
     counts["undecided"] = int((regular & ~done).sum()) * n
     return done, counts
+
+
+def _rows(array: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """array[ids], as a view where ids are consecutive (a long row is a block of its own)."""
+    if ids.size and ids[-1] - ids[0] == ids.size - 1:
+        return array[ids[0]:ids[-1] + 1]
+    return array[ids]
 
 
 def forward_fast(inputs: list[np.ndarray], fmt: Format,
@@ -525,15 +533,21 @@ def _vjp_block(inputs: list[np.ndarray], ids: np.ndarray, fmt: Format, out: dict
 
 
 def _write_terms(out: dict[str, Columns], ids: np.ndarray, built: dict[str, dict[str, np.ndarray]]) -> None:
-    """Write a block's terms into out; an array several ops share stays one array."""
+    """Write a block's terms into out; an array several ops share stays one array. A block of
+    every row in order hands its arrays over instead of copying them (a long row is one block)."""
     targets: dict[int, np.ndarray] = {}
     for op, named in built.items():
+        rows = out[op].rounded.shape[0]
+        whole = ids.size == rows and bool(np.all(ids == np.arange(rows)))
         for name, values in named.items():
             if id(values) not in targets:
                 target = out[op].terms.get(name)
-                if target is None:
-                    target = np.empty((out[op].rounded.shape[0], *values.shape[1:]))
-                target[ids] = values
+                if target is None and whole and values.flags.owndata and values.flags.writeable:
+                    target = values
+                else:
+                    if target is None:
+                        target = np.empty((rows, *values.shape[1:]))
+                    target[ids] = values
                 targets[id(values)] = target
             out[op].terms[name] = targets[id(values)]
 
