@@ -26,8 +26,14 @@ Bounds (u = 2^-53, eps_exp the exponential's bound of oracle.exponential, relati
   high + low + rest + last; only third = rest + last rounds (u |third|). Kept apart, the third
   word lets a tie of the format minus a tiny L be decided (oracle.rounding.round_certified).
   Absolute error dL + u |third|.
-* VJPs (double-word only), y_j = softmax_j within eps_y; G = sum g_i, and S, B below, are
-  double-word tree sums with absolute error tree_error(n) times the sum of |terms|:
+* VJPs, on either tier: M, A and T are the relative errors of a product, a sum and a tree sum
+  (to the sum of |terms|): MUL_ERROR, ADD_ERROR, tree_error(n) in double words; u, u and
+  float_tree_error(n) = gamma_depth on the float64 tier, where every low word is 0, R and q
+  are rounded to one float64 (u more in eps_R, eps_q) and the difference g_i - g_k rounds once
+  (D = u; two_sum makes it exact in double words, D = 0), which adds D (|g_j - g_k| + B) to the
+  softmax VJP's absolute error. Below, written for double words (MUL_ERROR = M and so on).
+  y_j = softmax_j within eps_y; G = sum g_i, and S, B below, are tree sums with absolute error
+  tree_error(n) times the sum of |terms|:
       logsumexp_vjp_j   = g y_j:                       eps_y + MUL_ERROR relative
       log_softmax_vjp_j = g_j - y_j G (j != k):        (eps_y + MUL_ERROR) |y_j G| + y_j dG
                         = G q - (G - g_k) (j = k):     (eps_q + MUL_ERROR) |G q| + q dG + dG
@@ -407,15 +413,51 @@ def forward_fast(inputs: list[np.ndarray], fmt: Format,
     return run_tiers(inputs, regular_rows(inputs[0]), tiers, fmt, out, forward_block)
 
 
+@dataclass(frozen=True)
+class Arithmetic:
+    """A tier's arithmetic on (high, low) words and its errors, relative to the result: double
+    words (oracle.doubleword), or float64 with every low word 0, whose operations round once
+    (u) and which drops the low word of R and q (u more, word_rounding)."""
+
+    mul: Callable[..., tuple]
+    add: Callable[..., tuple]
+    difference: Callable[[np.ndarray, np.ndarray], tuple]
+    tree_sum: Callable[[np.ndarray, np.ndarray], tuple]
+    tree_error: Callable[[int], float]
+    mul_error: float
+    add_error: float
+    difference_error: float
+    word_rounding: float
+
+
+DOUBLE_WORDS = Arithmetic(dw.mul, dw.add, dw.two_sum, dw.tree_sum, dw.tree_error, dw.MUL_ERROR,
+                          dw.ADD_ERROR, 0.0, 0.0)
+
+
+def _float_word(high: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(high, 0): the low word as a read-only view of zeros, which costs no memory."""
+    return high, np.broadcast_to(0.0, np.shape(high))
+
+
+FLOATS = Arithmetic(
+    mul=lambda ah, al, bh, bl: _float_word(ah * bh),
+    add=lambda ah, al, bh, bl: _float_word(ah + bh),
+    difference=lambda a, b: _float_word(a + b),
+    tree_sum=lambda high, low: _float_word(dw.float_tree_sum(high)),
+    tree_error=dw.float_tree_error, mul_error=dw.U, add_error=dw.U, difference_error=dw.U,
+    word_rounding=dw.U)
+ARITHMETIC = {FLOAT_TIER: FLOATS, DOUBLE_TIER: DOUBLE_WORDS}
+
+
 ZeroFinder = Callable[[np.ndarray, np.ndarray], np.ndarray]
 TermsBuilder = Callable[..., dict[str, dict[str, np.ndarray]]]
 
 
 def vjp_fast(inputs: list[np.ndarray], fmt: Format, out: dict[str, Columns], zeros: ZeroFinder,
              terms: TermsBuilder) -> tuple[np.ndarray, dict[str, int]]:
-    """The three VJPs of the regular rows with finite cotangents below 2^1000, in double words.
-    zeros(row, g) marks the exact zeros of softmax_vjp; terms(x, g, g_row, y, gap, row_terms)
-    builds the budget terms (oracle.gradients)."""
+    """The three VJPs of the regular rows with finite cotangents below 2^1000: float64 first for
+    outputs of 24 bits or fewer, then double words. zeros(row, g) marks the exact zeros of
+    softmax_vjp; terms(x, g, g_row, y, gap, row_terms) builds the budget terms (oracle.gradients)."""
     x, g, g_row = inputs
     largest = np.abs(g).max(axis=1, initial=0.0)
     with np.errstate(invalid="ignore"):
@@ -424,16 +466,20 @@ def vjp_fast(inputs: list[np.ndarray], fmt: Format, out: dict[str, Columns], zer
 
     def block(rows: list[np.ndarray], ids: np.ndarray, tier: str, fmt: Format,
               out: dict[str, Columns]) -> np.ndarray:
-        return _vjp_block(rows, ids, fmt, out, zeros, terms)
+        return _vjp_block(rows, ids, tier, fmt, out, zeros, terms)
 
-    return run_tiers(inputs, regular, (DOUBLE_TIER,), fmt, out, block)
+    tiers = (FLOAT_TIER, DOUBLE_TIER) if fmt.p <= 24 else (DOUBLE_TIER,)
+    return run_tiers(inputs, regular, tiers, fmt, out, block)
 
 
-def _softmax_words(state: ForwardState, span: slice) -> tuple[np.ndarray, ...]:
+def _softmax_words(state: ForwardState, span: slice, words: Arithmetic) -> tuple[np.ndarray, ...]:
     """y_j = softmax_j on span as (yh, yl, E) and scaled into float64 (yf, yfl); 0 where masked."""
     dh, _, hidden = state.gaps(span)
-    rh, rl = (v[:, None] for v in state.scalars.r)
-    yh, yl = dw.mul(state.mh[:, span], state.ml[:, span], rh, rl)
+    if state.double:
+        rh, rl = (column(v) for v in state.scalars.r)
+        yh, yl = words.mul(state.mh[:, span], state.ml[:, span], rh, rl)
+    else:
+        yh, yl = words.mul(state.mh[:, span], 0.0, column(state.scalars.r[0]), 0.0)
     exponent = state.exponent[:, span]
     with np.errstate(under="ignore"):
         yf = np.where(hidden, 0.0, np.ldexp(yh, exponent))
@@ -441,88 +487,91 @@ def _softmax_words(state: ForwardState, span: slice) -> tuple[np.ndarray, ...]:
     return yh, yl, exponent, yf, yfl, dh, hidden
 
 
-def _vjp_block(inputs: list[np.ndarray], ids: np.ndarray, fmt: Format, out: dict[str, Columns],
-               zeros: ZeroFinder, terms: TermsBuilder) -> np.ndarray:
+def _vjp_block(inputs: list[np.ndarray], ids: np.ndarray, tier: str, fmt: Format,
+               out: dict[str, Columns], zeros: ZeroFinder, terms: TermsBuilder) -> np.ndarray:
     x, g, g_row = inputs
-    state = forward_state(x, DOUBLE_TIER)
+    words = ARITHMETIC[tier]
+    state = forward_state(x, tier)
     scalars = state.scalars
     rows, n = x.shape
     every = np.arange(rows)
     k = state.argmax
     g_k = g[every, k]
-    eps_y = (state.eps_exp + scalars.eps_r + dw.MUL_ERROR) * SLACK
+    mul_error, add_error, difference_error = words.mul_error, words.add_error, words.difference_error
+    eps_y = (state.eps_exp + scalars.eps_r + words.word_rounding + mul_error) * SLACK
     sums: dict[str, list] = {"S": [], "S_low": [], "B": [], "G": [], "G_low": [], "A": []}
     spread = np.zeros(rows)
     for span in _column_chunks(n):
-        _, _, _, yf, yfl, _, hidden = _softmax_words(state, span)
+        _, _, _, yf, yfl, _, hidden = _softmax_words(state, span, words)
         gs = g[:, span]
-        delta_h, delta_l = dw.two_sum(gs, -g_k[:, None])
-        ph, pl = dw.mul(delta_h, delta_l, yf, yfl)
+        delta_h, delta_l = words.difference(gs, -column(g_k))
+        ph, pl = words.mul(delta_h, delta_l, yf, yfl)
         skip = hidden | _at(k, span, hidden.shape[1])
         ph, pl = np.where(skip, 0.0, ph), np.where(skip, 0.0, pl)
-        for name, value in zip(("S", "S_low"), dw.tree_sum(ph, pl), strict=True):
+        for name, value in zip(("S", "S_low"), words.tree_sum(ph, pl), strict=True):
             sums[name].append(value)
         sums["B"].append(dw.float_tree_sum(np.abs(ph)))
-        for name, value in zip(("G", "G_low"), dw.tree_sum(gs, np.zeros_like(gs)), strict=True):
+        for name, value in zip(("G", "G_low"), words.tree_sum(gs, np.zeros_like(gs)), strict=True):
             sums[name].append(value)
         sums["A"].append(dw.float_tree_sum(np.abs(gs)))
         spread = np.maximum(spread, np.abs(delta_h).max(axis=1))
     stacked = {name: np.stack(values, 1) for name, values in sums.items()}
-    s_high, s_low = dw.tree_sum(stacked["S"], stacked["S_low"])
-    g_high, g_low = dw.tree_sum(stacked["G"], stacked["G_low"])
+    s_high, s_low = words.tree_sum(stacked["S"], stacked["S_low"])
+    g_high, g_low = words.tree_sum(stacked["G"], stacked["G_low"])
     upper = (1 + 3 * dw.U) * (1 + dw.float_tree_error(2 * n)) * SLACK
     weight = dw.float_tree_sum(stacked["B"]) * upper
     magnitude = dw.float_tree_sum(stacked["A"])
-    d_total = dw.tree_error(2 * n) * magnitude * upper
-    d_spread = ((eps_y + dw.MUL_ERROR + dw.tree_error(2 * n)) * weight + n * TINY * (1 + spread)) * SLACK
-    qh, ql = scalars.share
-    rest_h, rest_l = dw.add(g_high, g_low, -g_k, np.zeros(rows))
-    product_h, product_l = dw.mul(g_high, g_low, qh, ql)
-    top_h, top_l = dw.add(product_h, product_l, -rest_h, -rest_l)
-    top_err = ((scalars.eps_share + dw.MUL_ERROR) * np.abs(product_h) + qh * d_total + d_total
-               + dw.ADD_ERROR * np.abs(rest_h) + TINY * (1 + np.abs(g_high))) * SLACK
+    tree = words.tree_error(2 * n)
+    d_total = tree * magnitude * upper
+    d_spread = ((eps_y + difference_error + mul_error + tree) * weight + n * TINY * (1 + spread)) * SLACK
+    qh, ql = scalars.share if state.double else (scalars.share[0], 0.0)
+    rest_h, rest_l = words.add(g_high, g_low, -g_k, np.zeros(rows))
+    product_h, product_l = words.mul(g_high, g_low, qh, ql)
+    top_h, top_l = words.add(product_h, product_l, -rest_h, -rest_l)
+    top_err = ((scalars.eps_share + words.word_rounding + mul_error) * np.abs(product_h) + qh * d_total
+               + d_total + add_error * np.abs(rest_h) + TINY * (1 + np.abs(g_high))) * SLACK
     zero = np.stack([zeros(x[i], g[i]) for i in range(rows)])
     g_mant, g_exp = np.frexp(g_row)
 
     ok = np.ones(rows, dtype=bool)
     y_all, gap_all = np.empty_like(x), np.empty_like(x)
     for span in _column_chunks(n):
-        yh, yl, exponent, yf, yfl, dh, hidden = _softmax_words(state, span)
+        yh, yl, exponent, yf, yfl, dh, hidden = _softmax_words(state, span, words)
         gs = g[:, span]
         at_k = _at(k, span, hidden.shape[1])
         y_all[:, span], gap_all[:, span] = yf + yfl, np.where(hidden, np.inf, np.abs(dh))
 
-        high, low = dw.mul(yh, yl, column(g_mant), np.zeros((rows, 1)))
-        error = column(eps_y + dw.MUL_ERROR) * SLACK
+        high, low = words.mul(yh, yl, column(g_mant), np.zeros((rows, 1)))
+        error = column(eps_y + mul_error) * SLACK
         ok &= _place_decided(out["logsumexp_vjp"], ids, span, fmt, high, low, exponent + column(g_exp),
                              error, hidden | column(g_row == 0), 0.0)
 
-        ph, pl = dw.mul(yf, yfl, column(g_high), column(g_low))
-        high, low = dw.add(gs, np.zeros_like(gs), -ph, -pl)
-        absolute = column(eps_y + dw.MUL_ERROR) * np.abs(ph) + yf * column(d_total) \
+        ph, pl = words.mul(yf, yfl, column(g_high), column(g_low))
+        high, low = words.add(gs, np.zeros_like(gs), -ph, -pl)
+        absolute = column(eps_y + mul_error) * np.abs(ph) + yf * column(d_total) \
             + TINY * (1 + np.abs(column(g_high)))
         high = np.where(at_k, column(top_h), np.where(hidden, gs + 0.0, high))
         low = np.where(at_k, column(top_l), np.where(hidden, 0.0, low))
         absolute = np.where(at_k, column(top_err), np.where(hidden, 0.0, absolute * SLACK))
         absolute = np.where(column(magnitude == 0), 0.0, absolute)  # g = 0: exact zeros
         with np.errstate(divide="ignore", invalid="ignore"):
-            error = np.where(absolute == 0, 0.0, (absolute / np.abs(high) + dw.ADD_ERROR) * SLACK)
+            error = np.where(absolute == 0, 0.0, (absolute / np.abs(high) + add_error) * SLACK)
         # g_j = 0: the value is -y_j G, which keeps y_j's exponent (y_j may lie below float64).
         scaled = (gs == 0) & ~hidden & ~at_k & column(magnitude > 0)
-        product_h, product_l = dw.mul(yh, yl, -column(g_high), -column(g_low))
+        product_h, product_l = words.mul(yh, yl, -column(g_high), -column(g_low))
         with np.errstate(divide="ignore"):
-            relative = column(eps_y + dw.MUL_ERROR + d_total / np.abs(g_high)) * SLACK
+            relative = column(eps_y + mul_error + d_total / np.abs(g_high)) * SLACK
         high, low = np.where(scaled, product_h, high), np.where(scaled, product_l, low)
         error = np.where(scaled, relative, error)
         ok &= _place_decided(out["log_softmax_vjp"], ids, span, fmt, high, low,
                              np.where(scaled, exponent, 0), error, np.zeros_like(hidden), 0.0)
 
-        delta_h, delta_l = dw.two_sum(gs, -column(g_k))
-        fh, fl = dw.add(delta_h, delta_l, -column(s_high), -column(s_low))
-        high, low = dw.mul(yh, yl, fh, fl)
-        with np.errstate(divide="ignore"):
-            error = (column(eps_y + 2 * dw.MUL_ERROR + dw.ADD_ERROR) + column(d_spread) / np.abs(fh)) \
-                * SLACK
+        delta_h, delta_l = words.difference(gs, -column(g_k))
+        fh, fl = words.add(delta_h, delta_l, -column(s_high), -column(s_low))
+        high, low = words.mul(yh, yl, fh, fl)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            error = (column(eps_y + 2 * mul_error + add_error)
+                     + (column(d_spread) + difference_error * np.abs(delta_h)) / np.abs(fh)) * SLACK
         ok &= _place_decided(out["softmax_vjp"], ids, span, fmt, high, low, exponent, error,
                              hidden | zero[:, span], 0.0)
 
