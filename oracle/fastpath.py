@@ -331,7 +331,7 @@ def _decide_reduced(top: np.ndarray, state: ForwardState, fmt: Format, out: Colu
 
 
 def forward_block(inputs: list[np.ndarray], ids: np.ndarray, tier: str, fmt: Format,
-                  out: dict[str, Columns]) -> np.ndarray:
+                  out: dict[str, Columns], pending: Pending) -> np.ndarray:
     """softmax, log_softmax and logsumexp of a block of regular rows into out (rows ids);
     returns which rows were decided in full."""
     x = inputs[0]
@@ -347,20 +347,22 @@ def forward_block(inputs: list[np.ndarray], ids: np.ndarray, tier: str, fmt: For
     elementwise = ("softmax", "log_softmax")
     gap_terms = _shared(out, elementwise, "gap", (rows, n))
     weighted_gap, max_gap = np.zeros(ids.size), np.zeros(ids.size)
-    for span in _column_chunks(x.shape[1]):
+    for span in pending.spans(ids, n):
         dh, dl, hidden = state.gaps(span)
         exponent = state.exponent[:, span]
         if state.double:
             high, low = dw.mul(state.mh[:, span], state.ml[:, span], rh, rl)
         else:
             high, low = state.mh[:, span] * rh, np.zeros_like(dh)
-        ok &= _place_decided(out["softmax"], ids, span, fmt, high, low, exponent, eps_softmax, hidden, 0.0)
-        with np.errstate(under="ignore"):
-            y = np.where(hidden, 0.0, np.ldexp(high, exponent))
-        gap = np.abs(dh)
-        weighted_gap += np.sum(y * gap, axis=1)
-        max_gap = np.maximum(max_gap, gap.max(axis=1))
-        gap_terms[ids, span] = np.where(hidden, np.inf, gap)
+        settled = _place_decided(out["softmax"], ids, span, fmt, high, low, exponent, eps_softmax, hidden,
+                                 0.0)
+        if pending.first:
+            with np.errstate(under="ignore"):
+                y = np.where(hidden, 0.0, np.ldexp(high, exponent))
+            gap = np.abs(dh)
+            weighted_gap += np.sum(y * gap, axis=1)
+            max_gap = np.maximum(max_gap, gap.max(axis=1))
+            gap_terms[ids, span] = np.where(hidden, np.inf, gap)
 
         high, tail = dw.two_sum(dh, lh)
         middle, last = dw.two_sum(dl, ll)
@@ -369,32 +371,64 @@ def forward_block(inputs: list[np.ndarray], ids: np.ndarray, tier: str, fmt: For
         third = rest + last  # value = high + low + third up to u |third|
         with np.errstate(divide="ignore", invalid="ignore"):
             error = (d_log_tail + dw.U * np.abs(third)) * SLACK / np.abs(high)
-        ok &= _place_decided(out["log_softmax"], ids, span, fmt, high, low, 0, error, hidden, -np.inf,
-                             third)
+        settled &= _place_decided(out["log_softmax"], ids, span, fmt, high, low, 0, error, hidden, -np.inf,
+                                  third)
+        pending.settle(ids, span, settled)
 
-    for name, values in _row_terms(weighted_gap, max_gap, scalars).items():
-        _shared(out, (*elementwise, "logsumexp"), name, (rows,))[ids] = values
-    return ok
+    if pending.first:
+        for name, values in _row_terms(weighted_gap, max_gap, scalars).items():
+            _shared(out, (*elementwise, "logsumexp"), name, (rows,))[ids] = values
+    return ok & pending.clear(ids)
 
 
-Block = Callable[[list[np.ndarray], np.ndarray, str, Format, dict[str, Columns]], np.ndarray]
+@dataclass
+class Pending:
+    """The elements of the regular rows that no tier has decided yet. A row's first tier computes
+    every element and writes the row's terms; a later tier (a retry) recomputes only the column
+    chunks that hold an undecided element, and keeps the first tier's terms: a long row with a
+    few elements near a rounding boundary does not pay for the whole row twice."""
+
+    mask: np.ndarray
+    first: bool = True
+
+    def spans(self, ids: np.ndarray, n: int) -> Iterator[slice]:
+        """The column chunks of rows ids to compute on this tier."""
+        for span in _column_chunks(n):
+            if self.first or self.mask[ids, span].any():
+                yield span
+
+    def settle(self, ids: np.ndarray, span: slice, settled: np.ndarray) -> None:
+        """Record which elements of a computed chunk this tier decided (or found exact)."""
+        self.mask[ids, span] = ~settled
+
+    def clear(self, ids: np.ndarray) -> np.ndarray:
+        """Which of rows ids have no undecided element left."""
+        return ~self.mask[ids].any(axis=1)
+
+
+Block = Callable[[list[np.ndarray], np.ndarray, str, Format, dict[str, Columns], Pending], np.ndarray]
 
 
 def run_tiers(inputs: list[np.ndarray], regular: np.ndarray, tiers: tuple[str, ...], fmt: Format,
               out: dict[str, Columns], block: Block) -> tuple[np.ndarray, dict[str, int]]:
     """Each tier in turn on the regular rows the tiers before it left undecided; the counts of
-    elements decided by each tier, and of those left "undecided" (for mpmath)."""
+    elements decided by each tier in the rows the fast path decides, and of the elements of the
+    rows it leaves "undecided" (for mpmath)."""
     rows, n = inputs[0].shape
     done = np.zeros(rows, dtype=bool)
-    counts = dict.fromkeys(tiers, 0)
+    pending = Pending(np.ones((rows, n), dtype=bool))
+    settled = {tier: np.zeros(rows, dtype=np.int64) for tier in tiers}
     with progress(int(regular.sum()) * n, f"oracle {fmt.name} fast path") as advance:
         for tier in tiers:
             for ids in row_blocks(np.flatnonzero(regular & ~done), n):
-                decided = block([_rows(a, ids) for a in inputs], ids, tier, fmt, out)
+                before = pending.mask[ids].sum(axis=1)
+                decided = block([_rows(a, ids) for a in inputs], ids, tier, fmt, out, pending)
+                settled[tier][ids] += before - pending.mask[ids].sum(axis=1)
                 done[ids[decided]] = True
-                counts[tier] += int(decided.sum()) * n
-                if tier == tiers[0]:
+                if pending.first:
                     advance(ids.size * n)
+            pending.first = False
+    counts = {tier: int(settled[tier][done].sum()) for tier in tiers}
     counts["undecided"] = int((regular & ~done).sum()) * n
     return done, counts
 
@@ -465,8 +499,8 @@ def vjp_fast(inputs: list[np.ndarray], fmt: Format, out: dict[str, Columns], zer
             & (np.abs(g_row) <= 2.0**1000)
 
     def block(rows: list[np.ndarray], ids: np.ndarray, tier: str, fmt: Format,
-              out: dict[str, Columns]) -> np.ndarray:
-        return _vjp_block(rows, ids, tier, fmt, out, zeros, terms)
+              out: dict[str, Columns], pending: Pending) -> np.ndarray:
+        return _vjp_block(rows, ids, tier, fmt, out, pending, zeros, terms)
 
     tiers = (FLOAT_TIER, DOUBLE_TIER) if fmt.p <= 24 else (DOUBLE_TIER,)
     return run_tiers(inputs, regular, tiers, fmt, out, block)
@@ -488,7 +522,8 @@ def _softmax_words(state: ForwardState, span: slice, words: Arithmetic) -> tuple
 
 
 def _vjp_block(inputs: list[np.ndarray], ids: np.ndarray, tier: str, fmt: Format,
-               out: dict[str, Columns], zeros: ZeroFinder, terms: TermsBuilder) -> np.ndarray:
+               out: dict[str, Columns], pending: Pending, zeros: ZeroFinder,
+               terms: TermsBuilder) -> np.ndarray:
     x, g, g_row = inputs
     words = ARITHMETIC[tier]
     state = forward_state(x, tier)
@@ -533,17 +568,17 @@ def _vjp_block(inputs: list[np.ndarray], ids: np.ndarray, tier: str, fmt: Format
     zero = np.stack([zeros(x[i], g[i]) for i in range(rows)])
     g_mant, g_exp = np.frexp(g_row)
 
-    ok = np.ones(rows, dtype=bool)
-    y_all, gap_all = np.empty_like(x), np.empty_like(x)
-    for span in _column_chunks(n):
+    y_all, gap_all = (np.empty_like(x), np.empty_like(x)) if pending.first else (None, None)
+    for span in pending.spans(ids, n):
         yh, yl, exponent, yf, yfl, dh, hidden = _softmax_words(state, span, words)
         gs = g[:, span]
         at_k = _at(k, span, hidden.shape[1])
-        y_all[:, span], gap_all[:, span] = yf + yfl, np.where(hidden, np.inf, np.abs(dh))
+        if pending.first:
+            y_all[:, span], gap_all[:, span] = yf + yfl, np.where(hidden, np.inf, np.abs(dh))
 
         high, low = words.mul(yh, yl, column(g_mant), np.zeros((rows, 1)))
         error = column(eps_y + mul_error) * SLACK
-        ok &= _place_decided(out["logsumexp_vjp"], ids, span, fmt, high, low, exponent + column(g_exp),
+        settled = _place_decided(out["logsumexp_vjp"], ids, span, fmt, high, low, exponent + column(g_exp),
                              error, hidden | column(g_row == 0), 0.0)
 
         ph, pl = words.mul(yf, yfl, column(g_high), column(g_low))
@@ -563,8 +598,8 @@ def _vjp_block(inputs: list[np.ndarray], ids: np.ndarray, tier: str, fmt: Format
             relative = column(eps_y + mul_error + d_total / np.abs(g_high)) * SLACK
         high, low = np.where(scaled, product_h, high), np.where(scaled, product_l, low)
         error = np.where(scaled, relative, error)
-        ok &= _place_decided(out["log_softmax_vjp"], ids, span, fmt, high, low,
-                             np.where(scaled, exponent, 0), error, np.zeros_like(hidden), 0.0)
+        settled &= _place_decided(out["log_softmax_vjp"], ids, span, fmt, high, low,
+                                  np.where(scaled, exponent, 0), error, np.zeros_like(hidden), 0.0)
 
         delta_h, delta_l = words.difference(gs, -column(g_k))
         fh, fl = words.add(delta_h, delta_l, -column(s_high), -column(s_low))
@@ -572,13 +607,15 @@ def _vjp_block(inputs: list[np.ndarray], ids: np.ndarray, tier: str, fmt: Format
         with np.errstate(divide="ignore", invalid="ignore"):
             error = (column(eps_y + 2 * mul_error + add_error)
                      + (column(d_spread) + difference_error * np.abs(delta_h)) / np.abs(fh)) * SLACK
-        ok &= _place_decided(out["softmax_vjp"], ids, span, fmt, high, low, exponent, error,
-                             hidden | zero[:, span], 0.0)
+        settled &= _place_decided(out["softmax_vjp"], ids, span, fmt, high, low, exponent, error,
+                                  hidden | zero[:, span], 0.0)
+        pending.settle(ids, span, settled)
 
-    finite_gap = np.where(np.isinf(gap_all), 0.0, gap_all)
-    row_terms = _row_terms(np.sum(y_all * finite_gap, axis=1), finite_gap.max(axis=1), scalars)
-    _write_terms(out, ids, terms(x, g, g_row, y_all, gap_all, row_terms))
-    return ok
+    if pending.first:
+        finite_gap = np.where(np.isinf(gap_all), 0.0, gap_all)
+        row_terms = _row_terms(np.sum(y_all * finite_gap, axis=1), finite_gap.max(axis=1), scalars)
+        _write_terms(out, ids, terms(x, g, g_row, y_all, gap_all, row_terms))
+    return pending.clear(ids)
 
 
 def _write_terms(out: dict[str, Columns], ids: np.ndarray, built: dict[str, dict[str, np.ndarray]]) -> None:
@@ -591,8 +628,8 @@ def _write_terms(out: dict[str, Columns], ids: np.ndarray, built: dict[str, dict
         for name, values in named.items():
             if id(values) not in targets:
                 target = out[op].terms.get(name)
-                if target is None and whole and values.flags.owndata and values.flags.writeable:
-                    target = values
+                if whole and values.flags.owndata and values.flags.writeable:
+                    target = values  # replaces what an earlier tier wrote, for every op at once
                 else:
                     if target is None:
                         target = np.empty((rows, *values.shape[1:]))
@@ -610,9 +647,9 @@ def _place_decided(columns: Columns, ids: np.ndarray, span: slice, fmt: Format, 
                    low: np.ndarray, exponent: np.ndarray | int, error: np.ndarray,
                    exact: np.ndarray, exact_value: float, third: np.ndarray | float = 0.0) -> np.ndarray:
     """Decide and write one chunk of (high + low + third) 2^exponent; entries marked exact take
-    exact_value. Which rows were decided in full."""
+    exact_value. Which elements were decided (or exact)."""
     rounded, decided = round_certified(high, low, exponent, error, fmt, third)
     mant, mant_lo, scale = split(high, low, exponent)
     _place(columns, ids, span, np.where(exact, exact_value, rounded),
            (np.where(exact, exact_value, mant), np.where(exact, 0.0, mant_lo), np.where(exact, 0, scale)))
-    return (decided | exact).all(axis=1)
+    return decided | exact

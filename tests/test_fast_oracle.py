@@ -125,7 +125,10 @@ def test_forced_slower_tiers_give_the_same_results(name, factor, tier):
     with fastpath.widened(factor):
         forced = compute("forward", name)
     assert_identical(forced, naive("forward", name))
-    assert forced["softmax"].certificate[tier] >= ROWS * N // 2, forced["softmax"].certificate
+    # The float64 tier still decides what even 2^-6 leaves clear (outputs that underflow to 0,
+    # exact zeros); its retries decide only the chunks it left open: at least a tenth here.
+    minimum = ROWS * N // 2 if tier == "mpmath" else ROWS * N // 10
+    assert forced["softmax"].certificate[tier] >= minimum, forced["softmax"].certificate
     if tier == "mpmath":
         assert forced["softmax"].certificate["undecided"] >= ROWS * N // 2
         assert forced["softmax"].max_precision >= 2 * FORMATS[name].p + 64
@@ -148,7 +151,7 @@ def test_forced_vjps_through_double_words_give_the_same_results(name):
         forced = compute("vjp", name)
     assert_identical(forced, naive("vjp", name))
     certificate = forced["softmax_vjp"].certificate
-    assert certificate["double_double"] >= ROWS * N // 2, certificate
+    assert certificate["double_double"] >= ROWS * N // 10, certificate
 
 
 def test_an_unsound_fast_path_is_caught(monkeypatch):
