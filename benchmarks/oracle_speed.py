@@ -5,7 +5,10 @@
 For each dtype and row length n, one N(0, 9) row: the fast oracle's median time over
 --repeats runs, and the naive oracle's time per element measured on the first --naive-sample
 elements of the same row in the same process (the naive oracle is linear in n: its time at
-n = 1e6 would be minutes). Prints a Markdown table of ns per element, the speed-up, the peak
+n = 1e6 would be minutes). Each family is first run once at the largest size, untimed: the
+process is then in the state a suite run keeps it in (glibc keeps freed blocks up to the largest
+it has seen; before that, every chunk's temporaries are fresh pages, which doubles the time at
+n = 1e5). Prints a Markdown table of ns per element, the speed-up, the peak
 memory of one fast evaluation (tracemalloc, which numpy reports to), and the certificate.
 Targets (issue 4): >= 150x for float16, bfloat16, float32; >= 20x for float64; <= 200 MB peak
 at n = 1e6.
@@ -66,6 +69,9 @@ def main() -> None:
     print("| family | dtype | n | fast ns/el | naive ns/el | speed-up | target | peak MB | certificate |")
     print("|---|---|---|---|---|---|---|---|---|")
     for family in args.family:
+        warm = np.zeros(max(args.sizes))
+        warm[0] = 1.0
+        evaluation(family, warm, warm)()
         for name in DTYPES:
             dtype = FORMATS[name].np_dtype
             for n in args.sizes:

@@ -19,6 +19,7 @@ from oracle.gradients import vjp_references
 
 MAX_ELEMENTS = 8_000_000
 _memory: OrderedDict[tuple, dict[str, Reference]] = OrderedDict()
+_held: dict[tuple, int] = {}  # elements per entry of _memory
 _disk: list[Path] = []
 
 
@@ -49,10 +50,16 @@ def reference(op: str, x: np.ndarray, axis: int,
         _memory.move_to_end(key)
     else:
         _memory[key] = _from_disk_or_computed(vjp, x, axis, cotangents)
-        while sum(r.rounded.size for refs in _memory.values() for r in refs.values()) > MAX_ELEMENTS \
-                and len(_memory) > 1:
-            _memory.popitem(last=False)
+        _held[key] = sum(reference.rounded.size for reference in _memory[key].values())
+        while sum(_held.values()) > MAX_ELEMENTS and len(_memory) > 1:
+            del _held[_memory.popitem(last=False)[0]]
     return _memory[key][op]
+
+
+def clear() -> None:
+    """Forget every reference held in memory (the disk cache stays)."""
+    _memory.clear()
+    _held.clear()
 
 
 def _from_disk_or_computed(vjp: bool, x: np.ndarray, axis: int,

@@ -3,10 +3,11 @@ and by parallel workers.
 
 An entry is one .npz file (numpy arrays only, read with allow_pickle=False) named by the
 sha256 of the oracle version, the op family, axis, dtype, shape and the exact bits of every
-input (x, and the cotangents for the VJPs). It holds every op of the family and a checksum of
-its own arrays; an entry that fails to load or to match its checksum is reported, recomputed
-and replaced. Files are written to a temporary name in the same folder and renamed into place,
-so a reader never sees half an entry and two workers writing the same entry leave one whole.
+input (x, and the cotangents for the VJPs). It holds every op of the family, its arrays stacked
+by kind and shape (per-row terms once per row, shared terms once), and a checksum of them; an
+entry that fails to load or to match its checksum is reported, recomputed and replaced. Files
+are written to a temporary name in the same folder and renamed into place, so a reader never
+sees half an entry and two workers writing the same entry leave one whole.
 """
 
 from __future__ import annotations
@@ -73,19 +74,43 @@ def _checksum(arrays: dict[str, np.ndarray]) -> str:
     return digest.hexdigest()
 
 
+def _compact(array: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """The array without its broadcast axes (stride 0: a per-row term repeated along the row),
+    and where they were: np.broadcast_to(np.expand_dims(compact, axes), shape) gives it back."""
+    axes = [i for i, (stride, size) in enumerate(zip(array.strides, array.shape, strict=True))
+            if stride == 0 and size > 1]
+    if axes and len(axes) == array.ndim:  # a constant: keep one axis, of length 1, to stay an array view
+        axes.pop()
+    if not axes:
+        return array, axes
+    return array[tuple(0 if i in axes else slice(None) for i in range(array.ndim))], axes
+
+
 def _pack(references: dict[str, Reference]) -> dict[str, np.ndarray]:
-    arrays: dict[str, np.ndarray] = {}
+    """Few arrays per entry, since each costs a header to parse on every read: the fields and
+    terms of every op, stacked by kind and shape; an array several ops share is stored once."""
+    stacks: dict[str, list[np.ndarray]] = {}
+    places: dict[tuple, list] = {}
+
+    def place(array: np.ndarray) -> list:
+        compact, axes = _compact(np.asarray(array))
+        identity = (compact.__array_interface__["data"][0], compact.shape, compact.strides, compact.dtype.str)
+        if identity not in places:
+            integer = compact.dtype.kind in "iu"
+            name = f"{'int' if integer else 'float'}:{'x'.join(map(str, compact.shape))}"
+            stack = stacks.setdefault(name, [])
+            # bfloat16 has no numpy descriptor that loads without pickle: every float goes as float64.
+            stack.append(compact.astype(np.int32 if integer else np.float64))
+            places[identity] = [name, len(stack) - 1]
+        return [*places[identity], list(array.shape), axes]
+
     meta = {}
     for op, reference in references.items():
-        # bfloat16 has no numpy descriptor that loads without pickle: its values go as float64.
-        arrays[f"{op}.rounded"] = reference.rounded.astype(np.float64)
-        for field in FIELDS[1:]:
-            arrays[f"{op}.{field}"] = getattr(reference, field)
-        for name, values in reference.terms.items():
-            arrays[f"{op}.terms.{name}"] = np.asarray(values, dtype=np.float64)
         meta[op] = {"dtype": reference.dtype, "row_length": reference.row_length,
-                    "max_precision": reference.max_precision, "terms": sorted(reference.terms),
-                    "certificate": dict(reference.certificate)}
+                    "max_precision": reference.max_precision, "certificate": dict(reference.certificate),
+                    "fields": {field: place(getattr(reference, field)) for field in FIELDS},
+                    "terms": {name: place(values) for name, values in sorted(reference.terms.items())}}
+    arrays = {name: np.stack(stack) for name, stack in stacks.items()}
     arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
     arrays["checksum"] = np.array(_checksum(arrays))
     return arrays
@@ -96,18 +121,28 @@ def _unpack(arrays: dict[str, np.ndarray]) -> dict[str, Reference]:
     if checksum != _checksum(arrays):
         raise ValueError("checksum mismatch")
     meta = json.loads(str(arrays["meta"]))
-    return {op: Reference(
-        op=op,
-        dtype=info["dtype"],
-        rounded=arrays[f"{op}.rounded"].astype(format_of(info["dtype"]).np_dtype),
-        mant=arrays[f"{op}.mant"],
-        mant_lo=arrays[f"{op}.mant_lo"],
-        scale=arrays[f"{op}.scale"],
-        terms={name: arrays[f"{op}.terms.{name}"] for name in info["terms"]},
-        row_length=info["row_length"],
-        max_precision=info["max_precision"],
-        certificate=info["certificate"],
-    ) for op, info in meta.items()}
+
+    def placed(where: list) -> np.ndarray:
+        name, index, shape, axes = where
+        value = arrays[name][index]
+        return np.broadcast_to(np.expand_dims(value, axes), shape) if axes else value.reshape(shape)
+
+    references = {}
+    for op, info in meta.items():
+        fields = {field: placed(where) for field, where in info["fields"].items()}
+        references[op] = Reference(
+            op=op,
+            dtype=info["dtype"],
+            rounded=fields["rounded"].astype(format_of(info["dtype"]).np_dtype),
+            mant=fields["mant"],
+            mant_lo=fields["mant_lo"],
+            scale=fields["scale"],
+            terms={name: placed(where) for name, where in info["terms"].items()},
+            row_length=info["row_length"],
+            max_precision=info["max_precision"],
+            certificate=info["certificate"],
+        )
+    return references
 
 
 def load(folder: Path, key: str) -> dict[str, Reference] | None:

@@ -48,10 +48,10 @@ def assert_identical(a: dict, b: dict) -> None:
 @pytest.fixture
 def disk(tmp_path: Path):
     cache.use_disk(tmp_path)
-    cache._memory.clear()
+    cache.clear()
     yield tmp_path
     cache.use_disk(None)
-    cache._memory.clear()
+    cache.clear()
 
 
 @pytest.mark.parametrize("name", DTYPES)
@@ -62,6 +62,20 @@ def test_entries_come_back_bit_for_bit(tmp_path: Path, name: str) -> None:
         key = store.entry_key(family, 1, arrays)
         store.save(tmp_path, key, computed)
         assert_identical(store.load(tmp_path, key), computed)
+
+
+def test_an_entry_stores_each_array_once(tmp_path: Path) -> None:
+    x, _, _ = inputs("float32")
+    key = store.entry_key("forward", 1, [x])
+    store.save(tmp_path, key, forward_references(x, -1))
+    with np.load(store._path(tmp_path, key), allow_pickle=False) as stored:
+        shapes = {name: stored[name].shape for name in stored.files}
+    # Full size: rounded, mant and mant_lo of softmax and log_softmax, and the gap they share.
+    # Per row: logsumexp's fields and the row terms the three ops share (weighted_gap, max_gap,
+    # tail, log_tail), once per row although softmax's and log_softmax's repeat along it.
+    assert shapes["float:5x40"] == (7, 5, 40)
+    assert shapes["float:5"] == (3 + 4, 5)
+    assert shapes["int:5x40"] == (2, 5, 40) and shapes["int:5"] == (1, 5)
 
 
 def test_the_key_is_the_content() -> None:
@@ -81,7 +95,7 @@ def test_a_second_process_reads_what_the_first_computed(disk: Path, monkeypatch)
     x, _, _ = inputs("float16")
     first = cache.reference("softmax", x, -1)
     assert store.info(disk)["entries"] == 1
-    cache._memory.clear()
+    cache.clear()
     # A fresh process has an empty memory; the oracle must not run again.
     monkeypatch.setattr(cache, "forward_references", lambda *args: pytest.fail("recomputed"))
     assert_identical({"softmax": cache.reference("softmax", x, -1)}, {"softmax": first})
@@ -95,8 +109,10 @@ def damage_checksum(path: Path) -> None:
     # A well-formed archive whose arrays no longer match its checksum (one flipped value).
     with np.load(path, allow_pickle=False) as stored:
         arrays = {name: stored[name] for name in stored.files}
-    arrays["softmax.mant"] = arrays["softmax.mant"].copy()
-    arrays["softmax.mant"].flat[0] = -arrays["softmax.mant"].flat[0]
+    meta = json.loads(str(arrays["meta"]))
+    stack, index, _, _ = meta["softmax"]["fields"]["mant"]
+    arrays[stack] = arrays[stack].copy()
+    arrays[stack][index].flat[0] = -arrays[stack][index].flat[0]
     with path.open("wb") as file:
         np.savez(file, **arrays)
 
@@ -114,11 +130,11 @@ def test_a_damaged_entry_is_warned_about_recomputed_and_replaced(disk: Path, dam
     cache.reference("softmax", x, -1)
     (path,) = disk.glob("*/*.npz")
     damage(path)
-    cache._memory.clear()
+    cache.clear()
     with pytest.warns(store.OracleCacheWarning, match=r"oracle cache entry .* is unusable.*recomputing"):
         again = cache.reference("log_softmax", x, -1)
     assert_identical({"log_softmax": again}, {"log_softmax": good["log_softmax"]})
-    cache._memory.clear()
+    cache.clear()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the replaced entry is whole
         assert_identical({"softmax": cache.reference("softmax", x, -1)}, {"softmax": good["softmax"]})
