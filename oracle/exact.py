@@ -75,9 +75,10 @@ class Reference:
     +-inf for a non-finite exact value).
     `terms` holds the conditioning of each element (float64 arrays in the output's shape) that
     the error budgets (oracle.budget) and the a-priori bounds (oracle.theory) are made of.
-    `certificate` counts the elements decided by each method: "float64" and "double_double"
-    (the fast path's tiers, oracle.fastpath), "mpmath" (the row-by-row evaluation below: the slow
-    path) and, among those, "undecided" (rows the fast path took but could not decide);
+    `certificate` counts the elements decided by each method (for a reduced op, the rows, by the
+    method that finished them): "float64" and "double_double" (the fast path's tiers,
+    oracle.fastpath), "mpmath" (the row-by-row evaluation below: the slow path) and, among those,
+    "undecided" (elements of the rows the fast path took but could not decide);
     max_precision is the highest precision used, in bits (53 and 106 for the tiers).
     Forward ops: gap = |x_j - max x|, weighted_gap = W = sum_i softmax_i |x_i - max x|,
     max_gap = max_i |x_i - max x| over the finite entries, tail = t / (1 + t) and
@@ -114,7 +115,7 @@ def forward_references(x: np.ndarray, axis: int) -> dict[str, Reference]:
 
 RowEvaluation = Callable[[list[np.ndarray], int], dict]
 FastEvaluation = Callable[[list[np.ndarray], Format, dict[str, fastpath.Columns]],
-                          tuple[np.ndarray, dict[str, int]]]
+                          tuple[np.ndarray, fastpath.Certificate]]
 
 
 def build_references(fmt: Format, axis: int, inputs: list[np.ndarray], evaluate: RowEvaluation,
@@ -138,9 +139,10 @@ def build_references(fmt: Format, axis: int, inputs: list[np.ndarray], evaluate:
     columns = {op: fastpath.Columns.empty((rows_count,) if op in REDUCED_OPS else (rows_count, n),
                                           fmt.np_dtype) for op in ops}
     done, certificate = fast(flat, fmt, columns) if fast is not None \
-        else (np.zeros(rows_count, dtype=bool), {})
+        else (np.zeros(rows_count, dtype=bool), fastpath.Certificate({}, {}))
     slow_rows = np.flatnonzero(~done)
-    top_precision = max((fastpath.PRECISION.get(tier, 0) for tier, count in certificate.items() if count),
+    # The tiers that finished a row: the highest precision any of its values needed.
+    top_precision = max((fastpath.PRECISION.get(tier, 0) for tier, rows in certificate.rows.items() if rows),
                         default=0)
     with progress(slow_rows.size * n, f"oracle {fmt.name} {'/'.join(ops)}") as advance:
         for index in slow_rows.tolist():
@@ -149,8 +151,9 @@ def build_references(fmt: Format, axis: int, inputs: list[np.ndarray], evaluate:
             for op in ops:
                 _place_row(columns[op], index, result["values"][op], result["terms"][op])
             advance(n)
-    certificate = {**certificate, "mpmath": int(slow_rows.size * n)}
-    return {op: _reference(op, fmt, columns[op], lead_shape, axis, n, top_precision, certificate)
+    certificate.elements["mpmath"], certificate.rows["mpmath"] = int(slow_rows.size * n), int(slow_rows.size)
+    return {op: _reference(op, fmt, columns[op], lead_shape, axis, n, top_precision,
+                           certificate.rows if op in REDUCED_OPS else certificate.elements)
             for op in ops}
 
 
@@ -184,7 +187,6 @@ def _reference(op: str, fmt: Format, columns: fastpath.Columns, lead_shape: tupl
             array = np.broadcast_to(array[:, None], (rows, n))
         return np.moveaxis(array.reshape(*lead_shape, n), -1, axis)
 
-    elements = 1 if reduced else n
     return Reference(
         op=op,
         dtype=fmt.name,
@@ -196,7 +198,7 @@ def _reference(op: str, fmt: Format, columns: fastpath.Columns, lead_shape: tupl
         terms={name: shaped(values) for name, values in columns.terms.items()},
         row_length=n,
         max_precision=top_precision,
-        certificate={tier: count // n * elements if n else 0 for tier, count in certificate.items()},
+        certificate=dict(certificate),
     )
 
 

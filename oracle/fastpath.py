@@ -406,18 +406,29 @@ class Pending:
         return ~self.mask[ids].any(axis=1)
 
 
+@dataclass
+class Certificate:
+    """How the fast path decided a family's values: elements of the elementwise ops, and rows
+    (for a reduced op) by tier, and those it left "undecided"."""
+
+    elements: dict[str, int]
+    rows: dict[str, int]
+
+
 Block = Callable[[list[np.ndarray], np.ndarray, str, Format, dict[str, Columns], Pending], np.ndarray]
 
 
 def run_tiers(inputs: list[np.ndarray], regular: np.ndarray, tiers: tuple[str, ...], fmt: Format,
-              out: dict[str, Columns], block: Block) -> tuple[np.ndarray, dict[str, int]]:
-    """Each tier in turn on the regular rows the tiers before it left undecided; the counts of
-    elements decided by each tier in the rows the fast path decides, and of the elements of the
-    rows it leaves "undecided" (for mpmath)."""
+              out: dict[str, Columns], block: Block) -> tuple[np.ndarray, Certificate]:
+    """Each tier in turn on the regular rows the tiers before it left undecided. The certificate
+    counts the elements decided by each tier in the rows the fast path decides, and the elements
+    of the rows it leaves "undecided" (for mpmath); and, for reduced ops, rows by the tier that
+    finished them."""
     rows, n = inputs[0].shape
     done = np.zeros(rows, dtype=bool)
     pending = Pending(np.ones((rows, n), dtype=bool))
     settled = {tier: np.zeros(rows, dtype=np.int64) for tier in tiers}
+    finished = dict.fromkeys(tiers, 0)
     with progress(int(regular.sum()) * n, f"oracle {fmt.name} fast path") as advance:
         for tier in tiers:
             for ids in row_blocks(np.flatnonzero(regular & ~done), n):
@@ -425,12 +436,14 @@ def run_tiers(inputs: list[np.ndarray], regular: np.ndarray, tiers: tuple[str, .
                 decided = block([_rows(a, ids) for a in inputs], ids, tier, fmt, out, pending)
                 settled[tier][ids] += before - pending.mask[ids].sum(axis=1)
                 done[ids[decided]] = True
+                finished[tier] += int(decided.sum())
                 if pending.first:
                     advance(ids.size * n)
             pending.first = False
-    counts = {tier: int(settled[tier][done].sum()) for tier in tiers}
-    counts["undecided"] = int((regular & ~done).sum()) * n
-    return done, counts
+    left = int((regular & ~done).sum())
+    return done, Certificate(elements={**{tier: int(settled[tier][done].sum()) for tier in tiers},
+                                       "undecided": left * n},
+                             rows={**finished, "undecided": left})
 
 
 def _rows(array: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -441,7 +454,7 @@ def _rows(array: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 def forward_fast(inputs: list[np.ndarray], fmt: Format,
-                 out: dict[str, Columns]) -> tuple[np.ndarray, dict[str, int]]:
+                 out: dict[str, Columns]) -> tuple[np.ndarray, Certificate]:
     """The forward ops of the regular rows: float64 first for outputs of 24 bits or fewer."""
     tiers = (FLOAT_TIER, DOUBLE_TIER) if fmt.p <= 24 else (DOUBLE_TIER,)
     return run_tiers(inputs, regular_rows(inputs[0]), tiers, fmt, out, forward_block)
@@ -488,7 +501,7 @@ TermsBuilder = Callable[..., dict[str, dict[str, np.ndarray]]]
 
 
 def vjp_fast(inputs: list[np.ndarray], fmt: Format, out: dict[str, Columns], zeros: ZeroFinder,
-             terms: TermsBuilder) -> tuple[np.ndarray, dict[str, int]]:
+             terms: TermsBuilder) -> tuple[np.ndarray, Certificate]:
     """The three VJPs of the regular rows with finite cotangents below 2^1000: float64 first for
     outputs of 24 bits or fewer, then double words. zeros(row, g) marks the exact zeros of
     softmax_vjp; terms(x, g, g_row, y, gap, row_terms) builds the budget terms (oracle.gradients)."""
@@ -526,6 +539,9 @@ def _vjp_block(inputs: list[np.ndarray], ids: np.ndarray, tier: str, fmt: Format
                terms: TermsBuilder) -> np.ndarray:
     x, g, g_row = inputs
     words = ARITHMETIC[tier]
+    # Before the exponentials: finding the zeros sorts the row, and a long row's peak memory
+    # is then this or the state, not both.
+    zero = np.stack([zeros(x[i], g[i]) for i in range(x.shape[0])])
     state = forward_state(x, tier)
     scalars = state.scalars
     rows, n = x.shape
@@ -565,7 +581,6 @@ def _vjp_block(inputs: list[np.ndarray], ids: np.ndarray, tier: str, fmt: Format
     top_h, top_l = words.add(product_h, product_l, -rest_h, -rest_l)
     top_err = ((scalars.eps_share + words.word_rounding + mul_error) * np.abs(product_h) + qh * d_total
                + d_total + add_error * np.abs(rest_h) + TINY * (1 + np.abs(g_high))) * SLACK
-    zero = np.stack([zeros(x[i], g[i]) for i in range(rows)])
     g_mant, g_exp = np.frexp(g_row)
 
     y_all, gap_all = (np.empty_like(x), np.empty_like(x)) if pending.first else (None, None)
