@@ -142,7 +142,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: a case with rows of 2^20 elements or more")
+    config.addinivalue_line("markers", "slow: a case with rows of 2^22 elements")
     config.addinivalue_line("markers", "xdist_group(name): items pytest-xdist keeps on one worker")
     state = SuiteState(config)
     config.stash[STATE_KEY] = state

@@ -23,7 +23,7 @@ SELECTION_OPTIONS: tuple[tuple[str, dict], ...] = (
     ("--case", {"action": "append", "metavar": "GLOBS",
                 "help": "case-name globs, comma-separated (default: every case but slow ones)"}),
     ("--slow", {"action": "store_true", "default": False,
-                "help": "include slow cases (rows of 2^20 elements and more)"}),
+                "help": "include slow cases (rows of 2^22 elements)"}),
 )
 
 

@@ -261,7 +261,7 @@ def test_the_slow_case_needs_slow(suite) -> None:
     selection = ["--collect-only", "-q", "--backend", "numpy", "--op", "softmax", "--dtype", "float32"]
     default = collected(suite(*selection))
     with_slow = collected(suite(*selection, "--slow"))
-    slow_id = "test_softmax[numpy-cpu-float32-long_random_n1M]"
+    slow_id = "test_softmax[numpy-cpu-float32-long_random_n4M]"
     assert slow_id not in default
     assert sorted(with_slow) == sorted([*default, slow_id])
     # long_*_n65k are 16-bit only: --dtype float32 must not pull them in.
