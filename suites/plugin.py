@@ -212,13 +212,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def _order(item: pytest.Item) -> tuple:
-    """Items grouped by case, dtype and op so that the oracle of one input is reused at once."""
+    """Items grouped by case, dtype and op so that the oracle of one input is reused at once; the
+    long rows first, so that pytest-xdist's workers do not wait for one of them at the end."""
     target = getattr(getattr(item, "callspec", None), "params", {}).get("target")
     if target is None:
         return (-1,)
-    case_rank = list(CASES).index(target.case) if target.case in CASES else -1
+    case = CASES.get(target.case)
+    case_rank = list(CASES).index(target.case) if case else -1
     dtype_rank = DTYPES.index(target.dtype) if target.dtype in DTYPES else -1
-    return (case_rank, dtype_rank, OPS.index(target.op), target.check, target.cotangent or "",
+    return (case is None or "long" not in case.tags, case_rank, dtype_rank, OPS.index(target.op),
+            target.check, target.cotangent or "",
             target.backend, target.device)
 
 
