@@ -3,7 +3,8 @@
 attr is either a softmax function f(x, axis) on numpy arrays, or an object (a class is
 instantiated without arguments) with any of the op methods and, optionally, the attributes
 name, version, devices, dtypes and the hooks to_device(x, device), to_numpy(y),
-synchronize(device, value). Ops the object lacks are reported as unsupported.
+synchronize(device, value), copy(x) (for throughput's attainable bandwidth; numpy's copy when
+there is no to_device) and describe(device). Ops the object lacks are reported as unsupported.
 """
 
 from __future__ import annotations
@@ -62,4 +63,7 @@ def wrap(target: Any, default_name: str) -> Backend:
         devices=tuple(getattr(target, "devices", ("cpu",))),
         dtypes=tuple(getattr(target, "dtypes", DTYPES)),
         synchronize=getattr(target, "synchronize", lambda device, value: None),
+        # The attainable bandwidth of throughput: on numpy arrays (no to_device) numpy's copy.
+        copy=getattr(target, "copy", None if hasattr(target, "to_device") else np.copy),
+        describe=getattr(target, "describe", lambda device: {}),
     )

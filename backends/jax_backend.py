@@ -86,4 +86,8 @@ def load() -> Backend:
         absent_devices=absent,
         synchronize=lambda device, value: jax.block_until_ready(value),
         copy=jax.jit(lambda x: x.copy()),
+        describe=lambda device: {"platform": present[device].platform,
+                                 "device_kind": present[device].device_kind,
+                                 # XLA's CPU client runs one intra-op thread per core.
+                                 "threads": os.cpu_count() if device == "cpu" else None},
     )

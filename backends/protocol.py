@@ -29,6 +29,10 @@ def _no_sync(device: str, value: Any) -> None:
     return None
 
 
+def _nothing_to_say(device: str) -> Mapping[str, Any]:
+    return {}
+
+
 @dataclass(frozen=True)
 class Backend:
     """A loaded backend. `devices` are present; `absent_devices` are wired but missing, with why."""
@@ -44,6 +48,8 @@ class Backend:
     unsupported: Mapping[tuple[str, str], str] = field(default_factory=dict)
     synchronize: Callable[[str, Any], None] = _no_sync
     copy: Callable[[Any], Any] | None = None
+    # What a throughput record says of the device: threads used, GPU model and driver.
+    describe: Callable[[str], Mapping[str, Any]] = _nothing_to_say
 
     def why_unsupported(self, op: str, dtype: str) -> str | None:
         """None when (op, dtype) can run; otherwise the reason, phrased for a report."""

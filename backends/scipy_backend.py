@@ -25,4 +25,5 @@ def load() -> Backend:
         to_device=lambda x, device: x,
         to_numpy=np.asarray,
         copy=np.copy,
+        describe=lambda device: {"threads": 1},  # numpy's ufuncs and reductions run on one thread
     )

@@ -27,6 +27,16 @@ def _absent_devices(torch: Any) -> dict[str, str]:
     return absent
 
 
+def _describe(torch: Any, device: str) -> dict[str, Any]:
+    """Threads torch uses on the CPU; the GPU's name, compute capability and CUDA version."""
+    info: dict[str, Any] = {"threads": torch.get_num_threads()}
+    if device.startswith("cuda"):
+        properties = torch.cuda.get_device_properties(device)
+        info.update(gpu=properties.name, capability=f"{properties.major}.{properties.minor}",
+                    memory_bytes=properties.total_memory, cuda=torch.version.cuda)
+    return info
+
+
 def load() -> Backend:
     try:
         import ml_dtypes
@@ -85,5 +95,6 @@ def load() -> Backend:
         devices=tuple(d for d in DEVICE_KINDS if d not in absent),
         absent_devices=absent,
         synchronize=synchronize,
+        describe=lambda device: _describe(torch, device),
         copy=torch.clone,
     )

@@ -153,7 +153,8 @@ def constant(shape: tuple[int, ...], value: float) -> Generator:
     return lambda rng, fmt: np.full(shape, value)
 
 
-def _n(n: int) -> str:
+def short_count(n: int) -> str:
+    """A count as case names write it: 512, 65k, 1M."""
     return f"{n}" if n < 1000 else f"{n // 1000}k" if n < 10**6 else f"{n // 10**6}M"
 
 
@@ -202,15 +203,15 @@ CATALOGUE: tuple[Case, ...] = (
          single_elements, special_input="single element"),
     Case("tied_max", "rows whose maximum is shared by 2, 3, 4, 7 and all 16 entries", tied),
     Case("huge_range", "entries from -max to max in one row (x - a overflows to -inf)", huge_range),
-    Case(f"long_random_n{_n(65536)}", "one row of 65536 logits, N(0, 1): needs a wide accumulator",
+    Case(f"long_random_n{short_count(65536)}", "one row of 65536 logits, N(0, 1): needs a wide accumulator",
          normal((1, 65536), 1.0), dtypes=SIXTEEN_BIT, tags=frozenset({"long"}),
          cotangents=LONG_ROW_COTANGENTS),
-    Case(f"long_equal_n{_n(65536)}", "65536 equal logits: the sum 65536 overflows float16",
+    Case(f"long_equal_n{short_count(65536)}", "65536 equal logits: the sum 65536 overflows float16",
          constant((1, 65536), 0.0), dtypes=SIXTEEN_BIT, tags=frozenset({"long"}),
          cotangents=LONG_ROW_COTANGENTS),
-    Case(f"long_random_n{_n(2**20)}", "one row of 2^20 logits, N(0, 4)",
+    Case(f"long_random_n{short_count(2**20)}", "one row of 2^20 logits, N(0, 4)",
          normal((1, 2**20), 2.0), tags=frozenset({"long"}), cotangents=("random",)),
-    Case(f"long_random_n{_n(2**22)}", "one row of 2^22 logits, N(0, 4)",
+    Case(f"long_random_n{short_count(2**22)}", "one row of 2^22 logits, N(0, 4)",
          normal((1, 2**22), 2.0), tags=frozenset({"long", "slow"}), cotangents=("random",)),
     Case("axis1_3d", "reduce the middle axis of a (6, 64, 5) array", normal((6, 64, 5), 4.0), axis=1),
     Case("axis0_4d", "reduce the first axis of a (48, 3, 4, 5) array", normal((48, 3, 4, 5), 4.0),

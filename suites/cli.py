@@ -1,8 +1,10 @@
 """The `softmax-suite` command: run the suite, list the backends and the cases, manage the oracle cache.
 
-`run` is pytest over the suites package with the same selection options, writing
-OUT/results.jsonl; exit status 0 when nothing unexpected failed, 1 when something did,
-2 on usage errors.
+`run` is pytest over the suites package with the same selection options: accuracy and
+invariants in parallel into OUT/results.jsonl, then throughput in one process (pytest-benchmark
+times nothing under pytest-xdist) into OUT/throughput.jsonl and pytest-benchmark's
+OUT/benchmark.json; exit status 0 when nothing unexpected failed, 1 when something did, 2 on
+usage errors.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from backends.registry import BUILTIN, check_names, load
 from oracle import store
 from suites.cases import CATALOGUE, select_cases
 from suites.selection import SELECTION_OPTIONS, split
+from suites.throughput import SWEEPS
 
 SUITES_DIR = Path(__file__).resolve().parent
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -46,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--oracle-cache", metavar="DIR", default=None,
                      help="oracle cache folder ('off': none; default: $SOFTMAX_SUITE_ORACLE_CACHE or "
                           "~/.cache/softmax-suite/oracle)")
+    run.add_argument("--throughput", choices=(*SWEEPS, "off"), default="quick",
+                     help="the throughput sweep after the accuracy run (default: quick; full: rows "
+                          "of 2^10 .. 2^24 and batches of 4096 x 128 .. 32768; off: none)")
     run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS",
                      help="further arguments for pytest, after --")
 
@@ -79,32 +85,43 @@ def run_command(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"softmax-suite: cannot create output folder {out}: {error.strerror}", file=sys.stderr)
         return EXIT_USAGE
-    results = out / "results.jsonl"
-    pytest_args = [str(SUITES_DIR), "-p", "suites.plugin", "-q", "--results", str(results)]
+    selection = [str(SUITES_DIR), "-p", "suites.plugin", "-q"]
     for flag, options in SELECTION_OPTIONS:
         value = getattr(args, flag.removeprefix("--"))
         if options["action"] == "append":
-            pytest_args += [part for item in value or [] for part in (flag, item)]
+            selection += [part for item in value or [] for part in (flag, item)]
         elif value:
-            pytest_args.append(flag)
+            selection.append(flag)
     if args.oracle_cache:
-        pytest_args += ["--oracle-cache", args.oracle_cache]
+        selection += ["--oracle-cache", args.oracle_cache]
+    results = out / "results.jsonl"
+    accuracy = [*selection, "-m", "not throughput", "--results", str(results)]
     if args.workers != "0":
         if _xdist_installed():
-            pytest_args += ["-n", args.workers, "--dist", "loadgroup"]
+            accuracy += ["-n", args.workers, "--dist", "loadgroup"]
         else:
             print("softmax-suite: pytest-xdist is not installed: running in one process", file=sys.stderr)
-    pytest_args += args.pytest_args
-    code = pytest.main(pytest_args)
-    if code == pytest.ExitCode.NO_TESTS_COLLECTED:
+    codes = [pytest.main([*accuracy, *args.pytest_args])]
+    written = [results]
+    stopped = (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERRUPTED)
+    if args.throughput != "off" and codes[0] not in stopped:
+        timings = out / "throughput.jsonl"
+        codes.append(pytest.main([
+            *selection, "-m", "throughput", "-p", "no:xdist", "--sweep", args.throughput,
+            "--results", str(timings), "--benchmark-json", str(out / "benchmark.json"),
+            "--benchmark-columns", "min,median,max,rounds", "--benchmark-sort", "fullname",
+            *args.pytest_args]))
+        written += [timings, out / "benchmark.json"]
+    if all(code == pytest.ExitCode.NO_TESTS_COLLECTED for code in codes):
         print("softmax-suite: the selection matched nothing to run", file=sys.stderr)
         return EXIT_USAGE
-    if code == pytest.ExitCode.USAGE_ERROR:
+    if pytest.ExitCode.USAGE_ERROR in codes:
         return EXIT_USAGE
-    if code == pytest.ExitCode.INTERRUPTED:
+    if pytest.ExitCode.INTERRUPTED in codes:
         return 130
-    print(f"softmax-suite: results in {results}")
-    return EXIT_OK if code == pytest.ExitCode.OK else EXIT_FAILED
+    print(f"softmax-suite: results in {', '.join(map(str, written))}")
+    ran_clean = (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
+    return EXIT_OK if all(code in ran_clean for code in codes) else EXIT_FAILED
 
 
 def backends_command(args: argparse.Namespace) -> int:

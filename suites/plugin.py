@@ -24,7 +24,7 @@ from reports.agreement import agreement_matrix, format_agreement
 from reports.results import ResultsWriter, jsonable
 from reports.semantics import format_semantics, semantics_table
 from reports.summary import format_summary
-from suites import accuracy, invariants
+from suites import accuracy, environment, invariants, throughput
 from suites.accuracy import Target
 from suites.cases import CASES, CATALOGUE, select_cases
 from suites.config import ConfigError, Settings, load_settings
@@ -47,6 +47,11 @@ class SuiteState:
         self.cotangents = _selection(config, "cotangent", COTANGENT_KINDS)
         self.case_patterns = split(config.getoption("case"))
         self.include_slow = config.getoption("slow")
+        try:
+            self.shapes = throughput.sweep(config.getoption("sweep"))
+        except ValueError as error:
+            raise pytest.UsageError(f"--sweep: {error}") from None
+        self.sweep = config.getoption("sweep")
         self.cases = select_cases(self.case_patterns, self.include_slow)
         if self.case_patterns and not self.cases:
             raise pytest.UsageError(_no_match("case", self.case_patterns, [c.name for c in CATALOGUE]))
@@ -71,6 +76,7 @@ class SuiteState:
             self.deviations = load_deviations(self.settings.known_deviations)
         except ConfigError as error:
             raise pytest.UsageError(str(error)) from None
+        self.environment = environment.describe(self.backends)
         self.results: list[dict] = []
         self.writer: ResultsWriter | None = None
         # Staleness of a known deviation can only be judged on the whole catalogue.
@@ -95,6 +101,11 @@ class SuiteState:
                                                marks=pytest.mark.skip(reason=reason)))
             for device in backend.devices:
                 if self.devices and device not in self.devices:
+                    continue
+                if check == "throughput":
+                    params += [pytest.param(target, id=target.id, marks=[pytest.mark.throughput])
+                               for dtype in self.dtypes for shape in self.shapes
+                               for target in [Target(op, name, device, dtype, shape.name, None, check)]]
                     continue
                 for case in self.cases:
                     kinds = [k for k in case.cotangents if k in self.cotangents] \
@@ -137,6 +148,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"keep exact references in DIR for later runs and other workers ('off': in "
                          f"memory only; default: ${store.ENVIRONMENT_VARIABLE} or "
                          "~/.cache/softmax-suite/oracle)")
+    group.addoption("--sweep", default="quick", metavar="NAME",
+                    help=f"throughput shapes: {', '.join(throughput.SWEEPS)} (default: quick: rows of "
+                         "2^12 and 2^20 and a 4096 x 256 batch; full: rows of 2^10 .. 2^24 and "
+                         "batches of 4096 x 128 .. 32768)")
     group.addoption("--suite-config", metavar="PATH", default=None,
                     help="pyproject.toml holding [tool.softmax-suite] (default: ./pyproject.toml)")
 
@@ -144,6 +159,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: a case with rows of 2^22 elements")
     config.addinivalue_line("markers", "xdist_group(name): items pytest-xdist keeps on one worker")
+    config.addinivalue_line("markers", "throughput: a benchmark (pytest-benchmark; runs serially)")
     state = SuiteState(config)
     config.stash[STATE_KEY] = state
     cache.use_disk(store.folder_for(config.getoption("oracle_cache")))
@@ -166,6 +182,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "machine": platform.machine(),
             "processor": platform.processor(),
             "cpu_count": os.cpu_count(),
+            "environment": state.environment,
             "backends": {name: ({"version": b.version, "devices": list(b.devices),
                                  "absent_devices": dict(b.absent_devices)}
                                 if isinstance(b, Backend) else {"unavailable": b.reason})
@@ -189,16 +206,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def _op_of(metafunc: pytest.Metafunc) -> tuple[str, str]:
     """(op, check) from the test's name: test_<op> asks accuracy, test_<op>_invariants the
-    invariants of a forward op."""
+    invariants of a forward op, test_<op>_throughput its speed."""
     name = metafunc.function.__name__.removeprefix("test_")
-    check = "invariants" if name.endswith("_invariants") else "accuracy"
-    op = name.removesuffix("_invariants")
+    check = next((c for c in ("invariants", "throughput") if name.endswith(f"_{c}")), "accuracy")
+    op = name.removesuffix(f"_{check}")
     valid = FORWARD_OPS if check == "invariants" else OPS
     if op not in valid:
         raise pytest.UsageError(
             f"{metafunc.function.__name__} takes `target` but {op!r} is not an op; name it "
-            f"test_<op> (op one of {', '.join(OPS)}) or test_<op>_invariants (op one of "
-            f"{', '.join(FORWARD_OPS)})")
+            f"test_<op> or test_<op>_throughput (op one of {', '.join(OPS)}) or "
+            f"test_<op>_invariants (op one of {', '.join(FORWARD_OPS)})")
     return op, check
 
 
@@ -263,6 +280,21 @@ def check_accuracy(request: pytest.FixtureRequest):
 def check_invariants(request: pytest.FixtureRequest):
     """Measure the item's invariants and turn the record into a pytest outcome."""
     return _checker(request, invariants.run)
+
+
+@pytest.fixture
+def check_throughput(request: pytest.FixtureRequest, benchmark):
+    """Time the item's op with pytest-benchmark and turn the record into a pytest outcome."""
+    if benchmark.disabled:
+        pytest.skip("pytest-benchmark is disabled (under pytest-xdist, or --benchmark-disable): "
+                    "throughput runs in one process; softmax-suite run does it after the accuracy "
+                    "run, or use pytest -n 0")
+    state: SuiteState = request.config.stash[STATE_KEY]
+
+    def run(target: Target, backend: Backend, settings: Settings, deviations: tuple) -> dict:
+        return throughput.run(target, backend, benchmark, state.sweep, state.environment)
+
+    return _checker(request, run)
 
 
 def _skip_record(target: Target, reason: str) -> dict:

@@ -1,0 +1,141 @@
+"""The throughput suite (suites.throughput): its numbers, the impossibility check that catches a
+backend which returns before its work is done, and agreement with torch.utils.benchmark."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from backends.protocol import OPS
+from suites import throughput
+from suites.throughput import IMPOSSIBLE, Shape, cache_regime, sweep, traffic_bytes
+
+pytest_plugins = ["pytester"]
+REPO = Path(__file__).resolve().parents[1]
+THROUGHPUT = str(REPO / "suites" / "test_throughput.py")
+
+
+def test_traffic_is_the_minimal_bytes_of_each_op() -> None:
+    shape = Shape("batch_4x1000", 4, 1000)
+    # float32: read x and write y (2 N 4 bytes); logsumexp reads x and writes one value per row;
+    # the softmax and log_softmax VJPs read x and g and write dx; logsumexp's reads one g per row.
+    assert traffic_bytes("softmax", shape, 4) == traffic_bytes("log_softmax", shape, 4) == 32_000
+    assert traffic_bytes("logsumexp", shape, 4) == 16_016
+    assert traffic_bytes("softmax_vjp", shape, 4) == traffic_bytes("log_softmax_vjp", shape, 4) == 48_000
+    assert traffic_bytes("logsumexp_vjp", shape, 4) == 32_016
+    assert {traffic_bytes(op, shape, 2) * 2 for op in OPS} == {traffic_bytes(op, shape, 4) for op in OPS}
+
+
+def test_sweeps_and_their_shapes() -> None:
+    assert [s.name for s in sweep("quick")] == ["row_n4k", "row_n1M", "batch_4096x256"]
+    full = sweep("full")
+    rows = [s for s in full if s.rows == 1]
+    assert [s.n for s in rows] == [2**k for k in range(10, 25)]
+    assert [(s.rows, s.n) for s in full if s.rows > 1] == [(4096, n) for n in (128, 512, 2048, 8192, 32768)]
+    with pytest.raises(ValueError, match="unknown sweep 'fast': use one of quick, full"):
+        sweep("fast")
+
+
+def test_the_cache_regime_is_the_smallest_cache_that_holds_the_bytes(monkeypatch) -> None:
+    caches = (("L1", 48 * 1024), ("L2", 2 * 1024**2), ("L3", 32 * 1024**2))
+    monkeypatch.setattr(throughput, "cpu_caches", lambda: caches)
+    assert [cache_regime("cpu", size) for size in (1024, 48 * 1024, 48 * 1024 + 1, 10**7, 10**9)] == [
+        "L1", "L1", "L2", "L3", "main memory"]
+    assert cache_regime("cuda", 1024) == "HBM"
+
+
+def test_rounds_fill_the_budget_within_bounds() -> None:
+    assert throughput.rounds_for(1e-3, "quick") == 50  # 0.05 s of 1 ms calls
+    assert throughput.rounds_for(1.0, "quick") == throughput.MIN_ROUNDS
+    assert throughput.rounds_for(1e-7, "full") == throughput.MAX_ROUNDS
+
+
+@pytest.fixture
+def run_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
+    """The throughput module in pytest, in this process (for torch.utils.benchmark alongside)."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    monkeypatch.syspath_prepend(str(REPO))
+
+    def run(*args: str) -> tuple[pytest.RunResult, list[dict]]:
+        results = pytester.path / "throughput.jsonl"
+        outcome = pytester.runpytest_inprocess(THROUGHPUT, "-p", "no:cacheprovider", "-p", "no:xdist",
+                                               "--results", str(results), *args)
+        lines = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
+        return outcome, [line for line in lines if line["kind"] == "result"]
+
+    return run
+
+
+def test_a_backend_that_returns_before_its_work_is_done_is_a_measurement_error(run_suite) -> None:
+    lazy_spec, waiting_spec = "tests.lazy_backend:LazySoftmax", "tests.lazy_backend:WaitingSoftmax"
+    outcome, records = run_suite("--backend", f"{lazy_spec},{waiting_spec}", "--op", "softmax",
+                                 "--dtype", "float32", "-k", "row_n1M")
+    by_backend = {record["backend"]: record for record in records}
+    lazy, waiting = by_backend[lazy_spec], by_backend[waiting_spec]
+    # The lazy call returns in microseconds while its copy takes a millisecond: many times what
+    # the bytes allow, so no throughput is reported, only the error and the suspect numbers.
+    assert lazy["status"] == "error" and lazy["failure"] == "measurement", lazy
+    assert "measurement error" in lazy["message"] and "synchronize" in lazy["message"]
+    suspect = lazy["suspect"]
+    assert "roofline_fraction" not in lazy and suspect["gb_per_s"] > IMPOSSIBLE * suspect["copy"]["gb_per_s"]
+    # Synchronised, the same work is a plausible fraction of the copy.
+    assert waiting["status"] == "pass" and 0 < waiting["roofline_fraction"] < 1, waiting
+    assert outcome.ret == pytest.ExitCode.TESTS_FAILED
+
+
+def test_records_carry_the_numbers_and_the_environment(run_suite) -> None:
+    outcome, records = run_suite("--backend", "numpy", "--op", "softmax,logsumexp_vjp", "--dtype", "float16")
+    assert outcome.ret == pytest.ExitCode.OK
+    assert {(r["op"], r["case"]) for r in records} == {
+        (op, shape.name) for op in ("softmax", "logsumexp_vjp") for shape in sweep("quick")}
+    for record in records:
+        assert record["check"] == "throughput" and record["status"] == "pass"
+        timing = record["timing"]
+        assert timing["min_s"] <= timing["median_s"] <= timing["max_s"] and timing["rounds"] >= 5
+        assert record["gb_per_s"] == pytest.approx(record["traffic_bytes"] / timing["median_s"] / 1e9)
+        assert record["roofline_fraction"] == pytest.approx(record["gb_per_s"] / record["copy"]["gb_per_s"])
+        assert record["elements_per_s"] == pytest.approx(record["elements"] / timing["median_s"])
+        assert record["cache_regime"] in ("L1", "L2", "L3", "main memory")
+        environment = record["environment"]
+        assert environment["cores"] == os.cpu_count() and "numpy" in environment["versions"]
+        assert environment["devices"]["numpy/cpu"] == {"threads": 1}
+
+
+def test_under_xdist_the_benchmarks_skip_with_the_reason(pytester: pytest.Pytester, monkeypatch) -> None:
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    outcome = pytester.runpytest_subprocess(THROUGHPUT, "-p", "no:cacheprovider", "-n", "2", "--backend",
+                                            "numpy", "--op", "softmax", "--dtype", "float32", "-rs")
+    outcome.assert_outcomes(skipped=3)
+    outcome.stdout.fnmatch_lines(["*pytest-benchmark is disabled (under pytest-xdist*runs in one process*"])
+
+
+def test_the_suite_agrees_with_torch_utils_benchmark(run_suite, pytester: pytest.Pytester) -> None:
+    # torch.softmax on 1024 x 1024 float32: the suite's median (pytest-benchmark, synchronised
+    # calls) and torch.utils.benchmark's, in this process, within 10%. Timing on a shared
+    # machine drifts: the comparison is repeated up to three times and one agreement suffices.
+    torch = pytest.importorskip("torch")
+    from torch.utils import benchmark as torch_benchmark
+
+    monkey = pytest.MonkeyPatch()
+    monkey.setitem(throughput.SHAPES, "batch_1024x1024", Shape("batch_1024x1024", 1024, 1024))
+    monkey.setattr(throughput, "QUICK", (throughput.SHAPES["batch_1024x1024"],))
+    x = torch.randn(1024, 1024)
+    ratios = []
+    try:
+        for _ in range(3):
+            _, records = run_suite("--backend", "torch", "--device", "cpu", "--op", "softmax",
+                                   "--dtype", "float32")
+            ours = records[0]["timing"]["median_s"]
+            # Timer runs on one thread unless told; the suite times torch as it is configured.
+            timer = torch_benchmark.Timer("torch.softmax(x, -1)", globals={"x": x, "torch": torch},
+                                          num_threads=torch.get_num_threads())
+            theirs = timer.blocked_autorange(min_run_time=0.5).median
+            ratios.append(ours / theirs)
+            if abs(ours / theirs - 1) <= 0.10:
+                break
+    finally:
+        monkey.undo()
+    assert abs(ratios[-1] - 1) <= 0.10, ratios
