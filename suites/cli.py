@@ -10,6 +10,9 @@ usage errors.
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -71,11 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _xdist_installed() -> bool:
+    # Found, not imported: an import here would keep pytest from rewriting the plugin's asserts.
     try:
-        import xdist  # noqa: F401
+        return importlib.util.find_spec("xdist") is not None
     except ImportError:
         return False
-    return True
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -106,11 +109,18 @@ def run_command(args: argparse.Namespace) -> int:
     stopped = (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERRUPTED)
     if args.throughput != "off" and codes[0] not in stopped:
         timings = out / "throughput.jsonl"
-        codes.append(pytest.main([
-            *selection, "-m", "throughput", "-p", "no:xdist", "--sweep", args.throughput,
-            "--results", str(timings), "--benchmark-json", str(out / "benchmark.json"),
-            "--benchmark-columns", "min,median,max,rounds", "--benchmark-sort", "fullname",
-            *args.pytest_args]))
+        # A process of its own: timings free of what the accuracy run left (memory, threads).
+        command = [sys.executable, "-m", "pytest", *selection, "-m", "throughput", "-p", "no:xdist",
+                   "--sweep", args.throughput, "--results", str(timings),
+                   "--benchmark-json", str(out / "benchmark.json"),
+                   "--benchmark-columns", "min,median,max,rounds", "--benchmark-sort", "fullname",
+                   *args.pytest_args]
+        # Not a worker of any xdist run this command may itself be inside: pytest-benchmark
+        # reads PYTEST_XDIST_WORKER and would time nothing.
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+        returned = subprocess.run(command, check=False, env=environment).returncode
+        known = {code.value for code in pytest.ExitCode}
+        codes.append(pytest.ExitCode(returned) if returned in known else pytest.ExitCode.INTERNAL_ERROR)
         written += [timings, out / "benchmark.json"]
     if all(code == pytest.ExitCode.NO_TESTS_COLLECTED for code in codes):
         print("softmax-suite: the selection matched nothing to run", file=sys.stderr)

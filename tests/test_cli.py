@@ -29,6 +29,25 @@ def test_run_writes_results_and_exits_zero(tmp_path: Path) -> None:
     assert sum(r["check"] == "invariants" for r in results) == 2 * 4 * 3
     assert {r["status"] for r in results} == {"pass"}
     assert "numpy (cpu)" in done.stdout and "worst" in done.stdout
+    # Then throughput, in a process of its own: 4 dtypes x 6 ops x the 3 shapes of the quick
+    # sweep, in the suite's records and in pytest-benchmark's JSON with the same numbers.
+    timings = [json.loads(line) for line in (tmp_path / "throughput.jsonl").read_text().splitlines()]
+    timed = [line for line in timings if line["kind"] == "result"]
+    assert len(timed) == 4 * 6 * 3 and {r["status"] for r in timed} == {"pass"}
+    benchmarks = json.loads((tmp_path / "benchmark.json").read_text())["benchmarks"]
+    assert len(benchmarks) == len(timed)
+    by_id = {(r["op"], r["dtype"], r["case"]): r for r in timed}
+    for entry in benchmarks:
+        record = by_id[entry["extra_info"]["op"], entry["extra_info"]["dtype"], entry["extra_info"]["case"]]
+        assert entry["stats"]["median"] == record["timing"]["median_s"]
+        assert entry["extra_info"]["roofline_fraction"] == record["roofline_fraction"]
+
+
+def test_throughput_off_runs_accuracy_alone(tmp_path: Path) -> None:
+    done = cli("run", "--backend", "numpy", "--case", "glossary", "--op", "softmax", "--dtype", "float32",
+               "--throughput", "off", "--out", str(tmp_path), "-n", "0")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "results.jsonl").exists() and not (tmp_path / "throughput.jsonl").exists()
 
 
 def test_run_exits_one_when_a_case_fails(tmp_path: Path) -> None:
