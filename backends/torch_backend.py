@@ -7,6 +7,7 @@ non-contiguous case stays non-contiguous); bfloat16 crosses as its 16-bit patter
 
 from __future__ import annotations
 
+import subprocess
 import warnings
 from typing import Any
 
@@ -33,8 +34,19 @@ def _describe(torch: Any, device: str) -> dict[str, Any]:
     if device.startswith("cuda"):
         properties = torch.cuda.get_device_properties(device)
         info.update(gpu=properties.name, capability=f"{properties.major}.{properties.minor}",
-                    memory_bytes=properties.total_memory, cuda=torch.version.cuda)
+                    memory_bytes=properties.total_memory, cuda=torch.version.cuda,
+                    driver=_nvidia_driver())
     return info
+
+
+def _nvidia_driver() -> str | None:
+    """The NVIDIA driver's version from nvidia-smi (torch does not report it); None without it."""
+    try:
+        done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.splitlines()[0].strip() if done.returncode == 0 and done.stdout.strip() else None
 
 
 def load() -> Backend:
