@@ -21,7 +21,10 @@ import pytest
 from backends.protocol import DTYPES, OPS, Backend
 from backends.registry import BUILTIN, check_names, load
 from oracle import store
+from reports import baseline as baseline_io
+from reports import gate as gate_rules
 from suites.cases import CATALOGUE, select_cases
+from suites.config import ConfigError, load_settings
 from suites.selection import SELECTION_OPTIONS, split
 from suites.throughput import SWEEPS
 
@@ -55,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--throughput", choices=(*SWEEPS, "off"), default="quick",
                      help="the throughput sweep after the accuracy run (default: quick; full: rows "
                           "of 2^10 .. 2^24 and batches of 4096 x 128 .. 32768; off: none)")
+    run.add_argument("--baseline", metavar="FILE", default=None,
+                     help="gate the run's results against this baseline (exit 1 on a regression)")
     run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS",
                      help="further arguments for pytest, after --")
 
@@ -66,6 +71,23 @@ def build_parser() -> argparse.ArgumentParser:
     cache_parser.add_argument("action", choices=("info", "clear"))
     cache_parser.add_argument("--oracle-cache", metavar="DIR", default=None,
                               help="the cache folder (default as for run)")
+
+    baseline = commands.add_parser("baseline", help="save the baseline of results files")
+    baseline.add_argument("action", choices=("save",))
+    baseline.add_argument("results", nargs="+", metavar="RESULTS", help="results files (.jsonl)")
+    baseline.add_argument("-o", "--output", required=True, metavar="FILE",
+                          help="the baseline to write (JSON)")
+
+    gate = commands.add_parser("gate", help="compare results with a baseline: exit 1 on a regression")
+    gate.add_argument("results", nargs="+", metavar="RESULTS", help="results files (.jsonl)")
+    gate.add_argument("--baseline", required=True, metavar="FILE",
+                      help="a baseline from `baseline save`")
+    gate.add_argument("--config", metavar="PATH", default="pyproject.toml",
+                      help="pyproject.toml with [tool.softmax-suite.gate] (default: ./pyproject.toml)")
+
+    merge = commands.add_parser("merge", help="merge results files of several hosts into one")
+    merge.add_argument("results", nargs="+", metavar="RESULTS", help="results files (.jsonl)")
+    merge.add_argument("-o", "--output", required=True, metavar="FILE", help="the merged results file")
 
     cases = commands.add_parser("cases", help="list the case catalogue")
     cases.add_argument("--case", action="append", metavar="GLOBS", help="comma-separated globs")
@@ -131,7 +153,63 @@ def run_command(args: argparse.Namespace) -> int:
         return 130
     print(f"softmax-suite: results in {', '.join(map(str, written))}")
     ran_clean = (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
-    return EXIT_OK if all(code in ran_clean for code in codes) else EXIT_FAILED
+    code = EXIT_OK if all(code in ran_clean for code in codes) else EXIT_FAILED
+    if args.baseline:
+        gated = _gate([path for path in written if path.suffix == ".jsonl" and path.exists()],
+                      args.baseline, "pyproject.toml")
+        code = max(code, gated)
+    return code
+
+
+def _gate(results: list, baseline_path: str, config: str) -> int:
+    """Print the gate's table (and the Markdown summary into $GITHUB_STEP_SUMMARY); its exit code."""
+    try:
+        rules = load_settings(Path(config)).gate
+        before = baseline_io.load(baseline_path)["entries"]
+        _, records = baseline_io.read_many(results)
+        current, conflicts = baseline_io.entries(records)
+    except (ConfigError, baseline_io.BaselineError) as error:
+        print(f"softmax-suite: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if conflicts:
+        print("softmax-suite: the results disagree on the same key:\n  " + "\n  ".join(conflicts),
+              file=sys.stderr)
+        return EXIT_USAGE
+    findings = gate_rules.gate(before, current, rules)
+    print(gate_rules.format_table(findings))
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as file:
+            file.write(gate_rules.format_markdown(findings))
+    return EXIT_FAILED if any(f.severity == gate_rules.FAIL for f in findings) else EXIT_OK
+
+
+def gate_command(args: argparse.Namespace) -> int:
+    return _gate(args.results, args.baseline, args.config)
+
+
+def baseline_command(args: argparse.Namespace) -> int:
+    try:
+        saved = baseline_io.save(args.results, args.output)
+    except (baseline_io.BaselineError, OSError) as error:
+        print(f"softmax-suite: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"softmax-suite: baseline of {len(saved['entries'])} results in {args.output}")
+    return EXIT_OK
+
+
+def merge_command(args: argparse.Namespace) -> int:
+    try:
+        count, conflicts = baseline_io.merge(args.results, args.output)
+    except (baseline_io.BaselineError, OSError) as error:
+        print(f"softmax-suite: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if conflicts:
+        print("softmax-suite: conflicts (the same result with different values; nothing written):\n  "
+              + "\n  ".join(conflicts), file=sys.stderr)
+        return EXIT_FAILED
+    print(f"softmax-suite: {count} results from {len(args.results)} files in {args.output}")
+    return EXIT_OK
 
 
 def backends_command(args: argparse.Namespace) -> int:
@@ -206,7 +284,8 @@ def cache_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": run_command, "backends": backends_command, "cases": cases_command,
-            "cache": cache_command}
+            "cache": cache_command, "baseline": baseline_command, "gate": gate_command,
+            "merge": merge_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from oracle.budget import BudgetConstants
+from reports.gate import GateConfigError, GateRules, rules_from_table
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,6 +27,7 @@ class Settings:
     budget: BudgetConstants = field(default_factory=BudgetConstants)
     flush_to_zero: str = "note"
     known_deviations: Path = DEFAULT_DEVIATIONS
+    gate: GateRules = field(default_factory=GateRules)
     source: str = "defaults"
 
 
@@ -61,9 +63,17 @@ def load_settings(pyproject: Path | None) -> Settings:
     path = (pyproject.parent / deviations) if deviations else DEFAULT_DEVIATIONS
     if deviations and not path.is_file():
         raise ConfigError(f"{where}.known_deviations = {deviations!r}: no such file {path}")
+    gate_table = table.get("gate", {})
+    if not isinstance(gate_table, dict):
+        raise ConfigError(f"{where}.gate: must be a table of thresholds")
+    try:
+        gate = rules_from_table(gate_table, f"{where}.gate")
+    except GateConfigError as error:
+        raise ConfigError(str(error)) from None
     return Settings(
         budget=BudgetConstants(**{k: float(v) for k, v in budget_table.items()}),
         flush_to_zero=flush,
         known_deviations=path,
+        gate=gate,
         source=str(pyproject),
     )

@@ -20,6 +20,8 @@ import pytest
 from backends.protocol import DTYPES, FORWARD_OPS, OPS, Backend
 from backends.registry import BUILTIN, Unavailable, check_names, load
 from oracle import cache, progress, store
+from reports import baseline as baseline_io
+from reports import gate as gate_rules
 from reports.agreement import agreement_matrix, format_agreement
 from reports.results import ResultsWriter, jsonable
 from reports.semantics import format_semantics, semantics_table
@@ -77,6 +79,12 @@ class SuiteState:
         except ConfigError as error:
             raise pytest.UsageError(str(error)) from None
         self.environment = environment.describe(self.backends)
+        baseline_path = config.getoption("baseline")
+        try:
+            self.baseline = baseline_io.load(baseline_path)["entries"] if baseline_path else None
+        except baseline_io.BaselineError as error:
+            raise pytest.UsageError(f"--baseline: {error}") from None
+
         self.results: list[dict] = []
         self.writer: ResultsWriter | None = None
         # Staleness of a known deviation can only be judged on the whole catalogue.
@@ -152,6 +160,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"throughput shapes: {', '.join(throughput.SWEEPS)} (default: quick: rows of "
                          "2^12 and 2^20 and a 4096 x 256 batch; full: rows of 2^10 .. 2^24 and "
                          "batches of 4096 x 128 .. 32768)")
+    group.addoption("--baseline", metavar="FILE", default=None,
+                    help="fail an item whose result regressed against this baseline (softmax-suite "
+                         "baseline save); rules from [tool.softmax-suite.gate]")
     group.addoption("--suite-config", metavar="PATH", default=None,
                     help="pyproject.toml holding [tool.softmax-suite] (default: ./pyproject.toml)")
 
@@ -259,6 +270,8 @@ def _checker(request: pytest.FixtureRequest, run):
         backend = state.backends[target.backend]
         record = run(target, backend, state.settings, state.deviations)
         request.node.stash[RECORD_KEY] = record
+        if state.baseline is not None:
+            _gate_record(state, record)
         status = record["status"]
         if status == "unsupported":
             pytest.skip(f"unsupported: {record['message']}")
@@ -295,6 +308,26 @@ def check_throughput(request: pytest.FixtureRequest, benchmark):
         return throughput.run(target, backend, benchmark, state.sweep, state.environment)
 
     return _checker(request, run)
+
+
+def _gate_record(state: SuiteState, record: dict) -> None:
+    """Compare one result with its baseline entry; a regression fails the item (and so shows in
+    JUnit XML) after the record keeps what regressed."""
+    name = baseline_io.key(record)
+    before = state.baseline.get(name)
+    if before is None:
+        return
+    try:
+        current = baseline_io.entry(record)
+    except baseline_io.BaselineError:
+        return
+    findings = gate_rules.compare(name, before, current, state.settings.gate)
+    if findings:
+        record["gate"] = [finding.as_dict() for finding in findings]
+    failed = [f for f in findings if f.severity == gate_rules.FAIL]
+    if failed:
+        pytest.fail("; ".join(f"regressed against the baseline: {f.rule} ({f.before} -> {f.after}, "
+                              f"threshold {f.threshold})" for f in failed), pytrace=False)
 
 
 def _skip_record(target: Target, reason: str) -> dict:
@@ -371,5 +404,11 @@ class ResultsCollector:
             terminalreporter.write_line(
                 f"stale known deviation (it explains no failure of this run; remove it from "
                 f"{state.settings.known_deviations}): {deviation.reason}", yellow=True)
+        if state.baseline is not None:
+            missing = set(state.baseline) - {baseline_io.key(record) for record in state.results}
+            if missing:
+                terminalreporter.write_line(
+                    f"{len(missing)} results of the baseline were not in this run (a narrower selection, "
+                    f"or removed), e.g. {sorted(missing)[0]}", yellow=True)
         if state.writer is not None:
             terminalreporter.write_line(f"results: {state.writer.path}")

@@ -1,0 +1,195 @@
+"""The regression gate: results against a baseline, rule by rule (thresholds from pyproject.toml
+[tool.softmax-suite.gate], with overrides per op, dtype or op/dtype).
+
+* status: a result that passed and now fails (or errs), or a semantic difference the baseline
+  did not have: fail.
+* accuracy: the gated error above factor x baseline + margin: fail; below (baseline - margin) /
+  factor: noted (a changed algorithm deserves a look).
+* throughput: the median roofline fraction down by more than throughput_drop (or, for a
+  baseline saved from several runs, by more than those runs drifted apart), and the drop
+  significant (one-sided Mann-Whitney U over the rounds' fractions, p < significance): fail;
+  such a drop that is not significant is noted. Gating the fraction of the same run's copy, not
+  seconds, cancels the machine's speed; the test sees the noise within a run, and only several
+  baseline runs show the drift between runs (measured here: one benchmark 2.2x slower in a
+  second run, with rounds within 3% of each other in both).
+* a result new since the baseline: noted; one missing from the run: warned.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field, fields, replace
+
+FAIL, NOTE, WARN = "fail", "note", "warn"
+FAILING = ("fail", "error")
+
+
+class GateConfigError(ValueError):
+    """Malformed [tool.softmax-suite.gate]; the message names the key and the fix."""
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    accuracy_factor: float = 2.0
+    accuracy_margin: float = 1.0
+    throughput_drop: float = 0.15
+    significance: float = 0.01
+
+
+@dataclass(frozen=True)
+class GateRules:
+    default: Thresholds = field(default_factory=Thresholds)
+    overrides: dict[str, Thresholds] = field(default_factory=dict)
+
+    def thresholds(self, op: str, dtype: str) -> Thresholds:
+        """The most specific thresholds: op/dtype, then op, then dtype, then the defaults."""
+        for name in (f"{op}/{dtype}", op, dtype):
+            if name in self.overrides:
+                return self.overrides[name]
+        return self.default
+
+
+def rules_from_table(table: dict, where: str) -> GateRules:
+    """GateRules from a [tool.softmax-suite.gate] table (where names it in errors)."""
+    def thresholds(values: dict, base: Thresholds, at: str) -> Thresholds:
+        valid = {f.name for f in fields(Thresholds)}
+        for name, value in values.items():
+            if name not in valid:
+                raise GateConfigError(f"{at}: unknown key {name!r}; valid keys are "
+                                      f"{', '.join(sorted(valid))}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise GateConfigError(f"{at}.{name} = {value!r}: must be a number >= 0")
+        if values.get("accuracy_factor", 1) < 1:
+            raise GateConfigError(f"{at}.accuracy_factor = {values['accuracy_factor']!r}: must be >= 1")
+        return replace(base, **{k: float(v) for k, v in values.items()})
+
+    overrides_table = table.get("overrides", {})
+    if not isinstance(overrides_table, dict):
+        raise GateConfigError(f"{where}.overrides: must be a table of op, dtype or 'op/dtype' keys")
+    default = thresholds({k: v for k, v in table.items() if k != "overrides"}, Thresholds(), where)
+    return GateRules(default, {name: thresholds(values, default, f"{where}.overrides.{name!r}")
+                               for name, values in overrides_table.items()})
+
+
+def mann_whitney_greater(before: list[float], after: list[float]) -> float:
+    """One-sided p-value that `before` tends to exceed `after` (Mann-Whitney U, normal
+    approximation with tie and continuity corrections)."""
+    n1, n2 = len(before), len(after)
+    if not n1 or not n2:
+        return 1.0
+    pooled = sorted((value, group) for group, values in ((0, before), (1, after)) for value in values)
+    ranks: list[float] = [0.0] * len(pooled)
+    ties = 0.0
+    i = 0
+    while i < len(pooled):
+        j = i
+        while j + 1 < len(pooled) and pooled[j + 1][0] == pooled[i][0]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[k] = (i + j) / 2 + 1
+        size = j - i + 1
+        ties += size**3 - size
+        i = j + 1
+    rank_before = sum(rank for rank, (_, group) in zip(ranks, pooled, strict=True) if group == 0)
+    u = rank_before - n1 * (n1 + 1) / 2
+    total = n1 + n2
+    variance = n1 * n2 / 12 * ((total + 1) - ties / (total * (total - 1)))
+    if variance <= 0:
+        return 1.0
+    z = (u - n1 * n2 / 2 - 0.5) / math.sqrt(variance)
+    return 0.5 * math.erfc(z / math.sqrt(2))
+
+
+@dataclass(frozen=True)
+class Finding:
+    key: str
+    severity: str
+    rule: str
+    before: str
+    after: str
+    threshold: str
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def compare(name: str, before: dict, after: dict, rules: GateRules) -> list[Finding]:
+    """The findings for one result against its baseline entry."""
+    check, _, _, dtype, op = name.split("/")[:5]
+    limits = rules.thresholds(op, dtype)
+    found = []
+    if before["status"] == "pass" and after["status"] in FAILING:
+        found.append(Finding(name, FAIL, "newly failing", before["status"], after["status"], "status pass"))
+    new_semantic = sorted(set(after.get("semantic", [])) - set(before.get("semantic", [])))
+    if new_semantic:
+        had = ", ".join(before.get("semantic", [])) or "none"
+        found.append(Finding(name, FAIL, "new semantic difference", had, ", ".join(new_semantic), "none new"))
+    if check == "accuracy" and "value" in before and after.get("metric") == before.get("metric"):
+        old, new, unit = before["value"], after["value"], before["metric"]
+        ceiling = old * limits.accuracy_factor + limits.accuracy_margin
+        floor = (old - limits.accuracy_margin) / limits.accuracy_factor
+        if new > ceiling:
+            rule = f"<= {ceiling:.4g} (x{limits.accuracy_factor:g} + {limits.accuracy_margin:g})"
+            found.append(Finding(name, FAIL, "accuracy regressed", f"{old:.4g} {unit}", f"{new:.4g} {unit}",
+                                 rule))
+        elif new < floor:
+            found.append(Finding(name, NOTE, "accuracy improved", f"{old:.4g} {unit}", f"{new:.4g} {unit}",
+                                 f">= {floor:.4g}"))
+    if check == "throughput" and "round_fractions" in before and "round_fractions" in after:
+        old = statistics.median(before["round_fractions"])
+        new = statistics.median(after["round_fractions"])
+        drop = 1 - new / old if old > 0 else 0.0
+        runs = before.get("run_fractions", [])
+        # The drift between the baseline's own runs is not a regression either.
+        allowed = max(limits.throughput_drop, 1 - min(runs) / max(runs) if len(runs) > 1 else 0.0)
+        if drop > allowed:
+            p = mann_whitney_greater(before["round_fractions"], after["round_fractions"])
+            significant = p < limits.significance
+            found.append(Finding(name, FAIL if significant else NOTE,
+                                 "slower" if significant else "slower, not significant",
+                                 f"{old:.3g} of copy", f"{new:.3g} of copy (-{drop:.0%}, p={p:.2g})",
+                                 f"drop <= {allowed:.0%} or p >= {limits.significance:g}"))
+    return found
+
+
+def gate(baseline: dict[str, dict], current: dict[str, dict], rules: GateRules) -> list[Finding]:
+    """Every finding of a run (entries by key) against a baseline (entries by key)."""
+    found = []
+    for name in sorted(current):
+        if name in baseline:
+            found += compare(name, baseline[name], current[name], rules)
+        else:
+            found.append(Finding(name, NOTE, "new since the baseline", "-", current[name]["status"], "-"))
+    found += [Finding(name, WARN, "missing from the run", baseline[name]["status"], "-", "-")
+              for name in sorted(set(baseline) - set(current))]
+    return found
+
+
+def format_table(findings: list[Finding]) -> str:
+    """A plain-text table of the findings, failures first."""
+    if not findings:
+        return "gate: no regressions, nothing new, nothing missing"
+    order = {FAIL: 0, WARN: 1, NOTE: 2}
+    rows = [("", "what", "rule", "before", "after", "threshold")] + [
+        (f.severity.upper(), f.key, f.rule, f.before, f.after, f.threshold)
+        for f in sorted(findings, key=lambda f: (order[f.severity], f.key))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
+
+
+def format_markdown(findings: list[Finding]) -> str:
+    """The findings as a Markdown summary (for $GITHUB_STEP_SUMMARY)."""
+    failures = sum(f.severity == FAIL for f in findings)
+    verdict = f"**{failures} regression(s)**" if failures else "**no regressions**"
+    lines = [f"## softmax-suite gate: {verdict}", ""]
+    shown = [f for f in findings if f.severity != NOTE or f.rule != "new since the baseline"]
+    new = len(findings) - len(shown)
+    if shown:
+        lines += ["| | what | rule | before | after | threshold |", "|---|---|---|---|---|---|"]
+        lines += [f"| {f.severity} | `{f.key}` | {f.rule} | {f.before} | {f.after} | {f.threshold} |"
+                  for f in shown]
+    if new:
+        lines += ["", f"{new} result(s) new since the baseline."]
+    return "\n".join(lines) + "\n"

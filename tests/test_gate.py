@@ -1,0 +1,216 @@
+"""The regression gate (reports.gate, reports.baseline, `softmax-suite baseline|gate|merge`): each
+rule fires on crafted results and only then, jitter does not fail it, and a planted 2x slowdown
+and a planted accuracy regression do."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from reports import baseline as baseline_io
+from reports.gate import FAIL, NOTE, WARN, GateRules, Thresholds, gate, mann_whitney_greater, rules_from_table
+from suites.cli import build_parser
+from suites.config import ConfigError, load_settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def accuracy(status: str = "pass", value: float = 2.0, semantic: tuple = (), op: str = "softmax",
+             dtype: str = "float32") -> dict:
+    return {"check": "accuracy", "backend": "b", "device": "cpu", "dtype": dtype, "op": op, "case": "c",
+            "status": status, "semantic": dict.fromkeys(semantic, 1), "metrics": {"max_ulp": value}}
+
+
+def timed(round_seconds: list[float], case: str = "row_n1M") -> dict:
+    # 8 MB moved per call and a copy at 100 GB/s: a 1 ms round is 0.08 of the copy.
+    return {"check": "throughput", "backend": "b", "device": "cpu", "dtype": "float32", "op": "softmax",
+            "case": case, "status": "pass", "traffic_bytes": 8_000_000, "copy": {"gb_per_s": 100.0},
+            "timing": {"rounds_s": round_seconds, "median_s": float(np.median(round_seconds))},
+            "gb_per_s": 8e6 / np.median(round_seconds) / 1e9,
+            "roofline_fraction": 8e6 / np.median(round_seconds) / 1e9 / 100.0}
+
+
+DEFAULT_RULES = GateRules()
+
+
+def findings(before: list[dict], after: list[dict], rules: GateRules = DEFAULT_RULES) -> list[tuple]:
+    old, _ = baseline_io.entries(before)
+    new, _ = baseline_io.entries(after)
+    return [(f.severity, f.rule) for f in gate(old, new, rules)]
+
+
+def test_identical_results_pass_the_gate() -> None:
+    records = [accuracy(), timed([1e-3] * 20)]
+    assert findings(records, records) == []
+
+
+@pytest.mark.parametrize(("before", "after", "expected"), [
+    (accuracy(), accuracy(status="fail"), [(FAIL, "newly failing")]),
+    (accuracy(), accuracy(status="error"), [(FAIL, "newly failing")]),
+    (accuracy(status="fail"), accuracy(status="fail"), []),  # failing before: not a regression
+    (accuracy(status="known_failure"), accuracy(status="pass"), []),
+    (accuracy(), accuracy(semantic=("nan_for_number",)), [(FAIL, "new semantic difference")]),
+    (accuracy(semantic=("nan_for_number",)), accuracy(semantic=("nan_for_number",)), []),
+    # Defaults: factor 2, margin 1 ULP: from 2 ULP, above 5 fails and below 0.5 is noted.
+    (accuracy(value=2.0), accuracy(value=5.0), []),
+    (accuracy(value=2.0), accuracy(value=5.01), [(FAIL, "accuracy regressed")]),
+    (accuracy(value=2.0), accuracy(value=0.51), []),
+    (accuracy(value=2.0), accuracy(value=0.49), [(NOTE, "accuracy improved")]),
+])
+def test_each_status_and_accuracy_rule_fires_only_on_its_change(before, after, expected) -> None:
+    assert findings([before], [after]) == expected
+
+
+def test_new_and_missing_results() -> None:
+    base = [accuracy(), accuracy(op="log_softmax")]
+    run = [accuracy(), accuracy(op="logsumexp")]
+    assert sorted(findings(base, run)) == [(NOTE, "new since the baseline"), (WARN, "missing from the run")]
+
+
+def test_overrides_take_the_most_specific_thresholds() -> None:
+    rules = rules_from_table({"accuracy_factor": 3.0, "overrides": {
+        "softmax": {"accuracy_factor": 4.0}, "softmax/float16": {"accuracy_factor": 8.0},
+        "float16": {"accuracy_margin": 0.0}}}, "[gate]")
+    assert rules.thresholds("softmax", "float16").accuracy_factor == 8.0
+    assert rules.thresholds("softmax", "float32").accuracy_factor == 4.0
+    assert rules.thresholds("log_softmax", "float16") == Thresholds(accuracy_factor=3.0, accuracy_margin=0.0)
+    assert rules.thresholds("log_softmax", "float32") == Thresholds(accuracy_factor=3.0)
+    # from 2 ULP to 12: past x3 + 1 = 7, within x8 + 1 = 17
+    assert findings([accuracy(value=2.0)], [accuracy(value=12.0)], rules) == [(FAIL, "accuracy regressed")]
+    half = {"dtype": "float16"}
+    assert findings([accuracy(value=2.0, **half)], [accuracy(value=12.0, **half)], rules) == []
+
+
+def rounds(rng: np.random.Generator, seconds: float, count: int = 30, jitter: float = 0.10) -> list[float]:
+    return (seconds * (1 + rng.uniform(-jitter, jitter, count))).tolist()
+
+
+def test_timing_jitter_does_not_fail_the_gate() -> None:
+    # +-10% uniform jitter on every round, 200 baseline/run pairs: never a failure.
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        assert all(severity != FAIL for severity, _ in
+                   findings([timed(rounds(rng, 1e-3))], [timed(rounds(rng, 1e-3))]))
+
+
+def test_a_2x_slowdown_fails_and_a_drop_within_noise_is_only_noted() -> None:
+    rng = np.random.default_rng(2)
+    assert findings([timed(rounds(rng, 1e-3))], [timed(rounds(rng, 2e-3))]) == [(FAIL, "slower")]
+    # 20% slower over 3 noisy rounds each: past the threshold, not significant.
+    assert findings([timed([1.0e-3, 0.7e-3, 1.3e-3])], [timed([1.2e-3, 0.9e-3, 1.5e-3])]) == [
+        (NOTE, "slower, not significant")]
+
+
+def test_a_baseline_of_several_runs_allows_their_drift() -> None:
+    rng = np.random.default_rng(3)
+    runs = [timed(rounds(rng, 1e-3)), timed(rounds(rng, 1.3e-3))]  # the machine drifted 23% apart
+    assert findings(runs, [timed(rounds(rng, 1.25e-3))]) == []
+    assert findings(runs, [timed(rounds(rng, 2e-3))]) == [(FAIL, "slower")]
+
+
+def test_mann_whitney_matches_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(4)
+    for shift in (0.0, 0.02, 0.1):
+        before, after = rng.normal(1, 0.05, 25).tolist(), rng.normal(1 - shift, 0.05, 30).tolist()
+        want = stats.mannwhitneyu(before, after, alternative="greater", method="asymptotic").pvalue
+        assert mann_whitney_greater(before, after) == pytest.approx(want, rel=1e-9)
+    tied = [1.0, 1.0, 2.0, 2.0, 3.0]
+    want = stats.mannwhitneyu(tied, [1.0, 2.0, 2.0], alternative="greater", method="asymptotic").pvalue
+    assert mann_whitney_greater(tied, [1.0, 2.0, 2.0]) == pytest.approx(want, rel=1e-9)
+
+
+def test_malformed_gate_settings_name_the_key(tmp_path: Path) -> None:
+    for table, words in (("accuracy_factr = 2", "unknown key 'accuracy_factr'"),
+                         ("throughput_drop = -1", "throughput_drop = -1: must be a number >= 0"),
+                         ("accuracy_factor = 0.5", "accuracy_factor = 0.5: must be >= 1"),
+                         ("[tool.softmax-suite.gate.overrides.softmax]\nsignificanse = 0.1",
+                          "unknown key 'significanse'")):
+        path = tmp_path / "pyproject.toml"
+        header = "" if table.startswith("[") else "[tool.softmax-suite.gate]\n"
+        path.write_text(header + table + "\n")
+        with pytest.raises(ConfigError, match=words.replace("(", r"\(")):
+            load_settings(path)
+
+
+def cli(*args: str, env: dict | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "suites.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, timeout=600)
+
+
+def planted_run(out: Path, **env: str) -> list[str]:
+    done = cli("run", "--backend", "tests.planted_backend:Softmax", "--op", "softmax",
+               "--case", "random_n1k_s10", "--out", str(out), "-n", "0",
+               "--", "-k", "random_n1k_s10 or row_n1M",
+               env={f"PLANTED_{k.upper()}": v for k, v in env.items()})
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    return [str(out / "results.jsonl"), str(out / "throughput.jsonl")]
+
+
+def test_a_planted_slowdown_and_accuracy_regression_fail_the_gate(tmp_path: Path) -> None:
+    baseline = tmp_path / "baseline.json"
+    saved = cli("baseline", "save", *planted_run(tmp_path / "before"), "-o", str(baseline))
+    assert saved.returncode == 0, saved.stderr
+    text = baseline.read_text()
+    assert text == json.dumps(json.loads(text), indent=1, sort_keys=True) + "\n"  # stable, diffable
+    summary = tmp_path / "summary.md"
+    worse = cli("gate", *planted_run(tmp_path / "worse", error="64"), "--baseline", str(baseline),
+                env={"GITHUB_STEP_SUMMARY": str(summary)})
+    assert worse.returncode == 1, worse.stdout + worse.stderr
+    assert "accuracy regressed" in worse.stdout and "accuracy/tests.planted_backend:Softmax" in worse.stdout
+    assert summary.read_text().startswith("## softmax-suite gate: **")
+    # Twice the work per call: a machine that drifts between runs may hide it once; three tries.
+    for _ in range(3):
+        slower = cli("gate", *planted_run(tmp_path / "slower", slowdown="2"), "--baseline", str(baseline))
+        if slower.returncode == 1 and "slower " in slower.stdout:
+            break
+    assert slower.returncode == 1 and "FAIL  throughput/" in slower.stdout, slower.stdout
+
+
+def test_gate_and_baseline_file_errors_exit_two(tmp_path: Path) -> None:
+    (tmp_path / "bad.json").write_text("{\n  nope")
+    done = cli("gate", str(tmp_path / "missing.jsonl"), "--baseline", str(tmp_path / "bad.json"))
+    assert done.returncode == 2 and "bad.json:2: not JSON" in done.stderr
+    (tmp_path / "other.json").write_text('{"schema": 7, "entries": {}}')
+    done = cli("gate", str(tmp_path / "missing.jsonl"), "--baseline", str(tmp_path / "other.json"))
+    assert done.returncode == 2 and "not a softmax-suite baseline of schema 1" in done.stderr
+
+
+def write_results(path: Path, records: list[dict]) -> str:
+    from reports.results import SCHEMA_VERSION
+
+    lines = [{"kind": "run", "schema": SCHEMA_VERSION}, *({**r, "kind": "result"} for r in records)]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return str(path)
+
+
+def test_merge_joins_hosts_and_reports_conflicts(tmp_path: Path) -> None:
+    cpu = write_results(tmp_path / "cpu.jsonl", [accuracy()])
+    gpu = write_results(tmp_path / "gpu.jsonl", [{**accuracy(), "device": "cuda"}])
+    done = cli("merge", cpu, gpu, "-o", str(tmp_path / "all.jsonl"))
+    assert done.returncode == 0, done.stderr
+    merged = [json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()]
+    assert [r["device"] for r in merged if r["kind"] == "result"] == ["cpu", "cuda"]
+    assert [h["file"] for h in merged[0]["merged_from"]] == [cpu, gpu]
+    other = write_results(tmp_path / "other.jsonl", [accuracy(status="fail")])
+    done = cli("merge", cpu, other, "-o", str(tmp_path / "conflict.jsonl"))
+    assert done.returncode == 1 and "accuracy/b/cpu/float32/softmax/c" in done.stderr
+    assert not (tmp_path / "conflict.jsonl").exists()
+
+
+def test_the_example_workflow_commands_are_valid() -> None:
+    workflow = yaml.safe_load((REPO / "docs" / "softmax-suite-ci.yml").read_text())
+    commands = [line.strip() for job in workflow["jobs"].values() for step in job["steps"]
+                for line in step.get("run", "").splitlines() if line.strip().startswith("softmax-suite ")]
+    assert {shlex.split(c)[1] for c in commands} >= {"run", "merge", "gate", "baseline"}
+    parser = build_parser()
+    for command in commands:
+        parser.parse_args(shlex.split(command)[1:])  # exits (fails the test) on an invalid command
