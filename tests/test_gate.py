@@ -214,3 +214,29 @@ def test_the_example_workflow_commands_are_valid() -> None:
     parser = build_parser()
     for command in commands:
         parser.parse_args(shlex.split(command)[1:])  # exits (fails the test) on an invalid command
+
+
+def test_pytest_baseline_fails_the_regressed_items_in_junit(tmp_path: Path) -> None:
+    # 3 ULP up is within softmax's budget on random_n1k_s10 (about 50 ULP) but past the baseline's
+    # 0.5 ULP x 2 + 1: the status stays "pass", only the gate fails the item.
+    baseline = tmp_path / "baseline.json"
+    assert cli("baseline", "save", *planted_run(tmp_path / "before"), "-o", str(baseline)).returncode == 0
+    junit = tmp_path / "junit.xml"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", str(REPO / "suites" / "test_forward.py"), "-p", "suites.plugin",
+         "-p", "no:cacheprovider", "--backend", "tests.planted_backend:Softmax", "--op", "softmax",
+         "--case", "random_n1k_s10", "--baseline", str(baseline), "--junitxml", str(junit),
+         "--results", str(tmp_path / "r.jsonl")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(REPO), "PLANTED_ERROR": "3"})
+    assert done.returncode == 1, done.stdout + done.stderr
+    xml = junit.read_text()
+    assert 'failures="1"' in xml and "regressed against the baseline: accuracy regressed" in xml
+    lines = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    record = next(line for line in lines if line["kind"] == "result" and line["status"] != "unsupported")
+    assert record["status"] == "pass" and record["gate"][0]["rule"] == "accuracy regressed"
+    # `run --baseline` gates what it wrote: exit 1 for the same regression.
+    again = cli("run", "--backend", "tests.planted_backend:Softmax", "--op", "softmax", "--case",
+                "random_n1k_s10", "--throughput", "off", "--out", str(tmp_path / "again"), "-n", "0",
+                "--baseline", str(baseline), env={"PLANTED_ERROR": "3"})
+    assert again.returncode == 1 and "accuracy regressed" in again.stdout, again.stdout + again.stderr
