@@ -72,10 +72,11 @@ def run_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
     return run
 
 
-def test_a_backend_that_returns_before_its_work_is_done_is_a_measurement_error(run_suite) -> None:
+def test_a_backend_that_returns_before_its_work_is_done_is_a_measurement_error(run_suite, tmp_path) -> None:
     lazy_spec, waiting_spec = "tests.lazy_backend:LazySoftmax", "tests.lazy_backend:WaitingSoftmax"
     outcome, records = run_suite("--backend", f"{lazy_spec},{waiting_spec}", "--op", "softmax",
-                                 "--dtype", "float32", "-k", "row_n1M")
+                                 "--dtype", "float32", "-k", "row_n1M",
+                                 "--benchmark-json", str(tmp_path / "benchmark.json"))
     by_backend = {record["backend"]: record for record in records}
     lazy, waiting = by_backend[lazy_spec], by_backend[waiting_spec]
     # The lazy call returns in microseconds while its copy takes a millisecond: many times what
@@ -87,6 +88,11 @@ def test_a_backend_that_returns_before_its_work_is_done_is_a_measurement_error(r
     # Synchronised, the same work is a plausible fraction of the copy.
     assert waiting["status"] == "pass" and 0 < waiting["roofline_fraction"] < 1, waiting
     assert outcome.ret == pytest.ExitCode.TESTS_FAILED
+    # Nor does pytest-benchmark's JSON carry it as a throughput.
+    extra = {entry["extra_info"]["backend"]: entry["extra_info"]
+             for entry in json.loads((tmp_path / "benchmark.json").read_text())["benchmarks"]}
+    assert "roofline_fraction" not in extra[lazy_spec] and extra[lazy_spec]["status"] == "error"
+    assert extra[waiting_spec]["roofline_fraction"] == waiting["roofline_fraction"]
 
 
 def test_records_carry_the_numbers_and_the_environment(run_suite) -> None:
