@@ -1,5 +1,5 @@
 """The regression gate: results against a baseline, rule by rule (thresholds from pyproject.toml
-[tool.softmax-suite.gate], with overrides per op, dtype or op/dtype).
+[tool.softmax-suite.gate], with overrides per op, dtype or op/dtype; read by suites.config).
 
 * status: a result that passed and now fails (or errs), or a semantic difference the baseline
   did not have: fail.
@@ -19,14 +19,10 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 
 FAIL, NOTE, WARN = "fail", "note", "warn"
 FAILING = ("fail", "error")
-
-
-class GateConfigError(ValueError):
-    """Malformed [tool.softmax-suite.gate]; the message names the key and the fix."""
 
 
 @dataclass(frozen=True)
@@ -48,28 +44,6 @@ class GateRules:
             if name in self.overrides:
                 return self.overrides[name]
         return self.default
-
-
-def rules_from_table(table: dict, where: str) -> GateRules:
-    """GateRules from a [tool.softmax-suite.gate] table (where names it in errors)."""
-    def thresholds(values: dict, base: Thresholds, at: str) -> Thresholds:
-        valid = {f.name for f in fields(Thresholds)}
-        for name, value in values.items():
-            if name not in valid:
-                raise GateConfigError(f"{at}: unknown key {name!r}; valid keys are "
-                                      f"{', '.join(sorted(valid))}")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise GateConfigError(f"{at}.{name} = {value!r}: must be a number >= 0")
-        if values.get("accuracy_factor", 1) < 1:
-            raise GateConfigError(f"{at}.accuracy_factor = {values['accuracy_factor']!r}: must be >= 1")
-        return replace(base, **{k: float(v) for k, v in values.items()})
-
-    overrides_table = table.get("overrides", {})
-    if not isinstance(overrides_table, dict):
-        raise GateConfigError(f"{where}.overrides: must be a table of op, dtype or 'op/dtype' keys")
-    default = thresholds({k: v for k, v in table.items() if k != "overrides"}, Thresholds(), where)
-    return GateRules(default, {name: thresholds(values, default, f"{where}.overrides.{name!r}")
-                               for name, values in overrides_table.items()})
 
 
 def mann_whitney_greater(before: list[float], after: list[float]) -> float:

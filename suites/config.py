@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from oracle.budget import BudgetConstants
-from reports.gate import GateConfigError, GateRules, rules_from_table
+from reports.gate import GateRules, Thresholds
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,13 +48,7 @@ def load_settings(pyproject: Path | None) -> Settings:
         if key not in known:
             raise ConfigError(f"{where}: unknown key {key!r}; valid keys are {', '.join(sorted(known))}")
     budget_table = table.get("budget", {})
-    defaults = BudgetConstants().as_dict()
-    for key, value in budget_table.items():
-        if key not in defaults:
-            raise ConfigError(f"{where}.budget: unknown constant {key!r}; valid constants are "
-                              f"{', '.join(defaults)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(f"{where}.budget.{key} = {value!r}: must be a number >= 0")
+    _check_numbers(budget_table, list(BudgetConstants().as_dict()), f"{where}.budget", "constant")
     flush = table.get("flush_to_zero", "note")
     if flush not in FLUSH_POLICIES:
         raise ConfigError(f"{where}.flush_to_zero = {flush!r}: must be one of "
@@ -66,10 +60,7 @@ def load_settings(pyproject: Path | None) -> Settings:
     gate_table = table.get("gate", {})
     if not isinstance(gate_table, dict):
         raise ConfigError(f"{where}.gate: must be a table of thresholds")
-    try:
-        gate = rules_from_table(gate_table, f"{where}.gate")
-    except GateConfigError as error:
-        raise ConfigError(str(error)) from None
+    gate = gate_rules(gate_table, f"{where}.gate")
     return Settings(
         budget=BudgetConstants(**{k: float(v) for k, v in budget_table.items()}),
         flush_to_zero=flush,
@@ -77,3 +68,29 @@ def load_settings(pyproject: Path | None) -> Settings:
         gate=gate,
         source=str(pyproject),
     )
+
+
+def _check_numbers(values: dict, valid: list[str], where: str, noun: str) -> None:
+    """Every key of values one of valid, every value a number >= 0."""
+    for name, value in values.items():
+        if name not in valid:
+            raise ConfigError(f"{where}: unknown {noun} {name!r}; valid {noun}s are {', '.join(valid)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ConfigError(f"{where}.{name} = {value!r}: must be a number >= 0")
+
+
+def gate_rules(table: dict, where: str) -> GateRules:
+    """GateRules from a [tool.softmax-suite.gate] table: thresholds, then overrides per op,
+    dtype or 'op/dtype', each on top of the table's own thresholds."""
+    def thresholds(values: dict, base: Thresholds, at: str) -> Thresholds:
+        _check_numbers(values, sorted(f.name for f in fields(Thresholds)), at, "key")
+        if values.get("accuracy_factor", 1) < 1:
+            raise ConfigError(f"{at}.accuracy_factor = {values['accuracy_factor']!r}: must be >= 1")
+        return replace(base, **{k: float(v) for k, v in values.items()})
+
+    overrides = table.get("overrides", {})
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where}.overrides: must be a table of op, dtype or 'op/dtype' keys")
+    default = thresholds({k: v for k, v in table.items() if k != "overrides"}, Thresholds(), where)
+    return GateRules(default, {name: thresholds(values, default, f"{where}.overrides.{name!r}")
+                               for name, values in overrides.items()})

@@ -317,11 +317,7 @@ def _gate_record(state: SuiteState, record: dict) -> None:
     before = state.baseline.get(name)
     if before is None:
         return
-    try:
-        current = baseline_io.entry(record)
-    except baseline_io.BaselineError:
-        return
-    findings = gate_rules.compare(name, before, current, state.settings.gate)
+    findings = gate_rules.compare(name, before, baseline_io.entry(record), state.settings.gate)
     if findings:
         record["gate"] = [finding.as_dict() for finding in findings]
     failed = [f for f in findings if f.severity == gate_rules.FAIL]

@@ -16,9 +16,9 @@ import pytest
 import yaml
 
 from reports import baseline as baseline_io
-from reports.gate import FAIL, NOTE, WARN, GateRules, Thresholds, gate, mann_whitney_greater, rules_from_table
+from reports.gate import FAIL, NOTE, WARN, GateRules, Thresholds, gate, mann_whitney_greater
 from suites.cli import build_parser
-from suites.config import ConfigError, load_settings
+from suites.config import ConfigError, gate_rules, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ def test_new_and_missing_results() -> None:
 
 
 def test_overrides_take_the_most_specific_thresholds() -> None:
-    rules = rules_from_table({"accuracy_factor": 3.0, "overrides": {
+    rules = gate_rules({"accuracy_factor": 3.0, "overrides": {
         "softmax": {"accuracy_factor": 4.0}, "softmax/float16": {"accuracy_factor": 8.0},
         "float16": {"accuracy_margin": 0.0}}}, "[gate]")
     assert rules.thresholds("softmax", "float16").accuracy_factor == 8.0
