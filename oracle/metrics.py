@@ -20,6 +20,19 @@ SEMANTIC_CATEGORIES: tuple[str, ...] = ("nan_unexpected", "nan_missing", "inf_vs
 NOTE_CATEGORIES: tuple[str, ...] = ("flushed_subnormal", "zero_sign")
 CATEGORIES: tuple[str, ...] = SEMANTIC_CATEGORIES + NOTE_CATEGORIES
 FLOAT_MAX = float(np.finfo(np.float64).max)
+# Upper edges of the ULP histogram's bins: (0, 0.5] is correctly rounded, then one bin per
+# power of two up to 2^20; one more bin counts the errors above it.
+ULP_BIN_EDGES: tuple[float, ...] = (0.5, *(2.0**k for k in range(21)))
+
+
+def ulp_histogram(ulps: np.ndarray) -> list[int]:
+    """Counts of ulps per bin of ULP_BIN_EDGES (bin i holds edge[i-1] < ulp <= edge[i]; the
+    last bin the rest), trailing empty bins left off."""
+    counts = np.bincount(np.searchsorted(ULP_BIN_EDGES, ulps, side="left"),
+                         minlength=len(ULP_BIN_EDGES) + 1).tolist()
+    while counts and not counts[-1]:
+        counts.pop()
+    return counts
 
 
 @dataclass(frozen=True)
@@ -85,8 +98,8 @@ def compare(reference: Reference, got: np.ndarray) -> Comparison:
 
 
 def summarize(comparison: Comparison, ulp_scope: np.ndarray | None = None) -> dict:
-    """The metrics recorded per result: max/p50/p99 ULP (over ulp_scope where given), max
-    relative/absolute, category counts."""
+    """The metrics recorded per result: max/p50/p99 ULP and the ULP histogram (over ulp_scope
+    where given), max relative/absolute, category counts."""
     measured = comparison.measured
     ulps = comparison.ulp[measured if ulp_scope is None else measured & ulp_scope]
     metrics: dict = {
@@ -95,6 +108,7 @@ def summarize(comparison: Comparison, ulp_scope: np.ndarray | None = None) -> di
         "max_ulp": float(ulps.max()) if ulps.size else None,
         "p50_ulp": float(np.percentile(ulps, 50)) if ulps.size else None,
         "p99_ulp": float(np.percentile(ulps, 99)) if ulps.size else None,
+        "ulp_histogram": ulp_histogram(ulps),
         "max_rel": float(comparison.rel[measured].max()) if measured.any() else None,
         "max_abs": float(comparison.abs[measured].max()) if measured.any() else None,
         "categories": {name: int(mask.sum()) for name, mask in comparison.categories.items()

@@ -150,14 +150,16 @@ def run(target: Target, backend: Backend, settings: Settings,
         return {**record, "status": "unsupported", "message": reason}
     x = case_input(target.case, target.dtype)
     record["shape"] = list(x.shape)
+    record["input_sha256"] = bits_digest(x)
     cotangents = None
+    inputs = [x]
     if target.cotangent is not None:
         cotangents = case_cotangents(target.case, target.cotangent, target.dtype)
+        # logsumexp's VJP takes the cotangent of its reduced output: one value per row.
+        inputs.append(cotangents[1] if target.op == "logsumexp_vjp" else cotangents[0])
+        record["cotangent_sha256"] = bits_digest(inputs[1])
     reference = cache.reference(target.op, x, case.axis, cotangents)
     record["oracle"] = {"max_precision": reference.max_precision, **reference.certificate}
-    inputs = [x]
-    if cotangents is not None:
-        inputs.append(cotangents[1] if target.op == "logsumexp_vjp" else cotangents[0])
     # The backend's time only: a cold oracle takes seconds and is not the backend's.
     started = time.perf_counter()
     try:
@@ -172,11 +174,17 @@ def run(target: Target, backend: Backend, settings: Settings,
     return judged({**record, **judge(reference, got, settings, case.axis)}, deviations)
 
 
+def bits_digest(values: np.ndarray) -> str:
+    """sha256 of an array's bits in C order, whatever its memory layout: a reproducer checks
+    that it rebuilt the exact input."""
+    return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+
+
 def output_digest(got: np.ndarray) -> str:
     """sha256 of the output's bits in C order, every NaN written as one canonical NaN (a NaN's
     sign and payload carry no meaning here), so equal digests mean bit-for-bit agreement."""
     canonical = np.where(np.isnan(got.astype(np.float64)), np.array(np.nan, got.dtype), got)
-    return hashlib.sha256(np.ascontiguousarray(canonical.astype(got.dtype)).tobytes()).hexdigest()
+    return bits_digest(canonical.astype(got.dtype))
 
 
 def special_values(case: Case, x: np.ndarray, reference: Reference, got: np.ndarray) -> dict:

@@ -13,7 +13,7 @@ import pytest
 from oracle.budget import budget_ulp
 from oracle.exact import FORWARD_OPS, forward_references
 from oracle.formats import DTYPES, FORMATS
-from oracle.metrics import CATEGORIES, compare, summarize
+from oracle.metrics import CATEGORIES, compare, summarize, ulp_histogram
 from oracle.rounding import ulp
 
 
@@ -273,8 +273,18 @@ def test_summary_fields():
         "n_elements": 1, "n_measured": 1, "max_ulp": 1 - 2.0**-7, "p50_ulp": 1 - 2.0**-7,
         "p99_ulp": 1 - 2.0**-7, "max_rel": pytest.approx((2.0**-23 - 2.0**-30) / (1 + 2.0**-30)),
         "max_abs": 2.0**-23 - 2.0**-30, "categories": {},
+        "ulp_histogram": [0, 1],  # 1 - 2^-7 lies in the bin (0.5, 1]
     }
     assert set(compare(ref, np.array(1.0)).categories) == set(CATEGORIES)
+
+
+def test_ulp_histogram_bins():
+    # Bin 0 is (0, 0.5] (correctly rounded), bin 1 (0.5, 1], bin k+1 (2^(k-1), 2^k], the last
+    # bin above 2^20; an edge belongs to the bin it closes.
+    ulps = np.array([0.0, 0.5, 0.5000001, 1.0, 1.5, 3.0, 4.0, 2.0**20, 2.0**20 + 1, 1e300])
+    assert ulp_histogram(ulps) == [2, 2, 1, 2, *[0] * 17, 1, 2]
+    assert ulp_histogram(np.array([0.25, 0.75])) == [1, 1]  # trailing empty bins left off
+    assert ulp_histogram(np.array([])) == []
 
 
 # -- budgets -----------------------------------------------------------------------------------
