@@ -3,8 +3,8 @@
 `run` is pytest over the suites package with the same selection options: accuracy and
 invariants in parallel into OUT/results.jsonl, then throughput in one process (pytest-benchmark
 times nothing under pytest-xdist) into OUT/throughput.jsonl and pytest-benchmark's
-OUT/benchmark.json; exit status 0 when nothing unexpected failed, 1 when something did, 2 on
-usage errors.
+OUT/benchmark.json, and the HTML report of both in OUT/report.html; exit status 0 when nothing
+unexpected failed, 1 when something did (or regressed against --baseline), 2 on usage errors.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from backends.registry import BUILTIN, check_names, load
 from oracle import store
 from reports import baseline as baseline_io
 from reports import gate as gate_rules
+from reports import html
 from suites.cases import CATALOGUE, select_cases
 from suites.config import ConfigError, load_settings
 from suites.selection import SELECTION_OPTIONS, split
@@ -84,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a baseline from `baseline save`")
     gate.add_argument("--config", metavar="PATH", default="pyproject.toml",
                       help="pyproject.toml with [tool.softmax-suite.gate] (default: ./pyproject.toml)")
+
+    report = commands.add_parser("report", help="render results files as one offline HTML report")
+    report.add_argument("results", nargs="+", metavar="RESULTS", help="results files (.jsonl)")
+    report.add_argument("-o", "--output", default="report.html", metavar="FILE",
+                        help="the HTML file to write (default: report.html)")
+    report.add_argument("--baseline", metavar="FILE", default=None,
+                        help="also show the deltas against this baseline (as `gate` judges them)")
+    report.add_argument("--config", metavar="PATH", default="pyproject.toml",
+                        help="pyproject.toml with [tool.softmax-suite.gate] (default: ./pyproject.toml)")
 
     merge = commands.add_parser("merge", help="merge results files of several hosts into one")
     merge.add_argument("results", nargs="+", metavar="RESULTS", help="results files (.jsonl)")
@@ -154,28 +164,39 @@ def run_command(args: argparse.Namespace) -> int:
     print(f"softmax-suite: results in {', '.join(map(str, written))}")
     ran_clean = (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
     code = EXIT_OK if all(code in ran_clean for code in codes) else EXIT_FAILED
-    if args.baseline:
-        gated = _gate([path for path in written if path.suffix == ".jsonl" and path.exists()],
-                      args.baseline, "pyproject.toml")
-        code = max(code, gated)
-    return code
+    finished = [path for path in written if path.suffix == ".jsonl" and path.exists()]
+    return max(code, _gate_and_report(finished, args.baseline, "pyproject.toml", out / "report.html"))
 
 
-def _gate(results: list, baseline_path: str, config: str) -> int:
-    """Print the gate's table (and the Markdown summary into $GITHUB_STEP_SUMMARY); its exit code."""
+class InputError(Exception):
+    """A results file, baseline or configuration that cannot be used: exit 2 with the message."""
+
+
+def _read(paths: list) -> tuple[list[dict], list[dict]]:
     try:
-        rules = load_settings(Path(config)).gate
-        before = baseline_io.load(baseline_path)["entries"]
-        _, records = baseline_io.read_many(results)
-        current, conflicts = baseline_io.entries(records)
+        return baseline_io.read_many(paths)
+    except baseline_io.BaselineError as error:
+        raise InputError(str(error)) from None
+
+
+def _load_gate(baseline_path: str, config: str) -> tuple[dict, gate_rules.GateRules]:
+    """The baseline's entries and the gate's rules, read before any results file."""
+    try:
+        return baseline_io.load(baseline_path)["entries"], load_settings(Path(config)).gate
     except (ConfigError, baseline_io.BaselineError) as error:
-        print(f"softmax-suite: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        raise InputError(str(error)) from None
+
+
+def _findings(records: list[dict], before: dict, rules: gate_rules.GateRules) -> list[gate_rules.Finding]:
+    """The gate's findings for these records against the baseline's entries."""
+    current, conflicts = baseline_io.entries(records)
     if conflicts:
-        print("softmax-suite: the results disagree on the same key:\n  " + "\n  ".join(conflicts),
-              file=sys.stderr)
-        return EXIT_USAGE
-    findings = gate_rules.gate(before, current, rules)
+        raise InputError("the results disagree on the same key:\n  " + "\n  ".join(conflicts))
+    return gate_rules.gate(before, current, rules)
+
+
+def _print_findings(findings: list[gate_rules.Finding]) -> int:
+    """Print the gate's table (and the Markdown summary into $GITHUB_STEP_SUMMARY); its exit code."""
     print(gate_rules.format_table(findings))
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
@@ -184,8 +205,33 @@ def _gate(results: list, baseline_path: str, config: str) -> int:
     return EXIT_FAILED if any(f.severity == gate_rules.FAIL for f in findings) else EXIT_OK
 
 
+def _gate_and_report(paths: list, baseline: str | None, config: str, report: Path | None) -> int:
+    """Gate the results files against the baseline (when given) and write the report (when
+    asked); exit 1 on a regression, 2 on a file that cannot be used."""
+    try:
+        gate_input = _load_gate(baseline, config) if baseline else None
+        headers, records = _read(paths)
+        findings = _findings(records, *gate_input) if gate_input else None
+    except InputError as error:
+        print(f"softmax-suite: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    code = _print_findings(findings) if findings is not None else EXIT_OK
+    if report is not None:
+        try:
+            html.write_report(headers, records, report, findings)
+        except OSError as error:
+            print(f"softmax-suite: cannot write the report {report}: {error.strerror}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"softmax-suite: report in {report}")
+    return code
+
+
 def gate_command(args: argparse.Namespace) -> int:
-    return _gate(args.results, args.baseline, args.config)
+    return _gate_and_report(args.results, args.baseline, args.config, None)
+
+
+def report_command(args: argparse.Namespace) -> int:
+    return _gate_and_report(args.results, args.baseline, args.config, Path(args.output))
 
 
 def baseline_command(args: argparse.Namespace) -> int:
@@ -285,7 +331,7 @@ def cache_command(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": run_command, "backends": backends_command, "cases": cases_command,
             "cache": cache_command, "baseline": baseline_command, "gate": gate_command,
-            "merge": merge_command}
+            "merge": merge_command, "report": report_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,6 +41,9 @@ def test_run_writes_results_and_exits_zero(tmp_path: Path) -> None:
         record = by_id[entry["extra_info"]["op"], entry["extra_info"]["dtype"], entry["extra_info"]["case"]]
         assert entry["stats"]["median"] == record["timing"]["median_s"]
         assert entry["extra_info"]["roofline_fraction"] == record["roofline_fraction"]
+    # And the report of both files (tests/test_report*.py look inside it).
+    assert (tmp_path / "report.html").stat().st_size > 0
+    assert f"report in {tmp_path / 'report.html'}" in done.stdout
 
 
 def test_throughput_off_runs_accuracy_alone(tmp_path: Path) -> None:

@@ -1,0 +1,510 @@
+"""The HTML report: results files (and a baseline's gate findings) rendered into one offline file.
+
+`build` turns records into the report's sections, `render` fills the Jinja2 template with
+autoescape on (every string from a results file is text, never markup), `write_report` does both
+for `softmax-suite report` and the end of `softmax-suite run`.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import statistics
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import jinja2
+from markupsafe import Markup
+
+from oracle.metrics import ULP_BIN_EDGES
+from reports import charts
+from reports.agreement import agreement_matrix
+from reports.gate import FAIL, NOTE, WARN, Finding
+from reports.reproduce import ReproduceError, snippet
+from reports.results import STATUSES, status_counts
+from reports.semantics import DTYPES, OPS, backend_name, ordered, semantics_table
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+# Reproducers embed inputs up to this many bytes (the special-value cases, rows of 1000) and
+# rebuild larger ones from the catalogue, digest-checked: a full run's report lists ~400 known
+# failures, and 64 KiB each would make it 9 MB instead of 5.6.
+REPORT_EMBED_LIMIT = 8 * 1024
+FAILED = ("fail", "error")
+STATUS_LABELS = {"pass": "passed", "fail": "failed", "known_failure": "known", "error": "error",
+                 "unsupported": "unsupported", "skip": "skipped"}
+BIN_LABELS = ("≤0.5", *(charts.size_label(e) for e in ULP_BIN_EDGES[1:]),
+              f">{charts.size_label(ULP_BIN_EDGES[-1])}")
+
+
+def check_of(record: dict) -> str:
+    # Records written before the invariants check existed carry no "check" field.
+    return record.get("check") or "accuracy"
+
+
+class Details:
+    """The table the report's script reads on click: one entry per explained element. Entries
+    of a kind share one list of labels (its schema) and carry only their values, which keeps
+    a full run's table small."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, list[str]] = {}
+        self.entries: list[list] = []
+
+    def add(self, kind: str, title: str, rows: Sequence[tuple[str, object]],
+            anchor: str | None = None) -> int:
+        labels = self.schemas.setdefault(kind, [label for label, _ in rows])
+        if len(labels) != len(rows):
+            raise ValueError(f"details of kind {kind!r} with {len(rows)} rows, its schema has {len(labels)}")
+        values = [None if value in (None, "", [], {}) else _plain(value) for _, value in rows]
+        self.entries.append([kind, title, values, anchor])
+        return len(self.entries) - 1
+
+    def as_dict(self) -> dict:
+        return {"schemas": self.schemas, "entries": self.entries}
+
+
+def _plain(value: object) -> str:
+    if isinstance(value, float):
+        return charts.number(value, 4)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(_plain, value)) + "]"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_plain(v)}" for k, v in value.items())
+    return str(value)
+
+
+def _ulp(record: dict) -> float | None:
+    value = (record.get("metrics") or {}).get("max_ulp")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _row_label(record: dict) -> str:
+    return f"{record['case']} / {record['cotangent']}" if record.get("cotangent") else record["case"]
+
+
+def _accuracy_rows(record: dict) -> list[tuple[str, object]]:
+    metrics = record.get("metrics") or {}
+    bound = record.get("bound") or {}
+    worst = metrics.get("worst") or {}
+    return [
+        ("status", record["status"]), ("message", record.get("message")),
+        ("max ULP", metrics.get("max_ulp")), ("median ULP", metrics.get("p50_ulp")),
+        ("99th percentile ULP", metrics.get("p99_ulp")),
+        ("scaled error (u x natural scale)", metrics.get("max_scaled")),
+        ("elements cancelling / underflowing",
+         f"{metrics['n_cancellation']} / {metrics['n_underflow']}" if "n_cancellation" in metrics else None),
+        ("budget at the worst element (ULP)", bound.get("budget_ulp")),
+        ("error / budget", bound.get("ratio")),
+        # The element's values in full: the digits are the point.
+        ("worst element", worst.get("index")), ("got", _full(worst.get("got"))),
+        ("exact", worst.get("exact")), ("correctly rounded", _full(worst.get("rounded"))),
+        ("categories", metrics.get("categories")), ("semantic differences", record.get("semantic")),
+        ("shape", record.get("shape")),
+        ("layout", record.get("layout") if record.get("layout") != "contiguous" else None),
+        ("oracle", _certificate(record.get("oracle") or {})),
+    ]
+
+
+def _full(value: object) -> object:
+    return repr(float(value)) if isinstance(value, (int, float)) else value
+
+
+def _certificate(oracle: dict) -> str:
+    """Which oracle tiers decided how many elements, and the highest mpmath precision used."""
+    tiers = [f"{name.replace('_', '-')} {count}" for name, count in oracle.items()
+             if name != "max_precision" and count]
+    precision = f"; up to {oracle['max_precision']} bits" if oracle.get("mpmath") else ""
+    return ", ".join(tiers) + precision
+
+
+def verdict(results: list[dict], findings: Sequence[Finding] | None) -> dict:
+    counts = status_counts(results)
+    regressed = sum(f.severity == FAIL for f in findings or ())
+    unexpected = counts["fail"] + counts["error"]
+    parts = [f"{counts[s]} {STATUS_LABELS[s]}" for s in STATUSES if counts.get(s)]
+    if findings is not None:
+        parts.append(f"{regressed} regressed against the baseline")
+    return {"ok": not unexpected and not regressed, "counts": counts, "text": ", ".join(parts),
+            "unexpected": unexpected, "regressed": regressed, "baseline": findings is not None}
+
+
+def grid(records: list[dict], details: Details) -> dict:
+    """Backend/device x op rows, dtype columns: status counts and the worst ULP of each cell."""
+    cells: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for record in records:
+        cells[(backend_name(record), record["op"], record["dtype"])].append(record)
+    names = sorted({name for name, _, _ in cells})
+    ops = ordered((op for _, op, _ in cells), OPS)
+    dtypes = ordered((d for _, _, d in cells), DTYPES)
+    rows = []
+    for name in names:
+        for op in ops:
+            row = []
+            for dtype in dtypes:
+                group = cells.get((name, op, dtype), [])
+                counts = status_counts(group)
+                worst = max((u for u in map(_ulp, group) if u is not None), default=None)
+                state = next((s for s in ("error", "fail", "known_failure", "pass", "unsupported", "skip")
+                              if counts.get(s)), "none")
+                text = ", ".join(f"{counts[s]} {STATUS_LABELS[s]}" for s in STATUSES if counts.get(s))
+                row.append({"state": state, "text": text or "not run",
+                            "worst": charts.number(worst) if worst is not None else "",
+                            "colour": charts.ulp_colour(worst) if worst is not None else ""})
+            rows.append({"backend": name, "op": op, "cells": row})
+    return {"dtypes": dtypes, "rows": rows}
+
+
+def heatmaps(records: list[dict], details: Details, anchors: dict[int, str]) -> list[dict]:
+    """One heatmap per op: a panel per dtype, a row per case (and cotangent), a column per backend."""
+    ops = ordered((r["op"] for r in records), OPS)
+    names = sorted({backend_name(r) for r in records})
+    found = []
+    for op in ops:
+        mine = [r for r in records if r["op"] == op]
+        rows = list(dict.fromkeys(_row_label(r) for r in mine))
+        panels = []
+        for dtype in ordered((r["dtype"] for r in mine), DTYPES):
+            cells = {}
+            for record in (r for r in mine if r["dtype"] == dtype):
+                ulp = _ulp(record)
+                name = backend_name(record)
+                title = (f"{name} {op} {dtype} {_row_label(record)}: {record['status']}"
+                         + (f", max {charts.number(ulp)} ULP" if ulp is not None else "")
+                         + (f" ({record['message']})" if record["status"] in ("unsupported", "skip") else ""))
+                key = details.add("accuracy", f"{op} · {dtype} · {_row_label(record)} · {name}",
+                                  _accuracy_rows(record),
+                                  anchors.get(id(record)))
+                cells[(_row_label(record), name)] = charts.Cell(ulp, record["status"], title, key)
+            panels.append(charts.Panel(dtype, names, cells))
+        found.append({"op": op, "vjp": op.endswith("_vjp"), "rows": len(rows),
+                      "svg": charts.heatmap(rows, panels, f"max ULP error of {op} per case and backend")})
+    return found
+
+
+def _bin_colours() -> list[str]:
+    # Each bin in the colour of its upper edge, the last one past every stop.
+    return [charts.ulp_colour(edge) for edge in ULP_BIN_EDGES] + [charts.ulp_colour(math.inf)]
+
+
+def distributions(records: list[dict]) -> list[dict]:
+    """Per forward/gradient, backend/device and dtype: the summed ULP histograms of the elements."""
+    sums: dict[tuple[bool, str, str], list[int]] = {}
+    worst: dict[tuple[bool, str, str], float] = {}
+    for record in records:
+        histogram = (record.get("metrics") or {}).get("ulp_histogram")
+        if not histogram:
+            continue
+        group = (record["op"].endswith("_vjp"), backend_name(record), record["dtype"])
+        total = sums.setdefault(group, [0] * len(BIN_LABELS))
+        for i, count in enumerate(histogram):
+            total[i] += count
+        worst[group] = max(worst.get(group, 0.0), _ulp(record) or 0.0)
+    colours = _bin_colours()
+    sections = []
+    for vjp in (False, True):
+        groups = [g for g in sums if g[0] == vjp]
+        if not groups:
+            continue
+        names = sorted({g[1] for g in groups})
+        dtypes = ordered((g[2] for g in groups), DTYPES)
+        rows = []
+        for name in names:
+            row = []
+            for dtype in dtypes:
+                counts = sums.get((vjp, name, dtype))
+                if counts is None:
+                    row.append(None)
+                    continue
+                total = sum(counts)
+                titles = [f"{count} elements ({count / total:.3%}) with error {_bin_range(i)} ULP"
+                          for i, count in enumerate(counts)]
+                labels = [text if i % 5 == 0 else "" for i, text in enumerate(BIN_LABELS)]
+                row.append({"svg": charts.histogram(counts, labels, colours,
+                                                    f"ULP errors of {name} in {dtype}", titles),
+                            "elements": total, "rounded": counts[0] / total,
+                            "worst": charts.number(worst[(vjp, name, dtype)])})
+            rows.append({"backend": name, "cells": row})
+        sections.append({"vjp": vjp, "dtypes": dtypes, "rows": rows})
+    return sections
+
+
+def _bin_range(i: int) -> str:
+    if i == 0:
+        return "≤ 0.5"
+    if i == len(ULP_BIN_EDGES):
+        return f"> {charts.number(ULP_BIN_EDGES[-1])}"
+    return f"in ({charts.number(ULP_BIN_EDGES[i - 1])}, {charts.number(ULP_BIN_EDGES[i])}]"
+
+
+def invariants(records: list[dict]) -> dict:
+    """Backend/device rows, invariant columns: per dtype, how many cases held the invariant."""
+    tally: dict[tuple[str, str], dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    names: list[str] = []
+    for record in records:
+        for invariant, outcome in (record.get("invariants") or {}).items():
+            names.append(invariant)
+            count = tally[(backend_name(record), invariant)][record["dtype"]]
+            count[0] += bool(outcome.get("ok"))
+            count[1] += 1
+    invariants_seen = list(dict.fromkeys(names))
+    backends = sorted({name for name, _ in tally})
+    dtypes = ordered((d for counts in tally.values() for d in counts), DTYPES)
+    rows = []
+    for name in backends:
+        for invariant in invariants_seen:
+            counts = tally.get((name, invariant))
+            if not counts:
+                continue
+            rows.append({"backend": name, "invariant": invariant, "cells": [
+                {"text": f"{counts[d][0]}/{counts[d][1]}", "ok": counts[d][0] == counts[d][1]}
+                if d in counts else None for d in dtypes]})
+    broken = [r for r in records if r["status"] in ("fail", "error", "known_failure")]
+    return {"dtypes": dtypes, "rows": rows, "broken": len(broken)}
+
+
+def semantics(records: list[dict]) -> list[dict]:
+    table = semantics_table(records)
+    return [{"backend": name, "flush_to_zero": entry["flush_to_zero"],
+             "ops": list(next(iter(entry["rows"].values()), {})),
+             "rows": [{"input": label, "cells": list(cells.values())}
+                      for label, cells in entry["rows"].items()]}
+            for name, entry in table.items()]
+
+
+def agreement(records: list[dict]) -> list[dict]:
+    """Per dtype, the backend x backend share of shared comparisons answered bit for bit alike."""
+    matrix = agreement_matrix(records)
+    pairs: dict[str, dict[tuple[str, str], list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    for entry in matrix:
+        group_of = {name: i for i, names in enumerate(entry["groups"]) for name in names}
+        for a in group_of:
+            for b in group_of:
+                tally = pairs[entry["dtype"]][(a, b)]
+                tally[0] += group_of[a] == group_of[b]
+                tally[1] += 1
+    tables = []
+    for dtype in ordered(pairs, DTYPES):
+        names = sorted({a for a, _ in pairs[dtype]})
+        rows = []
+        for a in names:
+            cells = []
+            for b in names:
+                agree, total = pairs[dtype].get((a, b), (0, 0))
+                share = agree / total if total else None
+                cells.append({"text": f"{agree}/{total}" if total else "-",
+                              "share": share, "self": a == b})
+            rows.append({"backend": a, "cells": cells})
+        tables.append({"dtype": dtype, "names": names, "rows": rows})
+    return tables
+
+
+def throughput(records: list[dict], details: Details) -> list[dict]:
+    """Per device: per op and dtype, GB/s against elements per backend, the copy as roofline."""
+    passed = [r for r in records if r["status"] == "pass" and r.get("gb_per_s")]
+    names = sorted({r["backend"] for r in passed})
+    devices = sorted({r["device"] for r in passed})
+    sections = []
+    for device in devices:
+        mine = [r for r in passed if r["device"] == device]
+        charts_ = []
+        for op in ordered((r["op"] for r in mine), OPS):
+            for dtype in ordered((r["dtype"] for r in mine if r["op"] == op), DTYPES):
+                series = []
+                for i, name in enumerate(names):
+                    group = [r for r in mine
+                             if (r["op"], r["dtype"], r["backend"]) == (op, dtype, name)]
+                    for family, marker in (("row", "circle"), ("batch", "square")):
+                        points = [r for r in group if r["shape"][0] == 1] if family == "row" else \
+                            [r for r in group if r["shape"][0] > 1]
+                        if not points:
+                            continue
+                        points.sort(key=lambda r: r["elements"])
+                        keys = [details.add("throughput", r["nodeid"], _throughput_rows(r)) for r in points]
+                        series.append(charts.Series(f"{name} {family}s", [(r["elements"], r["gb_per_s"])
+                                                                          for r in points],
+                                                    charts.colour(i), marker=marker, keys=keys))
+                        series.append(charts.Series(f"{name} copy ({family}s): the roofline",
+                                                    [(r["elements"], r["copy"]["gb_per_s"]) for r in points],
+                                                    charts.colour(i), dashed=True))
+                charts_.append(charts.line_chart(series, f"{op} {dtype}", "elements", "GB/s",
+                                                 _point_title))
+        sections.append({"device": device, "charts": charts_,
+                         "legend": [(name, charts.colour(i)) for i, name in enumerate(names)]})
+    return sections
+
+
+def _point_title(series: charts.Series, x: float, y: float) -> str:
+    return f"{series.name}, {charts.size_label(x)} elements: {charts.number(y)} GB/s"
+
+
+def _throughput_rows(record: dict) -> list[tuple[str, object]]:
+    timing = record.get("timing") or {}
+    return [("status", record["status"]), ("shape", record.get("shape")),
+            ("median time (s)", timing.get("median_s")), ("min time (s)", timing.get("min_s")),
+            ("rounds", timing.get("rounds")), ("first call (s)", record.get("first_call_s")),
+            ("GB/s of minimal traffic", record.get("gb_per_s")),
+            ("elements/s", record.get("elements_per_s")),
+            ("copy GB/s (same size, same run)", (record.get("copy") or {}).get("gb_per_s")),
+            ("fraction of the copy", record.get("roofline_fraction")),
+            ("cache regime", record.get("cache_regime")), ("test", record.get("nodeid"))]
+
+
+def trade_off(accuracy: list[dict], speed: list[dict], details: Details) -> dict:
+    """One point per backend/device, op and dtype: the median roofline fraction over the sizes
+    timed, against the worst ULP error over the accuracy cases."""
+    worst: dict[tuple, float] = {}
+    for record in accuracy:
+        ulp = _ulp(record)
+        if ulp is not None:
+            group = (backend_name(record), record["op"], record["dtype"])
+            worst[group] = max(worst.get(group, 0.0), ulp)
+    fractions: dict[tuple, list[float]] = defaultdict(list)
+    for record in speed:
+        if record["status"] == "pass" and record.get("roofline_fraction"):
+            group = (backend_name(record), record["op"], record["dtype"])
+            fractions[group].append(record["roofline_fraction"])
+    names = sorted({g[0] for g in fractions})
+    markers = dict(zip(DTYPES, ("circle", "square", "diamond", "circle"), strict=True))
+    points = []
+    for group in sorted(set(worst) & set(fractions)):
+        name, op, dtype = group
+        fraction = statistics.median(fractions[group])
+        # A worst error under 1/8 ULP draws at 1/8: the log axis has no zero.
+        ulp = max(worst[group], 0.125)
+        title = (f"{name} {op} {dtype}: {charts.number(fraction)} of the copy (median of "
+                 f"{len(fractions[group])} sizes), max {charts.number(worst[group])} ULP")
+        key = details.add("trade_off", f"{name} · {op} · {dtype}", [
+            ("median fraction of the copy", fraction), ("fractions", fractions[group]),
+            ("max ULP over the cases", worst[group])])
+        points.append(charts.Point(fraction, ulp, charts.colour(names.index(name)),
+                                   markers.get(dtype, "circle"), title, key, hollow=dtype == "float64"))
+    svg = charts.scatter(points, "accuracy against speed", "fraction of the copy bandwidth (faster: right)",
+                         "max ULP error (lower is better)")
+    return {"svg": svg, "legend": [(name, charts.colour(i)) for i, name in enumerate(names)]}
+
+
+def failures(results: list[dict]) -> tuple[list[dict], dict[int, str]]:
+    """Every failed, erring or known-failing result with its reproducer, unexpected ones first;
+    and the anchor of each by id(record)."""
+    order = {"fail": 0, "error": 0, "known_failure": 1}
+    chosen = sorted((r for r in results if r["status"] in order),
+                    key=lambda r: (order[r["status"]], check_of(r), r.get("nodeid", "")))
+    listed, anchors = [], {}
+    for i, record in enumerate(chosen):
+        anchor = f"failure-{i}"
+        anchors[id(record)] = anchor
+        code, why = None, None
+        if check_of(record) == "accuracy":
+            try:
+                code = snippet(record, REPORT_EMBED_LIMIT)
+            except ReproduceError as error:
+                why = str(error)
+        listed.append({"anchor": anchor, "status": record["status"], "check": check_of(record),
+                       "nodeid": record.get("nodeid") or "/".join(
+                           str(record.get(k)) for k in ("backend", "device", "dtype", "op", "case")),
+                       "message": record.get("message", ""),
+                       "known": (record.get("known_deviation") or {}).get("reason"),
+                       "snippet": code, "why_no_snippet": why,
+                       "expected": record["status"] == "known_failure"})
+    return listed, anchors
+
+
+def environments(headers: list[dict]) -> list[dict]:
+    """One entry per run (merged files list the runs they came from)."""
+    runs = []
+    for header in headers:
+        for run in header.get("merged_from") or [header]:
+            command = run.get("command") or []
+            environment = run.get("environment") or {}
+            runs.append({
+                "file": run.get("file") or header.get("file"), "started": run.get("started"),
+                "command": shlex.join(map(str, command)) if isinstance(command, list) else str(command),
+                "cwd": run.get("cwd"),
+                "facts": [(k, run.get(k)) for k in ("python", "platform", "machine", "cpu_count")
+                          if run.get(k) is not None]
+                + [(k, environment.get(k)) for k in ("cpu", "cores") if environment.get(k)]
+                + [("settings", _plain(run.get("settings") or {}))],
+                "backends": [{"name": name, "version": info.get("version"),
+                              "devices": ", ".join(info.get("devices") or []) or "none",
+                              "absent": [f"{device}: {why}"
+                                         for device, why in (info.get("absent_devices") or {}).items()],
+                              "threads": _plain((environment.get("devices") or {}).get(f"{name}/cpu", {}))}
+                             for name, info in sorted((run.get("backends") or {}).items())],
+                "versions": sorted((environment.get("versions") or {}).items()),
+            })
+    return runs
+
+
+def baseline_section(findings: Sequence[Finding] | None) -> dict | None:
+    if findings is None:
+        return None
+    order = {FAIL: 0, WARN: 1, NOTE: 2}
+    shown = sorted(findings, key=lambda f: (order[f.severity], f.key))
+    return {"findings": [f.as_dict() for f in shown],
+            "counts": {s: sum(f.severity == s for f in findings) for s in (FAIL, WARN, NOTE)}}
+
+
+def not_run(results: list[dict]) -> list[tuple[str, str]]:
+    """(backend/device, why) of the devices skipped as a whole (absent here): their records
+    name no dtype or case and stay out of the grid and the charts."""
+    found: dict[str, str] = {}
+    for record in results:
+        if record["status"] == "skip" and record.get("dtype") not in DTYPES:
+            found.setdefault(backend_name(record), record.get("message") or "skipped")
+    return sorted(found.items())
+
+
+def build(headers: list[dict], results: list[dict], findings: Sequence[Finding] | None = None) -> dict:
+    """Every section of the report from the runs' headers and result records."""
+    by_check: dict[str, list[dict]] = defaultdict(list)
+    for record in results:
+        if record.get("dtype") in DTYPES:
+            by_check[check_of(record)].append(record)
+    accuracy = by_check["accuracy"]
+    details = Details()
+    failed, anchors = failures(results)
+    forward = [r for r in accuracy if not r["op"].endswith("_vjp")]
+    return {
+        "verdict": verdict(results, findings),
+        "checks": {check: verdict([r for r in results if check_of(r) == check], None)
+                   for check in sorted({check_of(r) for r in results})},
+        "not_run": not_run(results),
+        "runs": environments(headers),
+        "grid": grid(accuracy, details),
+        "heatmaps": heatmaps(accuracy, details, anchors),
+        "legend": charts.ulp_legend(),
+        "distributions": distributions(accuracy),
+        "semantics": semantics(accuracy),
+        "invariants": invariants(by_check["invariants"]),
+        "agreement": agreement(accuracy),
+        "throughput": throughput(by_check["throughput"], details),
+        "trade_off": trade_off(accuracy, by_check["throughput"], details),
+        "baseline": baseline_section(findings),
+        "failures": failed,
+        "unexpected": sum(not f["expected"] for f in failed),
+        "details": details.as_dict(),
+        "counts": {"forward": len(forward), "gradients": len(accuracy) - len(forward)},
+    }
+
+
+def _environment() -> jinja2.Environment:
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                                     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    environment.filters["number"] = charts.number
+    environment.filters["percent"] = lambda share: "-" if share is None else f"{share:.1%}"
+    return environment
+
+
+def render(model: dict, title: str = "softmax-suite report") -> str:
+    """The report's HTML: the template with the model, styles and script inlined."""
+    template = _environment().get_template("report.html.j2")
+    return template.render(model=model, title=title, style=Markup((TEMPLATES / "report.css").read_text()),
+                           script=Markup((TEMPLATES / "report.js").read_text()))
+
+
+def write_report(headers: list[dict], results: list[dict], output: str | Path,
+                 findings: Sequence[Finding] | None = None) -> Path:
+    output = Path(output)
+    output.write_text(render(build(headers, results, findings)), encoding="utf-8")
+    return output
