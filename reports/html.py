@@ -129,7 +129,7 @@ def verdict(results: list[dict], findings: Sequence[Finding] | None) -> dict:
             "unexpected": unexpected, "regressed": regressed, "baseline": findings is not None}
 
 
-def grid(records: list[dict], details: Details) -> dict:
+def grid(records: list[dict]) -> dict:
     """Backend/device x op rows, dtype columns: status counts and the worst ULP of each cell."""
     cells: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for record in records:
@@ -420,6 +420,7 @@ def environments(headers: list[dict]) -> list[dict]:
             runs.append({
                 "file": run.get("file") or header.get("file"), "started": run.get("started"),
                 "command": shlex.join(map(str, command)) if isinstance(command, list) else str(command),
+                "pytest_args": shlex.join(map(str, run.get("pytest_args") or [])),
                 "cwd": run.get("cwd"),
                 "facts": [(k, run.get(k)) for k in ("python", "platform", "machine", "cpu_count")
                           if run.get(k) is not None]
@@ -471,7 +472,7 @@ def build(headers: list[dict], results: list[dict], findings: Sequence[Finding] 
                    for check in sorted({check_of(r) for r in results})},
         "not_run": not_run(results),
         "runs": environments(headers),
-        "grid": grid(accuracy, details),
+        "grid": grid(accuracy),
         "heatmaps": heatmaps(accuracy, details, anchors),
         "legend": charts.ulp_legend(),
         "distributions": distributions(accuracy),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from reports import gate as gate_rules
 from reports import html
 from suites.cases import CATALOGUE, select_cases
 from suites.config import ConfigError, load_settings
+from suites.environment import COMMAND_VARIABLE
 from suites.selection import SELECTION_OPTIONS, split
 from suites.throughput import SWEEPS
 
@@ -150,6 +152,7 @@ def run_command(args: argparse.Namespace) -> int:
         # Not a worker of any xdist run this command may itself be inside: pytest-benchmark
         # reads PYTEST_XDIST_WORKER and would time nothing.
         environment = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+        environment[COMMAND_VARIABLE] = json.dumps([Path(sys.argv[0]).name, *sys.argv[1:]])
         returned = subprocess.run(command, check=False, env=environment).returncode
         known = {code.value for code in pytest.ExitCode}
         codes.append(pytest.ExitCode(returned) if returned in known else pytest.ExitCode.INTERNAL_ERROR)

@@ -3,14 +3,25 @@ per backend and device what the adapter reports (threads used, GPU model and dri
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import sys
 from importlib import metadata
 from pathlib import Path
 
 from backends.protocol import Backend
 
 LIBRARIES = ("numpy", "scipy", "torch", "jax", "jaxlib", "mpmath", "pytest", "pytest-benchmark")
+# `softmax-suite run` hands the command the user typed to the throughput process it starts,
+# whose own argv is pytest's.
+COMMAND_VARIABLE = "SOFTMAX_SUITE_COMMAND"
+
+
+def invoked_command() -> list[str]:
+    """The command that produced the run, as the user typed it."""
+    handed = os.environ.get(COMMAND_VARIABLE)
+    return json.loads(handed) if handed else [Path(sys.argv[0]).name, *sys.argv[1:]]
 
 
 def cpu_model() -> str:

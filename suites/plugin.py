@@ -11,7 +11,6 @@ from __future__ import annotations
 import difflib
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 
@@ -185,7 +184,8 @@ def pytest_configure(config: pytest.Config) -> None:
     results_path = config.getoption("results")
     if results_path and not hasattr(config, "workerinput"):
         header = {
-            "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+            "command": environment.invoked_command(),
+            "pytest_args": [str(arg) for arg in config.invocation_params.args],
             "cwd": os.getcwd(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "python": platform.python_version(),

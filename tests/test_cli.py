@@ -33,6 +33,9 @@ def test_run_writes_results_and_exits_zero(tmp_path: Path) -> None:
     # sweep, in the suite's records and in pytest-benchmark's JSON with the same numbers.
     timings = [json.loads(line) for line in (tmp_path / "throughput.jsonl").read_text().splitlines()]
     timed = [line for line in timings if line["kind"] == "result"]
+    # Both headers name the command as typed; the throughput process's pytest arguments beside it.
+    assert lines[0]["command"][1:4] == timings[0]["command"][1:4] == ["run", "--backend", "numpy"]
+    assert "throughput" in timings[0]["pytest_args"] and "--results" in lines[0]["pytest_args"]
     assert len(timed) == 4 * 6 * 3 and {r["status"] for r in timed} == {"pass"}
     benchmarks = json.loads((tmp_path / "benchmark.json").read_text())["benchmarks"]
     assert len(benchmarks) == len(timed)

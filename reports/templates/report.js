@@ -36,9 +36,11 @@
   });
   document.getElementById("details-close").addEventListener("click", function () { panel.hidden = true; });
   document.addEventListener("keydown", function (event) { if (event.key === "Escape") { panel.hidden = true; } });
-  anchor.addEventListener("click", function () {
-    var failure = document.getElementById(anchor.getAttribute("href").slice(1));
-    if (failure) { failure.open = true; }
+  // A link to a folded section (a failure, a gradient heatmap) opens it.
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest("a[href^='#']");
+    var folded = link && document.getElementById(link.getAttribute("href").slice(1));
+    if (folded && folded.tagName === "DETAILS") { folded.open = true; }
   });
 
   // Copy a reproducer; where the clipboard is not offered (a file:// page in some browsers) the
