@@ -21,7 +21,7 @@ from oracle.metrics import ULP_BIN_EDGES
 from reports import charts
 from reports.agreement import agreement_matrix
 from reports.gate import FAIL, NOTE, WARN, Finding
-from reports.reproduce import ReproduceError, snippet
+from reports.reproduce import ReproduceError, rerun_command, snippet
 from reports.results import STATUSES, status_counts
 from reports.semantics import DTYPES, OPS, backend_name, ordered, semantics_table
 
@@ -395,17 +395,16 @@ def failures(results: list[dict]) -> tuple[list[dict], dict[int, str]]:
         anchor = f"failure-{i}"
         anchors[id(record)] = anchor
         code, why = None, None
-        if check_of(record) == "accuracy":
-            try:
-                code = snippet(record, REPORT_EMBED_LIMIT)
-            except ReproduceError as error:
-                why = str(error)
+        try:
+            code = snippet(record, REPORT_EMBED_LIMIT)
+        except ReproduceError as error:
+            why = str(error)
         listed.append({"anchor": anchor, "status": record["status"], "check": check_of(record),
                        "nodeid": record.get("nodeid") or "/".join(
                            str(record.get(k)) for k in ("backend", "device", "dtype", "op", "case")),
                        "message": record.get("message", ""),
                        "known": (record.get("known_deviation") or {}).get("reason"),
-                       "snippet": code, "why_no_snippet": why,
+                       "snippet": code, "why_no_snippet": why, "rerun": rerun_command(record),
                        "expected": record["status"] == "known_failure"})
     return listed, anchors
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import math
+import shlex
 import textwrap
 import zlib
 
@@ -42,8 +43,9 @@ def snippet(record: dict, embed_limit: int = EMBED_LIMIT_BYTES) -> str:
     if not isinstance(record, dict):
         raise ReproduceError(f"a result record is a dict, not {type(record).__name__}")
     check = record.get("check", "accuracy")
-    if check != "accuracy":
-        raise ReproduceError(f"only accuracy results have a reproducer; this is a {check!r} result")
+    if check not in ("accuracy", "invariants"):
+        raise ReproduceError(f"a {check!r} result has no reproducer script: a timing is measured again by "
+                             "re-running its test")
     status = record.get("status")
     if status in ("unsupported", "skip"):
         raise ReproduceError(f"the result's status is {status!r}: nothing was run, so there is nothing "
@@ -180,8 +182,34 @@ def _message_lines(message: str) -> list[str]:
     return lines
 
 
+def _broken_invariants(record: dict) -> list[str]:
+    """Comment lines naming each invariant the result broke, with its value and budget."""
+    outcomes = record.get("invariants")
+    if not isinstance(outcomes, dict):
+        return []
+    lines = []
+    for name, outcome in outcomes.items():
+        if isinstance(outcome, dict) and not outcome.get("ok", True):
+            value, budget = _number(outcome.get("value")), _number(outcome.get("budget"))
+            lines.append(f"#   {str(name)!r}: {value!r} {str(outcome.get('units', ''))!r}, budget {budget!r}")
+    if lines:
+        lines = ["# Invariants it broke (suites/invariants.py compares calls like the one below, on the",
+                 "# input transformed as each invariant says):", *lines]
+    return lines
+
+
+def rerun_command(record: dict) -> str | None:
+    """The shell command that re-runs the result's own test in a checkout of softmax-suite (whose
+    conftest.py loads the plugin); None without a node id."""
+    nodeid, backend = record.get("nodeid"), record.get("backend")
+    if not isinstance(nodeid, str) or not isinstance(backend, str):
+        return None
+    return f"python -m pytest {shlex.quote(nodeid)} --backend {shlex.quote(backend)}"
+
+
 def _header(record: dict, values: dict, embed: bool, embed_limit: int) -> str:
-    lines = ["# Reproduces one softmax-suite accuracy result outside the suite:"]
+    check = "invariants" if record.get("check") == "invariants" else "accuracy"
+    lines = [f"# Reproduces one softmax-suite {check} result outside the suite:"]
     for label, key in (("backend", "backend"), ("device", "device"), ("op", "op"), ("dtype", "dtype"),
                        ("case", "case"), ("cotangent", "kind")):
         if values[key] is not None:
@@ -192,6 +220,7 @@ def _header(record: dict, values: dict, embed: bool, embed_limit: int) -> str:
     lines.append(f"# The run recorded status {values['status']!r}" + (" and the message:" if message else
                                                                         ", no message."))
     lines += _message_lines(message) if message else []
+    lines += _broken_invariants(record)
     backend = values["backend"]
     package = (f"the backend's package, {backend!r}" if backend in BUILTIN
                else f"the backend's module, {backend.partition(':')[0]!r}, importable (on PYTHONPATH)")

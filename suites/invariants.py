@@ -18,7 +18,7 @@ from oracle.budget import budget
 from oracle.exact import Reference
 from oracle.formats import Format, format_of
 from oracle.rounding import ulp, ulp_exponent
-from suites.accuracy import BackendFailure, Target, base_record, call_backend, case_input, judged
+from suites.accuracy import BackendFailure, Target, base_record, bits_digest, call_backend, case_input, judged
 from suites.cases import CASES
 from suites.config import Settings
 from suites.deviations import Deviation
@@ -101,6 +101,7 @@ def run(target: Target, backend: Backend, settings: Settings,
         return {**record, "status": "unsupported", "message": reason}
     x = case_input(target.case, target.dtype)
     record["shape"] = list(x.shape)
+    record["input_sha256"] = bits_digest(x)
     measured: dict[str, dict] = {}
     try:
         # Overflow and inf - inf are what the extreme cases are for: numpy need not warn.

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from backends.registry import load
-from reports.reproduce import EMBED_LIMIT_BYTES, ReproduceError, snippet
+from reports.reproduce import EMBED_LIMIT_BYTES, ReproduceError, rerun_command, snippet
 from reports.results import jsonable
 from suites.accuracy import Target, bits_digest, call_backend, case_cotangents, case_input, output_digest, run
 from suites.cases import CASES
@@ -160,6 +160,30 @@ def test_error_records_still_call_the_backend() -> None:
     assert "the run recorded no output; its status: error\n" in done.stdout
 
 
+def test_an_invariants_result_names_what_it_broke() -> None:
+    # A crafted invariants record of numpy on glossary (numpy keeps its invariants): the snippet
+    # rebuilds the input, checks its digest, calls the op, and lists the broken invariant.
+    x = case_input("glossary", "float32")
+    result = {"check": "invariants", "op": "softmax", "backend": "numpy", "device": "cpu",
+              "dtype": "float32", "case": "glossary", "axis": -1, "layout": "contiguous", "shape": [4],
+              "status": "fail", "message": "shift invariance broken", "input_sha256": bits_digest(x),
+              "invariants": {"shift_invariance": {"ok": False, "value": 12.0, "budget": 9.9, "units": "ulp"},
+                             "sum_to_one": {"ok": True, "value": 0.5, "budget": 4.4, "units": "ulp of 1"}}}
+    code = snippet(result)
+    assert "# Reproduces one softmax-suite invariants result" in code
+    assert "#   'shift_invariance': 12.0 'ulp', budget 9.9" in code and "sum_to_one" not in code
+    done = execute(code)
+    assert done.returncode == 0, done.stderr
+    assert "the run recorded no output; its status: fail\n" in done.stdout
+
+
+def test_rerun_command_quotes_what_it_embeds() -> None:
+    result = {"nodeid": "suites/test_forward.py::test_softmax[x-cpu-float32-glossary]", "backend": "a b;rm"}
+    assert rerun_command(result) == ("python -m pytest 'suites/test_forward.py::test_softmax[x-cpu-float32-"
+                                     "glossary]' --backend 'a b;rm'")
+    assert rerun_command({"backend": "numpy"}) is None
+
+
 def test_older_record_without_digests_skips_the_checks() -> None:
     result = copy(record(*EMBEDDED["softmax_vjp"]))
     del result["input_sha256"], result["cotangent_sha256"]
@@ -208,7 +232,7 @@ def test_hostile_strings_stay_in_literals_and_comments() -> None:
     ({"input_sha256": "0" * 64}, r"catalogue's input bits .* differ from the run's.*re-run"),
     ({"cotangent_sha256": "0" * 64}, r"catalogue's cotangent bits .* differ from the run's.*re-run"),
     ({"shape": [64, 30]}, r"now has shape \[64, 31\], the run had \[64, 30\].*re-run"),
-    ({"check": "throughput"}, r"only accuracy results have a reproducer; this is a 'throughput'"),
+    ({"check": "throughput"}, r"a 'throughput' result has no reproducer script"),
     ({"status": "unsupported"}, r"status is 'unsupported': nothing was run"),
     ({"cotangent": "sideways"}, r"needs a cotangent kind, one of random, one_hot.*'sideways'"),
     ({"cotangent": ["random"]}, r"needs a cotangent kind.*\['random'\]"),
