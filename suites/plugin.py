@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from backends.protocol import DTYPES, FORWARD_OPS, OPS, Backend
-from backends.registry import BUILTIN, Unavailable, check_names, load
+from backends.registry import Unavailable, backend_names, check_names, load
 from oracle import cache, progress, store
 from reports import baseline as baseline_io
 from reports import gate as gate_rules
@@ -56,7 +56,7 @@ class SuiteState:
         self.cases = select_cases(self.case_patterns, self.include_slow)
         if self.case_patterns and not self.cases:
             raise pytest.UsageError(_no_match("case", self.case_patterns, [c.name for c in CATALOGUE]))
-        names = split(config.getoption("backend")) or list(BUILTIN)
+        names = split(config.getoption("backend")) or backend_names()
         try:
             check_names(names)
             self.backends: dict[str, Backend | Unavailable] = {name: load(name) for name in names}

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from backends.protocol import DTYPES, OPS
-from backends.registry import BUILTIN
+from backends.registry import backend_names
 from suites.cotangents import COTANGENTS
 
 # (flag, keyword arguments) for argparse and pytest's parser alike.
 SELECTION_OPTIONS: tuple[tuple[str, dict], ...] = (
     ("--backend", {"action": "append", "metavar": "NAMES",
-                   "help": f"backends, comma-separated: {', '.join(BUILTIN)} or package.module:attr "
-                           "(default: every built-in backend)"}),
+                   "help": f"backends, comma-separated: {', '.join(backend_names())} (built-in and "
+                           "installed plugins), array-api:<module> or package.module:attr (default: every "
+                           "built-in and plugin backend)"}),
     ("--device", {"action": "append", "metavar": "NAMES",
                   "help": "devices, comma-separated: cpu, cuda, mps, gpu, tpu (default: all)"}),
     ("--dtype", {"action": "append", "metavar": "NAMES",

@@ -1,0 +1,80 @@
+"""mlx: mx.softmax, mlx.nn.log_softmax's formula and mx.logsumexp on mlx's cpu (and gpu where mlx
+has one); their VJPs through mx.vjp. Every dtype crosses as its bit pattern, unconverted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from backends.protocol import Backend, BackendUnavailable
+
+# Unsigned integers of each width: arrays cross between numpy and mlx as these, then are
+# reinterpreted. mx.array(float64 array) would silently round to float32, its default float.
+UNSIGNED = {2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def load() -> Backend:
+    try:
+        import ml_dtypes
+        import mlx.core as mx
+    except ImportError as error:
+        raise BackendUnavailable(
+            f"mlx is not installed ({error}); pip install 'mlx[cpu]' (Linux) or mlx (macOS)") from None
+    to_mlx = {np.dtype(np.float16): mx.float16, np.dtype(ml_dtypes.bfloat16): mx.bfloat16,
+              np.dtype(np.float32): mx.float32, np.dtype(np.float64): mx.float64}
+    to_numpy_dtype = {mlx_type: numpy_type for numpy_type, mlx_type in to_mlx.items()}
+    unsigned_mlx = {2: mx.uint16, 4: mx.uint32, 8: mx.uint64}
+    streams = {"cpu": mx.cpu}
+    absent = {}
+    if mx.is_available(mx.gpu):
+        streams["gpu"] = mx.gpu
+    else:
+        absent["gpu"] = (f"mlx {mx.__version__} has no gpu backend here (mx.is_available(mx.gpu) is "
+                         "False: Metal is macOS only, CUDA needs the mlx[cuda] build and a GPU)")
+
+    def to_device(x: np.ndarray, device: str) -> Any:
+        # mlx arrays live in unified memory and its device is the stream its ops run on: placing
+        # an input makes that device the default for the ops called on it next.
+        mx.set_default_device(streams[device])
+        array = mx.array(x.view(UNSIGNED[x.dtype.itemsize])).view(to_mlx[x.dtype])
+        mx.eval(array)
+        return array
+
+    def to_numpy(array: Any) -> np.ndarray:
+        bits = array.view(unsigned_mlx[array.dtype.size])
+        return np.array(bits, copy=True).view(to_numpy_dtype[array.dtype])
+
+    def log_softmax(x: Any, axis: int) -> Any:
+        # mlx.nn.log_softmax's own body, called without its mx.compile(shapeless=True) wrapper: the
+        # compiled function crashes the process (SIGSEGV) on rows of length 1 (mlx 0.32.4).
+        shifted = x - mx.stop_gradient(mx.max(x, axis=axis, keepdims=True))
+        return shifted - mx.logsumexp(shifted, axis=axis, keepdims=True)
+
+    forwards = {"softmax": mx.softmax, "log_softmax": log_softmax, "logsumexp": mx.logsumexp}
+
+    def forward(function: Any) -> Any:
+        return lambda x, axis: function(x, axis=axis)
+
+    def vjp(function: Any) -> Any:
+        def pullback(x: Any, g: Any, axis: int) -> Any:
+            _, (dx,) = mx.vjp(lambda v: function(v, axis=axis), [x], [g])
+            return dx
+
+        return pullback
+
+    return Backend(
+        name="mlx",
+        version=mx.__version__,
+        ops={**{op: forward(f) for op, f in forwards.items()},
+             **{f"{op}_vjp": vjp(f) for op, f in forwards.items()}},
+        to_device=to_device,
+        to_numpy=to_numpy,
+        devices=tuple(streams),
+        absent_devices=absent,
+        # mlx is lazy: nothing is computed until the graph is evaluated.
+        synchronize=lambda device, value: mx.eval(value),
+        copy=mx.array,
+        describe=lambda device: {"device": device, **mx.device_info()},
+    )

@@ -1,0 +1,102 @@
+"""onnxruntime on its CPU execution provider: one-node ONNX graphs (Softmax, LogSoftmax and
+ReduceLogSumExp, opset 13), one InferenceSession per (op, dtype, axis, rank). No gradients.
+
+The graphs are built with the `onnx` helper API and checked by onnx.checker: ORT itself ships no
+model builder. Which dtypes each op supports is measured at load, by building and running every
+(op, dtype) once: a missing CPU kernel (bfloat16 in ORT 1.32) is reported as unsupported with
+ORT's own message.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+import numpy as np
+
+from backends.protocol import DTYPES, FORWARD_OPS, Backend, BackendUnavailable
+
+OPSET = 13
+NODES = {"softmax": "Softmax", "log_softmax": "LogSoftmax", "logsumexp": "ReduceLogSumExp"}
+# Set rather than left at ORT's default (one per physical core, found differently per platform)
+# so that a throughput record states the thread count the sessions really used.
+THREADS = os.cpu_count() or 1
+
+
+def load() -> Backend:
+    try:
+        import ml_dtypes
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError as error:
+        raise BackendUnavailable(
+            f"onnxruntime or onnx is not installed ({error}); pip install onnxruntime onnx") from None
+    if "CPUExecutionProvider" not in ort.get_available_providers():
+        raise BackendUnavailable(f"onnxruntime {ort.__version__} has no CPUExecutionProvider "
+                                 f"(providers: {', '.join(ort.get_available_providers())})")
+    element_types = {"float16": TensorProto.FLOAT16, "bfloat16": TensorProto.BFLOAT16,
+                     "float32": TensorProto.FLOAT, "float64": TensorProto.DOUBLE}
+    numpy_types = {"float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16),
+                   "float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+    names = {dtype: name for name, dtype in numpy_types.items()}
+
+    def options() -> Any:
+        chosen = ort.SessionOptions()
+        chosen.intra_op_num_threads = THREADS
+        chosen.inter_op_num_threads = 1
+        chosen.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        return chosen
+
+    @cache
+    def session(op: str, dtype: str, axis: int, rank: int) -> Any:
+        element = element_types[dtype]
+        if op == "logsumexp":
+            node = helper.make_node(NODES[op], ["x"], ["y"], axes=[axis], keepdims=0)
+            out_rank = rank - 1
+        else:
+            node = helper.make_node(NODES[op], ["x"], ["y"], axis=axis)
+            out_rank = rank
+        # Every dimension symbolic: one session serves every shape of this rank.
+        graph = helper.make_graph(
+            [node], f"{op}_{dtype}_axis{axis}_rank{rank}",
+            [helper.make_tensor_value_info("x", element, [f"d{i}" for i in range(rank)])],
+            [helper.make_tensor_value_info("y", element, [None] * out_rank)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                  producer_name="softmax-suite")
+        onnx.checker.check_model(model)
+        return ort.InferenceSession(model.SerializeToString(), sess_options=options(),
+                                    providers=["CPUExecutionProvider"])
+
+    def forward(op: str) -> Any:
+        def call(x: np.ndarray, axis: int) -> np.ndarray:
+            return session(op, names[x.dtype], axis, x.ndim).run(None, {"x": x})[0]
+
+        return call
+
+    ops = {op: forward(op) for op in FORWARD_OPS}
+    unsupported = {}
+    for op in FORWARD_OPS:
+        for dtype in DTYPES:
+            probe = np.array([[0.5, -1.0, 2.0]], dtype=numpy_types[dtype])
+            try:
+                ops[op](probe, -1)
+            except Exception as error:  # whatever ORT raises is the measured reason
+                first_line = str(error).strip().splitlines()[0]
+                unsupported[(op, dtype)] = (f"onnxruntime {ort.__version__} CPUExecutionProvider cannot "
+                                            f"run {NODES[op]} on {dtype}: {first_line}")
+    return Backend(
+        name="onnxruntime",
+        version=ort.__version__,
+        ops=ops,
+        # ORT's tensors are C-ordered: a strided or transposed case is made contiguous here, once,
+        # outside the op's timing, rather than by the binding's implicit copy inside every run.
+        to_device=lambda x, device: np.ascontiguousarray(x),
+        to_numpy=np.asarray,
+        # Every dtype stays listed so that a missing kernel is reported with ORT's reason.
+        unsupported=unsupported,
+        copy=np.copy,
+        describe=lambda device: {"threads": THREADS, "inter_op_threads": 1, "execution_mode": "sequential",
+                                 "provider": "CPUExecutionProvider"},
+    )

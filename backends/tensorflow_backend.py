@@ -1,0 +1,91 @@
+"""tensorflow: tf.nn.softmax, tf.nn.log_softmax and tf.reduce_logsumexp, eager, on the cpu and the
+gpu TF reports; their VJPs through tf.GradientTape. Every dtype crosses as its bit pattern (tf.bitcast).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from backends.protocol import Backend, BackendUnavailable
+
+DEVICES = {"cpu": "/CPU:0", "gpu": "/GPU:0"}
+
+
+def load() -> Backend:
+    try:
+        import ml_dtypes
+        import tensorflow as tf
+    except ImportError as error:
+        raise BackendUnavailable(
+            f"tensorflow is not installed ({error}); pip install tensorflow-cpu (or tensorflow)") from None
+    floats = {np.dtype(np.float16): tf.float16, np.dtype(ml_dtypes.bfloat16): tf.bfloat16,
+              np.dtype(np.float32): tf.float32, np.dtype(np.float64): tf.float64}
+    to_numpy_dtype = {tf_type: numpy_type for numpy_type, tf_type in floats.items()}
+    unsigned = {2: (np.uint16, tf.uint16), 4: (np.uint32, tf.uint32), 8: (np.uint64, tf.uint64)}
+    absent = {}
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        absent["gpu"] = (f"tensorflow {tf.__version__} reports no GPU (tf.config.list_physical_devices"
+                         "('GPU') is empty; the tensorflow-cpu wheel has no GPU support)")
+
+    def to_device(x: np.ndarray, device: str) -> Any:
+        with tf.device(DEVICES[device]):
+            bits = tf.constant(x.view(unsigned[x.dtype.itemsize][0]))
+            return tf.bitcast(bits, floats[x.dtype])
+
+    def to_numpy(tensor: Any) -> np.ndarray:
+        bits = tf.bitcast(tensor, unsigned[tensor.dtype.size][1]).numpy()
+        return bits.view(to_numpy_dtype[tensor.dtype])
+
+    def synchronize(device: str, value: Any) -> None:
+        # Eager CPU kernels have finished when they return; GPU kernels are only enqueued.
+        if device == "gpu":
+            tf.test.experimental.sync_devices()
+
+    def forward(function: Any) -> Any:
+        def call(x: Any, axis: int) -> Any:
+            # Eager ops would otherwise go to a GPU when one exists, wherever x lies.
+            with tf.device(x.device):
+                return function(x, axis=axis)
+
+        return call
+
+    def vjp(function: Any) -> Any:
+        def pullback(x: Any, g: Any, axis: int) -> Any:
+            with tf.device(x.device), tf.GradientTape() as tape:
+                tape.watch(x)
+                y = function(x, axis=axis)
+            return tape.gradient(y, x, output_gradients=g)
+
+        return pullback
+
+    def describe(device: str) -> dict[str, Any]:
+        # 0 is TF's default: as many threads as the machine has logical cores.
+        info: dict[str, Any] = {
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+            "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+        }
+        if device == "gpu":
+            info.update(tf.config.experimental.get_device_details(gpus[0]))
+        return info
+
+    forwards = {"softmax": tf.nn.softmax, "log_softmax": tf.nn.log_softmax,
+                "logsumexp": tf.reduce_logsumexp}
+    return Backend(
+        name="tensorflow",
+        version=tf.__version__,
+        ops={**{op: forward(f) for op, f in forwards.items()},
+             **{f"{op}_vjp": vjp(f) for op, f in forwards.items()}},
+        to_device=to_device,
+        to_numpy=to_numpy,
+        devices=tuple(d for d in DEVICES if d not in absent),
+        absent_devices=absent,
+        synchronize=synchronize,
+        # tf.identity may hand back the same buffer; DeepCopy always writes a new one.
+        copy=lambda x: tf.raw_ops.DeepCopy(x=x),
+        describe=describe,
+    )
