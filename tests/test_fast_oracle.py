@@ -5,6 +5,7 @@ widened bounds, its building blocks against exact arithmetic, and an unsound fas
 from __future__ import annotations
 
 import math
+import warnings
 from fractions import Fraction
 
 import mpmath
@@ -139,6 +140,21 @@ def test_forced_vjps_through_mpmath_give_the_same_results():
         forced = compute("vjp", "float32")
     assert_identical(forced, naive("vjp", "float32"))
     assert forced["softmax_vjp"].certificate["undecided"] >= ROWS * N // 2
+
+
+def test_a_row_beyond_the_words_range_goes_to_mpmath_quietly():
+    # Found by `softmax-suite hunt`: a gap of ~763 in float32 puts every term but the max below
+    # the double words' range; their bound is NaN (inf * 0), which must decide nothing: all 20
+    # elements are left to mpmath, which gives the same bits as the mpmath-only path.
+    x = np.array([[47] + [-716 - 0.01 * i for i in range(19)]], dtype=np.float32)
+    rng = np.random.default_rng(0)
+    g, g_row = rng.standard_normal(x.shape).astype(np.float32), rng.standard_normal(1).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fast = vjp_references(x, g, g_row, 1)
+    with fastpath.disabled():
+        assert_identical(fast, vjp_references(x, g, g_row, 1))
+    assert fast["softmax_vjp"].certificate["mpmath"] == 20
 
 
 @pytest.mark.parametrize("name", ["float16", "float32"])
