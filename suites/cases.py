@@ -4,20 +4,22 @@ A case is data: a name, a generator of float64 values (given the target format, 
 thresholds follow from p, emin and emax), an axis, a seed, the dtypes it applies to, a memory
 layout, tags and the cotangent kinds its VJP questions use (suites.cotangents). `build`
 rounds the values into the dtype once; the oracle and every backend then see exactly those bits.
+CATALOGUE is the fixed cases (FIXED) followed by the found ones of the corpus (suites.corpus).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from oracle.formats import DTYPES, Format, format_of
-from suites import cotangents
+from suites import corpus, cotangents
 
 Generator = Callable[[np.random.Generator, Format], np.ndarray]
 LAYOUTS = ("contiguous", "strided", "transposed")
@@ -45,9 +47,10 @@ class Case:
     def build(self, dtype: str) -> np.ndarray:
         """The input in dtype (values rounded once from float64), in the case's memory layout."""
         fmt = format_of(dtype)
-        values = np.asarray(self.generate(np.random.default_rng(self.resolved_seed), fmt),
-                            dtype=np.float64)
-        x = values.astype(fmt.np_dtype)
+        values = np.asarray(self.generate(np.random.default_rng(self.resolved_seed), fmt))
+        # Values already in the dtype (a found case's bits) are kept as they are: a NaN's payload
+        # would not survive the way through float64 in every format.
+        x = values if values.dtype == fmt.np_dtype else values.astype(np.float64).astype(fmt.np_dtype)
         if self.layout == "strided":
             base = np.zeros((*x.shape[:-1], 2 * x.shape[-1]), dtype=x.dtype)
             base[..., ::2] = x
@@ -161,8 +164,9 @@ def short_count(n: int) -> str:
 SIXTEEN_BIT = ("float16", "bfloat16")
 LONG_ROW_COTANGENTS = ("random", "constant")
 SPECIAL = frozenset({"special"})
+FOUND = frozenset({"found"})
 
-CATALOGUE: tuple[Case, ...] = (
+FIXED: tuple[Case, ...] = (
     Case("glossary", "the worked example [1.5, 2.2, -0.3, 0.8]; softmax ~ [0.272, 0.548, 0.045, 0.135]",
          fixed([1.5, 2.2, -0.3, 0.8])),
     Case("random_n2", "256 rows of 2 logits, N(0, 1)", normal((256, 2), 1.0)),
@@ -223,7 +227,51 @@ CATALOGUE: tuple[Case, ...] = (
          normal((16, 300), 5.0), layout="transposed"),
 )
 
-CASES: dict[str, Case] = {case.name: case for case in CATALOGUE}
+
+def found_case(entry: corpus.Entry) -> Case:
+    """A corpus entry as a case: its dtype only, and build(dtype) gives back exactly its bits. The
+    seed is the hunt's, from which a VJP hunt built its cotangents: the catalogue builds the same."""
+    return Case(entry.name, entry.description, lambda rng, fmt: entry.x.copy(), dtypes=(entry.dtype,),
+                tags=FOUND, seed=entry.seed)
+
+
+@functools.cache
+def _catalogue() -> tuple[tuple[Case, ...], dict[str, Case]]:
+    # Read at first use, not at import: pytest imports this module (through the plugin) before a
+    # conftest can set SOFTMAX_SUITE_CORPUS; a CorpusError is raised again at every use.
+    where = corpus.location()
+    cases = (*FIXED, *(found_case(entry) for entry in (corpus.read(where) if where else [])))
+    return cases, {case.name: case for case in cases}
+
+
+class _Catalogue(Sequence):
+    """The fixed cases, then the corpus's found cases."""
+
+    def __getitem__(self, index):
+        return _catalogue()[0][index]
+
+    def __len__(self) -> int:
+        return len(_catalogue()[0])
+
+    def __iter__(self) -> Iterator[Case]:
+        return iter(_catalogue()[0])
+
+
+class _ByName(Mapping):
+    """Every case of CATALOGUE by name, in catalogue order."""
+
+    def __getitem__(self, name: str) -> Case:
+        return _catalogue()[1][name]
+
+    def __len__(self) -> int:
+        return len(_catalogue()[1])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_catalogue()[1])
+
+
+CATALOGUE: Sequence[Case] = _Catalogue()
+CASES: Mapping[str, Case] = _ByName()
 
 
 def select_cases(patterns: list[str] | None, include_slow: bool = False) -> list[Case]:

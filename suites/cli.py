@@ -20,13 +20,16 @@ from pathlib import Path
 import pytest
 
 from backends.protocol import DTYPES, OPS, Backend
-from backends.registry import BUILTIN, check_names, load
+from backends.registry import backend_names, check_names, load
 from oracle import store
 from reports import baseline as baseline_io
 from reports import gate as gate_rules
 from reports import html
+from suites import corpus
+from suites import hunt as hunting
 from suites.cases import CATALOGUE, select_cases
 from suites.config import ConfigError, load_settings
+from suites.cotangents import COTANGENTS
 from suites.environment import COMMAND_VARIABLE
 from suites.selection import SELECTION_OPTIONS, split
 from suites.throughput import SWEEPS
@@ -104,6 +107,38 @@ def build_parser() -> argparse.ArgumentParser:
     cases = commands.add_parser("cases", help="list the case catalogue")
     cases.add_argument("--case", action="append", metavar="GLOBS", help="comma-separated globs")
     cases.add_argument("--dtype", metavar="NAME", help="only cases that apply to this dtype")
+
+    hunt = commands.add_parser(
+        "hunt", help="search for the logits a backend gets most wrong; save them to the corpus",
+        description="An evolutionary search over rows of logits for the largest error relative to the "
+                    "budget (a semantic difference ranks above any finite error), then the worst rows "
+                    "shrunk and saved to the corpus, where the catalogue finds them as 'found' cases. "
+                    "The same --seed and --evaluations reproduce a hunt exactly. Exit status 0 when "
+                    "the hunt ran, 1 when a saved case fails its budget, 2 on usage errors.")
+    hunt.add_argument("--backend", required=True, metavar="NAME",
+                      help="one backend: a built-in name or package.module:attr")
+    hunt.add_argument("--op", required=True, metavar="NAME", help=f"one of {', '.join(OPS)}")
+    hunt.add_argument("--dtype", required=True, metavar="NAME", help=f"one of {', '.join(DTYPES)}")
+    hunt.add_argument("--cotangent", metavar="KIND", default=None,
+                      help="VJPs: the cotangent kind, built for each row as the catalogue builds it "
+                           f"(default: {hunting.DEFAULT_COTANGENT})")
+    hunt.add_argument("--time", metavar="DURATION", default=None,
+                      help="stop at the first generation boundary after this long: 60, 60s, 2m, 1h "
+                           f"(default: {hunting.DEFAULT_SECONDS:g}s unless --evaluations is given); "
+                           "shrinking the finds comes after")
+    hunt.add_argument("--evaluations", metavar="N", type=int, default=None,
+                      help="stop at the first generation boundary after N rows were scored")
+    hunt.add_argument("--seed", metavar="N", type=int, default=hunting.DEFAULT_SEED,
+                      help=f"the search's seed (default: {hunting.DEFAULT_SEED})")
+    hunt.add_argument("--corpus", metavar="FILE", default=None,
+                      help=f"merge the finds into FILE (default: ${corpus.ENVIRONMENT_VARIABLE} when it "
+                           f"names a file, else ./{corpus.DEFAULT_FILE}, which `run` in this folder reads)")
+    hunt.add_argument("--keep", metavar="N", type=int, default=3,
+                      help="how many of the worst distinct rows to shrink and save (default: 3)")
+    hunt.add_argument("--max-length", metavar="N", type=int, default=hunting.MAX_LENGTH,
+                      help=f"the longest row to try (default: {hunting.MAX_LENGTH})")
+    hunt.add_argument("--device", metavar="NAME", default=None,
+                      help="the backend's device (default: its first)")
     return parser
 
 
@@ -262,7 +297,8 @@ def merge_command(args: argparse.Namespace) -> int:
 
 
 def backends_command(args: argparse.Namespace) -> int:
-    names = list(BUILTIN) + [n for n in split(args.backend) if n not in BUILTIN]
+    known = backend_names()
+    names = known + [n for n in split(args.backend) if n not in known]
     try:
         check_names(names)
     except ValueError as error:
@@ -311,6 +347,75 @@ def cases_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _hunt_plan(args: argparse.Namespace) -> hunting.Plan:
+    """The hunt's plan from its options (ValueError naming a bad one and the valid values)."""
+    for kind, value, valid in (("op", args.op, OPS), ("dtype", args.dtype, DTYPES)):
+        if value not in valid:
+            raise ValueError(f"unknown {kind} {value!r}: valid are {', '.join(valid)}")
+    vjp = args.op.endswith("_vjp")
+    if args.cotangent is not None and not vjp:
+        raise ValueError(f"--cotangent applies to the VJPs only, not to {args.op}")
+    kind = args.cotangent or (hunting.DEFAULT_COTANGENT if vjp else None)
+    if kind is not None and kind not in COTANGENTS:
+        raise ValueError(f"unknown cotangent kind {kind!r}: valid are {', '.join(COTANGENTS)}")
+    for flag, value in (("--evaluations", args.evaluations), ("--keep", args.keep),
+                        ("--max-length", args.max_length)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} {value}: must be at least 1")
+    seconds = hunting.parse_duration(args.time) if args.time is not None else None
+    if seconds is None and args.evaluations is None:
+        seconds = hunting.DEFAULT_SECONDS
+    if args.seed < 0:
+        raise ValueError(f"--seed {args.seed}: must be >= 0")
+    return hunting.Plan(args.op, args.dtype, kind, args.seed, args.evaluations, seconds,
+                        args.max_length, args.keep)
+
+
+def hunt_command(args: argparse.Namespace) -> int:
+    try:
+        plan = _hunt_plan(args)
+        check_names([args.backend])
+        backend = load(args.backend)
+    except Exception as error:  # a bad option, or a user's module:attr that does not load
+        print(f"softmax-suite: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if not isinstance(backend, Backend):
+        print(f"softmax-suite: backend {args.backend} is unavailable: {backend.reason}", file=sys.stderr)
+        return EXIT_USAGE
+    device = args.device or backend.devices[0]
+    problem = backend.why_unsupported(plan.op, plan.dtype)
+    if device not in backend.devices:
+        problem = f"no device {device!r} for {args.backend}: valid are {', '.join(backend.devices)}"
+    path = corpus.hunt_location(args.corpus)
+    try:
+        if problem:
+            raise ValueError(problem)
+        settings = load_settings(Path("pyproject.toml"))
+        corpus.check_writable(path)
+    except (ValueError, ConfigError, corpus.CorpusError) as error:
+        print(f"softmax-suite: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    limits = " or ".join(filter(None, [plan.seconds and f"{plan.seconds:g} s",
+                                       plan.evaluations and f"{plan.evaluations} rows"]))
+    seed_note = " (the default)" if plan.seed == hunting.DEFAULT_SEED else ""
+    question = plan.op + (f" with {plan.cotangent} cotangents" if plan.cotangent else "")
+    print(f"hunting {args.backend} {question} in {plan.dtype} on {device} for {limits}, "
+          f"seed {plan.seed}{seed_note}", flush=True)
+    outcome = hunting.hunt(backend, args.backend, device, settings, plan)
+    try:
+        added = corpus.merge(path, [found.entry for found in outcome.found])
+    except corpus.CorpusError as error:
+        print(f"softmax-suite: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"scored {outcome.evaluations} rows in {outcome.generations} generations, "
+          f"{outcome.seconds:.1f} s ({outcome.evaluations / max(outcome.seconds, 1e-9):.0f} rows/s); "
+          f"shrinking scored {outcome.shrink_evaluations} more")
+    print(hunting.format_report(outcome))
+    print(f"saved {len(added)} new of {len(outcome.found)} cases to {path}; reproduce this hunt with "
+          f"--seed {plan.seed} --evaluations {outcome.evaluations}")
+    return EXIT_FAILED if any(found.fails for found in outcome.found) else EXIT_OK
+
+
 def cache_command(args: argparse.Namespace) -> int:
     folder = store.folder_for(args.oracle_cache)
     if folder is None:
@@ -334,7 +439,7 @@ def cache_command(args: argparse.Namespace) -> int:
 
 COMMANDS = {"run": run_command, "backends": backends_command, "cases": cases_command,
             "cache": cache_command, "baseline": baseline_command, "gate": gate_command,
-            "merge": merge_command, "report": report_command}
+            "merge": merge_command, "report": report_command, "hunt": hunt_command}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -343,7 +448,12 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return EXIT_USAGE if exit_.code else EXIT_OK
-    return COMMANDS[args.command](args)
+    try:
+        return COMMANDS[args.command](args)
+    except corpus.CorpusError as error:
+        # The catalogue reads the corpus at first use, which any command may be.
+        print(f"softmax-suite: {error}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

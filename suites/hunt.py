@@ -1,0 +1,246 @@
+"""`softmax-suite hunt`: an evolutionary search for the logits a backend gets most wrong, then the
+shrinking of the worst rows found and their entries for the corpus (suites.corpus).
+
+The search keeps an Archive: the worst row of each cell of (length, top gap), MAP-Elites style.
+Each generation is OFFSPRING rows: IMMIGRANTS fresh rows from the hard regions
+(suites.mutations.random_row) and the rest mutations of archived rows (parents: any cell's, or one
+of the ELITE worst), all scored in batches by suites.fitness. The first generation also holds rows
+of the fixed catalogue, so the hunt starts where the catalogue stops. It stops at the first
+generation boundary after --evaluations rows or --time seconds; one seed and one number of
+evaluations give one hunt.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from backends.protocol import Backend
+from oracle.formats import Format
+from suites import corpus
+from suites.cases import FIXED
+from suites.config import Settings
+from suites.fitness import Evaluator
+from suites.mutations import mutate, random_row
+from suites.shrink import Shrunk, shrink
+
+DEFAULT_SEED = 1
+DEFAULT_COTANGENT = "random"
+DEFAULT_SECONDS = 60.0
+MAX_LENGTH = 1024
+ELITE = 32
+OFFSPRING = 128
+IMMIGRANTS = 32
+DURATION = re.compile(r"(?P<amount>\d+(\.\d*)?|\.\d+)\s*(?P<unit>s|m|h)?")
+UNITS = {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from '60', '60s', '2m' or '1h' (ValueError otherwise)."""
+    match = DURATION.fullmatch(text.strip())
+    if match is None or float(match["amount"]) <= 0:
+        raise ValueError(f"--time {text!r}: give a positive duration in seconds (60, 60s), minutes (2m) "
+                         "or hours (1h)")
+    return float(match["amount"]) * UNITS[match["unit"]]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to hunt and for how long: rows of up to max_length entries; stop after `evaluations`
+    rows or `seconds`, whichever comes first (at a generation boundary); save the `keep` worst."""
+
+    op: str
+    dtype: str
+    cotangent: str | None = None
+    seed: int = DEFAULT_SEED
+    evaluations: int | None = None
+    seconds: float | None = None
+    max_length: int = MAX_LENGTH
+    keep: int = 3
+
+
+@dataclass(frozen=True)
+class Candidate:
+    x: np.ndarray
+    score: float
+
+
+@dataclass(frozen=True)
+class Found:
+    """A saved case: the corpus entry, the accuracy path's record of it, and its shrinking."""
+
+    entry: corpus.Entry
+    record: dict
+    shrunk: Shrunk
+
+    @property
+    def fails(self) -> bool:
+        return self.record["status"] != "pass"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    found: list[Found]
+    evaluations: int
+    generations: int
+    seconds: float
+    shrink_evaluations: int
+
+
+def catalogue_rows(fmt: Format, max_length: int) -> list[np.ndarray]:
+    """The rows of the fixed catalogue's cases in the format (short enough, reduced along the last
+    axis, without NaN or +inf: those are the special-value table's questions)."""
+    rows = []
+    for case in FIXED:
+        if fmt.name not in case.dtypes or "long" in case.tags:
+            continue
+        x = case.build(fmt.name)
+        if x.ndim != 2 or case.axis % 2 != 1 or not 1 <= x.shape[1] <= max_length:
+            continue
+        for row in np.ascontiguousarray(x):
+            values = row.astype(np.float64)
+            if np.isfinite(values).any() and not (np.isnan(values).any() or np.isposinf(values).any()):
+                rows.append(row)
+    return rows
+
+
+class Archive:
+    """The best row found in each cell of (binade of the length, binade of the gap between the two
+    largest entries), as in MAP-Elites: one plateau of equal errors (say the subnormal rounding
+    every correct backend shows) cannot fill the search with rows of one kind, and every scale of
+    length and gap keeps a row to mutate. Of equal scores the shorter row wins: it is simpler and
+    cheaper to score."""
+
+    def __init__(self) -> None:
+        self.cells: dict[tuple[int, int], Candidate] = {}
+
+    def add(self, candidate: Candidate) -> None:
+        cell = _cell(candidate.x)
+        held = self.cells.get(cell)
+        if held is None or _key(candidate) < _key(held):
+            self.cells[cell] = candidate
+
+    def best(self, count: int) -> list[Candidate]:
+        """The count highest-scoring rows, worst error first."""
+        return sorted(self.cells.values(), key=_key)[:count]
+
+    def parent(self, rng: np.random.Generator) -> np.ndarray:
+        """Half the time any cell's row; else one of the ELITE worst, the worst most often."""
+        if rng.random() < 0.5:
+            cells = list(self.cells.values())
+            return cells[rng.integers(len(cells))].x
+        elite = self.best(ELITE)
+        return elite[int(len(elite) * rng.random() ** 2)].x
+
+
+def _key(candidate: Candidate) -> tuple[float, int]:
+    return -candidate.score, candidate.x.size
+
+
+def _cell(x: np.ndarray) -> tuple[int, int]:
+    """(binade of the length, binade of the top gap: -100 for a single finite entry, -99 for a tie)."""
+    values = x.astype(np.float64)
+    finite = np.sort(values[np.isfinite(values)])
+    if finite.size < 2:
+        return x.size.bit_length(), -100
+    top_gap = finite[-1] - finite[-2]
+    if top_gap == 0:
+        return x.size.bit_length(), -99
+    return x.size.bit_length(), int(np.clip(np.floor(np.log2(top_gap)), -12, 12))
+
+
+def search(evaluate: Evaluator, plan: Plan, clock: Callable[[], float] = time.monotonic
+           ) -> tuple[list[Candidate], int]:
+    """The ELITE worst rows after the search, worst first, and the number of generations."""
+    rng = np.random.default_rng(plan.seed)
+    fmt = evaluate.fmt
+    started = clock()
+    seeds = catalogue_rows(fmt, plan.max_length)
+    picked = rng.choice(len(seeds), size=min(len(seeds), OFFSPRING // 2), replace=False) if seeds else []
+    rows = [seeds[i] for i in picked]
+    rows += [random_row(rng, fmt, plan.max_length) for _ in range(OFFSPRING - len(rows))]
+    archive = Archive()
+    generations = 0
+    while True:
+        for x, score in zip(rows, evaluate(rows), strict=True):
+            archive.add(Candidate(x, score))
+        generations += 1
+        if plan.evaluations is not None and evaluate.evaluations >= plan.evaluations:
+            break
+        if plan.seconds is not None and clock() - started >= plan.seconds:
+            break
+        rows = [random_row(rng, fmt, plan.max_length) for _ in range(IMMIGRANTS)]
+        rows += [mutate(rng, fmt, archive.parent(rng), archive.parent(rng), plan.max_length)
+                 for _ in range(OFFSPRING - IMMIGRANTS)]
+    return archive.best(ELITE), generations
+
+
+def hunt(backend: Backend, backend_name: str, device: str, settings: Settings, plan: Plan,
+         clock: Callable[[], float] = time.monotonic) -> Outcome:
+    """Search, then shrink the worst distinct rows and judge each as the accuracy path will."""
+    evaluate = Evaluator(backend, plan.op, plan.dtype, device, settings, plan.cotangent, plan.seed)
+    started = clock()
+    elite, generations = search(evaluate, plan, clock)
+    searched, seconds = evaluate.evaluations, clock() - started
+    today = datetime.date.today().isoformat()
+    found: list[Found] = []
+    digests = set()
+    # Worst first; two rows often shrink to one input, so a few more are tried than are kept.
+    for candidate in elite[:2 * plan.keep]:
+        if len(found) == plan.keep:
+            break
+        shrunk = shrink(evaluate, candidate.x, candidate.score)
+        x = shrunk.x.copy()
+        x.flags.writeable = False
+        if corpus.input_digest(x) in digests:
+            continue
+        digests.add(corpus.input_digest(x))
+        record = evaluate.judged(x)
+        entry = corpus.Entry(
+            op=plan.op, dtype=plan.dtype, cotangent=plan.cotangent, backend=backend_name,
+            backend_version=backend.version, date=today, seed=plan.seed,
+            max_ulp=record["metrics"].get("max_ulp"), ratio=record["bound"].get("ratio"),
+            failure=record["failure"], message=record["message"], x=x,
+            description=_describe(backend_name, backend.version, today, plan, record, shrunk))
+        found.append(Found(entry, record, shrunk))
+    return Outcome(found, searched, generations, seconds, evaluate.evaluations - searched)
+
+
+def _describe(backend_name: str, version: str, today: str, plan: Plan, record: dict, shrunk: Shrunk) -> str:
+    question = plan.op + (f" ({plan.cotangent} cotangent)" if plan.cotangent else "")
+    if record["failure"] in ("semantic", "error"):
+        error = record["message"]
+    else:
+        error = (f"{_number(record['metrics'].get('max_ulp'))} ULP, "
+                 f"{_number(record['bound'].get('ratio'))} x its budget")
+    values = shrunk.x.astype(np.float64).tolist()
+    shown = ", ".join(repr(v) for v in values[:4]) + (", ..." if len(values) > 4 else "")
+    return (f"found by {backend_name} {version} on {today} hunting {plan.dtype} {question} (seed "
+            f"{plan.seed}): {error}; shrunk from {shrunk.before.length} to {shrunk.after.length} "
+            f"entries: [{shown}]")
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def format_report(outcome: Outcome) -> str:
+    """The table of saved cases, worst first: error, ratio to budget, length before and after
+    shrinking, significant bits before and after, status and name."""
+    rows = [("max ULP", "ratio", "length", "shrunk", "bits", "status", "name")]
+    for found in outcome.found:
+        record, shrunk = found.record, found.shrunk
+        rows.append((_number(record["metrics"].get("max_ulp")), _number(record["bound"].get("ratio")),
+                     str(shrunk.before.length), str(shrunk.after.length),
+                     f"{shrunk.before.bits} -> {shrunk.after.bits}",
+                     record["failure"] or record["status"], found.entry.name))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.rjust(width) if i < 5 else cell.ljust(width)
+                       for i, (cell, width) in enumerate(zip(row, widths, strict=True))).rstrip()
+             for row in rows]
+    return "\n".join(lines)

@@ -1,0 +1,318 @@
+"""`softmax-suite hunt` finds what the fixed catalogue misses (the planted bug of tests.narrow_bug),
+shrinks and saves it; the corpus round-trips bits, merges, and refuses bad files; hunts are
+reproducible; a correct backend shows nothing over budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backends.registry import load
+from oracle.formats import DTYPES, format_of
+from suites import accuracy, cli, corpus
+from suites.accuracy import Target
+from suites.cases import CATALOGUE, found_case, select_cases
+from suites.config import Settings
+from suites.cotangents import build_cotangents
+from suites.fitness import Evaluator
+from suites.hunt import OFFSPRING, Plan, hunt, parse_duration, search
+from suites.shrink import shrink
+from tests.narrow_bug import BAND, SHORT_ROW
+
+REPO = Path(__file__).resolve().parents[1]
+NARROW = "tests.narrow_bug:ExpTableSegment"
+CORRECT = "tests.bad_softmax:Float64Upcast"
+
+
+def run_cli(*args: str, cwd: Path, corpus_variable: str | None = None) -> subprocess.CompletedProcess:
+    """softmax-suite in a subprocess from cwd; SOFTMAX_SUITE_CORPUS as given (unset for None)."""
+    env = {k: v for k, v in os.environ.items() if k != corpus.ENVIRONMENT_VARIABLE}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    if corpus_variable is not None:
+        env[corpus.ENVIRONMENT_VARIABLE] = corpus_variable
+    return subprocess.run([sys.executable, "-m", "suites.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def entry_of(x: np.ndarray, op: str = "softmax", **fields) -> corpus.Entry:
+    x = np.asarray(x)
+    x.flags.writeable = False
+    values = {"cotangent": None, "backend": "numpy", "backend_version": "1", "date": "2026-11-03",
+              "seed": 7, "max_ulp": 1.5, "ratio": 0.25, "failure": None, "message": "",
+              "description": "a test entry"}
+    return corpus.Entry(op=op, dtype=x.dtype.name, x=x, **{**values, **fields})
+
+
+def test_the_fixed_catalogue_misses_the_narrow_bug() -> None:
+    # Every fixed case that applies to float32 passes: the bug needs a row of at most 4 entries
+    # with a gap in [9, 9.25), and no fixed case has one.
+    backend = load(NARROW)
+    names = [case.name for case in select_cases(None) if "float32" in case.dtypes]
+    assert len(names) >= 25
+    for name in names:
+        record = accuracy.run(Target("softmax", NARROW, "cpu", "float32", name), backend, Settings())
+        assert record["status"] == "pass", (name, record["message"])
+
+
+def test_a_short_hunt_finds_shrinks_and_saves_the_narrow_bug(tmp_path: Path) -> None:
+    saved = tmp_path / "found.json"
+    # Seed 1 (the default) meets the band after about 1000 rows; 4000 leave room.
+    done = run_cli("hunt", "--backend", NARROW, "--op", "softmax", "--dtype", "float32",
+                   "--evaluations", "4000", "--corpus", str(saved), cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr  # a saved case fails its budget
+    assert "seed 1 (the default)" in done.stdout and f"to {saved}" in done.stdout
+    assert "reproduce this hunt with --seed 1 --evaluations 4096" in done.stdout  # 32 generations of 128
+    entries = corpus.read(saved)
+    worst = entries[0]
+    assert worst.name.startswith("found_softmax_float32_") and worst.backend == NARROW
+    assert worst.failure == "accuracy" and worst.ratio > 100  # about 2000 ULP against a budget of 8
+    # Shrunk to the bug's core: two entries, a gap in the band, values of few bits ([0, -9]).
+    values = worst.x.astype(np.float64)
+    assert values.size == 2 and BAND[0] <= values.max() - values.min() < BAND[1]
+    assert "shrunk from" in worst.description and worst.name in done.stdout
+
+    # The catalogue now holds the found case, and the accuracy path fails the planted backend on it.
+    listed = run_cli("cases", "--case", "found_*", cwd=tmp_path, corpus_variable=str(saved))
+    assert listed.returncode == 0, listed.stderr
+    assert worst.name in listed.stdout and "found" in listed.stdout
+    out = tmp_path / "out"
+    ran = run_cli("run", "--backend", NARROW, "--case", worst.name, "--op", "softmax", "--throughput", "off",
+                  "-n", "0", "--out", str(out), cwd=tmp_path, corpus_variable=str(saved))
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    record = next(r for r in records if r.get("kind") == "result" and r["check"] == "accuracy")
+    assert record["case"] == worst.name and record["status"] == "fail"
+    assert record["bound"]["ratio"] == pytest.approx(worst.ratio)
+
+
+def test_shrinking_keeps_the_error_and_drops_the_rest() -> None:
+    evaluate = Evaluator(load(NARROW), "softmax", "float32", "cpu", Settings())
+    # A gap of 9.1796875 between 0.4375 and -8.7421875, and two entries that do not matter.
+    row = np.array([0.4375, -1.3125, -8.7421875, -2.53125], dtype=np.float32)
+    assert row.size <= SHORT_ROW
+    score = evaluate([row])[0]
+    assert score > 100
+    shrunk = shrink(evaluate, row, score)
+    assert shrunk.score >= 0.9 * score
+    assert (shrunk.before.length, shrunk.after.length) == (4, 2)
+    assert shrunk.after.bits < shrunk.before.bits and shrunk.after.bits <= 6
+    assert shrunk.evaluations < 500
+
+
+def test_a_correct_backend_hunted_briefly_shows_nothing_over_budget() -> None:
+    for name, op, kind in (("numpy", "softmax", None), (CORRECT, "log_softmax", None),
+                           (CORRECT, "logsumexp", None), ("numpy", "softmax_vjp", "mixed")):
+        outcome = hunt(load(name), name, "cpu", Settings(), Plan(op, "float32", kind, evaluations=600))
+        assert outcome.found, name
+        for found in outcome.found:
+            assert found.record["status"] == "pass", (name, op, found.record["message"])
+            assert found.entry.ratio <= 1 and found.entry.cotangent == kind
+
+
+def test_a_vjp_find_gets_the_hunts_cotangent_back_from_the_catalogue() -> None:
+    plan = Plan("log_softmax_vjp", "float32", "random", seed=5, evaluations=200, keep=1)
+    outcome = hunt(load("numpy"), "numpy", "cpu", Settings(), plan)
+    entry = outcome.found[0].entry
+    case = found_case(entry)
+    n = entry.x.shape[0]
+    assert case.resolved_seed == 5 and case.dtypes == ("float32",) and "found" in case.tags
+    hunted = Evaluator(load("numpy"), plan.op, "float32", "cpu", Settings(), "random", 5).cotangents(n)
+    catalogued = build_cotangents("random", case.resolved_seed, case.build("float32").shape, -1,
+                                  format_of("float32"))
+    for ours, theirs in zip(hunted, catalogued, strict=True):
+        assert ours.tobytes() == theirs.tobytes()
+
+
+def test_the_same_seed_and_evaluations_give_the_same_corpus(tmp_path: Path) -> None:
+    texts = []
+    for attempt in ("first", "second"):
+        outcome = hunt(load(NARROW), NARROW, "cpu", Settings(), Plan("softmax", "float32", evaluations=1500))
+        path = tmp_path / f"{attempt}.json"
+        corpus.merge(path, [found.entry for found in outcome.found])
+        # Runs either side of midnight differ in their date only.
+        texts.append(path.read_text().replace(outcome.found[0].entry.date, "DATE"))
+    assert texts[0] == texts[1]
+    # Merging the same finds again adds nothing: one entry per input.
+    again = corpus.read(tmp_path / "first.json")
+    assert corpus.merge(tmp_path / "first.json", again) == []
+    assert len(corpus.read(tmp_path / "first.json")) == len(again)
+    assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left no temporary file
+
+
+def test_search_stops_at_the_first_generation_boundary_after_its_limits() -> None:
+    evaluate = Evaluator(load("numpy"), "softmax", "float32", "cpu", Settings())
+    _, generations = search(evaluate, Plan("softmax", "float32", evaluations=1))
+    assert (generations, evaluate.evaluations) == (1, OFFSPRING)
+    # A clock that advances 1 s per reading: started at 0, checked at 1, 2, 3: stops at 3 >= 2.5.
+    ticks = iter(range(100))
+    evaluate = Evaluator(load("numpy"), "softmax", "float32", "cpu", Settings())
+    _, generations = search(evaluate, Plan("softmax", "float32", seconds=2.5), clock=lambda: next(ticks))
+    assert generations == 3
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("60", 60), ("60s", 60), ("2m", 120), ("1.5m", 90),
+                                               ("1h", 3600), (" 5 s ", 5), (".5", 0.5)])
+def test_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "-5", "0", "5x", "2 minutes", "1e3"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="positive duration"):
+        parse_duration(text)
+
+
+def special_values(dtype: str) -> np.ndarray:
+    """Zeros of both signs, subnormals, the extremes, -inf, a rounded third, the exp overflow edge,
+    and a NaN with a payload bit."""
+    fmt = format_of(dtype)
+    unsigned = f"u{fmt.np_dtype.itemsize}"
+    nan = (np.array([np.nan], fmt.np_dtype).view(unsigned) | 1).view(fmt.np_dtype)
+    values = np.array([0.0, -0.0, fmt.min_subnormal, -fmt.min_subnormal, fmt.min_normal, fmt.max, -fmt.max,
+                       -np.inf, 1 / 3, fmt.exp_overflow]).astype(fmt.np_dtype)
+    return np.concatenate([values, nan])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_corpus_round_trips_bits(tmp_path: Path, dtype: str) -> None:
+    x = special_values(dtype)
+    path = tmp_path / "corpus.json"
+    corpus.merge(path, [entry_of(x)])
+    (back,) = corpus.read(path)
+    assert back.x.dtype == format_of(dtype).np_dtype and back.x.tobytes() == x.tobytes()
+    # And the catalogue's case builds exactly those bits (the NaN's payload included).
+    assert found_case(back).build(dtype).tobytes() == x.tobytes()
+    assert back.name == f"found_softmax_{dtype}_{corpus.input_digest(x)[:8]}"
+
+
+def test_the_corpus_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(corpus.ENVIRONMENT_VARIABLE, raising=False)
+    assert corpus.location() is None  # nothing here yet
+    assert corpus.hunt_location(None) == Path(corpus.DEFAULT_FILE)
+    Path(corpus.DEFAULT_FILE).write_text(corpus.dumps([]))
+    assert corpus.location() == Path(corpus.DEFAULT_FILE)
+    monkeypatch.setenv(corpus.ENVIRONMENT_VARIABLE, "off")
+    assert corpus.location() is None and corpus.hunt_location(None) == Path(corpus.DEFAULT_FILE)
+    monkeypatch.setenv(corpus.ENVIRONMENT_VARIABLE, "elsewhere.json")
+    assert corpus.location() == corpus.hunt_location(None) == Path("elsewhere.json")
+    assert corpus.hunt_location("given.json") == Path("given.json")
+
+
+def valid_text() -> str:
+    return corpus.dumps([entry_of(np.array([0.0, -9.0], dtype=np.float32))])
+
+
+def edited(change) -> str:
+    document = json.loads(valid_text())
+    change(document)
+    return json.dumps(document)
+
+
+def drop(key: str):
+    return lambda document: document["cases"][0].pop(key)
+
+
+BAD_FILES = [
+    ("truncated", valid_text()[:200], ["line 10 column 23: not valid JSON", "truncated?"]),
+    ("not_json", "hello", ["line 1 column 1: not valid JSON"]),
+    ("other_format", json.dumps({"cases": []}), ["not a softmax-suite corpus"]),
+    ("other_version", edited(lambda d: d.update(version=2)),
+     ["version 2, this softmax-suite reads version 1"]),
+    ("cases_not_a_list", edited(lambda d: d.update(cases={})), ['"cases" must be a list']),
+    ("missing_key", edited(drop("date")), ["entry 1 (found_softmax_float32_", "lacks date"]),
+    ("unknown_op", edited(lambda d: d["cases"][0].update(op="softmx")), ["'op' is 'softmx'"]),
+    ("short_bits", edited(lambda d: d["cases"][0].update(bits="00000000")),
+     ["'bits' holds 1 words for shape [2]"]),
+    ("bad_word", edited(lambda d: d["cases"][0].update(bits="00000000 c11000")),
+     ["'bits' word 2 is 'c11000', not 8 lowercase hexadecimal digits"]),
+    ("edited_bits", edited(lambda d: d["cases"][0].update(bits="00000000 c1200000")),
+     ["does not match its op, dtype and bits", "edited or damaged"]),
+    ("duplicate", edited(lambda d: d["cases"].append(d["cases"][0])),
+     ["entry 2 (found_softmax_float32_", "the same input as entry 1"]),
+    ("forward_with_cotangent", edited(lambda d: d["cases"][0].update(cotangent="random")),
+     ["'cotangent' is 'random', expected null for a forward op"]),
+]
+
+
+@pytest.mark.parametrize(("text", "words"), [(text, words) for _, text, words in BAD_FILES],
+                         ids=[name for name, _, _ in BAD_FILES])
+def test_bad_corpus_files_are_named_with_the_fix(tmp_path: Path, text: str, words: list[str]) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(corpus.CorpusError) as raised:
+        corpus.read(path)
+    message = str(raised.value)
+    for word in [str(path), *words, f"{corpus.ENVIRONMENT_VARIABLE}=off"]:
+        assert word in message
+
+
+def test_a_named_corpus_that_is_missing_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(corpus.ENVIRONMENT_VARIABLE, str(tmp_path / "nowhere.json"))
+    with pytest.raises(corpus.CorpusError, match=r"nowhere\.json: no such file"):
+        corpus.read(corpus.location())
+
+
+def test_a_bad_corpus_stops_run_and_hunt_with_exit_two(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(valid_text()[:200])
+    ran = run_cli("run", "--backend", "numpy", "--case", "glossary", "--throughput", "off", "-n", "0",
+                  "--out", str(tmp_path / "out"), cwd=tmp_path, corpus_variable=str(bad))
+    assert ran.returncode == 2, ran.stdout + ran.stderr
+    assert f"corpus {bad} line 10" in ran.stdout + ran.stderr and "Traceback" not in ran.stderr
+    listed = run_cli("cases", cwd=tmp_path, corpus_variable=str(bad))
+    assert listed.returncode == 2 and f"corpus {bad} line 10" in listed.stderr
+    assert "Traceback" not in listed.stderr
+    assert cli.main(["hunt", "--backend", "numpy", "--op", "softmax", "--dtype", "float32",
+                     "--evaluations", "1", "--corpus", str(bad)]) == 2
+    assert f"corpus {bad} line 10" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--backend", "numpi"], ["unknown backend 'numpi'", "did you mean 'numpy'?"]),
+    (["--op", "softmx"], ["unknown op 'softmx'", "valid are softmax, log_softmax, logsumexp, softmax_vjp"]),
+    (["--dtype", "flaot32"], ["unknown dtype 'flaot32'", "valid are float16, bfloat16, float32, float64"]),
+    (["--time", "soon"], ["--time 'soon'", "60s", "2m"]),
+    (["--time", "0"], ["--time '0'"]),
+    (["--evaluations", "0"], ["--evaluations 0: must be at least 1"]),
+    (["--cotangent", "random"], ["--cotangent applies to the VJPs only, not to softmax"]),
+    (["--op", "softmax_vjp", "--cotangent", "randm"], ["unknown cotangent kind 'randm'",
+                                                       "random, one_hot, constant, mixed"]),
+    (["--device", "cuda9"], ["no device 'cuda9'", "valid are cpu"]),
+    (["--corpus", "/nonexistent-folder/c.json"], ["no folder /nonexistent-folder"]),
+    (["--corpus", "."], ["corpus . is a folder"]),
+    (["--backend", "tests.no_such_module:Softmax"], ["cannot import 'tests.no_such_module'"]),
+])
+def test_hunt_usage_errors_exit_two_with_the_valid_names(args: list[str], words: list[str], capsys) -> None:
+    defaults = {"--backend": "numpy", "--op": "softmax", "--dtype": "float32", "--evaluations": "1"}
+    for flag, value in defaults.items():
+        if flag not in args:
+            args = [*args, flag, value]
+    assert cli.main(["hunt", *args]) == 2
+    message = capsys.readouterr().err
+    for word in words:
+        assert word in message
+
+
+def test_the_self_tests_see_the_fixed_catalogue_only() -> None:
+    assert not [case.name for case in CATALOGUE if "found" in case.tags]
+
+
+def test_a_corpus_in_the_current_folder_does_not_reach_the_self_tests(tmp_path: Path) -> None:
+    (tmp_path / corpus.DEFAULT_FILE).write_text(valid_text())
+    # `softmax-suite cases` there lists the found case (the default file is read) ...
+    listed = run_cli("cases", "--case", "found_*", cwd=tmp_path)
+    assert listed.returncode == 0 and "found_softmax_float32_" in listed.stdout, listed.stderr
+    # ... while the self-tests run from there still see the fixed catalogue (tests/conftest.py).
+    env = {k: v for k, v in os.environ.items() if k != corpus.ENVIRONMENT_VARIABLE}
+    test = f"{REPO / 'tests' / 'test_hunt.py'}::test_the_self_tests_see_the_fixed_catalogue_only"
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+                           "-p", "no:hypothesispytest", test], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
