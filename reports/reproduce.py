@@ -11,6 +11,7 @@ import zlib
 
 import numpy as np
 
+from backends.array_api_backend import SPEC_PREFIX
 from backends.protocol import OPS, VJP_OPS
 from backends.registry import BUILTIN
 from oracle.formats import DTYPES
@@ -222,8 +223,14 @@ def _header(record: dict, values: dict, embed: bool, embed_limit: int) -> str:
     lines += _message_lines(message) if message else []
     lines += _broken_invariants(record)
     backend = values["backend"]
-    package = (f"the backend's package, {backend!r}" if backend in BUILTIN
-               else f"the backend's module, {backend.partition(':')[0]!r}, importable (on PYTHONPATH)")
+    if backend.startswith(SPEC_PREFIX):
+        package = f"the array API library {backend.removeprefix(SPEC_PREFIX)!r}"
+    elif ":" in backend:
+        package = f"the backend's module, {backend.partition(':')[0]!r}, importable (on PYTHONPATH)"
+    elif backend in BUILTIN:
+        package = f"the backend's package, {backend!r}"
+    else:
+        package = f"the plugin package that provides backend {backend!r}"
     lines += [
         "# Needs softmax-suite installed (its adapter calls the backend exactly as the suite does)",
         f"# and {package}.",
