@@ -14,9 +14,10 @@ import json
 import os
 from pathlib import Path
 
-from reports.results import SCHEMA_VERSION, ResultsFileError, jsonable, read_results
+from reports.results import SCHEMA_VERSION, STATUSES, ResultsFileError, end_line, line, read_results
 
 BASELINE_SCHEMA = 1
+SCHEMA_KEY = '"schema"'
 KEY_FIELDS = ("check", "backend", "device", "dtype", "op", "case", "cotangent")
 
 
@@ -64,7 +65,8 @@ def entry(record: dict) -> dict:
 
 
 def read_many(paths: list[str | os.PathLike]) -> tuple[list[dict], list[dict]]:
-    """(headers, results) of several results files; a file's problem is a BaselineError."""
+    """(headers, results) of several results files, each header with its "file" and "partial";
+    a file's problem is a BaselineError."""
     headers, results = [], []
     for path in paths:
         try:
@@ -74,6 +76,11 @@ def read_many(paths: list[str | os.PathLike]) -> tuple[list[dict], list[dict]]:
         headers.append({"file": str(path), **{k: v for k, v in header.items() if k != "tables"}})
         results += records
     return headers, results
+
+
+def partial_files(headers: list[dict]) -> list[str]:
+    """The files among these headers' whose run did not finish."""
+    return [header["file"] for header in headers if header.get("partial")]
 
 
 def entries(results: list[dict]) -> tuple[dict[str, dict], list[str]]:
@@ -104,40 +111,91 @@ def _comparable(value: dict) -> dict:
 def save(paths: list[str | os.PathLike], output: str | os.PathLike) -> dict:
     """Write the baseline of these results files; returns it."""
     headers, results = read_many(paths)
+    partial = partial_files(headers)
+    if partial:
+        # A baseline lacking entries would leave them ungated in every later run.
+        raise BaselineError(f"{', '.join(partial)}: partial results (the run did not finish); complete "
+                            "them with `softmax-suite run --resume DIR` before saving a baseline")
     found, conflicts = entries(results)
     if conflicts:
         raise BaselineError("the results disagree on the same key (merge them per host first):\n  "
                             + "\n  ".join(conflicts))
     baseline = {"schema": BASELINE_SCHEMA, "runs": headers, "entries": found}
-    Path(output).write_text(json.dumps(baseline, indent=1, sort_keys=True, allow_nan=False) + "\n",
-                            encoding="utf-8")
+    _write(output, json.dumps(baseline, indent=1, sort_keys=True, allow_nan=False) + "\n", "baseline")
     return baseline
+
+
+def _write(output: str | os.PathLike, text: str, what: str) -> None:
+    try:
+        Path(output).write_text(text, encoding="utf-8")
+    except OSError as error:
+        raise BaselineError(f"cannot write the {what} {output}: {error.strerror}") from None
 
 
 def load(path: str | os.PathLike) -> dict:
     """A baseline file, checked for what the gate reads."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as error:
-        raise BaselineError(f"cannot read baseline {path}: {error.strerror}") from None
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        why = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise BaselineError(f"cannot read baseline {path}: {why}") from None
+    try:
+        data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise BaselineError(f"{path}:{error.lineno}: not JSON ({error.msg})") from None
+        raise BaselineError(f"{path}:{error.lineno}: not JSON ({error.msg}){_results_hint(text)}") from None
     if not isinstance(data, dict) or data.get("schema") != BASELINE_SCHEMA or not isinstance(
             data.get("entries"), dict):
-        raise BaselineError(f"{path}: not a softmax-suite baseline of schema {BASELINE_SCHEMA} (write "
-                            "one with `softmax-suite baseline save RESULTS -o FILE`)")
+        found = f"schema {data['schema']!r}" if isinstance(data, dict) and "schema" in data else "no schema"
+        raise BaselineError(f"{path}:{_line_of(text, SCHEMA_KEY)}: not a softmax-suite baseline of schema "
+                            f"{BASELINE_SCHEMA} ({found}); write one with `softmax-suite baseline save "
+                            "RESULTS -o FILE`")
+    for name, value in data["entries"].items():
+        problem = _entry_problem(name, value)
+        if problem:
+            raise BaselineError(f"{path}:{_line_of(text, json.dumps(name))}: entry {name!r} {problem}")
     return data
+
+
+def _entry_problem(name: str, value: object) -> str | None:
+    """What is wrong with a baseline entry, for the gate that reads it; None when nothing."""
+    if len(name.split("/")) < len(KEY_FIELDS) - 1:
+        return "is not check/backend/device/dtype/op/case[/cotangent]"
+    if not isinstance(value, dict) or value.get("status") not in STATUSES:
+        return f"has no status (one of {', '.join(STATUSES)})"
+    numbers = [value.get("value"), *(value.get("round_fractions") or ()), *(value.get("run_fractions") or ())]
+    if any(n is not None and (isinstance(n, bool) or not isinstance(n, (int, float))) for n in numbers):
+        return "has a value that is not a number"
+    return None
+
+
+def _line_of(text: str, needle: str) -> int:
+    """The first line holding needle (1 when none does): where a reader should look."""
+    index = text.find(needle)
+    return text.count("\n", 0, index) + 1 if index >= 0 else 1
+
+
+def _results_hint(text: str) -> str:
+    try:
+        first = json.loads(text.split("\n", 1)[0])
+    except json.JSONDecodeError:
+        return ""
+    if isinstance(first, dict) and first.get("kind") == "run":
+        return ("; this is a results file: save a baseline of it with `softmax-suite baseline save RESULTS "
+                "-o FILE`")
+    return ""
 
 
 def merge(paths: list[str | os.PathLike], output: str | os.PathLike) -> tuple[int, list[str]]:
     """Merge results files (one per host) into one; returns (results written, conflicts). With
-    conflicts nothing is written."""
+    conflicts nothing is written; the merge of a partial file is partial (no end line)."""
     headers, results = read_many(paths)
     _, conflicts = entries(results)
     if conflicts:
         return 0, conflicts
     lines = [{"kind": "run", "schema": SCHEMA_VERSION, "merged_from": headers},
              *({**record, "kind": "result"} for record in results)]
-    Path(output).write_text("".join(json.dumps(jsonable(line), sort_keys=True, allow_nan=False) + "\n"
-                                    for line in lines), encoding="utf-8")
+    if not partial_files(headers):
+        # A merge of partial files stays partial: no end line.
+        lines.append(end_line(results))
+    _write(output, "".join(map(line, lines)), "merged results")
     return len(results), []

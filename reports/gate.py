@@ -12,7 +12,9 @@
   seconds, cancels the machine's speed; the test sees the noise within a run, and only several
   baseline runs show the drift between runs (measured here: one benchmark 2.2x slower in a
   second run, with rounds within 3% of each other in both).
-* a result new since the baseline: noted; one missing from the run: warned.
+* a result new since the baseline: noted; one missing from the run: warned, or, when the run
+  is partial (killed or interrupted before its end), noted as not run yet: its absence says
+  nothing about it, and `softmax-suite run --resume` will run it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import statistics
 from dataclasses import dataclass, field, fields
 
 FAIL, NOTE, WARN = "fail", "note", "warn"
+NOT_RUN_YET = "not run yet (partial run)"
 FAILING = ("fail", "error")
 
 
@@ -127,39 +130,56 @@ def compare(name: str, before: dict, after: dict, rules: GateRules) -> list[Find
     return found
 
 
-def gate(baseline: dict[str, dict], current: dict[str, dict], rules: GateRules) -> list[Finding]:
-    """Every finding of a run (entries by key) against a baseline (entries by key)."""
+def gate(baseline: dict[str, dict], current: dict[str, dict], rules: GateRules,
+         partial: bool = False) -> list[Finding]:
+    """Every finding of a run (entries by key) against a baseline (entries by key); a partial run's
+    missing results are noted as not run yet rather than warned about."""
     found = []
     for name in sorted(current):
         if name in baseline:
             found += compare(name, baseline[name], current[name], rules)
         else:
             found.append(Finding(name, NOTE, "new since the baseline", "-", current[name]["status"], "-"))
-    found += [Finding(name, WARN, "missing from the run", baseline[name]["status"], "-", "-")
+    missing = (NOTE, NOT_RUN_YET) if partial else (WARN, "missing from the run")
+    found += [Finding(name, *missing, baseline[name]["status"], "-", "-")
               for name in sorted(set(baseline) - set(current))]
     return found
 
 
 def format_table(findings: list[Finding]) -> str:
-    """A plain-text table of the findings, failures first."""
+    """A plain-text table of the findings, failures first; what a partial run has not run yet is
+    counted in one line below it, not listed."""
     if not findings:
         return "gate: no regressions, nothing new, nothing missing"
     order = {FAIL: 0, WARN: 1, NOTE: 2}
+    shown, not_run = _not_run_yet(findings)
     rows = [("", "what", "rule", "before", "after", "threshold")] + [
         (f.severity.upper(), f.key, f.rule, f.before, f.after, f.threshold)
-        for f in sorted(findings, key=lambda f: (order[f.severity], f.key))]
+        for f in sorted(shown, key=lambda f: (order[f.severity], f.key))]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-                     for row in rows)
+    table = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in rows] if shown else []
+    if not_run:
+        table.append(f"{not_run} result(s) of the baseline not run yet (partial run)")
+    return "\n".join(table)
 
 
-def format_markdown(findings: list[Finding]) -> str:
+def _not_run_yet(findings: list[Finding]) -> tuple[list[Finding], int]:
+    shown = [f for f in findings if f.rule != NOT_RUN_YET]
+    return shown, len(findings) - len(shown)
+
+
+def format_markdown(findings: list[Finding], partial: bool = False) -> str:
     """The findings as a Markdown summary (for $GITHUB_STEP_SUMMARY)."""
     failures = sum(f.severity == FAIL for f in findings)
     verdict = f"**{failures} regression(s)**" if failures else "**no regressions**"
     lines = [f"## softmax-suite gate: {verdict}", ""]
-    shown = [f for f in findings if f.severity != NOTE or f.rule != "new since the baseline"]
-    new = len(findings) - len(shown)
+    listed, not_run = _not_run_yet(findings)
+    if partial:
+        lines += [f"**Partial results**: the run did not finish; {not_run} result(s) of the baseline "
+                  "not run yet.", ""]
+    shown = [f for f in listed if f.severity != NOTE or f.rule != "new since the baseline"]
+    new = len(listed) - len(shown)
     if shown:
         lines += ["| | what | rule | before | after | threshold |", "|---|---|---|---|---|---|"]
         lines += [f"| {f.severity} | `{f.key}` | {f.rule} | {f.before} | {f.after} | {f.threshold} |"

@@ -118,7 +118,8 @@ def _certificate(oracle: dict) -> str:
     return ", ".join(tiers) + precision
 
 
-def verdict(results: list[dict], findings: Sequence[Finding] | None) -> dict:
+def verdict(results: list[dict], findings: Sequence[Finding] | None, partial: Sequence[str] = ()) -> dict:
+    """The report's headline; partial names the files whose run did not finish."""
     counts = status_counts(results)
     regressed = sum(f.severity == FAIL for f in findings or ())
     unexpected = counts["fail"] + counts["error"]
@@ -126,7 +127,8 @@ def verdict(results: list[dict], findings: Sequence[Finding] | None) -> dict:
     if findings is not None:
         parts.append(f"{regressed} regressed against the baseline")
     return {"ok": not unexpected and not regressed, "counts": counts, "text": ", ".join(parts),
-            "unexpected": unexpected, "regressed": regressed, "baseline": findings is not None}
+            "unexpected": unexpected, "regressed": regressed, "baseline": findings is not None,
+            "partial": list(partial)}
 
 
 def grid(records: list[dict]) -> dict:
@@ -466,7 +468,7 @@ def build(headers: list[dict], results: list[dict], findings: Sequence[Finding] 
     failed, anchors = failures(results)
     forward = [r for r in accuracy if not r["op"].endswith("_vjp")]
     return {
-        "verdict": verdict(results, findings),
+        "verdict": verdict(results, findings, [h.get("file") or "?" for h in headers if h.get("partial")]),
         "checks": {check: verdict([r for r in results if check_of(r) == check], None)
                    for check in sorted({check_of(r) for r in results})},
         "not_run": not_run(results),

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-import traceback
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -22,10 +21,12 @@ from oracle.budget import VJP_BUDGETS, budget, natural_scale, vjp_underflow
 from oracle.exact import Reference
 from oracle.formats import format_of
 from oracle.metrics import SEMANTIC_CATEGORIES, classify, compare, summarize
+from suites.calls import CallTimeout, describe_error, last_frames, limited, output_of
 from suites.cases import CASES, Case
 from suites.config import Settings
 from suites.cotangents import build_cotangents
 from suites.deviations import Deviation, find
+from suites.isolation import Isolated, WorkerFailure
 
 BUDGET_FORMULAS = {
     "softmax": "(c0 + c_exp (|x_j - a| + W) + c_sum ceil(log2 n)) u y_j + ulp_min",
@@ -109,29 +110,33 @@ def base_record(target: Target, case: Case, backend: Backend | None) -> dict:
 
 
 class BackendFailure(Exception):
-    """A backend call that raised, or returned the wrong shape or dtype: the result is an error."""
+    """A backend call that failed: the result is an error of this kind (the record's failure):
+    "error" (it raised, or returned a wrong value), "timeout" or "crash"."""
 
-    def __init__(self, message: str, trace: str = "") -> None:
+    def __init__(self, message: str, trace: str = "", kind: str = "error") -> None:
         super().__init__(message)
         self.trace = trace
+        self.kind = kind
 
 
 def call_backend(backend: Backend, op: str, device: str, axis: int, inputs: list[np.ndarray],
-                 expected_shape: tuple[int, ...], label: str | None = None) -> np.ndarray:
+                 expected_shape: tuple[int, ...], label: str | None = None, limit: float = 0.0) -> np.ndarray:
     """op of backend on device for the numpy inputs (x, then the cotangent of a VJP), back as
-    numpy and checked for shape and x's dtype; any failure is a BackendFailure naming the call."""
+    numpy and checked for shape and x's dtype, within limit seconds (0: none); in its worker process
+    when the backend is Isolated. Any failure is a BackendFailure naming the call."""
     label = label or op
     x = inputs[0]
     try:
-        # inf - inf and overflow are what the extreme cases are for: numpy need not warn.
-        with np.errstate(all="ignore"):
-            out = backend.ops[op](*(backend.to_device(a, device) for a in inputs), axis)
-            backend.synchronize(device, out)
-            got = np.asarray(backend.to_numpy(out))
-    except Exception as error:  # a backend's failure is a result, never a crash of the run
-        frames = traceback.format_exception(type(error), error, error.__traceback__)
-        raise BackendFailure(f"{label} raised {type(error).__name__}: {error}",
-                             "".join(frames[-3:])) from None
+        if isinstance(backend, Isolated):
+            got = backend.call(op, device, axis, inputs, limit)
+        else:
+            got = limited(limit, lambda: output_of(backend, op, device, axis, inputs))
+    except WorkerFailure as failure:
+        raise BackendFailure(f"{label} {failure}", failure.trace, failure.kind) from None
+    except (Exception, CallTimeout) as error:  # a backend's failure is a result, never a crash of the run
+        timeout = isinstance(error, CallTimeout)
+        raise BackendFailure(f"{label} {error if timeout else describe_error(error)}", last_frames(error),
+                             "timeout" if timeout else "error") from None
     if got.shape != tuple(expected_shape):
         raise BackendFailure(f"{label} returned shape {tuple(got.shape)}, expected {tuple(expected_shape)}")
     if got.dtype != x.dtype:
@@ -163,9 +168,10 @@ def run(target: Target, backend: Backend, settings: Settings,
     # The backend's time only: a cold oracle takes seconds and is not the backend's.
     started = time.perf_counter()
     try:
-        got = call_backend(backend, target.op, target.device, case.axis, inputs, reference.shape)
+        got = call_backend(backend, target.op, target.device, case.axis, inputs, reference.shape,
+                           limit=settings.case_timeout)
     except BackendFailure as failure:
-        return judged({**record, "status": "error", "failure": "error", "message": str(failure),
+        return judged({**record, "status": "error", "failure": failure.kind, "message": str(failure),
                        **({"traceback": failure.trace} if failure.trace else {})}, deviations)
     record["duration_s"] = time.perf_counter() - started
     record["output_sha256"] = output_digest(got)

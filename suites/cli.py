@@ -5,6 +5,7 @@ invariants in parallel into OUT/results.jsonl, then throughput in one process (p
 times nothing under pytest-xdist) into OUT/throughput.jsonl and pytest-benchmark's
 OUT/benchmark.json, and the HTML report of both in OUT/report.html; exit status 0 when nothing
 unexpected failed, 1 when something did (or regressed against --baseline), 2 on usage errors.
+`run --resume DIR` continues a run that was killed or interrupted (suites.resume).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -25,17 +27,20 @@ from oracle import store
 from reports import baseline as baseline_io
 from reports import gate as gate_rules
 from reports import html
-from suites import corpus
+from suites import corpus, resume
 from suites import hunt as hunting
 from suites.cases import CATALOGUE, select_cases
 from suites.config import ConfigError, load_settings
 from suites.cotangents import COTANGENTS
 from suites.environment import COMMAND_VARIABLE
-from suites.selection import SELECTION_OPTIONS, split
+from suites.isolation import FAULT_OPTIONS
+from suites.selection import SELECTION_OPTIONS, no_match, split, suggestion
 from suites.throughput import SWEEPS
 
 SUITES_DIR = Path(__file__).resolve().parent
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_OUT = "softmax-suite-out"
+STEP_WORDS = {"run": "to run", "resume": "to continue", "done": "complete"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,10 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the suite and write OUT/results.jsonl",
                               description="Run the suite over the selected backends (default: every "
                                           "installed one) and write OUT/results.jsonl.")
-    for flag, kwargs in SELECTION_OPTIONS:
+    for flag, kwargs in (*SELECTION_OPTIONS, *FAULT_OPTIONS):
         run.add_argument(flag, **kwargs)
-    run.add_argument("--out", default="softmax-suite-out", metavar="DIR",
-                     help="output folder (default: softmax-suite-out)")
+    run.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
+                     help=f"output folder (default: {DEFAULT_OUT})")
+    run.add_argument("--resume", metavar="DIR", default=None,
+                     help="continue the run in DIR that was killed or interrupted: keep the results its "
+                          "files hold and run only the rest, with the recorded selection when none is "
+                          "given (a different one is refused)")
     workers = run.add_mutually_exclusive_group()
     workers.add_argument("-n", "--workers", default="auto", metavar="N",
                          help="pytest-xdist worker processes: a number, 'auto' (default: one per CPU) "
@@ -88,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("results", nargs="+", metavar="RESULTS", help="results files (.jsonl)")
     gate.add_argument("--baseline", required=True, metavar="FILE",
                       help="a baseline from `baseline save`")
-    gate.add_argument("--config", metavar="PATH", default="pyproject.toml",
+    gate.add_argument("--config", metavar="PATH", default=None,
                       help="pyproject.toml with [tool.softmax-suite.gate] (default: ./pyproject.toml)")
 
     report = commands.add_parser("report", help="render results files as one offline HTML report")
@@ -97,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the HTML file to write (default: report.html)")
     report.add_argument("--baseline", metavar="FILE", default=None,
                         help="also show the deltas against this baseline (as `gate` judges them)")
-    report.add_argument("--config", metavar="PATH", default="pyproject.toml",
+    report.add_argument("--config", metavar="PATH", default=None,
                         help="pyproject.toml with [tool.softmax-suite.gate] (default: ./pyproject.toml)")
 
     merge = commands.add_parser("merge", help="merge results files of several hosts into one")
@@ -151,6 +160,19 @@ def _xdist_installed() -> bool:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    steps = None
+    if args.resume:
+        try:
+            if args.out not in (DEFAULT_OUT, args.resume):
+                raise ValueError(f"--resume {args.resume} continues the run in that folder; --out {args.out} "
+                                 "names another")
+            steps = resume.plan(Path(args.resume), args)
+        except ValueError as error:
+            print(f"softmax-suite: {error}", file=sys.stderr)
+            return EXIT_USAGE
+        args.out = args.resume
+        print(f"softmax-suite: resuming {args.resume}: accuracy {STEP_WORDS[steps.accuracy]}, throughput "
+              f"{STEP_WORDS[steps.throughput]}")
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -167,23 +189,30 @@ def run_command(args: argparse.Namespace) -> int:
     if args.oracle_cache:
         selection += ["--oracle-cache", args.oracle_cache]
     results = out / "results.jsonl"
-    accuracy = [*selection, "-m", "not throughput", "--results", str(results)]
+    selection += ["--case-timeout", repr(args.case_timeout)]
+    accuracy = [*selection, "-m", "not throughput", "--results", str(results),
+                *(["--isolate"] if args.isolate else []), *(["--resume"] if steps else [])]
     if args.workers != "0":
         if _xdist_installed():
             accuracy += ["-n", args.workers, "--dist", "loadgroup"]
         else:
             print("softmax-suite: pytest-xdist is not installed: running in one process", file=sys.stderr)
-    codes = [pytest.main([*accuracy, *args.pytest_args])]
+    done = steps is not None and steps.accuracy == "done"
+    codes = [pytest.ExitCode.OK if done else pytest.main([*accuracy, *args.pytest_args])]
     written = [results]
     stopped = (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERRUPTED)
-    if args.throughput != "off" and codes[0] not in stopped:
-        timings = out / "throughput.jsonl"
+    if args.isolate and args.throughput != "off":
+        print("softmax-suite: no throughput pass under --isolate: a call timed through the worker process's "
+              "pipe times the copies, not the backend; run without --isolate to time it", file=sys.stderr)
+        args.throughput = "off"
+    timings = out / "throughput.jsonl"
+    if args.throughput != "off" and codes[0] not in stopped and (steps is None or steps.throughput != "done"):
         # A process of its own: timings free of what the accuracy run left (memory, threads).
         command = [sys.executable, "-m", "pytest", *selection, "-m", "throughput", "-p", "no:xdist",
                    "--sweep", args.throughput, "--results", str(timings),
                    "--benchmark-json", str(out / "benchmark.json"),
                    "--benchmark-columns", "min,median,max,rounds", "--benchmark-sort", "fullname",
-                   *args.pytest_args]
+                   *(["--resume"] if steps else []), *args.pytest_args]
         # Not a worker of any xdist run this command may itself be inside: pytest-benchmark
         # reads PYTEST_XDIST_WORKER and would time nothing.
         environment = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
@@ -191,8 +220,9 @@ def run_command(args: argparse.Namespace) -> int:
         returned = subprocess.run(command, check=False, env=environment).returncode
         known = {code.value for code in pytest.ExitCode}
         codes.append(pytest.ExitCode(returned) if returned in known else pytest.ExitCode.INTERNAL_ERROR)
+    if args.throughput != "off" and codes[0] not in stopped:
         written += [timings, out / "benchmark.json"]
-    if all(code == pytest.ExitCode.NO_TESTS_COLLECTED for code in codes):
+    if steps is None and all(code == pytest.ExitCode.NO_TESTS_COLLECTED for code in codes):
         print("softmax-suite: the selection matched nothing to run", file=sys.stderr)
         return EXIT_USAGE
     if pytest.ExitCode.USAGE_ERROR in codes:
@@ -203,7 +233,20 @@ def run_command(args: argparse.Namespace) -> int:
     ran_clean = (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
     code = EXIT_OK if all(code in ran_clean for code in codes) else EXIT_FAILED
     finished = [path for path in written if path.suffix == ".jsonl" and path.exists()]
-    return max(code, _gate_and_report(finished, args.baseline, "pyproject.toml", out / "report.html"))
+    if steps is not None and _failed_before(finished):
+        code = EXIT_FAILED  # a failure recorded before the resume, which this run did not repeat
+    return max(code, _gate_and_report(finished, args.baseline, None, out / "report.html"))
+
+
+def _failed_before(paths: list[Path]) -> bool:
+    """Whether the results files hold a failure or an error."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # reported by _gate_and_report, which reads them next
+        try:
+            _, records = baseline_io.read_many(paths)
+        except baseline_io.BaselineError:
+            return False  # reported by _gate_and_report
+    return any(record["status"] in ("fail", "error") for record in records)
 
 
 class InputError(Exception):
@@ -211,49 +254,70 @@ class InputError(Exception):
 
 
 def _read(paths: list) -> tuple[list[dict], list[dict]]:
+    """Headers and records of the results files; a truncated last line is one warning line."""
     try:
-        return baseline_io.read_many(paths)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            read = baseline_io.read_many(paths)
     except baseline_io.BaselineError as error:
         raise InputError(str(error)) from None
+    for warning in caught:
+        print(f"softmax-suite: warning: {warning.message}", file=sys.stderr)
+    return read
 
 
-def _load_gate(baseline_path: str, config: str) -> tuple[dict, gate_rules.GateRules]:
+def _settings(config: str | None) -> Path:
+    """The pyproject.toml that --config names (which must exist), else ./pyproject.toml if any."""
+    if config is not None and not Path(config).is_file():
+        raise InputError(f"--config {config}: no such file")
+    return Path(config or "pyproject.toml")
+
+
+def _load_gate(baseline_path: str, config: str | None) -> tuple[dict, gate_rules.GateRules]:
     """The baseline's entries and the gate's rules, read before any results file."""
     try:
-        return baseline_io.load(baseline_path)["entries"], load_settings(Path(config)).gate
+        return baseline_io.load(baseline_path)["entries"], load_settings(_settings(config)).gate
     except (ConfigError, baseline_io.BaselineError) as error:
         raise InputError(str(error)) from None
 
 
-def _findings(records: list[dict], before: dict, rules: gate_rules.GateRules) -> list[gate_rules.Finding]:
+def _findings(records: list[dict], before: dict, rules: gate_rules.GateRules,
+              partial: bool) -> list[gate_rules.Finding]:
     """The gate's findings for these records against the baseline's entries."""
     current, conflicts = baseline_io.entries(records)
     if conflicts:
         raise InputError("the results disagree on the same key:\n  " + "\n  ".join(conflicts))
-    return gate_rules.gate(before, current, rules)
+    return gate_rules.gate(before, current, rules, partial)
 
 
-def _print_findings(findings: list[gate_rules.Finding]) -> int:
+def _print_findings(findings: list[gate_rules.Finding], partial: bool) -> int:
     """Print the gate's table (and the Markdown summary into $GITHUB_STEP_SUMMARY); its exit code."""
     print(gate_rules.format_table(findings))
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as file:
-            file.write(gate_rules.format_markdown(findings))
+            file.write(gate_rules.format_markdown(findings, partial))
     return EXIT_FAILED if any(f.severity == gate_rules.FAIL for f in findings) else EXIT_OK
 
 
-def _gate_and_report(paths: list, baseline: str | None, config: str, report: Path | None) -> int:
+def _gate_and_report(paths: list, baseline: str | None, config: str | None, report: Path | None) -> int:
     """Gate the results files against the baseline (when given) and write the report (when
-    asked); exit 1 on a regression, 2 on a file that cannot be used."""
+    asked); exit 1 on a regression, 2 on a file that cannot be used. Partial results (a run that
+    did not finish) are said so, and judged on what they hold."""
     try:
         gate_input = _load_gate(baseline, config) if baseline else None
         headers, records = _read(paths)
-        findings = _findings(records, *gate_input) if gate_input else None
+        partial = baseline_io.partial_files(headers)
+        findings = _findings(records, *gate_input, bool(partial)) if gate_input else None
     except InputError as error:
         print(f"softmax-suite: {error}", file=sys.stderr)
         return EXIT_USAGE
-    code = _print_findings(findings) if findings is not None else EXIT_OK
+    if partial:
+        judged = "; the gate judges" if findings is not None else ", with"
+        print(f"softmax-suite: PARTIAL results: the run of {', '.join(partial)} did not finish (killed or "
+              f"interrupted){judged} the {len(records)} results it holds; `softmax-suite run --resume DIR` "
+              "runs the rest")
+    code = _print_findings(findings, bool(partial)) if findings is not None else EXIT_OK
     if report is not None:
         try:
             html.write_report(headers, records, report, findings)
@@ -325,14 +389,14 @@ def backends_command(args: argparse.Namespace) -> int:
 def cases_command(args: argparse.Namespace) -> int:
     patterns = split(args.case)
     if args.dtype and args.dtype not in DTYPES:
-        print(f"softmax-suite: unknown dtype {args.dtype!r}: valid are {', '.join(DTYPES)}",
-              file=sys.stderr)
+        print(f"softmax-suite: unknown dtype {args.dtype!r}: valid are {', '.join(DTYPES)}"
+              f"{suggestion(args.dtype, DTYPES)}", file=sys.stderr)
         return EXIT_USAGE
     chosen = [c for c in select_cases(patterns, include_slow=True)
               if not args.dtype or args.dtype in c.dtypes]
     if patterns and not chosen:
-        print(f"softmax-suite: no case matches {', '.join(patterns)}; see `softmax-suite cases`",
-              file=sys.stderr)
+        valid = [c.name for c in CATALOGUE if not args.dtype or args.dtype in c.dtypes]
+        print(f"softmax-suite: {no_match('case', patterns, valid)}", file=sys.stderr)
         return EXIT_USAGE
     rows = [("case", "shape", "axis", "layout", "dtypes", "tags", "description")]
     for case in chosen:
@@ -351,13 +415,15 @@ def _hunt_plan(args: argparse.Namespace) -> hunting.Plan:
     """The hunt's plan from its options (ValueError naming a bad one and the valid values)."""
     for kind, value, valid in (("op", args.op, OPS), ("dtype", args.dtype, DTYPES)):
         if value not in valid:
-            raise ValueError(f"unknown {kind} {value!r}: valid are {', '.join(valid)}")
+            raise ValueError(f"unknown {kind} {value!r}: valid are {', '.join(valid)}"
+                             f"{suggestion(value, valid)}")
     vjp = args.op.endswith("_vjp")
     if args.cotangent is not None and not vjp:
         raise ValueError(f"--cotangent applies to the VJPs only, not to {args.op}")
     kind = args.cotangent or (hunting.DEFAULT_COTANGENT if vjp else None)
     if kind is not None and kind not in COTANGENTS:
-        raise ValueError(f"unknown cotangent kind {kind!r}: valid are {', '.join(COTANGENTS)}")
+        raise ValueError(f"unknown cotangent kind {kind!r}: valid are {', '.join(COTANGENTS)}"
+                         f"{suggestion(kind, COTANGENTS)}")
     for flag, value in (("--evaluations", args.evaluations), ("--keep", args.keep),
                         ("--max-length", args.max_length)):
         if value is not None and value < 1:
@@ -385,7 +451,8 @@ def hunt_command(args: argparse.Namespace) -> int:
     device = args.device or backend.devices[0]
     problem = backend.why_unsupported(plan.op, plan.dtype)
     if device not in backend.devices:
-        problem = f"no device {device!r} for {args.backend}: valid are {', '.join(backend.devices)}"
+        problem = f"no device {device!r} for {args.backend}: valid are {', '.join(backend.devices)}" \
+            f"{suggestion(device, backend.devices)}"
     path = corpus.hunt_location(args.corpus)
     try:
         if problem:

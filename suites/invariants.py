@@ -109,7 +109,7 @@ def run(target: Target, backend: Backend, settings: Settings,
             measure(target, backend, settings, x, case.axis, case.resolved_seed, measured)
     except BackendFailure as failure:
         record["invariants"] = measured
-        return judged({**record, "status": "error", "failure": "error", "message": str(failure),
+        return judged({**record, "status": "error", "failure": failure.kind, "message": str(failure),
                         "traceback": failure.trace}, deviations)
     record["invariants"] = {name: measured[name] for name in OP_INVARIANTS[target.op]}
     failed = [entry["message"] for entry in record["invariants"].values() if entry["ok"] is False]
@@ -117,14 +117,15 @@ def run(target: Target, backend: Backend, settings: Settings,
                     "failure": "invariant" if failed else None, "message": "; ".join(failed)}, deviations)
 
 
-def caller(backend: Backend, device: str, axis: int, x: np.ndarray) -> Call:
+def caller(backend: Backend, device: str, axis: int, x: np.ndarray, limit: float = 0.0) -> Call:
     """call(op, input, label): the backend's op on the input, back as numpy, checked for x's shape
-    (less the axis for logsumexp) and dtype; any failure is a BackendFailure naming the call."""
+    (less the axis for logsumexp) and dtype, within limit seconds (0: none); any failure is a
+    BackendFailure naming the call."""
     rows = Rows.of(x, axis)
 
     def call(op: str, values: np.ndarray, label: str) -> np.ndarray:
         expected = rows.lead if op == "logsumexp" else x.shape
-        return call_backend(backend, op, device, axis, [values], expected, label)
+        return call_backend(backend, op, device, axis, [values], expected, label, limit)
 
     return call
 
@@ -133,7 +134,7 @@ def measure(target: Target, backend: Backend, settings: Settings, x: np.ndarray,
             into: dict[str, dict]) -> None:
     """Fill `into` with the op's invariants, one at a time (what was measured survives an error)."""
     op, fmt = target.op, format_of(x.dtype)
-    call = caller(backend, target.device, axis, x)
+    call = caller(backend, target.device, axis, x, settings.case_timeout)
     rows = Rows.of(x, axis)
     out = call(op, x, f"{op}(x)")
     again = [call(op, x, f"{op}(x), call {k}") for k in range(2, CALLS + 1)]

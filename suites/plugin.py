@@ -8,10 +8,10 @@ pytest-xdist) writes the records to the results file as the reports arrive.
 
 from __future__ import annotations
 
-import difflib
 import os
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,18 +25,22 @@ from reports.agreement import agreement_matrix, format_agreement
 from reports.results import ResultsWriter, jsonable
 from reports.semantics import format_semantics, semantics_table
 from reports.summary import format_summary
-from suites import accuracy, environment, invariants, throughput
+from suites import accuracy, environment, invariants, resume, throughput
 from suites.accuracy import Target
 from suites.cases import CASES, CATALOGUE, select_cases
 from suites.config import ConfigError, Settings, load_settings
 from suites.cotangents import ALL as COTANGENT_KINDS
 from suites.deviations import load_deviations, stale
-from suites.selection import SELECTION_OPTIONS, split
+from suites.isolation import FAULT_OPTIONS, Isolated, shutdown
+from suites.selection import SELECTION_OPTIONS, no_match, split
 
 RESULT_PROPERTY = "softmax_suite_result"
 RECORD_KEY = pytest.StashKey[dict]()
 STATE_KEY = pytest.StashKey["SuiteState"]()
 ANY = "any"
+NO_ISOLATED_TIMING = ("no throughput under --isolate: a call timed through the worker process's pipe times "
+                      "the copies of its input and output, not the backend; time it without --isolate")
+FINISHED = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
 
 
 class SuiteState:
@@ -55,25 +59,31 @@ class SuiteState:
         self.sweep = config.getoption("sweep")
         self.cases = select_cases(self.case_patterns, self.include_slow)
         if self.case_patterns and not self.cases:
-            raise pytest.UsageError(_no_match("case", self.case_patterns, [c.name for c in CATALOGUE]))
+            raise pytest.UsageError(no_match("case", self.case_patterns, [c.name for c in CATALOGUE]))
         names = split(config.getoption("backend")) or backend_names()
         try:
             check_names(names)
             self.backends: dict[str, Backend | Unavailable] = {name: load(name) for name in names}
         except ValueError as error:
             raise pytest.UsageError(str(error)) from None
+        self.isolate = config.getoption("isolate")
+        if self.isolate:
+            # Loaded here too: the parametrization needs their devices and dtypes.
+            self.backends = {name: Isolated.of(name, b) if isinstance(b, Backend) else b
+                             for name, b in self.backends.items()}
         self.devices = split(config.getoption("device"))
         known_devices = {d for b in self.backends.values() if isinstance(b, Backend)
                          for d in (*b.devices, *b.absent_devices)}
         for device in self.devices:
             if device not in known_devices:
-                raise pytest.UsageError(_no_match("device", [device], sorted(known_devices)))
+                raise pytest.UsageError(no_match("device", [device], sorted(known_devices)))
         config_path = config.getoption("suite_config")
         if config_path and not Path(config_path).is_file():
             raise pytest.UsageError(f"--suite-config {config_path}: no such file")
         try:
-            self.settings: Settings = load_settings(
-                Path(config_path) if config_path else Path.cwd() / "pyproject.toml")
+            self.settings: Settings = replace(load_settings(
+                Path(config_path) if config_path else Path.cwd() / "pyproject.toml"),
+                case_timeout=config.getoption("case_timeout"))
             self.deviations = load_deviations(self.settings.known_deviations)
         except ConfigError as error:
             raise pytest.UsageError(str(error)) from None
@@ -110,7 +120,9 @@ class SuiteState:
                 if self.devices and device not in self.devices:
                     continue
                 if check == "throughput":
-                    params += [pytest.param(target, id=target.id, marks=[pytest.mark.throughput])
+                    marks = [pytest.mark.throughput, *([pytest.mark.skip(reason=NO_ISOLATED_TIMING)]
+                                                       if self.isolate else [])]
+                    params += [pytest.param(target, id=target.id, marks=marks)
                                for dtype in self.dtypes for shape in self.shapes
                                for target in [Target(op, name, device, dtype, shape.name, None, check)]]
                     continue
@@ -131,26 +143,23 @@ class SuiteState:
         return params
 
 
-def _no_match(kind: str, given: list[str], valid: list[str]) -> str:
-    close = difflib.get_close_matches(given[0], valid, n=1) if given else []
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"no {kind} matches {', '.join(map(repr, given))}: valid are {', '.join(valid)}{hint}"
-
-
 def _selection(config: pytest.Config, option: str, valid: tuple[str, ...]) -> list[str]:
     chosen = split(config.getoption(option))
     for name in chosen:
         if name not in valid:
-            raise pytest.UsageError(_no_match(option, [name], list(valid)))
+            raise pytest.UsageError(no_match(option, [name], list(valid)))
     return [name for name in valid if not chosen or name in chosen]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("softmax-suite", "softmax-suite selection and results")
-    for flag, kwargs in SELECTION_OPTIONS:
+    for flag, kwargs in (*SELECTION_OPTIONS, *FAULT_OPTIONS):
         group.addoption(flag, **kwargs)
     group.addoption("--results", metavar="PATH", default=None,
                     help="write one JSON line per result to PATH as results are produced")
+    group.addoption("--resume", action="store_true", default=False,
+                    help="with --results: continue the partial file there (a run killed or interrupted): "
+                         "keep its results, run only the items it lacks, refuse a different selection")
     group.addoption("--oracle-cache", metavar="DIR", default=None,
                     help=f"keep exact references in DIR for later runs and other workers ('off': in "
                          f"memory only; default: ${store.ENVIRONMENT_VARIABLE} or "
@@ -182,6 +191,9 @@ def pytest_configure(config: pytest.Config) -> None:
     progress.set_output_guard(capture.global_and_fixture_disabled if capture is not None else None,
                               terminal=not hasattr(config, "workerinput"))
     results_path = config.getoption("results")
+    if config.getoption("resume") and not results_path:
+        raise pytest.UsageError("--resume continues the file of --results PATH; give it")
+    resuming = bool(config.getoption("resume") and Path(results_path).exists())
     if results_path and not hasattr(config, "workerinput"):
         header = {
             "command": environment.invoked_command(),
@@ -201,18 +213,30 @@ def pytest_configure(config: pytest.Config) -> None:
             "settings": {"budget": state.settings.budget.as_dict(),
                          "flush_to_zero": state.settings.flush_to_zero,
                          "source": state.settings.source},
+            **resume.recorded(config, state),
         }
         try:
-            state.writer = ResultsWriter(results_path, header)
+            if resuming:
+                state.results = resume.finished_records(results_path, header)
+                state.writer = ResultsWriter(results_path, resumed={
+                    "command": header["command"], "pytest_args": header["pytest_args"],
+                    "kept": len(state.results)})
+            else:
+                state.writer = ResultsWriter(results_path, header)
         except OSError as error:
             raise pytest.UsageError(f"--results {results_path}: cannot write ({error.strerror})"
                                     ) from None
+    if resuming:
+        finished = resume.finished_ids(results_path) if hasattr(config, "workerinput") else \
+            {record["nodeid"] for record in state.results}
+        config.pluginmanager.register(resume.Resumption(results_path, finished), "softmax-suite-resume")
     if not hasattr(config, "workerinput"):
         config.pluginmanager.register(ResultsCollector(state), "softmax-suite-results")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     progress.set_output_guard(None)
+    shutdown()  # the backends' worker processes (--isolate) end with the session
 
 
 def _op_of(metafunc: pytest.Metafunc) -> tuple[str, str]:
@@ -303,9 +327,9 @@ def check_throughput(request: pytest.FixtureRequest, benchmark):
                     "throughput runs in one process; softmax-suite run does it after the accuracy "
                     "run, or use pytest -n 0")
     state: SuiteState = request.config.stash[STATE_KEY]
-
     def run(target: Target, backend: Backend, settings: Settings, deviations: tuple) -> dict:
-        return throughput.run(target, backend, benchmark, state.sweep, state.environment)
+        return throughput.run(target, backend, benchmark, state.sweep, state.environment,
+                              settings.case_timeout)
 
     return _checker(request, run)
 
@@ -375,11 +399,14 @@ class ResultsCollector:
                 if self.state.writer is not None:
                     self.state.writer.write(record)
 
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.state.writer is not None:
-            # Derived from the records above; kept in the file so that a reader needs no code.
-            self.state.writer.write_table("semantics", semantics_table(self.state.results))
-            self.state.writer.write_table("agreement", agreement_matrix(self.state.results))
+            # Killed, interrupted or stopped early (-x), the file stays partial: no tables, no end line.
+            if exitstatus in FINISHED and not (session.shouldfail or session.shouldstop):
+                # Derived from the records above; kept in the file so that a reader needs no code.
+                self.state.writer.write_table("semantics", semantics_table(self.state.results))
+                self.state.writer.write_table("agreement", agreement_matrix(self.state.results))
+                self.state.writer.finish(self.state.results)
             self.state.writer.close()
 
     def pytest_terminal_summary(self, terminalreporter) -> None:

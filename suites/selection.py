@@ -1,6 +1,9 @@
-"""The selection options shared by `pytest suites` and `softmax-suite run`, and their parsing."""
+"""The selection options shared by `pytest suites` and `softmax-suite run`, their parsing, and the
+message for a name that matches nothing."""
 
 from __future__ import annotations
+
+import difflib
 
 from backends.protocol import DTYPES, OPS
 from backends.registry import backend_names
@@ -31,3 +34,15 @@ SELECTION_OPTIONS: tuple[tuple[str, dict], ...] = (
 def split(values: list[str] | None) -> list[str]:
     """Repeated, comma-separated option values as one flat list of names."""
     return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+
+
+def suggestion(given: str, valid: list[str] | tuple[str, ...]) -> str:
+    """"; did you mean 'x'?" for the valid name closest to the given one, or nothing."""
+    close = difflib.get_close_matches(given, list(valid), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def no_match(kind: str, given: list[str], valid: list[str]) -> str:
+    """The message for names that match nothing: the valid ones, and the closest to the first."""
+    hint = suggestion(given[0], valid) if given else ""
+    return f"no {kind} matches {', '.join(map(repr, given))}: valid are {', '.join(valid) or 'none'}{hint}"

@@ -30,6 +30,7 @@ import numpy as np
 from backends.protocol import Backend
 from oracle.formats import FORMATS
 from suites.accuracy import Target
+from suites.calls import CallTimeout, limited
 from suites.cases import short_count
 
 IMPOSSIBLE = 2.0
@@ -193,8 +194,9 @@ def copy_bandwidth(backend: Backend, device: str, x_device: Any, elements: int, 
 
 
 def run(target: Target, backend: Backend, benchmark: Any, sweep_name: str,
-        environment: dict) -> dict:
-    """Time target.op on the target's shape with pytest-benchmark and return the record."""
+        environment: dict, limit: float = 0.0) -> dict:
+    """Time target.op on the target's shape with pytest-benchmark and return the record; a first call
+    past limit seconds (0: none) is an error "timeout"."""
     shape = SHAPES[target.case]
     record = {**target.identity(), "backend_version": backend.version, "axis": -1,
               "shape": [shape.rows, shape.n], "elements": shape.elements, "sweep": sweep_name,
@@ -211,10 +213,12 @@ def run(target: Target, backend: Backend, benchmark: Any, sweep_name: str,
     benchmark.extra_info.update(target.identity())
     try:
         started = time.perf_counter()
-        call()
+        limited(limit, call)
         first_call = time.perf_counter() - started
         rounds = rounds_for(first_call, sweep_name)
         benchmark.pedantic(call, rounds=rounds, warmup_rounds=WARMUP_ROUNDS, iterations=1)
+    except CallTimeout as timeout:
+        return {**record, "status": "error", "failure": "timeout", "message": f"{target.op} {timeout}"}
     except Exception as error:  # a backend's failure is a result, never a crash of the run
         return {**record, "status": "error", "failure": "error",
                 "message": f"{target.op} raised {type(error).__name__}: {error}"}

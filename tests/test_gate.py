@@ -185,9 +185,11 @@ def test_gate_and_baseline_file_errors_exit_two(tmp_path: Path) -> None:
 
 
 def write_results(path: Path, records: list[dict]) -> str:
-    from reports.results import SCHEMA_VERSION
+    from reports.results import SCHEMA_VERSION, end_line
 
-    lines = [{"kind": "run", "schema": SCHEMA_VERSION}, *({**r, "kind": "result"} for r in records)]
+    # A finished run's file: the end line counts its results.
+    lines = [{"kind": "run", "schema": SCHEMA_VERSION}, *({**r, "kind": "result"} for r in records),
+             end_line(records)]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return str(path)
 

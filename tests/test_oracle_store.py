@@ -117,13 +117,32 @@ def damage_checksum(path: Path) -> None:
         np.savez(file, **arrays)
 
 
+def damage_flip_array_byte(path: Path) -> None:
+    # One byte of one stored array flipped, the archive otherwise whole (its zip CRCs recomputed):
+    # only the entry's own checksum can tell.
+    with np.load(path, allow_pickle=False) as stored:
+        arrays = {name: stored[name].copy() for name in stored.files}
+    name = next(name for name in sorted(arrays) if name.startswith("float:"))
+    arrays[name].view(np.uint8).flat[arrays[name].nbytes // 2] ^= 0x10
+    with path.open("wb") as file:
+        np.savez_compressed(file, **arrays)
+
+
+def damage_flip_file_byte(path: Path) -> None:
+    # A byte flipped on disk, in the middle of the compressed data: zip's CRC or zlib refuses it.
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
 def damage_pickle(path: Path) -> None:
     # An object array can only be read with pickle, which the store never allows.
     with path.open("wb") as file:
         np.savez(file, meta=np.array([{"evil": 1}], dtype=object))
 
 
-@pytest.mark.parametrize("damage", [damage_truncate, damage_checksum, damage_pickle])
+@pytest.mark.parametrize("damage", [damage_truncate, damage_checksum, damage_flip_array_byte,
+                                    damage_flip_file_byte, damage_pickle])
 def test_a_damaged_entry_is_warned_about_recomputed_and_replaced(disk: Path, damage) -> None:
     x, _, _ = inputs("bfloat16")
     good = forward_references(x, -1)

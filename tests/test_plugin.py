@@ -50,11 +50,12 @@ def collected(result: pytest.RunResult) -> list[str]:
 def read(path: Path) -> tuple[dict, list[dict]]:
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert lines[0]["kind"] == "run"
-    # Results as they came, then the two tables derived from them at the end of the run.
-    assert [line["kind"] for line in lines[-2:]] == ["table", "table"]
-    assert [line["name"] for line in lines[-2:]] == ["semantics", "agreement"]
-    assert all(line["kind"] == "result" for line in lines[1:-2])
-    return lines[0], lines[1:-2]
+    # Results as they came, then the two tables derived from them and the end line of a finished run.
+    assert [line["kind"] for line in lines[-3:]] == ["table", "table", "end"]
+    assert [line["name"] for line in lines[-3:-1]] == ["semantics", "agreement"]
+    assert all(line["kind"] == "result" for line in lines[1:-3])
+    assert lines[-1]["results"] == len(lines) - 4
+    return lines[0], lines[1:-3]
 
 
 def test_ids_are_readable(suite) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from reports import charts, html
 from reports.gate import FAIL, NOTE, Finding
-from reports.results import SCHEMA_VERSION
+from reports.results import SCHEMA_VERSION, end_line
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -237,7 +237,8 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def write_results(path: Path, results: list[dict]) -> Path:
-    lines = [HEADER, *({"kind": "result", **r} for r in results)]
+    # A finished run's file: the end line counts its results.
+    lines = [HEADER, *({"kind": "result", **r} for r in results), end_line(results)]
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
 

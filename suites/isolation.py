@@ -1,0 +1,289 @@
+"""--isolate: each backend runs in a worker process of its own, started afresh after it crashed or was
+killed; requests and outputs cross a pipe as a JSON header and raw array bytes, never as pickle."""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import faulthandler
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import tempfile
+from dataclasses import dataclass, field, fields
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from backends.protocol import Backend
+from backends.registry import Unavailable, load
+from suites.calls import DEFAULT_CASE_TIMEOUT, HOW_TO_RAISE, describe_error, last_frames, output_of, seconds
+
+# (flag, keyword arguments) for argparse and pytest's parser alike: what a bad backend may cost.
+FAULT_OPTIONS: tuple[tuple[str, dict], ...] = (
+    ("--case-timeout", {"type": seconds, "default": DEFAULT_CASE_TIMEOUT, "metavar": "SECONDS",
+                        "help": "the longest one backend call of a case may take; past it the case is an "
+                                f"error 'timeout' and the run goes on (default: {DEFAULT_CASE_TIMEOUT:g}; 0: "
+                                "no limit). In the suite's process Python code is stopped at the limit and "
+                                "C code when it returns; under --isolate the worker process is killed"}),
+    ("--isolate", {"action": "store_true", "default": False,
+                   "help": "run each backend in a worker process of its own, started afresh after a crash "
+                           "(segfault, abort, exit), which then costs only its case; no throughput (a "
+                           "call timed through a pipe would time the pipe)"}),
+)
+STARTUP_S = 120.0  # importing a framework in a fresh process (torch, jax) is no case's time
+GRACE_S = 2.0  # from SIGTERM (faulthandler writes the stack) to SIGKILL
+# A fresh interpreter: forking a process that runs torch or jax threads is unsafe.
+CONTEXT = multiprocessing.get_context("spawn")
+PR_SET_PDEATHSIG = 1
+
+
+class WorkerFailure(Exception):
+    """A call that did not come back: its kind (error, timeout or crash), what happened (to follow the
+    call's label) and the worker's traceback or stack dump."""
+
+    def __init__(self, kind: str, text: str, trace: str = "") -> None:
+        super().__init__(text)
+        self.kind = kind
+        self.trace = trace
+
+
+# The wire: a message of JSON, then one message of raw bytes per array it describes.
+
+def _dtype_name(dtype: np.dtype) -> str:
+    # ml_dtypes' types have no numpy descriptor ('<V2' is any two bytes): they go by name.
+    if dtype.type.__module__ == ml_dtypes.__name__:
+        return dtype.name
+    return dtype.str
+
+
+def _dtype(name: str) -> np.dtype:
+    return np.dtype(getattr(ml_dtypes, name)) if name.isidentifier() else np.dtype(name)
+
+
+def pack(array: np.ndarray) -> tuple[dict, np.ndarray]:
+    """An array's header entry and the buffer to send. A strided array keeps its strides, with the
+    span of memory they cover: a case's memory layout is part of its question."""
+    itemsize = array.dtype.itemsize
+    meta = {"dtype": _dtype_name(array.dtype), "shape": list(array.shape), "strides": None}
+    strided = array.size and not array.flags.c_contiguous and all(
+        s > 0 and s % itemsize == 0 for s in array.strides)
+    if strided:
+        span = 1 + sum((n - 1) * s // itemsize for n, s in zip(array.shape, array.strides, strict=True))
+        meta["strides"] = list(array.strides)
+        flat = as_strided(array, shape=(span,), strides=(itemsize,))
+    else:
+        flat = np.ascontiguousarray(array).reshape(-1)
+    meta["nbytes"] = flat.nbytes
+    return meta, flat
+
+
+def send(conn: Connection, header: dict, arrays: list[np.ndarray]) -> None:
+    packed = [pack(a) for a in arrays]
+    conn.send_bytes(json.dumps({**header, "arrays": [meta for meta, _ in packed]}).encode())
+    for _, flat in packed:
+        conn.send_bytes(np.ascontiguousarray(flat).view(np.uint8))
+
+
+def receive(conn: Connection) -> tuple[dict, list[np.ndarray]]:
+    """A header and its arrays, read-only like the suite's inputs. EOFError when the other end is gone."""
+    header = json.loads(conn.recv_bytes())
+    arrays = []
+    for meta in header["arrays"]:
+        dtype = _dtype(meta["dtype"])
+        # recv_bytes_into an array of the right dtype: aligned, and no copy of the bytes.
+        flat = np.empty(meta["nbytes"] // dtype.itemsize, dtype=dtype)
+        if meta["nbytes"]:
+            conn.recv_bytes_into(flat.view(np.uint8))
+        else:
+            conn.recv_bytes()
+        flat.flags.writeable = False
+        if meta["strides"] is None:
+            arrays.append(flat.reshape(meta["shape"]))
+        else:
+            arrays.append(as_strided(flat, shape=meta["shape"], strides=meta["strides"], writeable=False))
+    return header, arrays
+
+
+# The worker process.
+
+def _die_with_parent() -> None:
+    """A worker stuck in a backend call dies with the process that started it, even a killed one."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def serve(spec: str, conn: Connection, fault_file: str) -> None:
+    """The worker's life: load the backend by its name, say whether that worked, then answer calls
+    until the parent closes the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it ends this process
+    _die_with_parent()
+    with open(fault_file, "w") as faults:
+        # Where a crash or the parent's SIGTERM at a timeout found the backend, for the record.
+        faulthandler.enable(faults)
+        faulthandler.register(signal.SIGTERM, faults, chain=True)
+        try:
+            backend = load(spec)
+            if isinstance(backend, Unavailable):
+                raise RuntimeError(backend.reason)
+        except Exception as error:  # reported to the parent, which records it for each call
+            text = f"could not be loaded in its worker process: {type(error).__name__}: {error}"
+            send(conn, {"ok": False, "text": text, "traceback": last_frames(error)}, [])
+            return
+        send(conn, {"ok": True}, [])
+        while True:
+            try:
+                request, inputs = receive(conn)
+            except EOFError:
+                return
+            try:
+                got = output_of(backend, request["op"], request["device"], request["axis"], inputs)
+            except BaseException as error:  # whatever the backend does is the parent's to record
+                send(conn, {"ok": False, "text": describe_error(error), "traceback": last_frames(error)}, [])
+            else:
+                send(conn, {"ok": True}, [got])
+
+
+# The parent's side.
+
+def _backend_frames(dump: str) -> str:
+    """faulthandler's dump down to the frame that called the backend: the worker's own frames
+    below it, and the list of extension modules after it, say nothing of the backend."""
+    lines = dump.splitlines(keepends=True)
+    end = next((i for i, line in enumerate(lines) if line.rstrip().endswith(f" in {serve.__name__}")
+                and __file__ in line), len(lines))
+    return "".join(lines[:end])
+
+
+def _death(code: int | None) -> str:
+    if code is None:
+        return "closed its pipe without an answer"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "an unknown signal"
+        return f"died with {name} (signal {-code})"
+    return f"exited with status {code}" if code else "exited (status 0) without an answer"
+
+
+LIVE: set[Worker] = set()  # the workers this process runs now, for shutdown()
+
+
+class Worker:
+    """The parent's end of one backend's worker process: started at the first call, and afresh after
+    it died or was killed."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+        self.process: multiprocessing.process.BaseProcess | None = None
+        self.conn: Connection | None = None
+        self.faults: Path | None = None
+
+    def call(self, op: str, device: str, axis: int, inputs: list[np.ndarray], limit: float) -> np.ndarray:
+        """The op's output, or WorkerFailure: the backend's error, a timeout (the worker is killed at
+        the limit; 0: none) or a crash."""
+        if self.process is None:
+            self._start(limit)
+        try:
+            send(self.conn, {"op": op, "device": device, "axis": axis}, inputs)
+        except OSError:  # the pipe broke: it died since its last answer
+            raise self._died() from None
+        reply, arrays = self._reply(limit, f"no result within the case timeout of {limit:g} s")
+        if not reply["ok"]:
+            raise WorkerFailure("error", reply["text"], reply["traceback"])
+        return arrays[0]
+
+    def close(self) -> None:
+        """End the worker: it reads the closed pipe and returns; one that does not is killed."""
+        if self.process is None:
+            return
+        self.conn.close()
+        self.process.join(GRACE_S)
+        self._stop()
+
+    def _start(self, limit: float) -> None:
+        parent, child = CONTEXT.Pipe()
+        handle, path = tempfile.mkstemp(prefix="softmax-suite-worker-", suffix=".txt")
+        os.close(handle)
+        process = CONTEXT.Process(target=serve, args=(self.spec, child, path), daemon=True,
+                                  name=f"softmax-suite backend {self.spec}")
+        process.start()
+        child.close()  # else the pipe outlives the worker, and its death reads as silence
+        self.process, self.conn, self.faults = process, parent, Path(path)
+        LIVE.add(self)
+        startup = max(limit, STARTUP_S) if limit else 0.0
+        reply, _ = self._reply(startup, f"the worker process did not load the backend within {startup:g} s")
+        if not reply["ok"]:
+            self.close()
+            raise WorkerFailure("error", reply["text"], reply["traceback"])
+
+    def _reply(self, limit: float, late: str) -> tuple[dict, list[np.ndarray]]:
+        if not wait([self.conn, self.process.sentinel], timeout=limit or None):
+            raise self._killed(late)
+        try:
+            return receive(self.conn)
+        except (EOFError, OSError):
+            raise self._died() from None
+
+    def _killed(self, late: str) -> WorkerFailure:
+        self.process.terminate()
+        self.process.join(GRACE_S)
+        trace = self._stop()
+        return WorkerFailure("timeout", f"timed out: {late}; its worker process was killed; {HOW_TO_RAISE}",
+                             trace)
+
+    def _died(self) -> WorkerFailure:
+        self.process.join(GRACE_S)  # the pipe closes a moment before the exit status is known
+        code = self.process.exitcode
+        trace = self._stop()
+        return WorkerFailure("crash", f"crashed: the backend process {_death(code)}; the next call starts "
+                                      "a fresh one", trace)
+
+    def _stop(self) -> str:
+        """Kill the process if it still runs, forget it, and return what faulthandler wrote."""
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.conn.close()
+        try:
+            trace = _backend_frames(self.faults.read_text(errors="replace"))
+            self.faults.unlink()
+        except OSError:
+            trace = ""
+        LIVE.discard(self)
+        self.process = self.conn = self.faults = None
+        return trace
+
+
+@atexit.register
+def shutdown() -> None:
+    """End every worker process this process started (at the end of the session, and at exit)."""
+    workers = list(LIVE)
+    for worker in workers:
+        worker.conn.close()  # all of them first: they exit in parallel
+    for worker in workers:
+        worker.close()
+
+
+@dataclass(frozen=True)
+class Isolated(Backend):
+    """A backend whose op calls run in its worker process (suites.accuracy.call_backend asks it);
+    its name, devices and dtypes are those of the copy loaded in this process."""
+
+    spec: str = ""
+    worker: Worker | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def of(cls, spec: str, backend: Backend) -> Isolated:
+        """backend, whose spec (a built-in's name, a plugin's, or module:attr) loads it in a worker."""
+        copied = {f.name: getattr(backend, f.name) for f in fields(Backend)}
+        return cls(**copied, spec=spec, worker=Worker(spec))
+
+    def call(self, op: str, device: str, axis: int, inputs: list[np.ndarray], limit: float) -> np.ndarray:
+        return self.worker.call(op, device, axis, inputs, limit)

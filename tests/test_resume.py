@@ -1,0 +1,186 @@
+"""A run killed with SIGKILL halfway costs only itself: its results file reads back as partial,
+`report` and `gate` accept it and say so, and `run --resume` completes it to exactly the records of
+an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+
+from reports.results import SCHEMA_VERSION, end_line, read_results
+from suites import cli, resume
+
+REPO = Path(__file__).resolve().parents[1]
+# numpy and numpy's softmax slowed by 0.05 s a call (tests/slow_backend.py): 32 results (4 cases x
+# 2 dtypes x accuracy and invariants x 2 backends) over about 3 s, long enough to be killed halfway.
+SELECTION = ["--backend", "numpy,tests.slow_backend:softmax", "--op", "softmax",
+             "--case", "glossary,tied_max,equal_large,neg_inf_mask", "--dtype", "float32,float64"]
+EXPECTED_RESULTS = 4 * 2 * 2 * 2
+KILL_AFTER = 4
+
+
+def command(*args: str, cache: Path, workers: str = "0") -> list[str]:
+    return [sys.executable, "-m", "suites.cli", *args, "-n", workers, "--throughput", "off",
+            "--oracle-cache", str(cache)]
+
+
+def outcomes(path: Path) -> list[tuple[str, str]]:
+    """(node id, status) of every result, in file order."""
+    return [(record["nodeid"], record["status"]) for record in read_results(path)[1]]
+
+
+def main(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
+    """suites.cli.main in this process (report, gate and baseline start no pytest): code, output."""
+    code = cli.main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted run's folder, and beside it the oracle cache the other runs share."""
+    base = tmp_path_factory.mktemp("resume")
+    done = subprocess.run(command("run", *SELECTION, "--out", str(base / "full"), cache=base / "cache"),
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return base / "full"
+
+
+def kill_halfway(out: Path, cache: Path) -> None:
+    """Start the run of `full` into out and SIGKILL it once KILL_AFTER results are on disk."""
+    process = subprocess.Popen(command("run", *SELECTION, "--out", str(out), cache=cache), cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = out / "results.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if results.exists() and results.read_text().count('"kind": "result"') >= KILL_AFTER:
+            break
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    # -9: killed, not finished first (the run would then have nothing to resume).
+    assert process.wait(timeout=60) == -signal.SIGKILL
+
+
+def test_a_killed_run_reads_back_partial_and_resumes_to_the_full_records(full: Path, capsys,
+                                                                        monkeypatch) -> None:
+    base = full.parent
+    killed = base / "killed"
+    kill_halfway(killed, base / "cache")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        header, records = read_results(killed / "results.jsonl")
+    # Every line whole, or only the last one cut and skipped with its warning.
+    assert all("truncated last line skipped" in str(w.message) for w in caught) and len(caught) <= 1
+    assert header["partial"] is True and "finished" not in header
+    expected = outcomes(full / "results.jsonl")
+    assert len(expected) == EXPECTED_RESULTS and len(set(expected)) == EXPECTED_RESULTS
+    assert KILL_AFTER <= len(records) < EXPECTED_RESULTS
+    assert {(r["nodeid"], r["status"]) for r in records} <= set(expected)
+
+    # report and gate read it, say it is partial, and judge what is there: exit 0 (nothing
+    # regressed), the results not reached counted as not run yet rather than warned as missing.
+    code, said = main(capsys, "report", str(killed / "results.jsonl"), "-o", str(base / "partial.html"))
+    assert code == 0 and "PARTIAL results" in said
+    assert 'id="partial"' in (base / "partial.html").read_text()
+    code, said = main(capsys, "baseline", "save", str(full / "results.jsonl"), "-o", str(base / "base.json"))
+    assert code == 0, said
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(base / "summary.md"))
+    code, said = main(capsys, "gate", str(killed / "results.jsonl"), "--baseline", str(base / "base.json"))
+    assert code == 0 and "PARTIAL results" in said
+    assert "**Partial results**" in (base / "summary.md").read_text()
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY")
+    assert f"{EXPECTED_RESULTS - len(records)} result(s) of the baseline not run yet (partial run)" in said
+    assert "missing from the run" not in said
+    # A baseline must not be saved from it: its missing entries would go ungated.
+    code, said = main(capsys, "baseline", "save", str(killed / "results.jsonl"), "-o", str(base / "b.json"))
+    assert code == 2 and "partial results" in said
+
+    # Another selection cannot continue it, and leaves it as it was.
+    before = (killed / "results.jsonl").read_bytes()
+    refused = subprocess.run(command("run", "--resume", str(killed), *SELECTION[:4], "--case", "glossary",
+                                     cache=base / "cache"), cwd=REPO, capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "selection.cases: lacks equal_large, neg_inf_mask, tied_max" in refused.stderr
+    assert (killed / "results.jsonl").read_bytes() == before
+
+    # Without selection options the resume takes the recorded ones, and runs only what is missing.
+    resumed = subprocess.run(command("run", "--resume", str(killed), cache=base / "cache"), cwd=REPO,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert f"{EXPECTED_RESULTS - len(records)} passed" in resumed.stdout
+    header, _ = read_results(killed / "results.jsonl")
+    assert header["partial"] is False and len(header["resumed"]) == 1
+    final = outcomes(killed / "results.jsonl")
+    assert sorted(final) == sorted(expected)  # none missing, none twice
+    code, said = main(capsys, "gate", str(killed / "results.jsonl"), "--baseline", str(base / "base.json"))
+    assert code == 0 and said.strip() == "gate: no regressions, nothing new, nothing missing"
+
+
+def test_a_serial_run_resumes_under_xdist(full: Path) -> None:
+    # Workers report ids with the @group of --dist loadgroup; the file records them without it,
+    # and each worker must pass over exactly the recorded items.
+    cut = full.parent / "cut"
+    cut.mkdir()
+    kept = (full / "results.jsonl").read_text().splitlines(keepends=True)[:1 + KILL_AFTER]
+    (cut / "results.jsonl").write_text("".join(kept))
+    done = subprocess.run(command("run", "--resume", str(cut), cache=full.parent / "cache", workers="2"),
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert sorted(outcomes(cut / "results.jsonl")) == sorted(outcomes(full / "results.jsonl"))
+
+
+def write(path: Path, records: int, finished: bool, **header: object) -> None:
+    results = [{"status": "pass", "backend": "numpy", "op": "softmax", "nodeid": f"t[{i}]"}
+               for i in range(records)]
+    lines = [{"kind": "run", "schema": SCHEMA_VERSION, **header}, *({"kind": "result", **r} for r in results)]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines + [end_line(results)] * finished))
+
+
+@pytest.mark.parametrize(("accuracy", "timings", "expected"), [
+    # Killed during the accuracy run: continue it, then the throughput run from the start.
+    ((3, False), None, ("resume", "run")),
+    # Killed during the throughput run: continue that alone, with the sweep it was started with.
+    ((3, True), (2, False), ("done", "resume")),
+    ((3, True), (2, True), ("done", "done")),
+])
+def test_resume_plans_each_file_from_its_end_line(tmp_path: Path, accuracy, timings, expected) -> None:
+    write(tmp_path / "results.jsonl", *accuracy, options={"case": ["glossary"], "slow": False})
+    if timings:
+        write(tmp_path / "throughput.jsonl", *timings, selection={"sweep": "full"})
+    args = cli.build_parser().parse_args(["run", "--resume", str(tmp_path)])
+    assert resume.plan(tmp_path, args) == resume.Steps(*expected)
+    # No selection given: the recorded one; the throughput file's sweep where it has one.
+    assert args.case == ["glossary"] and args.throughput == ("full" if timings else "quick")
+
+
+@pytest.mark.parametrize(("finished", "partial"), [((True, True), False), ((True, False), True)])
+def test_a_merge_is_partial_when_a_source_is(tmp_path: Path, capsys, finished, partial) -> None:
+    sources = [str(tmp_path / f"{host}.jsonl") for host in ("cpu", "gpu")]
+    for source, done in zip(sources, finished, strict=True):
+        write(Path(source), 2, done)
+    code, said = main(capsys, "merge", *sources, "-o", str(tmp_path / "all.jsonl"))
+    assert code == 0, said
+    header, records = read_results(tmp_path / "all.jsonl")
+    assert header["partial"] is partial and len(records) == 4
+    assert [run["partial"] for run in header["merged_from"]] == [not done for done in finished]
+
+
+def test_nothing_to_resume_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    code, said = main(capsys, "run", "--resume", str(tmp_path))
+    assert code == 2 and "no results.jsonl there, nothing to resume" in said
+
+
+def test_recorded_node_ids_drop_the_xdist_group() -> None:
+    # --dist loadgroup appends @group to the ids workers report; results record them without.
+    assert resume.without_group("suites/test_forward.py::test_softmax[numpy-cpu-float32-glossary]"
+                                "@glossary-float32") == \
+        "suites/test_forward.py::test_softmax[numpy-cpu-float32-glossary]"
+
