@@ -21,10 +21,20 @@ With eps = 2^-P and every mpmath operation rounding to nearest with relative err
 An element is accepted when both ends of [v - err, v + err] (computed with outward rounding)
 round to the same value of the output format: that value is then the correctly rounded
 result (Ziv's strategy). Rows with an undecided element are recomputed at twice the
-precision. Exact results (a single finite entry, ties, masked entries) carry err = 0. At
-MAX_PRECISION the value is rounded as computed; that can only happen for an exact tie, whose
-computed value is then exact.
+precision. Exact results (a single finite entry, ties, masked entries) carry err = 0.
 
+Where one entry leads by thousands of nats, an exact value can be a rational of the format's
+scale plus a term below any working precision: log_softmax_j = (x_j - a) - L with L ~ e^-1e9,
+and x_j - a (exact) may be a midpoint of the format (float32 [32, -1e9]: -1000000032 - L must
+round to -1000000064, where ties-to-even gives -1e9). near() keeps such a value as that exact
+rational with the term's sign and bound (a Bound with beyond = +-1); the rounding then breaks
+a tie by the term's sign (oracle.rounding). The same split serves logsumexp = a + L, the tied
+entries of softmax (1/m - deficit, m = 2^k entries at the max) and the VJPs of
+oracle.gradients. With those rationals split off, every value left to the loop is irrational
+(Lindemann-Weierstrass) or a rational that is not dyadic, so none lies on a rounding boundary
+and the loop ends. MAX_PRECISION is a guard, not a rule of rounding: an element still
+undecided there (an irrational within 2^-4096 relative of a midpoint; no such input is known)
+is rounded as computed and counted as "forced" in the certificate.
 Rows holding special values follow the documented policy (see the README): any NaN makes
 every output NaN; otherwise any +inf makes softmax and log_softmax NaN and logsumexp +inf;
 a row of only -inf gives softmax and log_softmax NaN and logsumexp -inf; an empty row has
@@ -36,6 +46,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import NamedTuple
 
 import numpy as np
 from mpmath.libmp import (
@@ -43,12 +55,16 @@ from mpmath.libmp import (
     fninf,
     fone,
     from_float,
+    from_int,
     from_man_exp,
+    from_rational,
     fzero,
     mpf_add,
+    mpf_cmp,
     mpf_div,
     mpf_exp,
     mpf_mul,
+    mpf_neg,
     mpf_sub,
     mpf_sum,
     round_ceiling,
@@ -144,14 +160,18 @@ def build_references(fmt: Format, axis: int, inputs: list[np.ndarray], evaluate:
     # The tiers that finished a row: the highest precision any of its values needed.
     top_precision = max((fastpath.PRECISION.get(tier, 0) for tier, rows in certificate.rows.items() if rows),
                         default=0)
+    forced = 0
     with progress(slow_rows.size * n, f"oracle {fmt.name} {'/'.join(ops)}") as advance:
         for index in slow_rows.tolist():
-            result, precision = _decided_row([a[index] for a in flat], fmt, evaluate, ops)
+            result, precision, row_forced = _decided_row([a[index] for a in flat], fmt, evaluate, ops)
             top_precision = max(top_precision, precision)
+            forced += row_forced
             for op in ops:
                 _place_row(columns[op], index, result["values"][op], result["terms"][op])
             advance(n)
     certificate.elements["mpmath"], certificate.rows["mpmath"] = int(slow_rows.size * n), int(slow_rows.size)
+    if forced:
+        certificate.elements["forced"] = certificate.rows["forced"] = forced
     return {op: _reference(op, fmt, columns[op], lead_shape, axis, n, top_precision,
                            certificate.rows if op in REDUCED_OPS else certificate.elements)
             for op in ops}
@@ -203,34 +223,76 @@ def _reference(op: str, fmt: Format, columns: fastpath.Columns, lead_shape: tupl
 
 
 def _decided_row(rows: list[np.ndarray], fmt: Format, evaluate: RowEvaluation,
-                 ops: tuple[str, ...]) -> tuple[dict, int]:
-    """Evaluate one row at rising precision until every output's rounding is decided."""
+                 ops: tuple[str, ...]) -> tuple[dict, int, int]:
+    """Evaluate one row at rising precision until every output's rounding is decided; (result,
+    the last precision, the elements rounded undecided there: module docstring)."""
     precision = initial_precision(fmt)
     while True:
         evaluation = evaluate(rows, precision)
         outputs = {}
         undecided = False
+        forced = 0
         for op in ops:
             decided = []
-            for value, err in evaluation["values"][op]:
-                rounded = round_interval(value, err, fmt, precision)
+            for value, err, beyond in evaluation["values"][op]:
+                rounded = round_interval(value, err, fmt, precision, beyond)
                 if rounded is None:
                     if precision < MAX_PRECISION:
                         undecided = True
                         break
-                    rounded = round_to_format(value, fmt)
+                    rounded = round_to_format(value, fmt, beyond)
+                    forced += 1
                 decided.append((rounded, *split_mpf(value, precision)))
             if undecided:
                 break
             outputs[op] = decided
         if not undecided:
-            return {"values": outputs, "terms": evaluation["terms"]}, precision
+            return {"values": outputs, "terms": evaluation["terms"]}, precision, forced
         precision *= 2
 
 
-def _scaled_eps(precision: int, magnitude: tuple) -> tuple:
-    """16 * 2^-precision * magnitude, rounded up."""
-    return mpf_mul(from_man_exp(16, -precision), magnitude, 32, round_ceiling)
+def _scaled_eps(precision: int, magnitude: tuple, multiple: int = 16) -> tuple:
+    """multiple * 2^-precision * magnitude, rounded up."""
+    return mpf_mul(from_man_exp(multiple, -precision), magnitude, 32, round_ceiling)
+
+
+class Bound(NamedTuple):
+    """A computed value and what is known of the exact one: within err (absolute) of value, and
+    with beyond = +1 or -1 strictly on that side of value (value is then exact, a rational such
+    as a midpoint of the format, and err bounds the term beyond it: oracle.rounding)."""
+
+    value: tuple
+    err: tuple
+    beyond: int = 0
+
+
+def _magnitude(value: tuple) -> int:
+    """floor(log2 |value|) of a finite non-zero mpf."""
+    return value[2] + value[3] - 1
+
+
+def near(base: tuple | Fraction, delta: tuple, delta_err: tuple, precision: int) -> Bound:
+    """base + delta: base a rational known exactly (an mpf or a Fraction), delta a computed term
+    within delta_err. Where delta is below the working precision of base and its sign is sure
+    (delta_err < |delta|), a dyadic base is kept exactly and the sign of delta decides a tie:
+    the exact value is a hair beyond base, which no precision would resolve when base is a
+    midpoint of the format and delta is e^-1000000000. Otherwise the sum is rounded at precision
+    and err adds its rounding (and that of a non-dyadic base)."""
+    base_err = fzero
+    if isinstance(base, Fraction):
+        dyadic = base.denominator & (base.denominator - 1) == 0
+        exact_base = from_man_exp(base.numerator, -(base.denominator.bit_length() - 1)) if dyadic \
+            else from_rational(base.numerator, base.denominator, precision, round_nearest)
+        base_err = fzero if dyadic else _scaled_eps(precision, _abs(exact_base), 2)
+        base = exact_base
+    if delta == fzero or (not base[1] and base != fzero):  # nothing beyond, or a non-finite base
+        return Bound(base, base_err)
+    if (base != fzero and base_err == fzero and mpf_cmp(delta_err, _abs(delta)) < 0
+            and _magnitude(delta) <= _magnitude(base) - precision - 2):
+        return Bound(base, mpf_add(_abs(delta), delta_err, 32, round_ceiling), -1 if delta[0] else 1)
+    value = mpf_add(base, delta, precision, round_nearest)
+    spread = mpf_add(delta_err, base_err, 32, round_ceiling)
+    return Bound(value, mpf_add(spread, _scaled_eps(precision, _abs(value), 2), 32, round_ceiling))
 
 
 def _special_row(row: np.ndarray) -> tuple[tuple, tuple] | None:
@@ -247,7 +309,7 @@ def _special_row(row: np.ndarray) -> tuple[tuple, tuple] | None:
 
 
 def _evaluate_row(row: np.ndarray, precision: int) -> dict:
-    """Values and absolute error bounds (mpf tuples) of the three ops on one row at precision."""
+    """Values and absolute error bounds (Bounds) of the three ops on one row at precision."""
     forward = forward_row(row, precision)
     row_terms = forward.row_terms()
     return {"values": forward.values,
@@ -258,11 +320,12 @@ def _evaluate_row(row: np.ndarray, precision: int) -> dict:
 
 @dataclass(frozen=True)
 class ForwardRow:
-    """One row evaluated at a precision: the ops' values with error bounds, and what the VJPs
-    and the budgets reuse (softmax values, gaps x_j - a as exact mpf, their magnitudes, the
-    argmax k and share = t / (1 + t) = 1 - softmax_k, within 16 eps relative)."""
+    """One row evaluated at a precision: the ops' values as Bounds, and what the VJPs and the
+    budgets reuse (softmax values, gaps x_j - a as exact mpf, their magnitudes, the argmax k,
+    the number m of entries equal to the max, and deficit = 1/m - softmax_k = t' softmax_k / m,
+    t' = sum of the exponentials of the other entries, within 32 eps relative)."""
 
-    values: dict[str, list[tuple]]
+    values: dict[str, list[Bound]]
     gaps: list[tuple]
     gap_floats: list[float]
     probabilities: list[float]
@@ -272,7 +335,8 @@ class ForwardRow:
     log_tail: float
     special: bool
     argmax: int = 0
-    share: tuple = fzero
+    tied: int = 1
+    deficit: tuple = fzero
 
     def row_terms(self) -> dict[str, float]:
         return {"weighted_gap": self.weighted_gap, "max_gap": self.max_gap, "tail": self.tail,
@@ -280,43 +344,44 @@ class ForwardRow:
 
 
 def forward_row(row: np.ndarray, precision: int) -> ForwardRow:
-    """The three forward ops of one row at precision, with absolute error bounds."""
+    """The three forward ops of one row at precision, as Bounds (module docstring)."""
     n = row.size
     special = _special_row(row)
     if special is not None:
         elementwise, reduced = special
-        values = {"softmax": [(elementwise, fzero)] * n, "log_softmax": [(elementwise, fzero)] * n,
-                  "logsumexp": [(reduced, fzero)]}
+        values = {"softmax": [Bound(elementwise, fzero)] * n, "log_softmax": [Bound(elementwise, fzero)] * n,
+                  "logsumexp": [Bound(reduced, fzero)]}
         return ForwardRow(values, [fnan] * n, [0.0] * n, [math.nan] * n, 0.0, 0.0, 0.0, 0.0, True)
     k = int(np.argmax(row))
     a = from_float(float(row[k]))
     gaps = [mpf_sub(from_float(float(v)), a) for v in row]
     exps = [mpf_exp(d, precision, round_nearest) for d in gaps]
     tail = mpf_sum(exps[:k] + exps[k + 1 :], precision, round_nearest)
+    tied = sum(d == fzero for d in gaps)
+    rest = tail if tied == 1 else mpf_sum([e for d, e in zip(gaps, exps, strict=True) if d != fzero],
+                                          precision, round_nearest)
     log_tail = fastpath.log1p(tail, precision)
+    log_err = _scaled_eps(precision, log_tail, 12)
     denominator = mpf_add(fone, tail, precision, round_nearest)
-    exact_logs = tail == fzero
 
-    softmax = []
-    for e in exps:
-        value = mpf_div(e, denominator, precision, round_nearest)
-        softmax.append((value, _scaled_eps(precision, value)))
-    lse = mpf_add(a, log_tail, precision, round_nearest)
-    lse_err = fzero if exact_logs else _scaled_eps(
-        precision, mpf_add(log_tail, _abs(lse), 32, round_ceiling))
-    log_softmax = []
-    for d in gaps:
-        value = mpf_sub(d, log_tail, precision, round_nearest)
-        err = fzero if exact_logs or not value[1] else _scaled_eps(
-            precision, mpf_add(log_tail, _abs(value), 32, round_ceiling))
-        log_softmax.append((value, err))
+    softmax = [Bound(value, _scaled_eps(precision, value))
+               for value in (mpf_div(e, denominator, precision, round_nearest) for e in exps)]
+    deficit = mpf_div(mpf_mul(rest, softmax[k].value, precision, round_nearest), from_int(tied), precision,
+                      round_nearest)
+    if tied & (tied - 1) == 0:  # 1/m is dyadic: the tied entries are 1/m less the deficit
+        tied_value = near(from_man_exp(1, -(tied.bit_length() - 1)), mpf_neg(deficit),
+                          _scaled_eps(precision, deficit, 32), precision)
+        if tied_value.beyond:  # only a deficit below the precision: else e_k / (1 + t) is better
+            softmax = [tied_value if d == fzero else value for d, value in zip(gaps, softmax, strict=True)]
+    lse = near(a, log_tail, log_err, precision)
+    log_softmax = [near(d, mpf_neg(log_tail), log_err, precision) for d in gaps]
 
     gap_floats = np.abs(np.array([to_float(d) for d in gaps]))
-    probabilities = np.array([to_float(v) for v, _ in softmax])
+    probabilities = np.array([to_float(v.value) for v in softmax])
     finite = np.isfinite(gap_floats)
     t = to_float(tail)
     return ForwardRow(
-        values={"softmax": softmax, "log_softmax": log_softmax, "logsumexp": [(lse, lse_err)]},
+        values={"softmax": softmax, "log_softmax": log_softmax, "logsumexp": [lse]},
         gaps=gaps,
         gap_floats=gap_floats.tolist(),
         probabilities=probabilities.tolist(),
@@ -326,7 +391,8 @@ def forward_row(row: np.ndarray, precision: int) -> ForwardRow:
         log_tail=to_float(log_tail),
         special=False,
         argmax=k,
-        share=mpf_div(tail, denominator, precision, round_nearest),
+        tied=tied,
+        deficit=deficit,
     )
 
 

@@ -8,27 +8,38 @@ G = sum_i g_i, A = sum_i |g_i| y_i:
     logsumexp_vjp_j   = g y_j
 
 Each row is evaluated at a working precision P (eps = 2^-P) from the forward evaluation of
-oracle.exact, whose softmax values carry |y^ - y| <= 16 eps y, and q = t/(1+t) = 1 - y_k
-(k the argmax) |q^ - q| <= 16 eps q. Nothing is computed as 1 - y_k, which cancels when one
-entry dominates: with the exact differences g_i - g_k, S = sum_{i != k} (g_i - g_k) y_i and
-B = sum_{i != k} |g_i - g_k| y_i,
+oracle.exact, whose softmax values carry |y^ - y| <= 16 eps y. Let T be the m entries equal to
+the max (the tied group; usually m = 1, the argmax k), y0 = 1/(m + t') their softmax, t' the
+sum of the other exponentials, and deficit = 1/m - y0 = t' y0 / m (within 32 eps relative).
+Nothing is computed as 1/m - y0 or 1 - y_k, which cancel when the group dominates: with the
+exact C_i = m g_i - sum_T g (m times g_i less the group's mean w0; for m = 1 the differences
+g_i - g_k), S = sum_{i not in T} C_i y_i and B = sum_{i not in T} |C_i| y_i (so <g, y> = w0 + S/m),
 
-    g_j - <g, y> = (g_j - g_k) - S,      g_k - y_k G = G q - (G - g_k).
+    softmax_vjp_j     = y_j (C_j - S) / m                     (j not in T)
+                      = C_j / m^2 - (C_j deficit + y0 S) / m   (j in T)
+    log_softmax_vjp_j = g_j - y_j G                           (j not in T)
+                      = (g_j - G/m) + G deficit                (j in T; for m = 1: (g_k - G) + G q)
+    logsumexp_vjp_j   = g y_j                                 (j not in T)
+                      = g/m - g deficit                        (j in T)
 
+The rational part of each j in T (and g_j for log_softmax_vjp) is exact; where the rest falls
+below the working precision (a far tail: deficit ~ e^-5000) and the rational is dyadic, it may
+be a midpoint of the format, and its rounding goes by the rest's sign (oracle.exact.near).
 With every mpmath operation rounding with relative error at most 2 eps, and sums by fsum
 (one rounding):
 
-    S^              |err| <= 24 eps B     (products 18 eps |g_i - g_k| y_i, the sum 4 eps B)
-    softmax_vjp     |err| <= 48 eps y_j (|d_j| + B),  d_j = (g_j - g_k) - S  (the difference
-                                          26 eps B + 2 eps |d_j|, times y_j^: 16 + 2 eps)
-    log_softmax_vjp |err| <= 24 eps (|g_j| + y_j |G|)   (j != k; G is summed exactly)
-                    |err| <= 24 eps (|G| q + |dx_k|)     (j = k)
-    logsumexp_vjp   |err| <= 20 eps |g| y_j
+    S^              |err| <= 24 eps B     (products 18 eps |C_i| y_i, the sum 4 eps B)
+    softmax_vjp     |err| <= 48 eps y_j (|C_j - S| + B) / m             (j not in T)
+                    |err| <= 48 eps (|C_j| deficit + y0 B) / m, on the rest  (j in T)
+    log_softmax_vjp |err| <= 24 eps |y_j G|, on the rest y_j G         (j not in T; G is exact)
+                    |err| <= 36 eps |G| deficit, on the rest            (j in T)
+    logsumexp_vjp   |err| <= 20 eps |g| y_j;  36 eps |g| deficit on the rest (j in T)
 
-and the bounds are used with the margins 64, 32 and 32 (covering the first-order terms'
-second-order rest and |d_j| taken from the computed d_j^). An element is accepted when both
-ends of its error interval round alike (Ziv's strategy, oracle.exact); otherwise the row is
-recomputed at twice the precision.
+plus 2 eps of the sum's rounding where the rational and the rest are added, and the bounds
+are used with the margins 64, 32 and 32 (40 for the rests of the tied entries), covering the
+first-order terms' second-order rest and |C_j - S| taken from the computed value. An element
+is accepted when both ends of its error interval round alike (Ziv's strategy, oracle.exact);
+otherwise the row is recomputed at twice the precision.
 
 The loop needs every undecided value to be irrational, and exact zeros found exactly.
 Both follow from the Lindemann-Weierstrass theorem: the exp(d) of distinct rationals d are
@@ -39,7 +50,10 @@ D with n_D entries and cotangent sum s_D); then
   every group D (a constant cotangent is the common case);
 * when the row has two or more groups, y_j is irrational, and so is every non-zero value of
   the three VJPs (for softmax_vjp compare the coefficients of exp(0) and exp(2 min d) in
-  e_j sum_i (g_j - g_i) e_i - r (sum e_i)^2 = 0: they force r = 0);
+  e_j sum_i (g_j - g_i) e_i - r (sum e_i)^2 = 0: they force r = 0), and so is each rest beyond
+  a tied entry's rational, or it is exactly 0: (C_j deficit + y0 S) is a multiple of
+  C_j t'^2 + m sum_{i not in T} (C_j + C_i) e_i, whose exp(2 min d) coefficient is C_j times a
+  square; the loop ends on them too;
 * when all finite entries are equal (one group: ties, a single entry, masks) y_j = 1/m and
   every VJP is rational: those rows are computed in exact rational arithmetic, so a value on
   a rounding boundary is rounded exactly.
@@ -59,12 +73,14 @@ import numpy as np
 from mpmath.libmp import (
     fnan,
     from_float,
+    from_int,
     from_man_exp,
-    from_rational,
     fzero,
     mpf_abs,
     mpf_add,
+    mpf_div,
     mpf_mul,
+    mpf_neg,
     mpf_sub,
     mpf_sum,
     round_ceiling,
@@ -72,7 +88,7 @@ from mpmath.libmp import (
 )
 
 from oracle import fastpath
-from oracle.exact import ForwardRow, Reference, build_references, forward_row
+from oracle.exact import Bound, ForwardRow, Reference, build_references, forward_row, near
 from oracle.formats import format_of
 
 VJP_OPS: tuple[str, ...] = ("softmax_vjp", "log_softmax_vjp", "logsumexp_vjp")
@@ -125,7 +141,7 @@ def _evaluate_vjp_row(rows: list[np.ndarray], precision: int) -> dict:
     terms = {op: {name: value.tolist() if np.ndim(value) else float(value) for name, value in named.items()}
              for op, named in built.items()}
     if nan_row:
-        values = {op: [(fnan, fzero)] * n for op in VJP_OPS}
+        values = {op: [Bound(fnan, fzero)] * n for op in VJP_OPS}
     elif len(np.unique(row[finite])) == 1:
         values = _rational_row(row, g, g_scalar, precision)
     else:
@@ -165,53 +181,77 @@ def _zero_softmax_vjp(row: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 
 def _transcendental_row(forward: ForwardRow, row: np.ndarray, g: np.ndarray, g_scalar: float,
-                        precision: int) -> dict[str, list[tuple]]:
+                        precision: int) -> dict[str, list[Bound]]:
     """The VJPs with error bounds when the finite entries are not all equal (module docstring)."""
-    ys = [value for value, _ in forward.values["softmax"]]
+    ys = [bound.value for bound in forward.values["softmax"]]
     gs = [from_float(v) for v in g.tolist()]
+    m = forward.tied
+    tied = [d == fzero for d in forward.gaps]
     k = forward.argmax
-    # g_i - g_k is exact (prec=0), and <g, y> - g_k = sum_{i != k} (g_i - g_k) y_i: no 1 - y_k.
-    offsets = [mpf_sub(gi, gs[k]) for gi in gs]
-    others = [i for i in range(len(gs)) if i != k]
-    spread = mpf_sum([mpf_mul(offsets[i], ys[i], precision, round_nearest) for i in others],
+    y0, deficit = ys[k], forward.deficit
+    # C_i = m (g_i - w0), w0 the mean cotangent of the tied entries: exact (prec=0), and for
+    # m = 1 the differences g_i - g_k, so that nothing is computed as 1 - y_k.
+    tied_sum = mpf_sum([gi for gi, t in zip(gs, tied, strict=True) if t])
+    scaled = [mpf_sub(mpf_mul(from_int(m), gi), tied_sum) for gi in gs]
+    others = [i for i, t in enumerate(tied) if not t]
+    spread = mpf_sum([mpf_mul(scaled[i], ys[i], precision, round_nearest) for i in others],
                      precision, round_nearest)
-    weight = mpf_sum([mpf_mul(mpf_abs(offsets[i]), ys[i], precision, round_ceiling) for i in others],
+    weight = mpf_sum([mpf_mul(mpf_abs(scaled[i]), ys[i], precision, round_ceiling) for i in others],
                      precision, round_ceiling)
     total = mpf_sum(gs)  # exact: prec=0 rounds nothing
-    rest = mpf_sub(total, gs[k])  # exact
     zeros = _zero_softmax_vjp(row, g)
     g_row = from_float(g_scalar)
+    count = from_int(m)
 
     softmax_vjp, log_softmax_vjp, logsumexp_vjp = [], [], []
     for j, (gj, yj) in enumerate(zip(gs, ys, strict=True)):
         if yj == fzero or zeros[j]:
-            softmax_vjp.append((fzero, fzero))
-        else:
-            difference = mpf_sub(offsets[j], spread, precision, round_nearest)
-            value = mpf_mul(yj, difference, precision, round_nearest)
-            bound = mpf_mul(yj, mpf_add(mpf_abs(difference), weight, precision, round_ceiling), 32,
-                            round_ceiling)
-            softmax_vjp.append((value, _scaled(64, precision, bound)))
+            softmax_vjp.append(Bound(fzero, fzero))
+        elif tied[j]:  # C_j / m^2 - (C_j deficit + y0 S) / m
+            beyond = mpf_add(mpf_mul(scaled[j], deficit, precision, round_nearest),
+                             mpf_mul(y0, spread, precision, round_nearest), precision, round_nearest)
+            size = mpf_add(mpf_mul(mpf_abs(scaled[j]), deficit, 32, round_ceiling),
+                           mpf_mul(y0, weight, 32, round_ceiling), 32, round_ceiling)
+            softmax_vjp.append(near(_fraction(scaled[j]) / m**2,
+                                    mpf_neg(mpf_div(beyond, count, precision, round_nearest)),
+                                    _scaled(64, precision, mpf_div(size, count, 32, round_ceiling)),
+                                    precision))
+        else:  # y_j (C_j - S) / m
+            difference = mpf_sub(scaled[j], spread, precision, round_nearest)
+            value = mpf_div(mpf_mul(yj, difference, precision, round_nearest), count, precision,
+                            round_nearest)
+            size = mpf_mul(yj, mpf_add(mpf_abs(difference), weight, 32, round_ceiling), 32, round_ceiling)
+            softmax_vjp.append(Bound(value, _scaled(64, precision, mpf_div(size, count, 32, round_ceiling))))
         if yj == fzero or total == fzero:
-            log_softmax_vjp.append((gj, fzero))
-        elif j == k:  # g_k - y_k G = G t/(1+t) - (G - g_k): no 1 - y_k either
-            product = mpf_mul(total, forward.share, precision, round_nearest)
-            value = mpf_sub(product, rest, precision, round_nearest)
-            bound = mpf_add(mpf_abs(product), mpf_abs(value), 32, round_ceiling)
-            log_softmax_vjp.append((value, _scaled(32, precision, bound)))
+            log_softmax_vjp.append(Bound(gj, fzero))
+        elif tied[j]:  # g_j - G/m + G deficit
+            term = mpf_mul(total, deficit, precision, round_nearest)
+            log_softmax_vjp.append(near(_fraction(gj) - _fraction(total) / m, term,
+                                        _scaled(40, precision, mpf_abs(term)), precision))
         else:
-            product = mpf_mul(yj, total, precision, round_nearest)
-            value = mpf_sub(gj, product, precision, round_nearest)
-            bound = mpf_add(mpf_abs(gj), mpf_abs(product), 32, round_ceiling)
-            log_softmax_vjp.append((value, _scaled(32, precision, bound)))
-        value = mpf_mul(g_row, yj, precision, round_nearest)
-        logsumexp_vjp.append((value, fzero if value == fzero else _scaled(32, precision, mpf_abs(value))))
+            term = mpf_neg(mpf_mul(yj, total, precision, round_nearest))
+            log_softmax_vjp.append(near(gj, term, _scaled(32, precision, mpf_abs(term)), precision))
+        if tied[j] and g_row != fzero:  # g/m - g deficit
+            term = mpf_neg(mpf_mul(g_row, deficit, precision, round_nearest))
+            logsumexp_vjp.append(near(_fraction(g_row) / m, term, _scaled(40, precision, mpf_abs(term)),
+                                      precision))
+        else:
+            value = mpf_mul(g_row, yj, precision, round_nearest)
+            logsumexp_vjp.append(Bound(value, fzero if value == fzero
+                                       else _scaled(32, precision, mpf_abs(value))))
     return {"softmax_vjp": softmax_vjp, "log_softmax_vjp": log_softmax_vjp,
             "logsumexp_vjp": logsumexp_vjp}
 
 
+def _fraction(value: tuple) -> Fraction:
+    """A finite mpf as an exact Fraction."""
+    sign, man, exp, _ = value
+    magnitude = Fraction(man << exp) if exp >= 0 else Fraction(man, 1 << -exp)
+    return -magnitude if sign else magnitude
+
+
 def _rational_row(row: np.ndarray, g: np.ndarray, g_scalar: float,
-                  precision: int) -> dict[str, list[tuple]]:
+                  precision: int) -> dict[str, list[Bound]]:
     """The VJPs of a row whose m finite entries are equal (y_j = 1/m), in exact rationals."""
     finite = np.isfinite(row)
     m = int(finite.sum())
@@ -227,10 +267,6 @@ def _rational_row(row: np.ndarray, g: np.ndarray, g_scalar: float,
     return outputs
 
 
-def _rational(value: Fraction, precision: int) -> tuple[tuple, tuple]:
-    """An exact rational as (mpf, error bound): exact when its denominator is a power of two."""
-    numerator, denominator = value.numerator, value.denominator
-    if denominator & (denominator - 1) == 0:
-        return from_man_exp(numerator, -(denominator.bit_length() - 1)), fzero
-    approx = from_rational(numerator, denominator, precision, round_nearest)
-    return approx, _scaled(2, precision, mpf_abs(approx))
+def _rational(value: Fraction, precision: int) -> Bound:
+    """An exact rational as a Bound: exact when its denominator is a power of two."""
+    return near(value, fzero, fzero, precision)

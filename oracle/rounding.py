@@ -32,11 +32,15 @@ from oracle.formats import Format
 SCALE_LIMIT = 1 << 20
 
 
-def round_to_format(value: tuple, fmt: Format) -> float:
-    """Round an mpf tuple to nearest-even in fmt; returns the result as an exact Python float.
+def round_to_format(value: tuple, fmt: Format, beyond: int = 0) -> float:
+    """Round an mpf tuple to nearest in fmt; returns the result as an exact Python float.
 
-    Subnormals are produced with the quantum 2^(emin - p + 1); a result at or beyond
-    2^emax * (2 - 2^-p) overflows to infinity, as IEEE 754 prescribes for round-to-nearest.
+    beyond is the sign of (exact - value) where the exact value is known only to lie a hair
+    beyond value, closer than any format boundary (value is a midpoint plus a term too small
+    to carry): a tie then goes the way that term points. With beyond = 0, value is the exact
+    value and a tie goes to even. Subnormals are produced with the quantum 2^(emin - p + 1); a
+    result at or beyond 2^emax * (2 - 2^-p) overflows to infinity, as IEEE 754 prescribes for
+    round-to-nearest (and max + ulp/2 less a hair rounds to max).
     """
     sign, man, exp, bc = value
     if not man:
@@ -46,7 +50,8 @@ def round_to_format(value: tuple, fmt: Format) -> float:
             return math.inf
         if value == fninf:
             return -math.inf
-        return -0.0 if sign else 0.0
+        # An exact zero keeps its sign; a hair beyond zero takes the hair's.
+        return -0.0 if (beyond < 0 if beyond else sign) else 0.0
     top = exp + bc - 1  # floor(log2 |value|)
     if top < fmt.emin - fmt.p:  # below half the smallest subnormal: rounds to zero
         return -0.0 if sign else 0.0
@@ -60,7 +65,8 @@ def round_to_format(value: tuple, fmt: Format) -> float:
         integer = man >> shift
         remainder = man - (integer << shift)
         half = 1 << (shift - 1)
-        if remainder > half or (remainder == half and integer & 1):
+        outward = -beyond if sign else beyond  # > 0: the exact magnitude is a hair larger
+        if remainder > half or (remainder == half and (outward > 0 or (outward == 0 and integer & 1))):
             integer += 1
     if integer and quantum + integer.bit_length() - 1 > fmt.emax:
         result = math.inf
@@ -127,14 +133,19 @@ def round_certified(high: np.ndarray, low: np.ndarray, exponent: np.ndarray, err
     return np.where(np.abs(rounded) > fmt.max, np.copysign(np.inf, high), rounded), decided
 
 
-def round_interval(value: tuple, err: tuple, fmt: Format, precision: int) -> float | None:
-    """The correctly rounded value if both ends of value +- err round alike, else None."""
+def round_interval(value: tuple, err: tuple, fmt: Format, precision: int, beyond: int = 0) -> float | None:
+    """The correctly rounded value if both ends of the exact value's interval round alike, else
+    None. The interval is value +- err; with beyond = +1 (-1) the exact value is known to lie
+    strictly above (below) value, within err: value is then one end, taken as open
+    (round_to_format's beyond), so that a midpoint plus a term of known sign is decided."""
     # Exact values, and the policy's NaN and infinities. A computed 0 with an error bound is
     # not exact: the true value may be a cancelled small number, so it goes to the interval.
     if err == fzero or value in (fnan, finf, fninf):
         return round_to_format(value, fmt)
-    low = round_to_format(mpf_sub(value, err, precision, round_floor), fmt)
-    high = round_to_format(mpf_add(value, err, precision, round_ceiling), fmt)
+    low = round_to_format(value, fmt, 1) if beyond > 0 else \
+        round_to_format(mpf_sub(value, err, precision, round_floor), fmt)
+    high = round_to_format(value, fmt, -1) if beyond < 0 else \
+        round_to_format(mpf_add(value, err, precision, round_ceiling), fmt)
     if low == high and math.copysign(1.0, low) == math.copysign(1.0, high):
         return low
     return None

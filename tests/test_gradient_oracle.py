@@ -560,7 +560,7 @@ def test_sixteen_bits_leave_many_elements_undecided(name):
     for i in range(x.shape[0]):
         rows = [x[i].astype(np.float64), g[i].astype(np.float64), np.float64(g_row[i])]
         values = gradients._evaluate_vjp_row(rows, 16)["values"]
-        undecided += sum(round_interval(v, e, fmt, 16) is None for op in VJP_OPS for v, e in values[op])
+        undecided += sum(round_interval(v, e, fmt, 16, b) is None for op in VJP_OPS for v, e, b in values[op])
     assert undecided >= 30
 
 

@@ -364,9 +364,11 @@ def test_forced_ziv_loop_gives_identical_results(monkeypatch):
 
 @pytest.mark.parametrize("name", DTYPES)
 def test_sixteen_bits_leave_many_elements_undecided(name):
-    # Guard for the test above: at 16 bits the loop has real work in every format.
+    # Guard for the test above: at 16 bits the loop has real work in every format. The row is at
+    # scale 1: at scale 100, log1p(t) lies below 16 bits of most x_j - max, and the exact split of
+    # log_softmax into x_j - max and that term (oracle.exact.near) decides those elements at once.
     fmt = FORMATS[name]
-    row = random_rows(name)[-1].astype(np.float64)
+    row = random_rows(name)[-3].astype(np.float64)
     values = exact.forward_row(row, 16).values
-    undecided = sum(round_interval(v, e, fmt, 16) is None for op in FORWARD_OPS for v, e in values[op])
+    undecided = sum(round_interval(v, e, fmt, 16, b) is None for op in FORWARD_OPS for v, e, b in values[op])
     assert undecided >= 3
