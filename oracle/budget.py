@@ -13,19 +13,36 @@ and Thm 4.3, applied componentwise, with u = 2^-p the unit roundoff of the outpu
 * Each term's own exp error weighs in by its share of the sum: W = sum_i y_i |x_i - a|.
 * c0 covers the O(1) roundings (exp, division, log1p, the final rounding).
 
-    softmax_j:      |err| <= (c0 + c_exp (|x_j - a| + W) + c_sum sigma(n)) u y_j + ulp_min
+    softmax_j:      |err| <= [(c0 + c_exp (|x_j - a| + W) + c_sum sigma(n)) u + D_sub] y_j + ulp_min
     logsumexp:      |err| <= E_L + u |lse|
     log_softmax_j:  |err| <= c_exp |x_j - a| u + E_L + u |z_j|
-    with            E_L = (L + q (c0 + c_sum sigma(n)) + c_exp W) u,
+    with            E_L = (L + q (c0 + c_sum sigma(n)) + c_exp W) u + D_sub,
                     L = log1p(t), q = t / (1 + t), t = sum_{i != argmax} exp(x_i - a)
 
 (ulp_min, one unit of the smallest subnormal, is the underflow of exp and of the division.)
+
+Exponentials below the smallest normal lose the relative accuracy the terms above assume:
+each rounds with an absolute error of up to half a unit of the smallest subnormal (a whole
+unit allows for an exp that is not correctly rounded there), and one that is flushed to zero
+loses itself. With N_sub such terms in the row and T_sub their sum (n_subnormal and
+subnormal_tail of the reference), the computed sum t errs by up to
+
+    D_sub = N_sub ulp_min  (+ T_sub for a backend measured to flush subnormals to zero)
+
+on top of the relative error above. Since 1 + t >= 1, that is a relative error of at most
+D_sub in 1 + t, which softmax_j inherits (u times the bracket above, plus D_sub, relative),
+and an absolute error of at most D_sub in L = log1p(t), which logsumexp and log_softmax
+inherit (E_L below gains D_sub). It is negligible unless the exact result itself is as tiny as
+the underflowed terms: logsumexp([0, -104, ..., -104]) in float32, 370 entries, is the sum
+2.5e-43 of terms of 6.8e-46 each, below half the smallest subnormal (1.4e-45), where a correct
+float32 implementation returns anything from 0 to about 2 N_sub ulp_min.
 The budget of an element, in ULPs of its exact value, is 0.5 + |err| / ulp(v). The q factor
 is what the log1p form buys: log(sum) instead of log1p loses L entirely when one entry
 dominates (logsumexp([0, -40]) = 4.25e-18, log(sum) returns 0) and exceeds the budget.
 
 The VJPs (cotangent g, A = sum_i |g_i| y_i, A_gap = sum_i |g_i| y_i |x_i - a|) are computed
-from y with the relative error rho_j u, rho_j = c0 + c_exp (|x_j - a| + W) + c_sum sigma(n),
+from y with the relative error rho_j u, rho_j = c0 + c_exp (|x_j - a| + W) + c_sum sigma(n)
++ D_sub / u,
 above; each further product, difference and sum adds its own rounding:
 
     softmax_vjp_j:     y (g - <g, y>)  |err| <= u y_j [(rho_j + 2)(|g_j| + A)
@@ -121,6 +138,12 @@ def vjp_underflow(op: str, terms: dict, fmt: Format, flush_to_zero: bool) -> np.
     return underflow_unit(fmt, flush_to_zero) + unit * vjp_multiplier(op, terms)
 
 
+def sum_underflow(terms: dict, fmt: Format, flush_to_zero: bool) -> np.ndarray:
+    """D_sub: the absolute error of the sum t from exponentials below the smallest normal
+    (module docstring)."""
+    return terms["n_subnormal"] * fmt.min_subnormal + (terms["subnormal_tail"] if flush_to_zero else 0.0)
+
+
 def underflow_unit(fmt: Format, flush_to_zero: bool) -> float:
     """The absolute error one underflow may cost: the smallest subnormal, or where flushing to
     zero is accepted the smallest normal."""
@@ -170,10 +193,11 @@ def budget(reference: Reference, constants: BudgetConstants = BudgetConstants(),
     magnitude = np.abs(reference.mant)  # |v| / 2^scale, in [1, 2) or 0
     with np.errstate(all="ignore"):
         relative_units = np.ldexp(magnitude, scale - quantum)  # |v| / ulp(v)
+        underflowed = sum_underflow(terms, fmt, flush_to_zero)
         log_error = (terms["log_tail"] + terms["tail"] * (c0 + summation)
-                     + c_exp * terms["weighted_gap"]) * u
+                     + c_exp * terms["weighted_gap"]) * u + underflowed
         if reference.op == "softmax":
-            rel = (c0 + c_exp * (terms["gap"] + terms["weighted_gap"]) + summation) * u
+            rel = (c0 + c_exp * (terms["gap"] + terms["weighted_gap"]) + summation) * u + underflowed
             spread = np.where(magnitude == 0, 0.0, rel * relative_units)
             # A flushed exp or quotient gives a flushed result, which is counted apart
             # (flushed_subnormal): the unit stays the smallest subnormal here.
@@ -185,7 +209,7 @@ def budget(reference: Reference, constants: BudgetConstants = BudgetConstants(),
             absolute = c_exp * terms["gap"] * u + log_error
             units = 0.5 + np.ldexp(absolute, -quantum) + u * relative_units
         elif reference.op in VJP_BUDGETS:
-            rho = c0 + c_exp * (terms["gap"] + terms["weighted_gap"]) + summation
+            rho = c0 + c_exp * (terms["gap"] + terms["weighted_gap"]) + summation + underflowed / u
             if reference.op == "log_softmax_vjp":  # y_j = exp(z_j^) from the rounded output
                 rho = rho + c_exp * (terms["gap"] + terms["log_tail"])
             allowance = u * VJP_BUDGETS[reference.op](terms, rho, constants, summation) \

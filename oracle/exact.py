@@ -94,11 +94,13 @@ class Reference:
     `certificate` counts the elements decided by each method (for a reduced op, the rows, by the
     method that finished them): "float64" and "double_double" (the fast path's tiers,
     oracle.fastpath), "mpmath" (the row-by-row evaluation below: the slow path) and, among those,
-    "undecided" (elements of the rows the fast path took but could not decide);
+    "undecided" (elements of the rows the fast path took but could not decide), and "forced"
+    where present (elements rounded undecided at MAX_PRECISION: module docstring);
     max_precision is the highest precision used, in bits (53 and 106 for the tiers).
     Forward ops: gap = |x_j - max x|, weighted_gap = W = sum_i softmax_i |x_i - max x|,
     max_gap = max_i |x_i - max x| over the finite entries, tail = t / (1 + t) and
-    log_tail = log1p(t). The VJPs add their own (oracle.gradients).
+    log_tail = log1p(t); every op: n_subnormal and subnormal_tail per row (underflow_terms).
+    The VJPs add their own (oracle.gradients).
     """
 
     op: str
@@ -170,11 +172,28 @@ def build_references(fmt: Format, axis: int, inputs: list[np.ndarray], evaluate:
                 _place_row(columns[op], index, result["values"][op], result["terms"][op])
             advance(n)
     certificate.elements["mpmath"], certificate.rows["mpmath"] = int(slow_rows.size * n), int(slow_rows.size)
+    underflow = underflow_terms(flat[0], fmt)
+    for op in ops:
+        columns[op].terms.update(underflow)
     if forced:
         certificate.elements["forced"] = certificate.rows["forced"] = forced
     return {op: _reference(op, fmt, columns[op], lead_shape, axis, n, top_precision,
                            certificate.rows if op in REDUCED_OPS else certificate.elements)
             for op in ops}
+
+
+def underflow_terms(x: np.ndarray, fmt: Format) -> dict[str, np.ndarray]:
+    """Per row (of the 2-D x): how many exp(x_i - max x) lie below the smallest normal of fmt
+    ("n_subnormal"), and their sum ("subnormal_tail"): where an implementation's exponentials
+    underflow, each errs by up to a unit of the smallest subnormal (or, flushed, by itself), an
+    absolute error of the sum that no relative bound covers (oracle.budget)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        top = np.max(np.where(np.isnan(x), np.inf, x), axis=1, initial=-np.inf)
+        gaps = x - top[:, None]  # NaN or -inf on rows the policy decides, -inf where masked
+        below = (gaps < fmt.exp_subnormal_below) & (gaps > -np.inf)
+    with np.errstate(under="ignore"):
+        tail = np.sum(np.exp(np.where(below, gaps, -np.inf)), axis=1)
+    return {"n_subnormal": np.count_nonzero(below, axis=1).astype(np.float64), "subnormal_tail": tail}
 
 
 def _place_row(columns: fastpath.Columns, index: int, values: list[tuple], terms: dict) -> None:

@@ -21,7 +21,9 @@ A = sum_i |g_i| y_i:
 
 The model ignores underflow; each bound adds one unit of the smallest subnormal for the
 underflow of exp (for the VJPs, times 1 + what multiplies y_j: oracle.budget.vjp_underflow),
-or of the smallest normal where flushing to zero is accepted, as in oracle.budget.
+or of the smallest normal where flushing to zero is accepted, and the forward bounds the error
+D_sub of the sum from exponentials below the smallest normal (absolute for logsumexp and
+log_softmax, relative for softmax), as in oracle.budget.
 Only entries with finite x enter the max; masked entries contribute exact zeros.
 """
 
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from oracle.budget import underflow_unit, vjp_underflow
+from oracle.budget import sum_underflow, underflow_unit, vjp_underflow
 from oracle.exact import Reference
 from oracle.formats import format_of
 
@@ -54,14 +56,15 @@ def bound(reference: Reference, axis: int, flush_to_zero: bool = False) -> np.nd
     tiny = underflow_unit(fmt, flush_to_zero)
     with np.errstate(all="ignore"):
         exact = np.abs(np.ldexp(reference.mant, np.clip(reference.scale, -2000, 2000)))
+        underflowed = sum_underflow(terms, fmt, flush_to_zero) if not reference.op.endswith("_vjp") else 0.0
         if reference.op in ("logsumexp", "log_softmax"):
-            log_part = (terms["log_tail"] + terms["tail"] * (n + terms["max_gap"])) * u
+            log_part = (terms["log_tail"] + terms["tail"] * (n + terms["max_gap"])) * u + underflowed
             gap = terms["gap"] * u if reference.op == "log_softmax" else 0.0
             result = gap + log_part + u * exact + tiny
         elif reference.op == "softmax":
             largest = np.max(exact, axis=axis, keepdims=True, initial=0.0)
-            result = (n + 2 + 2 * terms["max_gap"]) * u * np.broadcast_to(largest, exact.shape) \
-                + tiny
+            result = ((n + 2 + 2 * terms["max_gap"]) * u + underflowed) \
+                * np.broadcast_to(largest, exact.shape) + tiny
         else:
             y, g = terms["y"], terms["g_abs"]
             rho = n + 3 + terms["gap"] + terms["max_gap"]
@@ -88,5 +91,5 @@ def measured_over_bound(reference: Reference, abs_error: np.ndarray, axis: int,
         filled = np.where(np.isnan(errors), -np.inf, errors)
         row_max = np.max(filled, axis=axis, keepdims=True)
         errors = np.where(np.isnan(errors), np.nan, np.broadcast_to(row_max, errors.shape))
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         return errors / bounds

@@ -107,6 +107,19 @@ def underflow_gaps(rng: np.random.Generator, fmt: Format) -> np.ndarray:
     return np.stack([row, row + 3.0, rng.permuted(row) - 1.0])
 
 
+def underflowed_sum(rng: np.random.Generator, fmt: Format) -> np.ndarray:
+    """Rows of 384 with the max at 0 whose other exponentials exp(x_i) lie below the smallest
+    normal: spread over the subnormal range, at the edge where they round to zero (logsumexp is
+    then a subnormal sum of terms each below one unit of the smallest subnormal), at the edge of
+    the normal range, and half of them beside normal terms."""
+    subnormal, zero = -fmt.exp_subnormal_below, -fmt.exp_zero_below  # gaps, e.g. 87.3 and 104.0
+    n = 383
+    gaps = [rng.uniform(subnormal, zero + 1.0, n), rng.uniform(zero - 1.0, zero + 1.0, n),
+            rng.uniform(subnormal - 2.0, subnormal + 2.0, n),
+            np.concatenate([np.full(n // 2, 1.0), rng.uniform(subnormal, zero, n - n // 2)])]
+    return np.stack([rng.permuted(np.concatenate([[0.0], -row])) for row in gaps])
+
+
 def masked(shape: tuple[int, ...], scale: float, fraction: float) -> Generator:
     """-inf masks over a fraction of the entries; every row keeps at least one finite entry, and
     the last row keeps exactly one."""
@@ -186,6 +199,8 @@ FIXED: tuple[Case, ...] = (
          overflow_edge),
     Case("underflow_gaps", "gaps that make outputs normal, subnormal and zero in one row",
          underflow_gaps, special_input="subnormal outputs"),
+    Case("underflowed_sum", "4 rows of 384 whose other exponentials all lie below the smallest normal "
+         "(logsumexp a subnormal sum of terms that round to 0 or 1 unit)", underflowed_sum),
     Case("neg_inf_mask", "-inf masks over 40% of the entries; one row with a single finite entry",
          masked((16, 64), 3.0, 0.4), special_input="-inf mask"),
     Case("all_neg_inf", "rows that are all -inf among ordinary rows",

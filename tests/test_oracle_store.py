@@ -72,9 +72,10 @@ def test_an_entry_stores_each_array_once(tmp_path: Path) -> None:
         shapes = {name: stored[name].shape for name in stored.files}
     # Full size: rounded, mant and mant_lo of softmax and log_softmax, and the gap they share.
     # Per row: logsumexp's fields and the row terms the three ops share (weighted_gap, max_gap,
-    # tail, log_tail), once per row although softmax's and log_softmax's repeat along it.
+    # tail, log_tail, n_subnormal, subnormal_tail), once per row although softmax's and
+    # log_softmax's repeat along it.
     assert shapes["float:5x40"] == (7, 5, 40)
-    assert shapes["float:5"] == (3 + 4, 5)
+    assert shapes["float:5"] == (3 + 6, 5)
     assert shapes["int:5x40"] == (2, 5, 40) and shapes["int:5"] == (1, 5)
 
 
