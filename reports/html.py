@@ -23,7 +23,7 @@ from reports.agreement import agreement_matrix
 from reports.gate import FAIL, NOTE, WARN, Finding
 from reports.reproduce import ReproduceError, rerun_command, snippet
 from reports.results import STATUSES, status_counts
-from reports.semantics import DTYPES, OPS, backend_name, ordered, semantics_table
+from reports.semantics import DTYPES, OPS, backend_name, flush_words, ordered, semantics_table
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # Reproducers embed inputs up to this many bytes (the special-value cases, rows of 1000) and
@@ -265,13 +265,31 @@ def invariants(records: list[dict]) -> dict:
     return {"dtypes": dtypes, "rows": rows, "broken": len(broken)}
 
 
-def semantics(records: list[dict]) -> list[dict]:
+def semantics(records: list[dict], headers: list[dict]) -> list[dict]:
+    """Per backend: the special-value table, and the flush-to-zero probe of the run headers as one
+    line per dtype ("float32: flushes (7/7 subnormal results returned as 0)")."""
     table = semantics_table(records)
+    probes: dict[str, dict[str, dict]] = defaultdict(dict)
+    for header in headers:
+        for run in header.get("merged_from") or [header]:
+            for name, dtypes in (run.get("flush_probe") or {}).items():
+                probes[name].update(dtypes)
     return [{"backend": name, "flush_to_zero": entry["flush_to_zero"],
+             "probe": [f"{dtype}: {_probe_line(probes[name][dtype])}"
+                       for dtype in ordered(probes.get(name, {}), DTYPES)],
              "ops": list(next(iter(entry["rows"].values()), {})),
              "rows": [{"input": label, "cells": list(cells.values())}
                       for label, cells in entry["rows"].items()]}
             for name, entry in table.items()]
+
+
+def _probe_line(ops: dict[str, dict]) -> str:
+    """The verdicts of one dtype's probed ops, grouped: 'flushes (softmax: 7/7 ...)'."""
+    verdicts: dict[str, list[str]] = defaultdict(list)
+    for op, evidence in ops.items():
+        if "measured_on" not in evidence:
+            verdicts[flush_words(evidence)].append(op)
+    return "; ".join(f"{verdict} ({', '.join(ops)})" for verdict, ops in verdicts.items()) or "not measured"
 
 
 def agreement(records: list[dict]) -> list[dict]:
@@ -477,7 +495,7 @@ def build(headers: list[dict], results: list[dict], findings: Sequence[Finding] 
         "heatmaps": heatmaps(accuracy, details, anchors),
         "legend": charts.ulp_legend(),
         "distributions": distributions(accuracy),
-        "semantics": semantics(accuracy),
+        "semantics": semantics(accuracy, headers),
         "invariants": invariants(by_check["invariants"]),
         "agreement": agreement(accuracy),
         "throughput": throughput(by_check["throughput"], details),

@@ -83,17 +83,24 @@ def _special_label(record: dict, case_labels: dict[str, str]) -> str | None:
 
 
 def flush_to_zero(results: Iterable[dict]) -> dict[str, list[str]]:
-    """{backend/device: dtypes} where a forward op returned 0 for a subnormal result. Forward
-    outputs only: a VJP's subnormals can cancel to 0 in any backend (see _differs)."""
+    """{backend/device: dtypes} in which the backend was measured to flush subnormals to zero
+    (its records' "flushes", from the run's probe: suites.flushing), and so judged with the
+    flush allowance."""
     flushes: dict[str, set[str]] = defaultdict(set)
     for record in results:
-        if not is_accuracy(record) or _is_vjp(record["op"]):
-            continue
-        outcomes = (record.get("special_values") or {}).get("outcomes", [])
-        flushed = any(o["expected"] == "subnormal" and o["got"] == "0" and o["count"] for o in outcomes)
-        if flushed or (record.get("metrics") or {}).get("categories", {}).get("flushed_subnormal"):
+        if is_accuracy(record) and record.get("flushes"):
             flushes[backend_name(record)].add(record["dtype"])
     return {name: ordered(dtypes, DTYPES) for name, dtypes in flushes.items()}
+
+
+def flush_words(evidence: dict) -> str:
+    """One flush-to-zero probe (suites.flushing) in words: "flushes: 7/7 subnormal results as 0"."""
+    if "subnormal" not in evidence:
+        return evidence.get("probe", "not measured")
+    parts = [f"{evidence['returned_zero']}/{evidence['subnormal']} subnormal results as 0"]
+    if evidence.get("softmax_flushes"):
+        parts.append("its softmax (y) flushes")
+    return f"{'flushes' if evidence['flushes'] else 'keeps subnormals'}: {', '.join(parts)}"
 
 
 def _cell(records: list[dict]) -> dict:

@@ -13,7 +13,7 @@ from oracle.exact import Reference, forward_references
 from oracle.formats import format_of
 from oracle.gradients import vjp_references
 from oracle.metrics import SEMANTIC_CATEGORIES, compare
-from suites.accuracy import BackendFailure, call_backend, judge
+from suites.accuracy import BackendFailure, Target, call_backend, flushes, judge
 from suites.config import Settings
 from suites.cotangents import build_cotangents
 
@@ -35,6 +35,8 @@ class Evaluator:
         self.vjp = op.endswith("_vjp")
         self.evaluations = 0
         self._cotangents: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # The flush-to-zero allowance as the run grants it: measured on this backend (suites.flushing).
+        self.flush = flushes(backend, Target(op, backend.name, device, dtype, "hunt"), settings)
 
     def cotangents(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(g, g_row) for rows of length n."""
@@ -75,7 +77,7 @@ class Evaluator:
         except BackendFailure as failure:
             return {"status": "error", "failure": "error", "message": str(failure),
                     "metrics": {"max_ulp": None}, "bound": {}}
-        return judge(reference, got, self.settings, -1)
+        return judge(reference, got, self.settings, -1, self.flush)
 
     def _batch(self, x: np.ndarray) -> list[float]:
         reference, inputs = self.inputs(x)
@@ -95,14 +97,12 @@ class Evaluator:
         return self._scores(reference, got)
 
     def _scores(self, reference: Reference, got: np.ndarray) -> list[float]:
-        comparison = compare(reference, got)
-        flush = self.settings.flush_to_zero == "note"
-        budgets = budget(reference, self.settings.budget, flush_to_zero=flush)
+        comparison = compare(reference, got, self.flush)
+        budgets = budget(reference, self.settings.budget, flush_to_zero=self.flush)
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.where(comparison.measured,
                              comparison.in_units(budgets.exponent) / budgets.units, 0.0)
-        failing = np.any([comparison.categories[name] for name in
-                          (*SEMANTIC_CATEGORIES, *([] if flush else ["flushed_subnormal"]))], axis=0)
+        failing = np.any([comparison.categories[name] for name in SEMANTIC_CATEGORIES], axis=0)
         if reference.op != "logsumexp":  # one value per row already
             ratio, failing = ratio.max(axis=-1), failing.any(axis=-1)
         return np.where(failing, WORST, ratio).tolist()

@@ -18,7 +18,16 @@ from oracle.budget import budget
 from oracle.exact import Reference
 from oracle.formats import Format, format_of
 from oracle.rounding import ulp, ulp_exponent
-from suites.accuracy import BackendFailure, Target, base_record, bits_digest, call_backend, case_input, judged
+from suites.accuracy import (
+    BackendFailure,
+    Target,
+    base_record,
+    bits_digest,
+    call_backend,
+    case_input,
+    flushes,
+    judged,
+)
 from suites.cases import CASES
 from suites.config import Settings
 from suites.deviations import Deviation
@@ -147,7 +156,8 @@ def measure(target: Target, backend: Backend, settings: Settings, x: np.ndarray,
         into.update({name: not_applicable(_UNITS[name], why) for name in names})
         return
     reference = cache.reference(op, x, axis)
-    q, allowed = allowance(reference, settings)
+    flush = flushes(backend, target, settings)
+    q, allowed = allowance(reference, settings, flush)
     if op == "softmax":
         into["sum_to_one"] = sum_to_one(rows, finite, rows.rows(out), rows.rows(q), rows.rows(allowed), fmt)
     if op != "logsumexp":
@@ -155,10 +165,10 @@ def measure(target: Target, backend: Backend, settings: Settings, x: np.ndarray,
     if op == "log_softmax":
         into["nonpositive"] = nonpositive(rows, finite, rows.rows(out))
         into["exp_agrees_with_softmax"] = exp_agrees_with_softmax(
-            backend, call, settings, x, axis, finite, out, reference)
+            backend, call, settings, flush, x, axis, finite, out, reference)
     if op == "logsumexp":
-        into["at_least_max"] = at_least_max(rows, finite, xr, rows.rows(out), fmt, settings)
-    into["shift_invariance"] = shift_invariance(op, call, settings, x, rows, finite, out, reference)
+        into["at_least_max"] = at_least_max(rows, finite, xr, rows.rows(out), fmt, flush)
+    into["shift_invariance"] = shift_invariance(op, call, settings, flush, x, rows, finite, out, reference)
     into["permutation_equivariance"] = permutation_equivariance(
         op, call, x, rows, finite, out, q, allowed, np.random.default_rng([PERMUTATION_SEED, seed]))
 
@@ -172,14 +182,14 @@ def not_applicable(units: str, note: str) -> dict:
     return {"value": None, "budget": None, "units": units, "ok": None, "note": note}
 
 
-def allowance(reference: Reference, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
-    """(q, budget): log2 of the ULP of each exact value, and its error budget in those ULPs. Where
-    flushing subnormals to zero is accepted (flush_to_zero = "note", as the accuracy check does),
-    an element whose correctly rounded value is below the smallest normal may also be 0."""
+def allowance(reference: Reference, settings: Settings, flush: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(q, budget): log2 of the ULP of each exact value, and its error budget in those ULPs. For a
+    backend measured to flush subnormals to zero (flush, as the accuracy check grants it), an
+    element whose correctly rounded value is below the smallest normal may also be 0."""
     fmt = format_of(reference.dtype)
     q = ulp_exponent(reference.scale, fmt, reference.mant)
-    allowed = budget(reference, settings.budget, flush_to_zero=settings.flush_to_zero == "note").ulp
-    if settings.flush_to_zero == "note":
+    allowed = budget(reference, settings.budget, flush_to_zero=flush).ulp
+    if flush:
         tiny = np.abs(reference.rounded.astype(np.float64)) < fmt.min_normal
         allowed = allowed + np.where(tiny, np.ldexp(1.0, fmt.emin - q), 0.0)
     return q, allowed
@@ -291,11 +301,11 @@ def nonpositive(rows: Rows, finite: np.ndarray, out: np.ndarray) -> dict:
 
 
 def at_least_max(rows: Rows, finite: np.ndarray, xr: np.ndarray, out: np.ndarray, fmt: Format,
-                 settings: Settings) -> dict:
-    """Rows with logsumexp below max x. Where flushing subnormals to zero is accepted, a positive
-    subnormal max x may be read as 0 (jax on CPU returns logsumexp([2^-149]) = 0)."""
+                 flush: bool) -> dict:
+    """Rows with logsumexp below max x. For a backend measured to flush subnormals to zero, a
+    positive subnormal max x may be read as 0 (jax on CPU returns logsumexp([2^-149]) = 0)."""
     top, lse = xr[finite].max(axis=-1), out[finite].astype(np.float64)
-    if settings.flush_to_zero == "note":
+    if flush:
         top = np.where(np.abs(top) < fmt.min_normal, np.minimum(top, 0.0), top)
     below = np.flatnonzero(lse < top)
     entry = {"value": int(below.size), "budget": 0, "units": "rows", "ok": not below.size}
@@ -307,8 +317,8 @@ def at_least_max(rows: Rows, finite: np.ndarray, xr: np.ndarray, out: np.ndarray
     return entry
 
 
-def exp_agrees_with_softmax(backend: Backend, call: Call, settings: Settings, x: np.ndarray, axis: int,
-                            finite: np.ndarray, z: np.ndarray, reference: Reference) -> dict:
+def exp_agrees_with_softmax(backend: Backend, call: Call, settings: Settings, flush: bool, x: np.ndarray,
+                            axis: int, finite: np.ndarray, z: np.ndarray, reference: Reference) -> dict:
     """|exp(z_j^) - y_j^| in ULPs of the exact y_j, with y^ the backend's softmax. An error e_z in z_j
     moves exp(z_j) by at most y_j expm1(|e_z|); so the budget is y_j expm1(E_z) / ulp(y_j) plus
     softmax's own, E_z being log_softmax's absolute budget. exp is taken in float64: exact enough
@@ -322,8 +332,8 @@ def exp_agrees_with_softmax(backend: Backend, call: Call, settings: Settings, x:
         return not_applicable("ulp", f"the backend's softmax failed ({failure}); its own record says more")
     rows, fmt = Rows.of(x, axis), format_of(x.dtype)
     y_reference = cache.reference("softmax", x, axis)
-    q_y, allowed_y = allowance(y_reference, settings)
-    q_z, allowed_z = allowance(reference, settings)
+    q_y, allowed_y = allowance(y_reference, settings, flush)
+    q_z, allowed_z = allowance(reference, settings, flush)
     error_z = np.ldexp(allowed_z, q_z)
     relative = np.ldexp(np.abs(y_reference.mant), y_reference.scale - q_y)  # |y| / ulp(y)
     spread = np.where(relative == 0, 0.0, np.expm1(error_z) * relative)
@@ -388,7 +398,8 @@ def laid_out_like(x: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _shifted_logsumexp(reference: Reference, c: float, settings: Settings) -> tuple[np.ndarray, np.ndarray]:
+def _shifted_logsumexp(reference: Reference, c: float, settings: Settings,
+                       flush: bool) -> tuple[np.ndarray, np.ndarray]:
     """(q, absolute budget) of logsumexp(x + c) = logsumexp(x) + c. The exact value to float64
     accuracy is enough to place its ULP; the budget's terms (t, W) do not move with a shift, so the
     reference with the shifted value is the shifted input's for oracle.budget."""
@@ -401,11 +412,11 @@ def _shifted_logsumexp(reference: Reference, c: float, settings: Settings) -> tu
                     mant_lo=np.zeros_like(reference.mant_lo),
                     scale=np.where(usable, np.where(fraction == 0, 0, exponent - 1), reference.scale),
                     rounded=shifted.astype(fmt.np_dtype))
-    q, allowed = allowance(moved, settings)
+    q, allowed = allowance(moved, settings, flush)
     return q, np.ldexp(allowed, q)
 
 
-def shift_invariance(op: str, call: Call, settings: Settings, x: np.ndarray, rows: Rows,
+def shift_invariance(op: str, call: Call, settings: Settings, flush: bool, x: np.ndarray, rows: Rows,
                      finite: np.ndarray, out: np.ndarray, reference: Reference) -> dict:
     """op(x + c) against op(x) (logsumexp: against logsumexp(x) + c, the difference taken
     exactly), in ULPs of the exact value; budget: both sides' budgets (2x for softmax and
@@ -428,10 +439,11 @@ def shift_invariance(op: str, call: Call, settings: Settings, x: np.ndarray, row
         extra["note"] = (f"no shift keeps every entry exact, so x is first rounded to multiples of "
                          f"{grid!r} (each entry moves at most half that)")
     shifted = call(op, laid_out_like(x, rows.unrows(xr + c)), f"{op}(x + {c:g})")
-    q, allowed = (rows.rows(a)[finite] for a in allowance(reference, settings))
+    q, allowed = (rows.rows(a)[finite] for a in allowance(reference, settings, flush))
     a, b = rows.rows(shifted)[finite], rows.rows(out)[finite]
     if op == "logsumexp":
-        q_shifted, error_shifted = (rows.rows(a)[finite] for a in _shifted_logsumexp(reference, c, settings))
+        q_shifted, error_shifted = (rows.rows(a)[finite]
+                                    for a in _shifted_logsumexp(reference, c, settings, flush))
         diff = np.array([_exact_difference(float(u), float(v), c) for u, v in zip(a, b, strict=True)])
         diff = np.ldexp(diff, -q_shifted)
         limit = np.ldexp(np.ldexp(allowed, q) + error_shifted, -q_shifted)

@@ -101,6 +101,22 @@ class SuiteState:
                              or any(split(config.getoption(option))
                                     for option in ("op", "dtype", "cotangent")))
 
+    def flush_table(self) -> dict:
+        """{backend/device: {dtype: {op: evidence}}}: the flush-to-zero probe (suites.flushing) of
+        every selected backend, device, dtype and op, for the run header."""
+        table: dict[str, dict] = {}
+        for name, backend in self.backends.items():
+            if not isinstance(backend, Backend):
+                continue
+            for device in backend.devices:
+                if self.devices and device not in self.devices:
+                    continue
+                table[f"{name}/{device}"] = {
+                    dtype: {op: accuracy.flush_evidence(backend, device, dtype, op, self.settings)
+                            for op in self.ops if not backend.why_unsupported(op, dtype)}
+                    for dtype in self.dtypes if dtype in backend.dtypes}
+        return table
+
     def targets(self, op: str, check: str = "accuracy") -> list:
         """The parameters of test_<op> (or test_<op>_invariants): runnable targets, plus one skip
         per unavailable backend or absent device."""
@@ -213,6 +229,8 @@ def pytest_configure(config: pytest.Config) -> None:
             "settings": {"budget": state.settings.budget.as_dict(),
                          "flush_to_zero": state.settings.flush_to_zero,
                          "source": state.settings.source},
+            # Accuracy and invariants only: the throughput pass judges no subnormal.
+            **({} if config.getoption("markexpr") == "throughput" else {"flush_probe": state.flush_table()}),
             **resume.recorded(config, state),
         }
         try:

@@ -137,6 +137,21 @@ class Float16Accumulation:
             return np.where(np.isinf(a), a, a + np.log1p(t))[..., 0].astype(x.dtype)
 
 
+class Float16RowSum(Float64Upcast):
+    """Wrong for float16: softmax as e / sum(e) with the row sum rounded to float16 (numpy adds
+    float16 pairwise in float32 and rounds once), as jax and scipy do: 65536 equal logits sum to
+    65536, beyond float16's 65504, so the sum is inf and every output 0 where the exact one is
+    the subnormal 2^-16. Other dtypes and ops are Float64Upcast's."""
+
+    def softmax(self, x: np.ndarray, axis: int) -> np.ndarray:
+        if x.dtype != np.float16:
+            return super().softmax(x, axis)
+        rows = _rows(x, axis, np.float32)
+        with np.errstate(all="ignore"):
+            e = np.exp(rows - np.max(rows, axis=-1, keepdims=True, initial=-np.inf)).astype(np.float16)
+            return _back(e / np.sum(e, axis=-1, keepdims=True), x, axis)
+
+
 class LogSumNotLog1p:
     """Wrong logsumexp and log_softmax: a + log(sum) and d - log(sum) instead of the log1p form, in
     the working format. When one entry dominates, sum = 1 + t rounds and t's digits are lost
@@ -222,6 +237,41 @@ class Float64UpcastGradients(Float64Upcast):
         y = _probabilities(x, axis, _wide(x))
         with np.errstate(all="ignore"):
             return _back(y * _row_cotangent(g, _wide(x)), x, axis)
+
+
+_MIN_NORMAL = {np.dtype(np.float16): 2.0**-14, np.dtype(np.float32): 2.0**-126,
+               np.dtype(np.float64): 2.0**-1022}
+
+
+def _flushed(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """values with everything below the smallest normal of dtype made 0 (bfloat16 shares float32's)."""
+    tiny = _MIN_NORMAL.get(np.dtype(dtype), 2.0**-126)
+    return np.where(np.abs(values) < tiny, 0.0, values)
+
+
+class FlushToZero(Float64UpcastGradients):
+    """Correct but for flushing subnormals to zero, as a CPU in FTZ/DAZ mode does: y, the products
+    made of it and every result below the smallest normal of the input dtype are 0."""
+
+    def _y(self, x: np.ndarray, axis: int) -> np.ndarray:
+        return _flushed(_probabilities(x, axis, _wide(x)), x.dtype)
+
+    def softmax(self, x: np.ndarray, axis: int) -> np.ndarray:
+        return _back(self._y(x, axis), x, axis)
+
+    def softmax_vjp(self, x: np.ndarray, g: np.ndarray, axis: int) -> np.ndarray:
+        y, gr = self._y(x, axis), _cotangent_rows(g, axis, _wide(x))
+        with np.errstate(all="ignore"):
+            return _back(_flushed(y * (gr - np.sum(gr * y, axis=-1, keepdims=True)), x.dtype), x, axis)
+
+    def log_softmax_vjp(self, x: np.ndarray, g: np.ndarray, axis: int) -> np.ndarray:
+        y, gr = self._y(x, axis), _cotangent_rows(g, axis, _wide(x))
+        with np.errstate(all="ignore"):
+            return _back(_flushed(gr - y * np.sum(gr, axis=-1, keepdims=True), x.dtype), x, axis)
+
+    def logsumexp_vjp(self, x: np.ndarray, g: np.ndarray, axis: int) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            return _back(_flushed(self._y(x, axis) * _row_cotangent(g, _wide(x)), x.dtype), x, axis)
 
 
 class MissingInnerProduct:

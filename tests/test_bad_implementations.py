@@ -224,10 +224,6 @@ WRONG_GRADIENTS = {"MissingInnerProduct": ("softmax_vjp",), "WrongSign": ("softm
 # (case, dtype) pairs of the default catalogue where no cotangent kind catches a wrong gradient
 # (measured; every other pair catches it with at least one kind):
 # - empty: nothing to compare;
-# - long_equal_n65k in float16: every y_j = 2^-16 is subnormal there, and with the default
-#   flush_to_zero = "note" the budget grants min_normal (1 + |g_j| + A), resp. min_normal
-#   (1 + sum|g|), for a y_j flushed to zero: more than any of these errors (the test with
-#   flush_to_zero = "fail" below catches them);
 # - single_element for WrongSign and LogSoftmaxVjpTimesG: y = 1, so the exact softmax VJP is 0
 #   (and so is its negation), and g - y g = g - y sum(g).
 # - long_random_n1M in float16 and bfloat16 for MissingInnerProduct: over 2^20 random N(0, 1)
@@ -237,7 +233,7 @@ WRONG_GRADIENTS = {"MissingInnerProduct": ("softmax_vjp",), "WrongSign": ("softm
 #   likewise for LogSoftmaxVjpTimesG, whose error y_j |sum(g) - g_j| ~ 916 y_j (measured) is below
 #   the 16-bit allowance u y_j sum|g_i| (rho_j + 22) with sum|g_i| = 836891: random signs cancel
 #   in sum(g), not in the sum of magnitudes a correct summation may err by.
-UNCAUGHT = {"empty", "long_equal_n65k/float16"}
+UNCAUGHT = {"empty"}
 LONG_16_BIT = {"long_random_n1M/float16", "long_random_n1M/bfloat16"}
 UNCAUGHT_BY = {"MissingInnerProduct": UNCAUGHT | LONG_16_BIT, "WrongSign": UNCAUGHT | {"single_element"},
                "LogSoftmaxVjpTimesG": UNCAUGHT | LONG_16_BIT | {"single_element"}}
@@ -252,7 +248,8 @@ F16_CAUGHT = {
     **{f"{case}/{dtype}": F16_LOG_SUM for dtype in SIXTEEN_BIT
        for case in ("random_n1k_s1", "random_n1k_s10", "random_n1k_s100", "random_n100k_s10")},
     "long_random_n65k/float16": F16_BOTH_SUMS, "long_random_n65k/bfloat16": F16_BOTH_SUMS,
-    "long_equal_n65k/bfloat16": F16_BOTH_SUMS, "strided/bfloat16": F16_LOG_SUM,
+    "long_equal_n65k/float16": F16_BOTH_SUMS, "long_equal_n65k/bfloat16": F16_BOTH_SUMS,
+    "strided/bfloat16": F16_LOG_SUM,
 }
 
 
@@ -409,19 +406,50 @@ def test_float16_gradient_accumulation_is_caught_on_a_long_row() -> None:
 
 @pytest.mark.parametrize("name", ["MissingInnerProduct", "LogSoftmaxVjpTimesG",
                                   "Float16GradientAccumulation"])
-def test_flush_to_zero_fail_catches_the_wrong_gradients_on_subnormal_probabilities(name: str) -> None:
-    # long_equal_n65k in float16: y_j = 2^-16, subnormal. The default flush_to_zero = "note" grants
-    # each VJP element min_normal (1 + ...) for a flushed y_j and passes every wrong gradient here;
-    # "fail" keeps the unit at min_subnormal. Measured (constant cotangent, exact VJP 0): the
-    # softmax VJPs 0.75 y = 1.14e-5 (MissingInnerProduct: 192 ULP, ratio 11.8) and 1.10e-5
-    # (Float16GradientAccumulation: 184 ULP, ratio 11.3); the log_softmax VJPs 0.75 (ratio 23.0) and
-    # 0.71875 = 0.75 - 2048 / 65536 (ratio 22.0) where the exact value is 0.75 - 49152 / 65536 = 0.
+def test_wrong_gradients_on_subnormal_probabilities_are_caught(name: str) -> None:
+    # long_equal_n65k in float16: y_j = 2^-16, subnormal. These backends keep subnormals (the
+    # flush-to-zero probe, suites.flushing), so none gets the allowance of min_normal (1 + ...) per
+    # element that a flushing one gets, which passed every one of them here when it was granted to
+    # all. Measured (constant cotangent, exact VJP 0): the softmax VJPs 0.75 y = 1.14e-5
+    # (MissingInnerProduct: 192 ULP, ratio 11.8) and 1.10e-5 (Float16GradientAccumulation: 184 ULP,
+    # ratio 11.3); the log_softmax VJPs 0.75 (ratio 23.0) and 0.71875 = 0.75 - 2048 / 65536 (ratio
+    # 22.0) where the exact value is 0.75 - 49152 / 65536 = 0.
     for op in WRONG_GRADIENTS[name]:
-        assert vjp_result(name, op, "float16", "long_equal_n65k", "constant")["status"] == "pass"
-        record = vjp_result(name, op, "float16", "long_equal_n65k", "constant",
-                            Settings(flush_to_zero="fail"))
+        record = vjp_result(name, op, "float16", "long_equal_n65k", "constant")
+        assert record["flushes"] is False
         assert_flagged(record, "accuracy")
         assert record["bound"]["ratio"] > 10 and float(record["metrics"]["worst"]["exact"]) == 0.0
     for op in VJP_OPS:
-        assert vjp_result("Float64UpcastGradients", op, "float16", "long_equal_n65k", "constant",
-                          Settings(flush_to_zero="fail"))["status"] == "pass"
+        assert vjp_result("Float64UpcastGradients", op, "float16", "long_equal_n65k",
+                          "constant")["status"] == "pass"
+
+
+def test_a_float16_row_sum_that_overflows_is_caught_not_excused_as_a_flush() -> None:
+    # 65536 equal float16 logits: the exact softmax is the subnormal 2^-16 everywhere; a row sum
+    # rounded to float16 is 65536 -> inf, and the output all zeros. The backend keeps subnormals
+    # (the probe's float16 softmax is subnormal there), so each 0 is 2^-16 / 2^-24 = 256 ULP off:
+    # an accuracy failure, not a flush.
+    record = result("Float16RowSum", "softmax", "float16", "long_equal_n65k")
+    assert record["flushes"] is False
+    assert_flagged(record, "accuracy")
+    assert record["metrics"]["max_ulp"] == 256.0 and record["metrics"]["worst"]["got"] == 0.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_only_a_backend_measured_to_flush_gets_the_flush_allowance(dtype: str) -> None:
+    # FlushToZero is the correct Float64UpcastGradients with every subnormal made 0. The probe
+    # measures it to flush, so its zeros on underflow_gaps are flushed_subnormal notes and it
+    # passes; flush_to_zero = "fail" withholds the allowance, and the same zeros fail. (Its
+    # log_softmax VJP, g_j - y_j sum(g), is about g_j there whether y_j is flushed or not.)
+    flusher = backend("FlushToZero")
+    for op in ("softmax", "softmax_vjp", "log_softmax_vjp", "logsumexp_vjp"):
+        target = Target(op, "tests.bad_softmax:FlushToZero", "cpu", dtype, "underflow_gaps",
+                        "random" if op.endswith("_vjp") else None)
+        record = run(target, flusher, SETTINGS)
+        assert record["flushes"] is True and record["status"] == "pass", record["message"]
+        strict = run(target, flusher, Settings(flush_to_zero="fail"))
+        assert strict["flushes"] is False
+        assert op == "log_softmax_vjp" or strict["status"] == "fail", op
+    softmax = result("FlushToZero", "softmax", dtype, "underflow_gaps")
+    assert softmax["metrics"]["categories"]["flushed_subnormal"] > 0
+    assert "flushed to zero (measured to flush)" in softmax["message"]

@@ -62,12 +62,13 @@ def test_the_fixed_catalogue_misses_the_narrow_bug() -> None:
 
 def test_a_short_hunt_finds_shrinks_and_saves_the_narrow_bug(tmp_path: Path) -> None:
     saved = tmp_path / "found.json"
-    # Seed 1 (the default) meets the band after about 1000 rows; 4000 leave room.
+    # The search is random: over seeds 1 to 8, 4000 rows meet the band for 6 (measured; the others
+    # end on long rows within their budgets). Seed 3 is one of the 6, and the seed makes it repeatable.
     done = run_cli("hunt", "--backend", NARROW, "--op", "softmax", "--dtype", "float32",
-                   "--evaluations", "4000", "--corpus", str(saved), cwd=tmp_path)
+                   "--evaluations", "4000", "--seed", "3", "--corpus", str(saved), cwd=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr  # a saved case fails its budget
-    assert "seed 1 (the default)" in done.stdout and f"to {saved}" in done.stdout
-    assert "reproduce this hunt with --seed 1 --evaluations 4096" in done.stdout  # 32 generations of 128
+    assert "seed 3" in done.stdout and f"to {saved}" in done.stdout
+    assert "reproduce this hunt with --seed 3 --evaluations 4096" in done.stdout  # 32 generations of 128
     entries = corpus.read(saved)
     worst = entries[0]
     assert worst.name.startswith("found_softmax_float32_") and worst.backend == NARROW

@@ -37,7 +37,7 @@ RECORDS = [
            metrics={"max_ulp": 0.5, "categories": {}})
     for d in ("float32", "float64")
 ] + [
-    record("flusher", case="underflow_gaps", dtype="float32", output_sha256="u-flushed",
+    record("flusher", case="underflow_gaps", dtype="float32", output_sha256="u-flushed", flushes=True,
            special_values=special(SUBNORMALS, ("subnormal", "0", 10), ("0", "0", 4)),
            metrics={"max_ulp": 0.5, "categories": {"flushed_subnormal": 10}}),
     record("flusher", case="underflow_gaps", dtype="float64", output_sha256="u-float64",
