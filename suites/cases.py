@@ -82,6 +82,23 @@ def dominant(rows: int, n: int, gap: Callable[[Format], float]) -> Generator:
     return generate
 
 
+def at_absorb_gap(n: int, rows: tuple[tuple[int, int], ...]) -> Generator:
+    """Rows of n: a maximum of 0 at a given index, a given count of entries (at seeded positions)
+    at -p ln2, where e^(x_j - a) is about u = 2^-p, and the rest at -2 p ln2 (about u^2 each).
+    Pairwise summation adds the small terms among themselves first and keeps them; a running sum
+    that already holds the maximum (about 1) turns each into 0 or 2u, about u lost or gained per
+    term, so the error grows with the number of them it takes after the maximum."""
+
+    def generate(rng: np.random.Generator, fmt: Format) -> np.ndarray:
+        values = np.full((len(rows), n), -2.0 * fmt.absorb_gap)
+        for row, (leader, count) in zip(values, rows, strict=True):
+            row[rng.choice(np.delete(np.arange(n), leader), size=count, replace=False)] = -fmt.absorb_gap
+            row[leader] = 0.0
+        return values
+
+    return generate
+
+
 def equal_large(rng: np.random.Generator, fmt: Format) -> np.ndarray:
     levels = [min(1e4, fmt.max), fmt.max, fmt.exp_overflow, -fmt.max]
     return np.repeat(np.array(levels)[:, None], 6, axis=1)
@@ -175,6 +192,9 @@ def short_count(n: int) -> str:
 
 
 SIXTEEN_BIT = ("float16", "bfloat16")
+# (index of the maximum, entries at the absorb gap) per row of absorb_gap_n1k: all the others,
+# then 500 with the maximum first, in the middle and last.
+ABSORB_GAP_ROWS = ((0, 1023), (0, 500), (511, 500), (1023, 500))
 LONG_ROW_COTANGENTS = ("random", "constant")
 SPECIAL = frozenset({"special"})
 FOUND = frozenset({"found"})
@@ -193,6 +213,10 @@ FIXED: tuple[Case, ...] = (
     Case("dominant_gap_above",
          "one entry leads by p ln2 + 1 (each 1 + e^-d alone rounds to 1; log1p keeps t)",
          dominant(8, 8, lambda fmt: fmt.absorb_gap + 1.0)),
+    Case("absorb_gap_n1k",
+         "4 rows of 1024: a maximum of 0 at index 0, 0, 511, 1023, with 1023, 500, 500, 500 entries at "
+         "-p ln2 (e^(x_j - a) ~ u: a running sum that holds the maximum rounds each to 0 or 2u) and the "
+         "rest at -2 p ln2", at_absorb_gap(1024, ABSORB_GAP_ROWS)),
     Case("equal_large", "rows of equal logits at 1e4, the format's max, the exp overflow edge, -max",
          equal_large),
     Case("overflow_edge", "logits at the largest x with finite exp(x), and the next value above",

@@ -109,6 +109,26 @@ def test_dominant_gaps_straddle_p_ln2(dtype: str) -> None:
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_absorb_gap_rows_hold_their_counts_at_p_ln2(dtype: str) -> None:
+    fmt = format_of(dtype)
+    x = built("absorb_gap_n1k", dtype)
+    gap, rest = (float(np.array(-k * fmt.absorb_gap).astype(fmt.np_dtype)) for k in (1, 2))
+    assert x.shape == (4, 1024)
+    rows = x.astype(np.float64)
+    assert rows.argmax(axis=1).tolist() == [0, 0, 511, 1023]
+    assert (rows.max(axis=1) == 0).all() and ((rows == 0).sum(axis=1) == 1).all()
+    assert (rows == gap).sum(axis=1).tolist() == [1023, 500, 500, 500]
+    assert ((rows == 0) | (rows == gap) | (rows == rest)).all()
+    # The point of the gap: e^gap is about u, and 1 + e^gap in the format is 1 or 1 + 2u, so a
+    # running sum that holds the maximum misses about u on each of them.
+    one, u = fmt.np_dtype.type(1), fmt.u
+    e = fmt.np_dtype.type(np.exp(gap))
+    assert 0.98 < float(mpmath.exp(gap)) / u < 1.02
+    assert float(one + e) in (1.0, 1.0 + 2 * u)
+    assert float(mpmath.exp(rest)) < 1.1 * u * u
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_underflow_gaps_cover_the_subnormal_band_and_beyond(dtype: str) -> None:
     fmt = format_of(dtype)
     x = built("underflow_gaps", dtype)
