@@ -1,10 +1,11 @@
 """Known deviations of real libraries: a failing result they match is reported as known_failure.
 
 The data file is TOML, one [[deviation]] table per entry: backend, op, dtype, case and
-(optionally) device, cotangent, check (accuracy, the default, or invariants) and failure
-(accuracy, semantic, invariant or error) are glob patterns or lists of them; reason says why;
-link points upstream where an issue exists. The first matching entry wins. An entry that
-matches a result which now passes is reported so it can be removed.
+(optionally) device, cotangent, check (accuracy, the default, invariants or throughput) and
+failure (accuracy, semantic, invariant, error, timeout, crash or measurement) are glob patterns
+or lists of them; reason says why; link points upstream where an issue exists. The first
+matching entry wins, for every check alike (suites.accuracy.judged). An entry that matches a
+result which now passes is reported so it can be removed.
 """
 
 from __future__ import annotations

@@ -328,8 +328,8 @@ def check_throughput(request: pytest.FixtureRequest, benchmark):
                     "run, or use pytest -n 0")
     state: SuiteState = request.config.stash[STATE_KEY]
     def run(target: Target, backend: Backend, settings: Settings, deviations: tuple) -> dict:
-        return throughput.run(target, backend, benchmark, state.sweep, state.environment,
-                              settings.case_timeout)
+        return accuracy.judged(throughput.run(target, backend, benchmark, state.sweep, state.environment,
+                                              settings.case_timeout), deviations)
 
     return _checker(request, run)
 

@@ -1,5 +1,6 @@
 """The throughput suite (suites.throughput): its numbers, the impossibility check that catches a
-backend which returns before its work is done, and agreement with torch.utils.benchmark."""
+backend which returns before its work is done, known deviations, and agreement with
+torch.utils.benchmark."""
 
 from __future__ import annotations
 
@@ -120,6 +121,46 @@ def test_under_xdist_the_benchmarks_skip_with_the_reason(pytester: pytest.Pytest
                                             "numpy", "--op", "softmax", "--dtype", "float32", "-rs")
     outcome.assert_outcomes(skipped=3)
     outcome.stdout.fnmatch_lines(["*pytest-benchmark is disabled (under pytest-xdist*runs in one process*"])
+
+
+PROMOTES, REFUSES = "tests.deviating_backend:Promotes", "tests.deviating_backend:Refuses"
+
+
+def deviations_config(directory: Path, entries: str) -> str:
+    """A --suite-config whose known deviations are entries."""
+    (directory / "dev.toml").write_text(entries)
+    (directory / "pyproject.toml").write_text('[tool.softmax-suite]\nknown_deviations = "dev.toml"\n')
+    return str(directory / "pyproject.toml")
+
+
+def test_a_throughput_error_that_a_deviation_matches_is_a_known_failure(run_suite, tmp_path) -> None:
+    # As scipy.special.logsumexp with ml_dtypes 0.7 on bfloat16: the call raises, in a timed
+    # benchmark as in an accuracy case, and an entry of every check explains both.
+    everywhere = deviations_config(tmp_path, f"""
+[[deviation]]
+check = "*"
+backend = "{REFUSES}"
+op = "logsumexp"
+dtype = "bfloat16"
+case = "*"
+failure = "error"
+reason = "refuses bfloat16"
+""")
+    outcome, records = run_suite("--backend", REFUSES, "--op", "logsumexp", "--dtype", "bfloat16",
+                                 "--suite-config", everywhere)
+    assert len(records) == 3  # the quick sweep's shapes
+    for record in records:
+        assert record["status"] == "known_failure" and record["failure"] == "error", record
+        assert record["known_deviation"] == {"entry": 1, "reason": "refuses bfloat16", "link": ""}
+        assert record["message"].startswith("known deviation: refuses bfloat16 [logsumexp raised TypeError: ")
+    assert outcome.ret == pytest.ExitCode.OK
+    outcome.assert_outcomes(xfailed=3)
+    # An entry without `check` covers the accuracy check alone: the same errors stay errors.
+    (tmp_path / "dev.toml").write_text((tmp_path / "dev.toml").read_text().replace('check = "*"\n', ""))
+    outcome, records = run_suite("--backend", REFUSES, "--op", "logsumexp", "--dtype", "bfloat16",
+                                 "--suite-config", everywhere)
+    assert [record["status"] for record in records] == ["error"] * 3
+    assert outcome.ret == pytest.ExitCode.TESTS_FAILED
 
 
 def test_the_suite_agrees_with_torch_utils_benchmark(run_suite, pytester: pytest.Pytester) -> None:
