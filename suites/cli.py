@@ -210,6 +210,7 @@ def run_command(args: argparse.Namespace) -> int:
         # A process of its own: timings free of what the accuracy run left (memory, threads).
         command = [sys.executable, "-m", "pytest", *selection, "-m", "throughput", "-p", "no:xdist",
                    "--sweep", args.throughput, "--results", str(timings),
+                   *(["--earlier-results", str(results)] if results.exists() else []),
                    "--benchmark-json", str(out / "benchmark.json"),
                    "--benchmark-columns", "min,median,max,rounds", "--benchmark-sort", "fullname",
                    *(["--resume"] if steps else []), *args.pytest_args]

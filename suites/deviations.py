@@ -1,10 +1,11 @@
 """Known deviations of real libraries: a failing result they match is reported as known_failure.
 
 The data file is TOML, one [[deviation]] table per entry: backend, op, dtype, case and
-(optionally) device, cotangent, check (accuracy, the default, or invariants) and failure
-(accuracy, semantic, invariant or error) are glob patterns or lists of them; reason says why;
-link points upstream where an issue exists. The first matching entry wins. An entry that
-matches a result which now passes is reported so it can be removed.
+(optionally) device, cotangent, check (accuracy, the default, invariants or throughput) and
+failure (accuracy, semantic, invariant, error, timeout, crash or measurement) are glob patterns
+or lists of them; reason says why; link points upstream where an issue exists. The first
+matching entry wins, for every check alike (suites.accuracy.judged). An entry that matches a
+result which now passes is reported so it can be removed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from suites.config import ConfigError, tomllib
 
 FIELDS = ("check", "backend", "device", "dtype", "op", "case", "cotangent", "failure")
+CHECKS = ("accuracy", "invariants", "throughput")
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,18 @@ def find(deviations: tuple[Deviation, ...], result: dict) -> Deviation | None:
 
 def stale(deviations: tuple[Deviation, ...], results: list[dict]) -> list[Deviation]:
     """Entries that apply to results of this run (ignoring the failure kind) yet explain none
-    of them: the deviation no longer reproduces and the entry can go."""
+    of them: the deviation no longer reproduces and the entry can go.
+
+    results must hold the whole selection of each check they hold results of. An entry is judged
+    only if results hold every check it covers: softmax-suite run times throughput in a process
+    of its own, and an entry of `check = "*"` may explain a failure only the other process saw."""
     used = {r["known_deviation"]["entry"] for r in results if r.get("known_deviation")}
+    ran = {r.get("check") for r in results}
     stale_entries = []
     for number, deviation in enumerate(deviations, start=1):
+        covered = {c for c in CHECKS if any(fnmatch.fnmatchcase(c, p) for p in deviation.check)}
+        if not covered <= ran:
+            continue
         in_scope = [r for r in results if r.get("status") not in ("skip", "unsupported")
                     and all(any(fnmatch.fnmatchcase(str(r.get(name) or ""), pattern)
                                 for pattern in getattr(deviation, name))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from oracle import cache, progress, store
 from reports import baseline as baseline_io
 from reports import gate as gate_rules
 from reports.agreement import agreement_matrix, format_agreement
-from reports.results import ResultsWriter, jsonable
+from reports.results import ResultsFileError, ResultsWriter, jsonable, read_results
 from reports.semantics import format_semantics, semantics_table
 from reports.summary import format_summary
 from suites import accuracy, environment, invariants, resume, throughput
@@ -96,8 +97,11 @@ class SuiteState:
 
         self.results: list[dict] = []
         self.writer: ResultsWriter | None = None
-        # Staleness of a known deviation can only be judged on the whole catalogue.
-        self.complete = not (self.case_patterns or self.devices
+        self.earlier: list[dict] = []
+        # Staleness of a known deviation can only be judged on the whole catalogue (and, see
+        # pytest_sessionfinish, on a session that ran to its end).
+        self.complete = not (self.case_patterns or self.devices or config.option.keyword
+                             or config.option.deselect
                              or any(split(config.getoption(option))
                                     for option in ("op", "dtype", "cotangent")))
 
@@ -159,6 +163,20 @@ class SuiteState:
         return params
 
 
+def _earlier_results(path: str | None) -> list[dict]:
+    """The records of an earlier pass's results file, for the stale report; none from a pass
+    that did not finish, whose records are not its whole selection."""
+    if path is None:
+        return []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a truncated last line: the file is partial, not used
+            header, records = read_results(path)
+    except ResultsFileError as error:
+        raise pytest.UsageError(f"--earlier-results: {error}") from None
+    return [] if header["partial"] else records
+
+
 def _selection(config: pytest.Config, option: str, valid: tuple[str, ...]) -> list[str]:
     chosen = split(config.getoption(option))
     for name in chosen:
@@ -176,6 +194,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--resume", action="store_true", default=False,
                     help="with --results: continue the partial file there (a run killed or interrupted): "
                          "keep its results, run only the items it lacks, refuse a different selection")
+    group.addoption("--earlier-results", metavar="PATH", default=None,
+                    help="the results file of an earlier pass with the same selection (softmax-suite run "
+                         "gives its throughput pass the accuracy pass's): the stale known-deviations "
+                         "report judges its results and this run's together")
     group.addoption("--oracle-cache", metavar="DIR", default=None,
                     help=f"keep exact references in DIR for later runs and other workers ('off': in "
                          f"memory only; default: ${store.ENVIRONMENT_VARIABLE} or "
@@ -249,6 +271,7 @@ def pytest_configure(config: pytest.Config) -> None:
             {record["nodeid"] for record in state.results}
         config.pluginmanager.register(resume.Resumption(results_path, finished), "softmax-suite-resume")
     if not hasattr(config, "workerinput"):
+        state.earlier = _earlier_results(config.getoption("earlier_results"))
         config.pluginmanager.register(ResultsCollector(state), "softmax-suite-results")
 
 
@@ -346,8 +369,8 @@ def check_throughput(request: pytest.FixtureRequest, benchmark):
                     "run, or use pytest -n 0")
     state: SuiteState = request.config.stash[STATE_KEY]
     def run(target: Target, backend: Backend, settings: Settings, deviations: tuple) -> dict:
-        return throughput.run(target, backend, benchmark, state.sweep, state.environment,
-                              settings.case_timeout)
+        return accuracy.judged(throughput.run(target, backend, benchmark, state.sweep, state.environment,
+                                              settings.case_timeout), deviations)
 
     return _checker(request, run)
 
@@ -418,9 +441,11 @@ class ResultsCollector:
                     self.state.writer.write(record)
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        finished = exitstatus in FINISHED and not (session.shouldfail or session.shouldstop)
+        self.state.complete = self.state.complete and finished
         if self.state.writer is not None:
             # Killed, interrupted or stopped early (-x), the file stays partial: no tables, no end line.
-            if exitstatus in FINISHED and not (session.shouldfail or session.shouldstop):
+            if finished:
                 # Derived from the records above; kept in the file so that a reader needs no code.
                 self.state.writer.write_table("semantics", semantics_table(self.state.results))
                 self.state.writer.write_table("agreement", agreement_matrix(self.state.results))
@@ -441,7 +466,8 @@ class ResultsCollector:
         if matrix:
             terminalreporter.write_line("")
             terminalreporter.write_line(format_agreement(matrix))
-        for deviation in stale(state.deviations, state.results) if state.complete else []:
+        judged = [*state.earlier, *state.results]
+        for deviation in stale(state.deviations, judged) if state.complete else []:
             terminalreporter.write_line(
                 f"stale known deviation (it explains no failure of this run; remove it from "
                 f"{state.settings.known_deviations}): {deviation.reason}", yellow=True)

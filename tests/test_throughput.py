@@ -1,5 +1,6 @@
 """The throughput suite (suites.throughput): its numbers, the impossibility check that catches a
-backend which returns before its work is done, and agreement with torch.utils.benchmark."""
+backend which returns before its work is done, known deviations, and agreement with
+torch.utils.benchmark."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from backends.protocol import OPS
+from reports.results import ResultsWriter
 from suites import throughput
 from suites.throughput import IMPOSSIBLE, Shape, cache_regime, sweep, traffic_bytes
 
@@ -120,6 +122,108 @@ def test_under_xdist_the_benchmarks_skip_with_the_reason(pytester: pytest.Pytest
                                             "numpy", "--op", "softmax", "--dtype", "float32", "-rs")
     outcome.assert_outcomes(skipped=3)
     outcome.stdout.fnmatch_lines(["*pytest-benchmark is disabled (under pytest-xdist*runs in one process*"])
+
+
+PROMOTES, REFUSES = "tests.deviating_backend:Promotes", "tests.deviating_backend:Refuses"
+
+
+def deviations_config(directory: Path, entries: str) -> str:
+    """A --suite-config whose known deviations are entries."""
+    (directory / "dev.toml").write_text(entries)
+    (directory / "pyproject.toml").write_text('[tool.softmax-suite]\nknown_deviations = "dev.toml"\n')
+    return str(directory / "pyproject.toml")
+
+
+def test_a_throughput_error_that_a_deviation_matches_is_a_known_failure(run_suite, tmp_path) -> None:
+    # As scipy.special.logsumexp with ml_dtypes 0.7 on bfloat16: the call raises, in a timed
+    # benchmark as in an accuracy case, and an entry of every check explains both.
+    everywhere = deviations_config(tmp_path, f"""
+[[deviation]]
+check = "*"
+backend = "{REFUSES}"
+op = "logsumexp"
+dtype = "bfloat16"
+case = "*"
+failure = "error"
+reason = "refuses bfloat16"
+""")
+    outcome, records = run_suite("--backend", REFUSES, "--op", "logsumexp", "--dtype", "bfloat16",
+                                 "--suite-config", everywhere)
+    assert len(records) == 3  # the quick sweep's shapes
+    for record in records:
+        assert record["status"] == "known_failure" and record["failure"] == "error", record
+        assert record["known_deviation"] == {"entry": 1, "reason": "refuses bfloat16", "link": ""}
+        assert record["message"].startswith("known deviation: refuses bfloat16 [logsumexp raised TypeError: ")
+    assert outcome.ret == pytest.ExitCode.OK
+    outcome.assert_outcomes(xfailed=3)
+    # An entry without `check` covers the accuracy check alone: the same errors stay errors.
+    (tmp_path / "dev.toml").write_text((tmp_path / "dev.toml").read_text().replace('check = "*"\n', ""))
+    outcome, records = run_suite("--backend", REFUSES, "--op", "logsumexp", "--dtype", "bfloat16",
+                                 "--suite-config", everywhere)
+    assert [record["status"] for record in records] == ["error"] * 3
+    assert outcome.ret == pytest.ExitCode.TESTS_FAILED
+
+
+STALENESS = f"""
+[[deviation]]
+check = "*"
+backend = "{PROMOTES}"
+op = "logsumexp"
+dtype = "bfloat16"
+case = "*"
+failure = "error"
+reason = "returns float64 for bfloat16"
+
+[[deviation]]
+check = "throughput"
+backend = "{PROMOTES}"
+op = "logsumexp"
+dtype = "*"
+case = "*"
+failure = "error"
+reason = "an entry of throughput alone that explains nothing"
+"""
+
+
+def accuracy_pass(path: Path, status: str) -> str:
+    """The results file of an accuracy pass (the accuracy and invariants checks) on PROMOTES: its
+    logsumexp result explained by entry 1 (known_failure), or passing."""
+    result = {"backend": PROMOTES, "device": "cpu", "dtype": "bfloat16", "op": "logsumexp",
+              "case": "glossary"}
+    records = [{**result, "check": "accuracy", "status": status},
+               {**result, "check": "invariants", "status": "pass"}]
+    if status == "known_failure":
+        records[0].update(failure="error", known_deviation={"entry": 1, "reason": "float64"})
+    writer = ResultsWriter(path, {})
+    for record in records:
+        writer.write(record)
+    writer.finish(records)
+    writer.close()
+    return str(path)
+
+
+def test_staleness_is_judged_on_both_passes(run_suite, tmp_path) -> None:
+    # softmax-suite run times throughput in a process of its own, after the accuracy pass. PROMOTES
+    # times fine (as scipy with ml_dtypes 0.6): entry 1, of every check, explains no throughput
+    # result, yet the accuracy pass used it, so it is not stale.
+    config = deviations_config(tmp_path, STALENESS)
+    stale_lines = {"used": accuracy_pass(tmp_path / "used.jsonl", "known_failure"),
+                   "unused": accuracy_pass(tmp_path / "unused.jsonl", "pass"), "alone": None}
+    for name, earlier in list(stale_lines.items()):
+        # The whole selection (no --op or --dtype): only a complete run reports stale entries.
+        outcome, records = run_suite("--backend", PROMOTES, "--suite-config", config,
+                                     *(["--earlier-results", earlier] if earlier else []))
+        assert outcome.ret == pytest.ExitCode.OK
+        assert [r["status"] for r in records if r["status"] != "unsupported"] == ["pass"] * 3
+        stale_lines[name] = [line.split("): ", 1)[1] for line in outcome.outlines
+                             if line.startswith("stale known deviation")]
+    # The entry of throughput alone is judged by this pass in every case.
+    alone = "an entry of throughput alone that explains nothing"
+    assert stale_lines["used"] == [alone]
+    # With an accuracy pass that passes too, entry 1 explains nothing at all: stale.
+    assert stale_lines["unused"] == ["returns float64 for bfloat16", alone]
+    # Without the accuracy pass's results, an entry that covers accuracy too cannot be judged here.
+    assert stale_lines["alone"] == [alone]
 
 
 def test_the_suite_agrees_with_torch_utils_benchmark(run_suite, pytester: pytest.Pytester) -> None:
