@@ -75,6 +75,22 @@ def round_to_format(value: tuple, fmt: Format, beyond: int = 0) -> float:
     return -result if sign else result
 
 
+def round_values(values: np.ndarray | float, fmt: Format) -> np.ndarray:
+    """float64 values rounded once, to nearest even, into fmt: an array of fmt's dtype. numpy
+    casts float64 to float16 and float32 in one rounding, but ml_dtypes before 0.7 casts to
+    bfloat16 through float32, which rounds twice (1 + 2^-8 + 2^-30 became 1, not 1 + 2^-7):
+    the same case would give other input bits on other versions. Scaling by the quantum of each
+    value's binade is exact in float64, and rint rounds ties to even."""
+    v = np.asarray(values, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        binade = np.frexp(v)[1] - 1  # floor(log2 |v|)
+        quantum = (np.maximum(binade, fmt.emin) - fmt.p + 1).astype(np.int64)
+        rounded = np.ldexp(np.rint(np.ldexp(v, -quantum)), quantum)
+    rounded = np.where(np.isfinite(v), rounded, v)
+    rounded = np.where(np.abs(rounded) > fmt.max, np.copysign(np.inf, v), rounded)
+    return rounded.astype(fmt.np_dtype)  # exact: every value is one of the format's
+
+
 def ulp_exponent(scale: np.ndarray, fmt: Format, mant: np.ndarray | None = None) -> np.ndarray:
     """log2 of ulp(v) in fmt for exact values with floor(log2|v|) = scale; ulp(0) = min subnormal
     where mant (the significand, 0 for an exact zero, whose scale is 0) is given and 0."""

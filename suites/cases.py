@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from oracle.formats import DTYPES, Format, format_of
+from oracle.rounding import round_values
 from suites import corpus, cotangents
 
 Generator = Callable[[np.random.Generator, Format], np.ndarray]
@@ -50,7 +51,7 @@ class Case:
         values = np.asarray(self.generate(np.random.default_rng(self.resolved_seed), fmt))
         # Values already in the dtype (a found case's bits) are kept as they are: a NaN's payload
         # would not survive the way through float64 in every format.
-        x = values if values.dtype == fmt.np_dtype else values.astype(np.float64).astype(fmt.np_dtype)
+        x = values if values.dtype == fmt.np_dtype else round_values(values, fmt)
         if self.layout == "strided":
             base = np.zeros((*x.shape[:-1], 2 * x.shape[-1]), dtype=x.dtype)
             base[..., ::2] = x

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from oracle.formats import Format
+from oracle.rounding import round_values
 
 Draw = Callable[[np.random.Generator, Format, tuple[int, ...], int], np.ndarray]
 
@@ -70,6 +71,6 @@ def build_cotangents(name: str, seed: int, shape: tuple[int, ...], axis: int,
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     axis = axis % len(shape)
     reduced = tuple(size for i, size in enumerate(shape) if i != axis)
-    full = np.asarray(cotangent.full(rng, fmt, shape, axis)).astype(fmt.np_dtype)
-    per_row = np.asarray(cotangent.per_row(rng, fmt, reduced, axis)).astype(fmt.np_dtype)
+    full = round_values(cotangent.full(rng, fmt, shape, axis), fmt)
+    per_row = round_values(cotangent.per_row(rng, fmt, reduced, axis), fmt)
     return full, per_row

@@ -30,6 +30,7 @@ import numpy as np
 from backends.protocol import Backend
 from oracle import cache
 from oracle.formats import Format, format_of
+from oracle.rounding import round_values
 
 PROBED_OPS: tuple[str, ...] = ("softmax", "softmax_vjp", "log_softmax_vjp", "logsumexp_vjp")
 STANDS_FOR = {"log_softmax": "softmax", "logsumexp": "softmax"}
@@ -45,7 +46,7 @@ def probe_row(fmt: Format) -> np.ndarray:
     first = -fmt.exp_subnormal_below + 0.5  # exp below about 0.6 of the smallest normal
     last = -fmt.exp_zero_below - 1.5  # exp above about 2.2 units of the smallest subnormal
     row = np.concatenate([[0.0], -np.linspace(first, last, ENTRIES - 1)])
-    return row.astype(fmt.np_dtype)
+    return round_values(row, fmt)
 
 
 def probe_inputs(op: str, fmt: Format) -> list[np.ndarray]:
@@ -59,7 +60,7 @@ def probe_inputs(op: str, fmt: Format) -> list[np.ndarray]:
         g = np.array([[1.0] + [-fmt.min_normal / 4] * (ENTRIES - 1)])
     else:
         g = np.array([[0.0] + [(-1.0) ** i for i in range(ENTRIES - 1)]])
-    return [x, g.astype(fmt.np_dtype)]
+    return [x, round_values(g, fmt)]
 
 
 def probe(call: Call, op: str, dtype: str) -> dict:

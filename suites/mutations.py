@@ -17,6 +17,7 @@ import numpy as np
 from oracle.exponential import MAX_GAP
 from oracle.fastpath import MIN_ROW
 from oracle.formats import Format
+from oracle.rounding import round_values
 
 # Half the fast oracle's largest gap, so that rounding max - FAR into the format stays within it;
 # exp(-FAR) is far below float64's smallest subnormal (e^-744.4).
@@ -38,7 +39,7 @@ def to_format(values: np.ndarray, fmt: Format) -> np.ndarray:
         v[0] = 0.0
     elif v.size >= MIN_ROW:
         v = np.where(finite, np.maximum(v, v[finite].max() - FAR), v)
-    return v.astype(fmt.np_dtype)
+    return round_values(v, fmt)
 
 
 def step_ulps(x: np.ndarray, picks: np.ndarray, steps: int) -> np.ndarray:

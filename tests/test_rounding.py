@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from mpmath.libmp import finf, fnan, fninf, from_float, from_man_exp, fzero
 
 from oracle.formats import DTYPES, FORMATS, format_of
-from oracle.rounding import round_to_format, ulp
+from oracle.rounding import round_to_format, round_values, ulp
 from tests.reference_rounding import UNSIGNED, reference_round
 
 SETTINGS = settings(max_examples=300, deadline=None, derandomize=True)
@@ -97,6 +97,31 @@ def test_matches_ml_dtypes_bfloat16_from_float32(data):
                       | binade_values("bfloat16").filter(lambda v: abs(v) <= F32_MAX)
                                                   .map(lambda v: float(np.float32(v))))
     assert same(round_to_format(as_mpf(value), FORMATS["bfloat16"]), cast(value, np.float32, BF16))
+
+
+@pytest.mark.parametrize("name", DTYPES)
+@SETTINGS
+@given(data=st.data())
+def test_round_values_rounds_float64_once_into_every_format(name, data):
+    # Case inputs and cotangents are made in float64 and rounded by round_values, whatever
+    # ml_dtypes version casts bfloat16: the independent Fraction rounding is the reference.
+    fmt = FORMATS[name]
+    special = st.sampled_from([1 + 2.0**-8 + 2.0**-30, -0.0, 1e308, 5e-324])
+    # float64 itself: every value is exact, and no tie of it is a float64.
+    narrow = binade_values(name) | exact_ties(name, np.float64) if name != "float64" else special
+    value = data.draw(ANY_FLOAT64 | narrow | special)
+    got = round_values(np.array([value]), fmt)
+    assert got.dtype == fmt.np_dtype
+    assert same(float(got[0]), float(reference_round(value, fmt.np_dtype)))
+
+
+def test_round_values_does_not_round_bfloat16_twice():
+    # 1 + 2^-8 + 2^-30 lies above the bfloat16 tie 1 + 2^-8: the nearest is 1 + 2^-7. Through float32
+    # (ml_dtypes before 0.7) it first becomes the tie 1 + 2^-8, which then goes to the even 1.
+    assert float(round_values(1 + 2.0**-8 + 2.0**-30, FORMATS["bfloat16"])) == 1 + 2.0**-7
+    assert float(np.float32(1 + 2.0**-8 + 2.0**-30).astype(BF16)) == 1.0
+    assert list(round_values(np.array([np.nan, np.inf, -np.inf]), FORMATS["bfloat16"]).astype(float)[1:]) \
+        == [np.inf, -np.inf]
 
 
 # (target, source dtype of the input, input, expected). Ties go to the even integer significand;
