@@ -30,7 +30,7 @@ from suites.deviations import Deviation, find
 from suites.isolation import Isolated, WorkerFailure
 
 BUDGET_FORMULAS = {
-    "softmax": "(c0 + c_exp (|x_j - a| + W) + c_sum ceil(log2 n)) u y_j + ulp_min",
+    "softmax": "[(c0 + c_exp (|x_j - a| + W) + c_sum ceil(log2 n)) u + D_sub] y_j + ulp_min",
     "log_softmax": "c_exp |x_j - a| u + E_L + u |z_j|",
     "logsumexp": "E_L + u |lse|",
     "softmax_vjp": "u y_j [(rho_j + 2)(|g_j| + A) + (c0 + c_exp W + 2 c_sum ceil(log2 n)) A "
