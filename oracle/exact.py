@@ -306,11 +306,11 @@ def near(base: tuple | Fraction, delta: tuple, delta_err: tuple, precision: int)
         base = exact_base
     if delta == fzero or (not base[1] and base != fzero):  # nothing beyond, or a non-finite base
         return Bound(base, base_err)
-    if (base != fzero and base_err == fzero and mpf_cmp(delta_err, _abs(delta)) < 0
-            and _magnitude(delta) <= _magnitude(base) - precision - 2):
+    if (base[1] and base_err == fzero and _magnitude(delta) <= _magnitude(base) - precision - 2
+            and mpf_cmp(delta_err, _abs(delta)) < 0):
         return Bound(base, mpf_add(_abs(delta), delta_err, 32, round_ceiling), -1 if delta[0] else 1)
     value = mpf_add(base, delta, precision, round_nearest)
-    spread = mpf_add(delta_err, base_err, 32, round_ceiling)
+    spread = delta_err if base_err == fzero else mpf_add(delta_err, base_err, 32, round_ceiling)
     return Bound(value, mpf_add(spread, _scaled_eps(precision, _abs(value), 2), 32, round_ceiling))
 
 

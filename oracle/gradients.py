@@ -192,7 +192,8 @@ def _transcendental_row(forward: ForwardRow, row: np.ndarray, g: np.ndarray, g_s
     # C_i = m (g_i - w0), w0 the mean cotangent of the tied entries: exact (prec=0), and for
     # m = 1 the differences g_i - g_k, so that nothing is computed as 1 - y_k.
     tied_sum = mpf_sum([gi for gi, t in zip(gs, tied, strict=True) if t])
-    scaled = [mpf_sub(mpf_mul(from_int(m), gi), tied_sum) for gi in gs]
+    count = from_int(m)
+    scaled = [mpf_sub(mpf_mul(count, gi) if m > 1 else gi, tied_sum) for gi in gs]
     others = [i for i, t in enumerate(tied) if not t]
     spread = mpf_sum([mpf_mul(scaled[i], ys[i], precision, round_nearest) for i in others],
                      precision, round_nearest)
@@ -201,7 +202,6 @@ def _transcendental_row(forward: ForwardRow, row: np.ndarray, g: np.ndarray, g_s
     total = mpf_sum(gs)  # exact: prec=0 rounds nothing
     zeros = _zero_softmax_vjp(row, g)
     g_row = from_float(g_scalar)
-    count = from_int(m)
 
     softmax_vjp, log_softmax_vjp, logsumexp_vjp = [], [], []
     for j, (gj, yj) in enumerate(zip(gs, ys, strict=True)):
@@ -218,10 +218,12 @@ def _transcendental_row(forward: ForwardRow, row: np.ndarray, g: np.ndarray, g_s
                                     precision))
         else:  # y_j (C_j - S) / m
             difference = mpf_sub(scaled[j], spread, precision, round_nearest)
-            value = mpf_div(mpf_mul(yj, difference, precision, round_nearest), count, precision,
-                            round_nearest)
+            value = mpf_mul(yj, difference, precision, round_nearest)
             size = mpf_mul(yj, mpf_add(mpf_abs(difference), weight, 32, round_ceiling), 32, round_ceiling)
-            softmax_vjp.append(Bound(value, _scaled(64, precision, mpf_div(size, count, 32, round_ceiling))))
+            if m > 1:
+                value, size = mpf_div(value, count, precision, round_nearest), mpf_div(size, count, 32,
+                                                                                       round_ceiling)
+            softmax_vjp.append(Bound(value, _scaled(64, precision, size)))
         if yj == fzero or total == fzero:
             log_softmax_vjp.append(Bound(gj, fzero))
         elif tied[j]:  # g_j - G/m + G deficit
