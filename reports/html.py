@@ -23,7 +23,7 @@ from reports.agreement import agreement_matrix
 from reports.gate import FAIL, NOTE, WARN, Finding
 from reports.reproduce import ReproduceError, rerun_command, snippet
 from reports.results import STATUSES, status_counts
-from reports.semantics import DTYPES, OPS, backend_name, flush_words, ordered, semantics_table
+from reports.semantics import DTYPES, OPS, backend_name, ordered, semantics_table
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # Reproducers embed inputs up to this many bytes (the special-value cases, rows of 1000) and
@@ -284,12 +284,17 @@ def semantics(records: list[dict], headers: list[dict]) -> list[dict]:
 
 
 def _probe_line(ops: dict[str, dict]) -> str:
-    """The verdicts of one dtype's probed ops, grouped: 'flushes (softmax: 7/7 ...)'."""
+    """One dtype's probe (suites.flushing) grouped by verdict: 'flushes (softmax 7/7, ...)'."""
     verdicts: dict[str, list[str]] = defaultdict(list)
     for op, evidence in ops.items():
-        if "measured_on" not in evidence:
-            verdicts[flush_words(evidence)].append(op)
-    return "; ".join(f"{verdict} ({', '.join(ops)})" for verdict, ops in verdicts.items()) or "not measured"
+        if "subnormal" not in evidence or "measured_on" in evidence:
+            continue  # not measured, or log_softmax and logsumexp, which take softmax's verdict
+        item = f"{op} {evidence['returned_zero']}/{evidence['subnormal']}"
+        if evidence.get("softmax_flushes") and 2 * evidence["returned_zero"] <= evidence["subnormal"]:
+            item += " and its softmax's y"
+        verdicts["flushes" if evidence["flushes"] else "keeps subnormals"].append(item)
+    return "; ".join(f"{verdict} ({', '.join(items)} subnormal results returned as 0)"
+                     for verdict, items in verdicts.items()) or "not measured"
 
 
 def agreement(records: list[dict]) -> list[dict]:

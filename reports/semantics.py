@@ -93,16 +93,6 @@ def flush_to_zero(results: Iterable[dict]) -> dict[str, list[str]]:
     return {name: ordered(dtypes, DTYPES) for name, dtypes in flushes.items()}
 
 
-def flush_words(evidence: dict) -> str:
-    """One flush-to-zero probe (suites.flushing) in words: "flushes: 7/7 subnormal results as 0"."""
-    if "subnormal" not in evidence:
-        return evidence.get("probe", "not measured")
-    parts = [f"{evidence['returned_zero']}/{evidence['subnormal']} subnormal results as 0"]
-    if evidence.get("softmax_flushes"):
-        parts.append("its softmax (y) flushes")
-    return f"{'flushes' if evidence['flushes'] else 'keeps subnormals'}: {', '.join(parts)}"
-
-
 def _cell(records: list[dict]) -> dict:
     """One (backend, input, op) cell from its records over every dtype and cotangent kind."""
     if not records:
