@@ -32,7 +32,6 @@ from oracle import cache
 from oracle.formats import Format, format_of
 from oracle.rounding import round_values
 
-PROBED_OPS: tuple[str, ...] = ("softmax", "softmax_vjp", "log_softmax_vjp", "logsumexp_vjp")
 STANDS_FOR = {"log_softmax": "softmax", "logsumexp": "softmax"}
 ENTRIES = 8
 # A backend call: (op, inputs, expected output shape) -> output, raising on any failure.
