@@ -32,6 +32,8 @@ FAIL, NOTE, WARN = "fail", "note", "warn"
 NOT_RUN_YET = "not run yet (partial run)"
 NOT_GATED = "not gated (calls too short to time)"
 NOT_RESOLVED = "not gated (timed on busy cores)"
+ANOTHER_BASIS = "not gated (measured another way)"
+UNGATED = (NOT_GATED, NOT_RESOLVED, ANOTHER_BASIS)
 SLOWER_HERE = "slower at this size"
 IMPROVED = ("accuracy improved", "faster")
 FAILING = ("fail", "error")
@@ -105,8 +107,12 @@ def _throughput(name: str, before: dict, after: dict, limits: Thresholds) -> lis
     if call < limits.throughput_min_call_s:
         return [Finding(name, NOTE, NOT_GATED, f"{before['median_s'] * 1e6:.3g} us",
                         f"{after['median_s'] * 1e6:.3g} us", f">= {limits.throughput_min_call_s * 1e6:g} us")]
+    if before.get("basis") != after.get("basis"):
+        # The thread count changed, or the baseline predates the basis: two different clocks.
+        return [Finding(name, NOTE, ANOTHER_BASIS, before.get("basis") or "none",
+                        after.get("basis") or "none", "the same basis")]
     if not (before["resolvable"] and after["resolvable"] and before.get("run_speeds")
-            and after.get("run_speeds") and before.get("basis") == after.get("basis")):
+            and after.get("run_speeds")):
         # A multi-threaded backend timed while other processes held the cores, or a copy that never
         # ran at the machine's speed (suites.throughput): the scheduler's time, not the op's.
         return [Finding(name, NOTE, NOT_RESOLVED, "resolvable" if before["resolvable"] else "busy cores",
@@ -158,7 +164,7 @@ def gated_sizes(baseline: dict[str, dict], current: dict[str, dict], rules: Gate
         if name.startswith("throughput/") and "median_s" in before and "median_s" in after:
             _, _, _, dtype, op = name.split("/")[:5]
             unjudged = {f.rule for f in _throughput(name, before, after, rules.thresholds(op, dtype))}
-            if not unjudged & {NOT_GATED, NOT_RESOLVED}:
+            if not unjudged & set(UNGATED):
                 counts[group_of(name)] = counts.get(group_of(name), 0) + 1
     return counts
 
@@ -197,12 +203,12 @@ def tally(findings: list[Finding], compared: int) -> str:
 
     regressions = keys(lambda f: f.severity == FAIL)
     improvements = keys(lambda f: f.rule in IMPROVED) - regressions
-    short = keys(lambda f: f.rule in (NOT_GATED, NOT_RESOLVED))
+    short = keys(lambda f: f.rule in UNGATED)
     noted = keys(lambda f: f.rule == SLOWER_HERE) - regressions
     unchanged = compared - len(regressions | improvements | short | noted)
     parts = [f"{len(regressions)} regressions", f"{len(improvements)} improvements", f"{unchanged} unchanged"]
     parts += [f"{len(noted)} slower at one size only"] if noted else []
-    parts += [f"{len(short)} not gated (too short, or on busy cores)"] if short else []
+    parts += [f"{len(short)} not gated (too short, on busy cores, or measured another way)"] if short else []
     for rule, words in (("missing from the run", "missing from the run"),
                         ("new since the baseline", "new since the baseline")):
         count = len(keys(lambda f, rule=rule: f.rule == rule))

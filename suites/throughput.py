@@ -233,9 +233,15 @@ class Interleaved:
     copy_calls: list[Callable[[], Any]]
     placement: list[int] = field(default_factory=list)
     copies: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
 
     def op(self) -> Any:
-        return self.ops[self.placement[-1]]()
+        """The op on the current placement; the CPU time the process spent on it joins self.cpu
+        (a call preempted by another process keeps its CPU time, not its wall time)."""
+        started = time.process_time()
+        value = self.ops[self.placement[-1]]()
+        self.cpu.append(time.process_time() - started)
+        return value
 
     def timed_copy(self) -> None:
         self.placement.append(len(self.placement) % len(self.ops))
@@ -347,6 +353,7 @@ def run(target: Target, backend: Backend, benchmark: Any, sweep_name: str,
                            iterations=1)
         stats = benchmark.stats.stats
         op_times, copy_times = list(stats.data), rounds_of.copies[-rounds:]
+        cpu_times = rounds_of.cpu[-rounds:]
         traffic, copied = traffic_bytes(target.op, shape, itemsize), 2 * shape.elements * itemsize
         best = best_fraction(op_times, copy_times, traffic, copied)
         remeasured = best > IMPOSSIBLE
@@ -365,6 +372,8 @@ def run(target: Target, backend: Backend, benchmark: Any, sweep_name: str,
     gb_per_s = traffic / min(op_times) / 1e9
     measured = {
         "first_call_s": first_call, "timing": {**timing.as_dict(), "rounds_s": op_times},
+        "cpu_rounds_s": cpu_times,
+        "cpu_gb_per_s": traffic / min(cpu_times) / 1e9 if min(cpu_times) > 0 else None,
         "elements_per_s": shape.elements / timing.median, "traffic_bytes": traffic, "gb_per_s": gb_per_s,
         "copy": {**copy_timing.as_dict(), "rounds_s": copy_times, "bytes": copied,
                  "gb_per_s": copied / min(copy_times) / 1e9},

@@ -30,12 +30,15 @@ def accuracy(status: str = "pass", value: float = 2.0, semantic: tuple = (), op:
             "status": status, "semantic": dict.fromkeys(semantic, 1), "metrics": {"max_ulp": value}}
 
 
-def timed(seconds: float, case: str = "row_n1M", fastest: float | None = None) -> dict:
+def timed(seconds: float, case: str = "row_n1M", fastest: float | None = None, cpu: float | None = None,
+          threads: int = 1) -> dict:
     # 8 MB moved per call and a copy at 100 GB/s: a fastest round of 1 ms is 0.08 of the copy.
+    # cpu: the fastest round's CPU time (by default its wall time: a round no one preempted).
     best = fastest or seconds
     return {"check": "throughput", "backend": "b", "device": "cpu", "dtype": "float32", "op": "softmax",
             "case": case, "status": "pass", "traffic_bytes": 8_000_000, "copy": {"gb_per_s": 100.0},
             "timing": {"median_s": seconds}, "gb_per_s": 8e6 / best / 1e9,
+            "cpu_gb_per_s": 8e6 / (cpu or best) / 1e9, "contention": {"threads": threads, "other_cores": 0.0},
             "roofline_fraction": 8e6 / best / 1e9 / 100.0}
 
 
@@ -118,13 +121,33 @@ def test_the_fastest_rounds_are_compared_not_the_median() -> None:
                                   timed(2e-3, case="batch_4096x256", fastest=1.05e-3)]) == []
 
 
+def test_one_thread_is_gated_on_cpu_time_several_on_wall_time() -> None:
+    # One thread preempted in every round (both cores busy with other work): its fastest wall
+    # time doubled, its CPU time did not. No finding; twice the CPU time fails.
+    preempted = [timed(2e-3, cpu=1e-3), timed(2e-3, case="batch_4096x256", cpu=1e-3)]
+    assert findings(sizes(1e-3), preempted) == []
+    slower = [timed(2e-3, cpu=2e-3), timed(2e-3, case="batch_4096x256", cpu=2e-3)]
+    assert findings(sizes(1e-3), slower) == [(FAIL, "slower (at 2 of 2 sizes)")] * 2
+    # On two threads the CPU time counts their waiting for each other: the wall time is compared.
+    def two(records: list[dict]) -> list[dict]:
+        return [{**record, "contention": {"threads": 2, "other_cores": 0.0}} for record in records]
+
+    assert findings(two(sizes(1e-3)), two(preempted)) == [(FAIL, "slower (at 2 of 2 sizes)")] * 2
+    # A baseline saved on one thread and a run on two are measured on different clocks: a note
+    # naming both, never a comparison.
+    old, _ = baseline_io.entries(sizes(1e-3))
+    new, _ = baseline_io.entries(two(sizes(1e-3)))
+    assert {(f.severity, f.rule, f.before, f.after) for f in gate(old, new, DEFAULT_RULES)} == {
+        (NOTE, "not gated (measured another way)", "fastest round's CPU time, GB/s", "fastest round, GB/s")}
+
+
 def test_calls_too_short_to_time_are_not_gated() -> None:
     # 50 us calls: below throughput_min_call_s (100 us), whatever their change.
     short = [timed(5e-5, case="row_n4k")]
     found = gate(*(baseline_io.entries(r)[0] for r in (short, [timed(2e-4, case="row_n4k")])), DEFAULT_RULES)
     assert [(f.severity, f.rule) for f in found] == [(NOTE, "not gated (calls too short to time)")]
     assert tally(found, 1) == ("0 regressions, 0 improvements, 0 unchanged, "
-                               "1 not gated (too short, or on busy cores)")
+                               "1 not gated (too short, on busy cores, or measured another way)")
     # ...and they do not count among an op's gated sizes: the two long ones must both drop.
     assert findings([*sizes(1e-3), *short], [timed(2e-3), timed(1e-3, case="batch_4096x256"),
                                              timed(5e-4, case="row_n4k")]) == [
