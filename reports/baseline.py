@@ -3,9 +3,11 @@ cotangent) holding what the gate compares, in a JSON file with a stable key orde
 
 An entry keeps the status and semantic differences of every result; for accuracy the gated
 error (max_ulp, or for a VJP whose ULPs are undefined under cancellation max_scaled, in units of
-u times the natural scale); for throughput the roofline fraction of every timed round and each
-run's median (a baseline saved from several runs of one machine pools them), with the raw time,
-GB/s and the copy kept for information.
+u times the natural scale); for throughput each run's speed the gate compares (on the CPU the
+fastest round's GB/s, elsewhere its fraction of the copy timed in the same rounds: suites.throughput;
+a baseline saved from several runs of one machine keeps each) and its basis, whether the
+timing was resolvable and the median call time (what the gate's resolution rules read), with
+GB/s and the copy's kept for information.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from reports.results import SCHEMA_VERSION, STATUSES, ResultsFileError, end_line, line, read_results
 
-BASELINE_SCHEMA = 1
+BASELINE_SCHEMA = 2
 SCHEMA_KEY = '"schema"'
 KEY_FIELDS = ("check", "backend", "device", "dtype", "op", "case", "cotangent")
 
@@ -29,15 +31,6 @@ def key(record: dict) -> str:
     """check/backend/device/dtype/op/case[/cotangent] of a result record."""
     values = {**{name: record.get(name) for name in KEY_FIELDS}, "check": record.get("check") or "accuracy"}
     return "/".join(str(values[name]) for name in KEY_FIELDS if name != "cotangent" or values[name])
-
-
-def round_fractions(record: dict) -> list[float]:
-    """The roofline fraction of each timed round of a throughput record."""
-    if "rounds_s" not in record.get("timing", {}):
-        raise BaselineError(f"{key(record)}: a throughput result without its rounds' times (written "
-                            "by an older softmax-suite); re-run the throughput suite")
-    copy = record["copy"]["gb_per_s"]
-    return [record["traffic_bytes"] / seconds / 1e9 / copy for seconds in record["timing"]["rounds_s"]]
 
 
 def accuracy_metric(record: dict) -> tuple[str, float] | None:
@@ -58,9 +51,20 @@ def entry(record: dict) -> dict:
         if metric is not None:
             kept["metric"], kept["value"] = metric
     elif check == "throughput" and record["status"] == "pass":
-        kept.update(roofline_fraction=record["roofline_fraction"], round_fractions=round_fractions(record),
-                    median_s=record["timing"]["median_s"], gb_per_s=record["gb_per_s"],
-                    copy_gb_per_s=record["copy"]["gb_per_s"])
+        kept.update(median_s=record["timing"]["median_s"], gb_per_s=record["gb_per_s"],
+                    copy_gb_per_s=record["copy"]["gb_per_s"], resolvable=record.get("resolvable", True))
+        # What the gate compares (suites.throughput). On the CPU, for an op on one thread, the
+        # fastest round's CPU time: a round another process preempted keeps it, where its wall time
+        # grew 2x with both cores busy. On several threads the fastest round's wall time (their CPU
+        # time would count the threads' waiting for each other), gated only where the cores were
+        # free. Elsewhere, against the copy interleaved with it, its roofline fraction.
+        threads = (record.get("contention") or {}).get("threads", 1)
+        if record["device"] == "cpu" and threads == 1 and record.get("cpu_gb_per_s"):
+            kept.update(speed=record["cpu_gb_per_s"], basis="fastest round's CPU time, GB/s")
+        elif record["device"] == "cpu":
+            kept.update(speed=record["gb_per_s"], basis="fastest round, GB/s")
+        elif record.get("roofline_fraction") is not None:
+            kept.update(speed=record["roofline_fraction"], basis="fastest rounds, fraction of the copy")
     return kept
 
 
@@ -92,14 +96,15 @@ def entries(results: list[dict]) -> tuple[dict[str, dict], list[str]]:
     for record in results:
         name, value = key(record), entry(record)
         if name not in found:
-            found[name] = {**value, "run_fractions": [value["roofline_fraction"]]} \
-                if "round_fractions" in value else value
+            found[name] = {**value, "run_speeds": [value["speed"]]} if "speed" in value else value
         elif _comparable(found[name]) != _comparable(value):
             conflicts.append(f"{name}: {_comparable(found[name])} and {_comparable(value)}")
-        elif "round_fractions" in value:
+        elif "median_s" in value:
             pooled = found[name]
-            pooled["round_fractions"] = pooled["round_fractions"] + value["round_fractions"]
-            pooled["run_fractions"] = pooled["run_fractions"] + [value["roofline_fraction"]]
+            pooled["run_speeds"] = pooled.get("run_speeds", []) + (
+                [value["speed"]] if "speed" in value else [])
+            pooled["median_s"] = min(pooled["median_s"], value["median_s"])
+            pooled["resolvable"] = pooled["resolvable"] and value["resolvable"]
     return found, conflicts
 
 
@@ -127,6 +132,7 @@ def save(paths: list[str | os.PathLike], output: str | os.PathLike) -> dict:
 
 def _write(output: str | os.PathLike, text: str, what: str) -> None:
     try:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(text, encoding="utf-8")
     except OSError as error:
         raise BaselineError(f"cannot write the {what} {output}: {error.strerror}") from None
@@ -143,6 +149,11 @@ def load(path: str | os.PathLike) -> dict:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise BaselineError(f"{path}:{error.lineno}: not JSON ({error.msg}){_results_hint(text)}") from None
+    if isinstance(data, dict) and data.get("schema") == 1:
+        raise BaselineError(f"{path}:{_line_of(text, SCHEMA_KEY)}: a baseline of an older softmax-suite "
+                            "(schema 1: throughput gated on the median of rounds, which a busy machine "
+                            "moves); save it again from a run of this version with `softmax-suite "
+                            "baseline save RESULTS -o FILE`")
     if not isinstance(data, dict) or data.get("schema") != BASELINE_SCHEMA or not isinstance(
             data.get("entries"), dict):
         found = f"schema {data['schema']!r}" if isinstance(data, dict) and "schema" in data else "no schema"
@@ -162,7 +173,7 @@ def _entry_problem(name: str, value: object) -> str | None:
         return "is not check/backend/device/dtype/op/case[/cotangent]"
     if not isinstance(value, dict) or value.get("status") not in STATUSES:
         return f"has no status (one of {', '.join(STATUSES)})"
-    numbers = [value.get("value"), *(value.get("round_fractions") or ()), *(value.get("run_fractions") or ())]
+    numbers = [value.get("value"), value.get("median_s"), *(value.get("run_speeds") or ())]
     if any(n is not None and (isinstance(n, bool) or not isinstance(n, (int, float))) for n in numbers):
         return "has a value that is not a number"
     return None

@@ -5,26 +5,37 @@
   did not have: fail.
 * accuracy: the gated error above factor x baseline + margin: fail; below (baseline - margin) /
   factor: noted (a changed algorithm deserves a look).
-* throughput: the median roofline fraction down by more than throughput_drop (or, for a
-  baseline saved from several runs, by more than those runs drifted apart), and the drop
-  significant (one-sided Mann-Whitney U over the rounds' fractions, p < significance): fail;
-  such a drop that is not significant is noted. Gating the fraction of the same run's copy, not
-  seconds, cancels the machine's speed; the test sees the noise within a run, and only several
-  baseline runs show the drift between runs (measured here: one benchmark 2.2x slower in a
-  second run, with rounds within 3% of each other in both).
+* throughput: the op's speed (on the CPU its fastest round's GB/s, which moved least between
+  identical runs of a busy machine; elsewhere its fastest round against the fastest round of the
+  copy interleaved with it: suites.throughput) down by more than throughput_drop, or than the
+  baseline's own runs drifted apart where it was saved from several, at a size: "slower at this
+  size", noted; at two or more of the sizes the op, backend, device and dtype were timed at (at
+  its one size when only one was): fail, each. Load and a busy machine's drift hit one benchmark
+  at a time; a slower op is slower at every size. Not gated: a call shorter than
+  throughput_min_call_s (its time is the scheduler's and the timer's as much as the op's), a
+  result not resolvable on either side (a multi-threaded backend timed while other processes
+  held the cores, a copy that never ran at speed), or one measured on another basis. Up by as much:
+  noted as faster. Rounds within a run are not independent of the run's state (a test over them
+  once called an identical re-run 33% slower at p = 1e-29), so no such test is made.
 * a result new since the baseline: noted; one missing from the run: warned, or, when the run
   is partial (killed or interrupted before its end), noted as not run yet: its absence says
-  nothing about it, and `softmax-suite run --resume` will run it.
+  nothing about it, and `softmax-suite run --resume` will run it; a check the run did not make
+  at all (throughput off): one note for all its results.
 """
 
 from __future__ import annotations
 
-import math
 import statistics
 from dataclasses import dataclass, field, fields
 
 FAIL, NOTE, WARN = "fail", "note", "warn"
 NOT_RUN_YET = "not run yet (partial run)"
+NOT_GATED = "not gated (calls too short to time)"
+NOT_RESOLVED = "not gated (timed on busy cores)"
+ANOTHER_BASIS = "not gated (measured another way)"
+UNGATED = (NOT_GATED, NOT_RESOLVED, ANOTHER_BASIS)
+SLOWER_HERE = "slower at this size"
+IMPROVED = ("accuracy improved", "faster")
 FAILING = ("fail", "error")
 
 
@@ -32,8 +43,8 @@ FAILING = ("fail", "error")
 class Thresholds:
     accuracy_factor: float = 2.0
     accuracy_margin: float = 1.0
-    throughput_drop: float = 0.15
-    significance: float = 0.01
+    throughput_drop: float = 0.3
+    throughput_min_call_s: float = 1e-4
 
 
 @dataclass(frozen=True)
@@ -47,35 +58,6 @@ class GateRules:
             if name in self.overrides:
                 return self.overrides[name]
         return self.default
-
-
-def mann_whitney_greater(before: list[float], after: list[float]) -> float:
-    """One-sided p-value that `before` tends to exceed `after` (Mann-Whitney U, normal
-    approximation with tie and continuity corrections)."""
-    n1, n2 = len(before), len(after)
-    if not n1 or not n2:
-        return 1.0
-    pooled = sorted((value, group) for group, values in ((0, before), (1, after)) for value in values)
-    ranks: list[float] = [0.0] * len(pooled)
-    ties = 0.0
-    i = 0
-    while i < len(pooled):
-        j = i
-        while j + 1 < len(pooled) and pooled[j + 1][0] == pooled[i][0]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[k] = (i + j) / 2 + 1
-        size = j - i + 1
-        ties += size**3 - size
-        i = j + 1
-    rank_before = sum(rank for rank, (_, group) in zip(ranks, pooled, strict=True) if group == 0)
-    u = rank_before - n1 * (n1 + 1) / 2
-    total = n1 + n2
-    variance = n1 * n2 / 12 * ((total + 1) - ties / (total * (total - 1)))
-    if variance <= 0:
-        return 1.0
-    z = (u - n1 * n2 / 2 - 0.5) / math.sqrt(variance)
-    return 0.5 * math.erfc(z / math.sqrt(2))
 
 
 @dataclass(frozen=True)
@@ -113,21 +95,78 @@ def compare(name: str, before: dict, after: dict, rules: GateRules) -> list[Find
         elif new < floor:
             found.append(Finding(name, NOTE, "accuracy improved", f"{old:.4g} {unit}", f"{new:.4g} {unit}",
                                  f">= {floor:.4g}"))
-    if check == "throughput" and "round_fractions" in before and "round_fractions" in after:
-        old = statistics.median(before["round_fractions"])
-        new = statistics.median(after["round_fractions"])
-        drop = 1 - new / old if old > 0 else 0.0
-        runs = before.get("run_fractions", [])
-        # The drift between the baseline's own runs is not a regression either.
-        allowed = max(limits.throughput_drop, 1 - min(runs) / max(runs) if len(runs) > 1 else 0.0)
-        if drop > allowed:
-            p = mann_whitney_greater(before["round_fractions"], after["round_fractions"])
-            significant = p < limits.significance
-            found.append(Finding(name, FAIL if significant else NOTE,
-                                 "slower" if significant else "slower, not significant",
-                                 f"{old:.3g} of copy", f"{new:.3g} of copy (-{drop:.0%}, p={p:.2g})",
-                                 f"drop <= {allowed:.0%} or p >= {limits.significance:g}"))
+    if check == "throughput" and "median_s" in before and "median_s" in after:
+        found += _throughput(name, before, after, limits)
     return found
+
+
+def _throughput(name: str, before: dict, after: dict, limits: Thresholds) -> list[Finding]:
+    """A throughput result at one size: not gated, slower at this size (a candidate that gate()
+    fails where the op is slower at other sizes too), faster, or nothing."""
+    call = min(before["median_s"], after["median_s"])
+    if call < limits.throughput_min_call_s:
+        return [Finding(name, NOTE, NOT_GATED, f"{before['median_s'] * 1e6:.3g} us",
+                        f"{after['median_s'] * 1e6:.3g} us", f">= {limits.throughput_min_call_s * 1e6:g} us")]
+    if before.get("basis") != after.get("basis"):
+        # The thread count changed, or the baseline predates the basis: two different clocks.
+        return [Finding(name, NOTE, ANOTHER_BASIS, before.get("basis") or "none",
+                        after.get("basis") or "none", "the same basis")]
+    if not (before["resolvable"] and after["resolvable"] and before.get("run_speeds")
+            and after.get("run_speeds")):
+        # A multi-threaded backend timed while other processes held the cores, or a copy that never
+        # ran at the machine's speed (suites.throughput): the scheduler's time, not the op's.
+        return [Finding(name, NOTE, NOT_RESOLVED, "resolvable" if before["resolvable"] else "busy cores",
+                        "resolvable" if after["resolvable"] else "busy cores", "both resolvable")]
+    runs = before["run_speeds"]
+    old, new = statistics.median(runs), statistics.median(after["run_speeds"])
+    unit = "GB/s" if "GB/s" in before.get("basis", "") else "of copy"
+    # The drift between the baseline's own runs is not a regression either.
+    allowed = max(limits.throughput_drop, 1 - min(runs) / max(runs))
+    change = new / old - 1 if old > 0 else 0.0
+    if -change > allowed:
+        return [Finding(name, NOTE, SLOWER_HERE, f"{old:.3g} {unit}", f"{new:.3g} {unit} ({change:.0%})",
+                        f"drop <= {allowed:.0%}")]
+    if change > allowed:
+        return [Finding(name, NOTE, "faster", f"{old:.3g} {unit}", f"{new:.3g} {unit} (+{change:.0%})",
+                        f"rise <= {allowed:.0%}")]
+    return []
+
+
+def group_of(name: str) -> str:
+    """check/backend/device/dtype/op of a result's key: the sizes of one op timed alike."""
+    return "/".join(name.split("/")[:5])
+
+
+def consistent(findings: list[Finding], gated: dict[str, int]) -> list[Finding]:
+    """The findings with each "slower at this size" made a failure where its op (group_of) is
+    slower at two or more of its gated sizes, or at its only one; gated counts the sizes gated
+    per group."""
+    slower: dict[str, int] = {}
+    for finding in findings:
+        if finding.rule == SLOWER_HERE:
+            slower[group_of(finding.key)] = slower.get(group_of(finding.key), 0) + 1
+    out = []
+    for finding in findings:
+        group = group_of(finding.key)
+        if finding.rule == SLOWER_HERE and slower[group] >= min(2, gated.get(group, 1)):
+            finding = Finding(finding.key, FAIL, f"slower (at {slower[group]} of {gated[group]} sizes)",
+                              finding.before, finding.after, finding.threshold)
+        out.append(finding)
+    return out
+
+
+def gated_sizes(baseline: dict[str, dict], current: dict[str, dict], rules: GateRules) -> dict[str, int]:
+    """Per group, how many of its throughput results both sides hold and the gate can judge:
+    calls long enough to time, on cores the backend had."""
+    counts: dict[str, int] = {}
+    for name in set(baseline) & set(current):
+        before, after = baseline[name], current[name]
+        if name.startswith("throughput/") and "median_s" in before and "median_s" in after:
+            _, _, _, dtype, op = name.split("/")[:5]
+            unjudged = {f.rule for f in _throughput(name, before, after, rules.thresholds(op, dtype))}
+            if not unjudged & set(UNGATED):
+                counts[group_of(name)] = counts.get(group_of(name), 0) + 1
+    return counts
 
 
 def gate(baseline: dict[str, dict], current: dict[str, dict], rules: GateRules,
@@ -140,19 +179,52 @@ def gate(baseline: dict[str, dict], current: dict[str, dict], rules: GateRules,
             found += compare(name, baseline[name], current[name], rules)
         else:
             found.append(Finding(name, NOTE, "new since the baseline", "-", current[name]["status"], "-"))
+    found = consistent(found, gated_sizes(baseline, current, rules))
+    checks = {name.split("/")[0] for name in current}
+    absent: dict[str, int] = {}
     missing = (NOTE, NOT_RUN_YET) if partial else (WARN, "missing from the run")
-    found += [Finding(name, *missing, baseline[name]["status"], "-", "-")
-              for name in sorted(set(baseline) - set(current))]
+    for name in sorted(set(baseline) - set(current)):
+        check = name.split("/")[0]
+        if check in checks:
+            found.append(Finding(name, *missing, baseline[name]["status"], "-", "-"))
+        else:
+            absent[check] = absent.get(check, 0) + 1
+    # A check the run did not make (throughput off) says nothing of its results: one note each.
+    found += [Finding(f"{check}/*", NOTE, f"not in this run (no {check} results)", f"{count} results",
+                      "-", "-") for check, count in sorted(absent.items())]
     return found
 
 
-def format_table(findings: list[Finding]) -> str:
-    """A plain-text table of the findings, failures first; what a partial run has not run yet is
-    counted in one line below it, not listed."""
-    if not findings:
-        return "gate: no regressions, nothing new, nothing missing"
+def tally(findings: list[Finding], compared: int) -> str:
+    """The gate's last line, over the results both sides hold: regressions, improvements, the
+    unchanged rest, and those too short to gate; then what was missing or new."""
+    def keys(test) -> set[str]:
+        return {f.key for f in findings if test(f)}
+
+    regressions = keys(lambda f: f.severity == FAIL)
+    improvements = keys(lambda f: f.rule in IMPROVED) - regressions
+    short = keys(lambda f: f.rule in UNGATED)
+    noted = keys(lambda f: f.rule == SLOWER_HERE) - regressions
+    unchanged = compared - len(regressions | improvements | short | noted)
+    parts = [f"{len(regressions)} regressions", f"{len(improvements)} improvements", f"{unchanged} unchanged"]
+    parts += [f"{len(noted)} slower at one size only"] if noted else []
+    parts += [f"{len(short)} not gated (too short, on busy cores, or measured another way)"] if short else []
+    for rule, words in (("missing from the run", "missing from the run"),
+                        ("new since the baseline", "new since the baseline")):
+        count = len(keys(lambda f, rule=rule: f.rule == rule))
+        parts += [f"{count} {words}"] if count else []
+    return ", ".join(parts)
+
+
+def format_table(findings: list[Finding], compared: int) -> str:
+    """A plain-text table of the findings, failures first; what a partial run has not run yet and
+    the throughput results too short to gate are counted in a line each below it, not listed;
+    the last line is the tally."""
     order = {FAIL: 0, WARN: 1, NOTE: 2}
     shown, not_run = _not_run_yet(findings)
+    short = sum(f.rule == NOT_GATED for f in shown)
+    busy = sum(f.rule == NOT_RESOLVED for f in shown)
+    shown = [f for f in shown if f.rule not in (NOT_GATED, NOT_RESOLVED)]
     rows = [("", "what", "rule", "before", "after", "threshold")] + [
         (f.severity.upper(), f.key, f.rule, f.before, f.after, f.threshold)
         for f in sorted(shown, key=lambda f: (order[f.severity], f.key))]
@@ -161,6 +233,12 @@ def format_table(findings: list[Finding]) -> str:
              for row in rows] if shown else []
     if not_run:
         table.append(f"{not_run} result(s) of the baseline not run yet (partial run)")
+    if short:
+        table.append(f"{short} throughput result(s) not gated: calls shorter than throughput_min_call_s")
+    if busy:
+        table.append(f"{busy} throughput result(s) not gated: a multi-threaded backend timed while other "
+                     "processes kept the cores busy, or a copy that never ran at the machine's speed")
+    table.append(f"gate: {tally(findings, compared)}")
     return "\n".join(table)
 
 
@@ -169,16 +247,17 @@ def _not_run_yet(findings: list[Finding]) -> tuple[list[Finding], int]:
     return shown, len(findings) - len(shown)
 
 
-def format_markdown(findings: list[Finding], partial: bool = False) -> str:
+def format_markdown(findings: list[Finding], compared: int, partial: bool = False) -> str:
     """The findings as a Markdown summary (for $GITHUB_STEP_SUMMARY)."""
     failures = sum(f.severity == FAIL for f in findings)
     verdict = f"**{failures} regression(s)**" if failures else "**no regressions**"
-    lines = [f"## softmax-suite gate: {verdict}", ""]
+    lines = [f"## softmax-suite gate: {verdict}", "", tally(findings, compared), ""]
     listed, not_run = _not_run_yet(findings)
     if partial:
         lines += [f"**Partial results**: the run did not finish; {not_run} result(s) of the baseline "
                   "not run yet.", ""]
-    shown = [f for f in listed if f.severity != NOTE or f.rule != "new since the baseline"]
+    shown = [f for f in listed
+             if f.severity != NOTE or f.rule not in ("new since the baseline", NOT_GATED, NOT_RESOLVED)]
     new = len(listed) - len(shown)
     if shown:
         lines += ["| | what | rule | before | after | threshold |", "|---|---|---|---|---|---|"]

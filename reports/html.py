@@ -531,5 +531,6 @@ def render(model: dict, title: str = "softmax-suite report") -> str:
 def write_report(headers: list[dict], results: list[dict], output: str | Path,
                  findings: Sequence[Finding] | None = None) -> Path:
     output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render(build(headers, results, findings)), encoding="utf-8")
     return output

@@ -173,6 +173,12 @@ def run_command(args: argparse.Namespace) -> int:
         args.out = args.resume
         print(f"softmax-suite: resuming {args.resume}: accuracy {STEP_WORDS[steps.accuracy]}, throughput "
               f"{STEP_WORDS[steps.throughput]}")
+    if args.baseline:  # a missing or broken baseline is said before the run, not after it
+        try:
+            _load_gate(args.baseline, None)
+        except InputError as error:
+            print(f"softmax-suite: {error}", file=sys.stderr)
+            return EXIT_USAGE
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -283,21 +289,22 @@ def _load_gate(baseline_path: str, config: str | None) -> tuple[dict, gate_rules
 
 
 def _findings(records: list[dict], before: dict, rules: gate_rules.GateRules,
-              partial: bool) -> list[gate_rules.Finding]:
-    """The gate's findings for these records against the baseline's entries."""
+              partial: bool) -> tuple[list[gate_rules.Finding], int]:
+    """The gate's findings for these records against the baseline's entries, and how many results
+    both hold."""
     current, conflicts = baseline_io.entries(records)
     if conflicts:
         raise InputError("the results disagree on the same key:\n  " + "\n  ".join(conflicts))
-    return gate_rules.gate(before, current, rules, partial)
+    return gate_rules.gate(before, current, rules, partial), len(set(before) & set(current))
 
 
-def _print_findings(findings: list[gate_rules.Finding], partial: bool) -> int:
+def _print_findings(findings: list[gate_rules.Finding], compared: int, partial: bool) -> int:
     """Print the gate's table (and the Markdown summary into $GITHUB_STEP_SUMMARY); its exit code."""
-    print(gate_rules.format_table(findings))
+    print(gate_rules.format_table(findings, compared))
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as file:
-            file.write(gate_rules.format_markdown(findings, partial))
+            file.write(gate_rules.format_markdown(findings, compared, partial))
     return EXIT_FAILED if any(f.severity == gate_rules.FAIL for f in findings) else EXIT_OK
 
 
@@ -309,7 +316,7 @@ def _gate_and_report(paths: list, baseline: str | None, config: str | None, repo
         gate_input = _load_gate(baseline, config) if baseline else None
         headers, records = _read(paths)
         partial = baseline_io.partial_files(headers)
-        findings = _findings(records, *gate_input, bool(partial)) if gate_input else None
+        findings, compared = _findings(records, *gate_input, bool(partial)) if gate_input else (None, 0)
     except InputError as error:
         print(f"softmax-suite: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -318,7 +325,7 @@ def _gate_and_report(paths: list, baseline: str | None, config: str | None, repo
         print(f"softmax-suite: PARTIAL results: the run of {', '.join(partial)} did not finish (killed or "
               f"interrupted){judged} the {len(records)} results it holds; `softmax-suite run --resume DIR` "
               "runs the rest")
-    code = _print_findings(findings, bool(partial)) if findings is not None else EXIT_OK
+    code = _print_findings(findings, compared, bool(partial)) if findings is not None else EXIT_OK
     if report is not None:
         try:
             html.write_report(headers, records, report, findings)

@@ -97,6 +97,10 @@ class SuiteState:
 
         self.results: list[dict] = []
         self.writer: ResultsWriter | None = None
+        # For --baseline: the last item of each throughput group (reports.gate.group_of), and the
+        # group's baseline entries, results and findings so far.
+        self.group_last: dict[str, str] = {}
+        self.throughput_groups: dict[str, tuple[dict, dict, list]] = {}
         self.earlier: list[dict] = []
         # Staleness of a known deviation can only be judged on the whole catalogue (and, see
         # pytest_sessionfinish, on a session that ran to its end).
@@ -326,6 +330,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=deselected)
         items[:] = [item for item in items if item not in deselected]
     items.sort(key=_order)
+    state: SuiteState = config.stash[STATE_KEY]
+    for item in items:
+        target = getattr(getattr(item, "callspec", None), "params", {}).get("target")
+        if isinstance(target, Target) and target.check == "throughput":
+            state.group_last[gate_rules.group_of(baseline_io.key(target.identity()))] = item.nodeid
 
 
 def _checker(request: pytest.FixtureRequest, run):
@@ -336,7 +345,7 @@ def _checker(request: pytest.FixtureRequest, run):
         record = run(target, backend, state.settings, state.deviations)
         request.node.stash[RECORD_KEY] = record
         if state.baseline is not None:
-            _gate_record(state, record)
+            _gate_record(state, record, request.node.nodeid)
         status = record["status"]
         if status == "unsupported":
             pytest.skip(f"unsupported: {record['message']}")
@@ -375,20 +384,34 @@ def check_throughput(request: pytest.FixtureRequest, benchmark):
     return _checker(request, run)
 
 
-def _gate_record(state: SuiteState, record: dict) -> None:
+def _gate_record(state: SuiteState, record: dict, nodeid: str) -> None:
     """Compare one result with its baseline entry; a regression fails the item (and so shows in
-    JUnit XML) after the record keeps what regressed."""
+    JUnit XML) after the record keeps what regressed. A throughput result is judged with the
+    other sizes of its op (reports.gate.consistent): at the group's last item, which fails for
+    every size that regressed."""
     name = baseline_io.key(record)
     before = state.baseline.get(name)
     if before is None:
         return
-    findings = gate_rules.compare(name, before, baseline_io.entry(record), state.settings.gate)
+    after = baseline_io.entries([record])[0][name]
+    findings = gate_rules.compare(name, before, after, state.settings.gate)
+    group = gate_rules.group_of(name)
+    if group in state.group_last:
+        befores, afters, so_far = state.throughput_groups.setdefault(group, ({}, {}, []))
+        befores[name], afters[name] = before, after
+        so_far += findings
+        if nodeid != state.group_last[group]:
+            if findings:
+                record["gate"] = [finding.as_dict() for finding in findings]
+            return
+        findings = gate_rules.consistent(so_far, gate_rules.gated_sizes(befores, afters, state.settings.gate))
     if findings:
         record["gate"] = [finding.as_dict() for finding in findings]
     failed = [f for f in findings if f.severity == gate_rules.FAIL]
     if failed:
         pytest.fail("; ".join(f"regressed against the baseline: {f.rule} ({f.before} -> {f.after}, "
-                              f"threshold {f.threshold})" for f in failed), pytrace=False)
+                              f"threshold {f.threshold}){'' if f.key == name else f' at {f.key}'}"
+                              for f in failed), pytrace=False)
 
 
 def _skip_record(target: Target, reason: str) -> dict:
