@@ -1,8 +1,8 @@
 """Error budgets: how far from the exact value a correct shifted implementation may land.
 
-The budget follows the rounding-error analysis of Blanchard, Higham and Mary, "Accurately
-computing the log-sum-exp and softmax functions" (IMA J. Numer. Anal. 41(4), 2021), Alg. 4.1
-and Thm 4.3, applied componentwise, with u = 2^-p the unit roundoff of the output format:
+The budget follows the rounding-error analysis of Blanchard, D. J. Higham and N. J. Higham,
+"Accurately computing the log-sum-exp and softmax functions" (IMA J. Numer. Anal. 41(4), 2021),
+Alg. 4.1 and Thm 4.3, applied componentwise, with u = 2^-p the unit roundoff of the output format:
 
 * x_j - a is rounded with error <= u |x_j - a|, and exp turns that into a relative error of
   |x_j - a| u in exp(x_j - a): the gap term c_exp * |x_j - a|.

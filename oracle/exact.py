@@ -1,7 +1,7 @@
 """Exact softmax, log_softmax and logsumexp of the exact input bits, correctly rounded (mpmath).
 
 Each row x (the reduction axis moved last) is evaluated in the log1p form of Blanchard,
-Higham and Mary (2021), at a working precision P far above the output format:
+D. J. Higham and N. J. Higham (2021), at a working precision P far above the output format:
 
     a = max x,  d_j = x_j - a (exact),  e_j = exp(d_j),  t = sum_{j != k} e_j,  L = log1p(t)
     softmax_j = e_j / (1 + t),  logsumexp = a + L,  log_softmax_j = d_j - L

@@ -54,7 +54,8 @@ OP_INVARIANTS: dict[str, tuple[str, ...]] = {
 # exact is used; when none does (a random row spans more binades than p bits hold), x is first
 # rounded to a grid on which the shift is exact (choose_shift).
 SHIFTS: tuple[float, ...] = (1.0, -1.0, 2.0, 0.5, 8.0, -8.0, 64.0)
-PERMUTATION_SEED = 1909_03469  # Blanchard, Higham and Mary's arXiv number: any fixed seed would do
+# The arXiv number of Blanchard, D. J. Higham and N. J. Higham (2021): any fixed seed would do.
+PERMUTATION_SEED = 1909_03469
 
 
 @dataclass(frozen=True)

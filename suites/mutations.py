@@ -2,7 +2,7 @@
 toward them. Rows are 1-D arrays in the format's dtype; a mutation works on their float64 values
 (exact) and rounds its result once into the format.
 
-The hard regions, from the error analysis (NUMERICS.md, oracle/formats.py): gaps between the top
+The hard regions, from the error analysis (docs/numerics.md, oracle/formats.py): gaps between the top
 entries on every scale (log-uniform 1e-3 .. 1e3) and near p ln2, where 1 + e^-d stops changing;
 gaps near the underflow edges of exp (emin ln2: subnormal, (emin - p) ln2: zero); the exp overflow
 edge; tied maxima; -inf masks; large offsets (shift invariance); short and long rows.

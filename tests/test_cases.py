@@ -145,7 +145,7 @@ def test_underflow_gaps_cover_the_subnormal_band_and_beyond(dtype: str) -> None:
     assert ((y == 0).any(axis=1)).all()
 
 
-# The largest x with finite exp(x), from NUMERICS.md (float64's printed to 15 digits there).
+# The largest x with finite exp(x), from docs/numerics.md (float64's printed to 15 digits there).
 EXP_OVERFLOW = {"float16": 11.0859375, "bfloat16": 88.5, "float32": 88.72283172607422,
                 "float64": 709.782712893384}
 

@@ -152,7 +152,7 @@ def test_log_of_sum_is_far_outside_the_budget():
 
 @pytest.mark.parametrize("name", DTYPES)
 def test_error_at_an_exact_zero_counts_in_smallest_subnormals(name):
-    # softmax of a masked entry is exactly 0, and ulp(0) = min subnormal (NUMERICS.md): an output
+    # softmax of a masked entry is exactly 0, and ulp(0) = min subnormal (docs/numerics.md): an output
     # of one min subnormal is 1 ulp off, a masked entry that leaks 1e-3 is off by 1e-3 / 2^-24 =
     # 1.68e4 ulp in float16 and more in the wider formats, far beyond its budget.
     fmt = FORMATS[name]

@@ -115,7 +115,7 @@ def test_worked_example_float64():
 
 
 def test_logsumexp_of_a_dominant_entry():
-    # NUMERICS.md: lse([0, -40]) = log1p(e^-40) = 4.248354255291589e-18 in fp64 (log(sum) gives 0),
+    # docs/numerics.md: lse([0, -40]) = log1p(e^-40) = 4.248354255291589e-18 in fp64 (log(sum) gives 0),
     # and log_softmax_0 = -log1p(e^-40) is its negation; log_softmax_1 = -40 - 4.2e-18 -> -40.
     refs = forward_references(np.array([0.0, -40.0]), -1)
     assert refs["logsumexp"].rounded == 4.248354255291589e-18

@@ -1,9 +1,10 @@
 """oracle.rounding and oracle.formats: round_to_format against single-rounding casts and an
-independent Fraction rounding, ulp on a table, and the format thresholds of NUMERICS.md."""
+independent Fraction rounding, ulp on a table, and the format thresholds of docs/numerics.md."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import ml_dtypes
 import mpmath
@@ -285,24 +286,32 @@ def test_ulp_is_the_gap_to_the_next_value_away_from_zero(name):
             assert ulp(v, FORMATS[name]) == abs(away - v), (name, v)
 
 
-# -- the format table of NUMERICS.md ----------------------------------------------------------
+# -- the format table of docs/numerics.md -------------------------------------------------------
 
-# name: p, u, max, min normal, min subnormal, largest x with finite exp(x), subnormal-below,
-# zero-below, absorb gap; the numbers are NUMERICS.md's, to the digits it prints (max as text:
-# 1.7977e308 does not fit in a float).
-NUMERICS_TABLE = {
-    "float16": (11, 2.0**-11, "65504", 2.0**-14, 2.0**-24, 11.0859375, -9.7041, -17.3287, 7.62),
-    "bfloat16": (8, 2.0**-8, "3.3895e38", 2.0**-126, 2.0**-133, 88.5, -87.3365, -92.8817, 5.55),
-    "float32": (24, 2.0**-24, "3.4028235e38", 2.0**-126, 2.0**-149, 88.72283172607422, -87.3365,
-                -103.9721, 16.64),
-    "float64": (53, 2.0**-53, "1.7977e308", 2.0**-1022, 2.0**-1074, 709.782712893384, -708.3964,
-                -745.1332, 36.74),
-}
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "numerics.md"
+
+
+def _number(cell: str) -> float:
+    cell = cell.strip().strip("`")
+    return 2.0 ** int(cell[2:]) if cell.startswith("2^") else float(cell)
+
+
+def docs_format_table() -> dict[str, tuple]:
+    """The format table of docs/numerics.md, by dtype: p, u, max (as printed: 1.7977e308 is its
+    first digits, no float to compare), min normal, min subnormal, largest x with finite exp(x),
+    subnormal-below, zero-below, absorb gap."""
+    lines = DOCS.read_text().splitlines()
+    header = lines.index("| | float16 | bfloat16 | float32 | float64 |")
+    table: dict[str, list] = {name: [] for name in DTYPES}
+    for index, line in enumerate(lines[header + 2:header + 10]):
+        for name, cell in zip(DTYPES, line.split("|")[2:-1], strict=True):
+            table[name] += [cell.strip()] if index == 2 else [_number(c) for c in cell.split(" / ")]
+    return {name: (int(values[0]), *values[1:]) for name, values in table.items()}
 
 
 @pytest.mark.parametrize("name", DTYPES)
-def test_format_thresholds_match_numerics_table(name):
-    p, u, big, min_normal, min_subnormal, overflow, subnormal, zero, absorb = NUMERICS_TABLE[name]
+def test_format_thresholds_match_the_docs_table(name):
+    p, u, big, min_normal, min_subnormal, overflow, subnormal, zero, absorb = docs_format_table()[name]
     fmt = format_of(name)
     assert (fmt.p, fmt.u, fmt.min_normal, fmt.min_subnormal) == (p, u, min_normal, min_subnormal)
     assert fmt.max == float(ml_dtypes.finfo(fmt.np_dtype).max)
