@@ -1,3 +1,3 @@
 """pytest wiring for this checkout: the suite's options, fixtures and results collector."""
 
-pytest_plugins = ["suites.plugin"]
+pytest_plugins = ["softmax_suite.runner.plugin"]

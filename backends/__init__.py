@@ -1,1 +1,1 @@
-"""The answerers: one adapter per framework behind the small protocol in backends.protocol."""
+"""The answerers: one adapter per framework behind the small protocol in softmax_suite.protocol."""

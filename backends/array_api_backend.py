@@ -10,8 +10,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from backends.custom import SpecError
-from backends.protocol import DTYPES, OPS, Backend, BackendUnavailable
+from softmax_suite.backends.custom import SpecError
+from softmax_suite.protocol import DTYPES, OPS, Backend, BackendUnavailable
 
 SPEC_PREFIX = "array-api:"
 HALF = ("float16", "bfloat16")

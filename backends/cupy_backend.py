@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.protocol import OPS, Backend, BackendUnavailable
+from softmax_suite.protocol import OPS, Backend, BackendUnavailable
 
 BFLOAT16_REASON = ("cupy has no bfloat16: its kernels are generated for numpy's own dtypes, and "
                    "ml_dtypes' bfloat16 is an extension type cupy cannot hold or compute in")

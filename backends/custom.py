@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.protocol import DTYPES, OPS, Backend
+from softmax_suite.protocol import DTYPES, OPS, Backend
 
 
 class SpecError(ValueError):

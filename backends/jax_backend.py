@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.protocol import Backend, BackendUnavailable
+from softmax_suite.protocol import Backend, BackendUnavailable
 
 PLATFORMS = ("cpu", "gpu", "tpu")
 CACHE_VARIABLE = "SOFTMAX_SUITE_JAX_CACHE"

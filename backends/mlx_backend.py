@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.protocol import Backend, BackendUnavailable
+from softmax_suite.protocol import Backend, BackendUnavailable
 
 # Unsigned integers of each width: arrays cross between numpy and mlx as these, then are
 # reinterpreted. mx.array(float64 array) would silently round to float32, its default float.

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.protocol import Backend
+from softmax_suite.protocol import Backend
 
 
 def _rows(x: np.ndarray, axis: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.protocol import DTYPES, FORWARD_OPS, Backend, BackendUnavailable
+from softmax_suite.protocol import DTYPES, FORWARD_OPS, Backend, BackendUnavailable
 
 OPSET = 13
 NODES = {"softmax": "Softmax", "log_softmax": "LogSoftmax", "logsumexp": "ReduceLogSumExp"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from backends.protocol import Backend, BackendUnavailable
+from softmax_suite.protocol import Backend, BackendUnavailable
 
 
 def load() -> Backend:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.protocol import Backend, BackendUnavailable
+from softmax_suite.protocol import Backend, BackendUnavailable
 
 DEVICES = {"cpu": "/CPU:0", "gpu": "/GPU:0"}
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from backends.protocol import Backend, BackendUnavailable
+from softmax_suite.protocol import Backend, BackendUnavailable
 
 DEVICE_KINDS = ("cpu", "cuda", "mps")
 

@@ -5,7 +5,7 @@
 With --hog processes spinning beside it (default: one per core), this runs the quick throughput
 sweep (the throughput pass of `softmax-suite run`) runs + 1 times for the backends and
 tests.planted_backend:Softmax; saves a baseline of the first run; gates each later run against it
-(reports.gate, with the rules of this checkout's pyproject.toml) and counts the runs with a
+(softmax_suite.reports.gate, with the rules of this checkout's pyproject.toml) and counts the runs with a
 failing finding or a measurement error ("impossible" throughput), and the largest drop of a gated
 result. Then, per planted slowdown, it runs the planted backend --runs times slowed down (its
 PLANTED_SLOWDOWN) and counts the runs whose gate fails it; and it runs the backend of
@@ -25,9 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from reports import baseline as baseline_io
-from reports import gate as gate_rules
-from suites.config import load_settings
+from softmax_suite.reports import baseline as baseline_io
+from softmax_suite.reports import gate as gate_rules
+from softmax_suite.runner.config import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 PLANTED = "tests.planted_backend:Softmax"
@@ -37,7 +37,8 @@ RULES = load_settings(REPO / "pyproject.toml").gate
 
 def sweep(backends: str, results: Path, environment: dict | None = None) -> list[dict]:
     """One throughput pass, as `softmax-suite run` makes it; its result records."""
-    command = [sys.executable, "-m", "pytest", str(REPO / "suites"), "-p", "suites.plugin", "-q",
+    command = [sys.executable, "-m", "pytest", str(REPO / "suites"), "-p", "softmax_suite.runner.plugin",
+               "-q",
                "-m", "throughput", "-p", "no:xdist", "-p", "no:cacheprovider", "--sweep", "quick",
                "--backend", backends, "--results", str(results)]
     subprocess.run(command, cwd=REPO, env={**os.environ, **(environment or {})}, check=False,

@@ -24,10 +24,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from oracle import fastpath
-from oracle.exact import forward_references
-from oracle.formats import DTYPES, FORMATS
-from oracle.gradients import vjp_references
+from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.oracle import fastpath
+from softmax_suite.oracle.exact import forward_references
+from softmax_suite.oracle.gradients import vjp_references
 
 TARGETS = {"float16": 150, "bfloat16": 150, "float32": 150, "float64": 20}
 

@@ -17,8 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from reports import html
-from reports.baseline import read_many
+from softmax_suite.reports import html
+from softmax_suite.reports.baseline import read_many
+from softmax_suite.runner.reproduce import snippet
 from tests.test_report_browser import CHROMIUM, FLAGS
 
 
@@ -32,7 +33,7 @@ def main() -> None:
     started = time.perf_counter()
     headers, results = read_many(args.results)
     read = time.perf_counter()
-    model = html.build(headers, results)
+    model = html.build(headers, results, reproducer=snippet)
     built = time.perf_counter()
     text = html.render(model)
     rendered = time.perf_counter()

@@ -1,6 +1,6 @@
 """The throughput suite's own overhead per timed call: torch.softmax on 1024 x 1024 float32 called
 directly against the same call as the suite times it (the adapter's op, the synchronisation,
-the closure; suites.throughput.synchronized), and an empty op through the same layers.
+the closure; softmax_suite.suites.throughput.synchronized), and an empty op through the same layers.
 
     python benchmarks/throughput_overhead.py [--rounds 2000]
 
@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from backends.registry import load
-from suites.throughput import synchronized
+from softmax_suite.backends.registry import load
+from softmax_suite.suites.throughput import synchronized
 
 TARGET = 0.02
 

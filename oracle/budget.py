@@ -73,9 +73,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from oracle.exact import Reference
-from oracle.formats import Format, format_of
-from oracle.rounding import ulp_exponent
+from softmax_suite.formats import Format, format_of
+from softmax_suite.oracle.exact import Reference
+from softmax_suite.oracle.rounding import ulp_exponent
 
 
 @dataclass(frozen=True)

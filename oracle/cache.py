@@ -1,5 +1,5 @@
 """Each oracle value is computed once: references keyed by op family and input bits, in memory
-and, where a folder is configured, on disk (oracle.store) for later runs and other workers.
+and, where a folder is configured, on disk (softmax_suite.oracle.store) for later runs and other workers.
 
 The key is the content, not the case name: two cases (or two backends) that ask about the
 same bits share one computation. The memory bound counts elements, oldest out first.
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from oracle import store
-from oracle.exact import Reference, forward_references
-from oracle.gradients import vjp_references
+from softmax_suite.oracle import store
+from softmax_suite.oracle.exact import Reference, forward_references
+from softmax_suite.oracle.gradients import vjp_references
 
 MAX_ELEMENTS = 8_000_000
 _memory: OrderedDict[tuple, dict[str, Reference]] = OrderedDict()

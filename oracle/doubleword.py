@@ -3,7 +3,7 @@
 A double-word x = (xh, xl) is the unevaluated sum xh + xl with xh = fl(xh + xl). u = 2^-53 is
 float64's unit roundoff. Without an FMA (numpy has none), products are made exact with
 Veltkamp's split and Dekker's TwoProd. Every bound holds without underflow and overflow; the
-callers keep values near 1 and carry binary exponents separately (oracle.exponential).
+callers keep values near 1 and carry binary exponents separately (softmax_suite.oracle.exponential).
 
 * two_sum (Knuth), fast_two_sum (Dekker, needs |a| >= |b|), two_prod (Dekker): exact,
   s + e = a + b, p + e = a * b.

@@ -28,9 +28,9 @@ scale plus a term below any working precision: log_softmax_j = (x_j - a) - L wit
 and x_j - a (exact) may be a midpoint of the format (float32 [32, -1e9]: -1000000032 - L must
 round to -1000000064, where ties-to-even gives -1e9). near() keeps such a value as that exact
 rational with the term's sign and bound (a Bound with beyond = +-1); the rounding then breaks
-a tie by the term's sign (oracle.rounding). The same split serves logsumexp = a + L, the tied
+a tie by the term's sign (softmax_suite.oracle.rounding). The same split serves logsumexp = a + L, the tied
 entries of softmax (1/m - deficit, m = 2^k entries at the max) and the VJPs of
-oracle.gradients. With those rationals split off, every value left to the loop is irrational
+softmax_suite.oracle.gradients. With those rationals split off, every value left to the loop is irrational
 (Lindemann-Weierstrass) or a rational that is not dyadic, so none lies on a rounding boundary
 and the loop ends. MAX_PRECISION is a guard, not a rule of rounding: an element still
 undecided there (an irrational within 2^-4096 relative of a midpoint; no such input is known)
@@ -72,10 +72,10 @@ from mpmath.libmp import (
     to_float,
 )
 
-from oracle import fastpath
-from oracle.formats import Format, format_of
-from oracle.progress import progress
-from oracle.rounding import round_interval, round_to_format, split_mpf
+from softmax_suite.formats import Format, format_of
+from softmax_suite.oracle import fastpath
+from softmax_suite.oracle.progress import progress
+from softmax_suite.oracle.rounding import round_interval, round_to_format, split_mpf
 
 FORWARD_OPS: tuple[str, ...] = ("softmax", "log_softmax", "logsumexp")
 REDUCED_OPS: frozenset[str] = frozenset({"logsumexp"})
@@ -100,7 +100,7 @@ class Reference:
     Forward ops: gap = |x_j - max x|, weighted_gap = W = sum_i softmax_i |x_i - max x|,
     max_gap = max_i |x_i - max x| over the finite entries, tail = t / (1 + t) and
     log_tail = log1p(t); every op: n_subnormal and subnormal_tail per row (underflow_terms).
-    The VJPs add their own (oracle.gradients).
+    The VJPs add their own (softmax_suite.oracle.gradients).
     """
 
     op: str
@@ -186,7 +186,7 @@ def underflow_terms(x: np.ndarray, fmt: Format) -> dict[str, np.ndarray]:
     """Per row (of the 2-D x): how many exp(x_i - max x) lie below the smallest normal of fmt
     ("n_subnormal"), and their sum ("subnormal_tail"): where an implementation's exponentials
     underflow, each errs by up to a unit of the smallest subnormal (or, flushed, by itself), an
-    absolute error of the sum that no relative bound covers (oracle.budget)."""
+    absolute error of the sum that no relative bound covers (softmax_suite.oracle.budget)."""
     with np.errstate(invalid="ignore", over="ignore"):
         top = np.max(np.where(np.isnan(x), np.inf, x), axis=1, initial=-np.inf)
         gaps = x - top[:, None]  # NaN or -inf on rows the policy decides, -inf where masked
@@ -278,7 +278,7 @@ def _scaled_eps(precision: int, magnitude: tuple, multiple: int = 16) -> tuple:
 class Bound(NamedTuple):
     """A computed value and what is known of the exact one: within err (absolute) of value, and
     with beyond = +1 or -1 strictly on that side of value (value is then exact, a rational such
-    as a midpoint of the format, and err bounds the term beyond it: oracle.rounding)."""
+    as a midpoint of the format, and err bounds the term beyond it: softmax_suite.oracle.rounding)."""
 
     value: tuple
     err: tuple

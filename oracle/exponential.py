@@ -25,7 +25,7 @@ below 2^-108. p = 1 + r + r^2/2 + r^3/6 + r^4/24: the remainder is below |r|^5/1
 r^2 = two_prod(rh, rh) + 2 rh rl exactly up to 2^-145; the float64 part c = r^3/6 + r^4/24
 (below 2^-60.8) errs by at most 2^-110; the final double-word sum 1 + rh + r^2/2 + small errs
 by at most 2^-104.4. So p errs by less than 2^-102.5. T and S are double-words within 2^-106
-of the exact values, and the two products add 2 MUL_ERROR (oracle.doubleword): in all
+of the exact values, and the two products add 2 MUL_ERROR (softmax_suite.oracle.doubleword): in all
 DOUBLE_ERROR = 2^-100, with room to spare.
 """
 
@@ -36,7 +36,7 @@ from functools import cache
 import mpmath
 import numpy as np
 
-from oracle import doubleword as dw
+from softmax_suite.oracle import doubleword as dw
 
 MAX_GAP = 2048.0
 FLOAT_ERROR = 6 * dw.U

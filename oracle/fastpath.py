@@ -2,29 +2,29 @@
 each element with a proven error bound, accepted only where the bound decides its rounding.
 
 Rows the fast path takes ("regular"): at least MIN_ROW entries, no NaN or +inf, at least two
-distinct finite values (so every value below is irrational, oracle.gradients), and a largest
+distinct finite values (so every value below is irrational, softmax_suite.oracle.gradients), and a largest
 gap |x_j - a| <= MAX_GAP. Every other row is structural or out of range and goes to the
-mpmath evaluation of oracle.exact, as does every row with an element the fast path cannot
+mpmath evaluation of softmax_suite.oracle.exact, as does every row with an element the fast path cannot
 decide (Ziv's strategy, one level up). Masked (-inf) entries are exact: softmax 0,
 log_softmax -inf, VJPs 0 (log_softmax_vjp: g_j).
 
-Bounds (u = 2^-53, eps_exp the exponential's bound of oracle.exponential, relative).
+Bounds (u = 2^-53, eps_exp the exponential's bound of softmax_suite.oracle.exponential, relative).
 
 * d_j = x_j - a is exact as a double-word (two_sum). e_j = exp(d_j) = m_j 2^E_j within eps_exp.
 * t = sum_{j != k} e_j: the terms m_j 2^E_j are scaled into float64 (exact unless they fall
   below 2^-1022, where each word errs by at most 2^-1075: counted), then summed pairwise in
-  float64 (depth * u * t, Higham 4.2) or in double-words (oracle.doubleword.tree_error):
+  float64 (depth * u * t, Higham 4.2) or in double-words (softmax_suite.oracle.doubleword.tree_error):
       |t^ - t| <= err_t = (eps_exp + eps_sum) t^ (1 + 2^-40) + n_sub 2^-1073.
 * Per row, in mpmath at ROW_PRECISION bits from the exact t^: R = 1/(1 + t^), L = log1p(t^),
   q = t^ R. Since d/dt 1/(1+t) = -R^2 and d/dt log1p(t) = R, the true values are within
   eps_R = err_t / (1 + t^ - err_t) relative (R), dL = err_t / (1 + t^ - err_t) absolute (L),
   and eps_q = err_t / t^ + eps_R relative (q), plus 2^-104 for their double-word roundings.
-  logsumexp = a + L is decided per row (oracle.rounding.round_interval).
+  logsumexp = a + L is decided per row (softmax_suite.oracle.rounding.round_interval).
 * softmax_j = e_j R: float64 path m_j * fl(R) (two roundings, 2u); double-word path
   mul(m_j, R) (MUL_ERROR): relative error eps_exp + eps_R + 2u, resp. + MUL_ERROR.
 * log_softmax_j = d_j - L = (dh + dl) - (Lh + Ll) is split exactly by two_sum into
   high + low + rest + last; only third = rest + last rounds (u |third|). Kept apart, the third
-  word lets a tie of the format minus a tiny L be decided (oracle.rounding.round_certified).
+  word lets a tie of the format minus a tiny L be decided (softmax_suite.oracle.rounding.round_certified).
   Absolute error dL + u |third|.
 * VJPs, on either tier: M, A and T are the relative errors of a product, a sum and a tree sum
   (to the sum of |terms|): MUL_ERROR, ADD_ERROR, tree_error(n) in double words; u, u and
@@ -43,7 +43,7 @@ Bounds (u = 2^-53, eps_exp the exponential's bound of oracle.exponential, relati
       softmax_vjp_j     = y_j ((g_j - g_k) - S), S = sum_{i != k} (g_i - g_k) y_i, with
                         B = sum |(g_i - g_k) y_i|, dS = (eps_y + MUL_ERROR + tree) B:
                         relative eps_y + 2 MUL_ERROR + ADD_ERROR + dS / |f_j|,
-                        f_j = (g_j - g_k) - S; exact zeros are found first (oracle.gradients).
+                        f_j = (g_j - g_k) - S; exact zeros are found first (softmax_suite.oracle.gradients).
   y_j scaled into float64 may fall below 2^-1022: each word then errs by at most 2^-1075,
   which adds 2^-1070 (1 + |G|) resp. n 2^-1070 (1 + max |g_i - g_k|) absolute.
 
@@ -72,11 +72,11 @@ from mpmath.libmp import (
     to_float,
 )
 
-from oracle import doubleword as dw
-from oracle.exponential import DOUBLE_ERROR, FLOAT_ERROR, MAX_GAP, exp_double, exp_float
-from oracle.formats import Format
-from oracle.progress import progress
-from oracle.rounding import round_certified, round_interval, split_mpf
+from softmax_suite.formats import Format
+from softmax_suite.oracle import doubleword as dw
+from softmax_suite.oracle.exponential import DOUBLE_ERROR, FLOAT_ERROR, MAX_GAP, exp_double, exp_float
+from softmax_suite.oracle.progress import progress
+from softmax_suite.oracle.rounding import round_certified, round_interval, split_mpf
 
 MIN_ROW = 16
 CHUNK = 1 << 14
@@ -281,7 +281,7 @@ def forward_state(x: np.ndarray, tier: str) -> ForwardState:
 
 
 def split(high: np.ndarray, low: np.ndarray, exponent: np.ndarray | int) -> tuple[np.ndarray, ...]:
-    """(mant, mant_lo, scale) of (high + low) 2^exponent with 1 <= |mant| < 2 (oracle.exact)."""
+    """(mant, mant_lo, scale) of (high + low) 2^exponent with 1 <= |mant| < 2 (softmax_suite.oracle.exact)."""
     fraction, binade = np.frexp(high)
     with np.errstate(under="ignore"):
         mant_lo = np.ldexp(low, 1 - binade)
@@ -307,7 +307,7 @@ def _shared(out: dict[str, Columns], ops: tuple[str, ...], name: str,
 
 
 def _row_terms(weighted_gap: np.ndarray, max_gap: np.ndarray, scalars: RowScalars) -> dict[str, np.ndarray]:
-    """The forward row terms of oracle.exact.Reference, per row."""
+    """The forward row terms of softmax_suite.oracle.exact.Reference, per row."""
     return {"weighted_gap": weighted_gap, "max_gap": max_gap, "tail": scalars.tail,
             "log_tail": scalars.log_tail[0]}
 
@@ -463,7 +463,7 @@ def forward_fast(inputs: list[np.ndarray], fmt: Format,
 @dataclass(frozen=True)
 class Arithmetic:
     """A tier's arithmetic on (high, low) words and its errors, relative to the result: double
-    words (oracle.doubleword), or float64 with every low word 0, whose operations round once
+    words (softmax_suite.oracle.doubleword), or float64 with every low word 0, whose operations round once
     (u) and which drops the low word of R and q (u more, word_rounding)."""
 
     mul: Callable[..., tuple]

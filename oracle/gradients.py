@@ -8,7 +8,7 @@ G = sum_i g_i, A = sum_i |g_i| y_i:
     logsumexp_vjp_j   = g y_j
 
 Each row is evaluated at a working precision P (eps = 2^-P) from the forward evaluation of
-oracle.exact, whose softmax values carry |y^ - y| <= 16 eps y. Let T be the m entries equal to
+softmax_suite.oracle.exact, whose softmax values carry |y^ - y| <= 16 eps y. Let T be the m entries equal to
 the max (the tied group; usually m = 1, the argmax k), y0 = 1/(m + t') their softmax, t' the
 sum of the other exponentials, and deficit = 1/m - y0 = t' y0 / m (within 32 eps relative).
 Nothing is computed as 1/m - y0 or 1 - y_k, which cancel when the group dominates: with the
@@ -24,7 +24,7 @@ g_i - g_k), S = sum_{i not in T} C_i y_i and B = sum_{i not in T} |C_i| y_i (so 
 
 The rational part of each j in T (and g_j for log_softmax_vjp) is exact; where the rest falls
 below the working precision (a far tail: deficit ~ e^-5000) and the rational is dyadic, it may
-be a midpoint of the format, and its rounding goes by the rest's sign (oracle.exact.near).
+be a midpoint of the format, and its rounding goes by the rest's sign (softmax_suite.oracle.exact.near).
 With every mpmath operation rounding with relative error at most 2 eps, and sums by fsum
 (one rounding):
 
@@ -38,7 +38,7 @@ With every mpmath operation rounding with relative error at most 2 eps, and sums
 plus 2 eps of the sum's rounding where the rational and the rest are added, and the bounds
 are used with the margins 64, 32 and 32 (40 for the rests of the tied entries), covering the
 first-order terms' second-order rest and |C_j - S| taken from the computed value. An element
-is accepted when both ends of its error interval round alike (Ziv's strategy, oracle.exact);
+is accepted when both ends of its error interval round alike (Ziv's strategy, softmax_suite.oracle.exact);
 otherwise the row is recomputed at twice the precision.
 
 The loop needs every undecided value to be irrational, and exact zeros found exactly.
@@ -87,9 +87,9 @@ from mpmath.libmp import (
     round_nearest,
 )
 
-from oracle import fastpath
-from oracle.exact import Bound, ForwardRow, Reference, build_references, forward_row, near
-from oracle.formats import format_of
+from softmax_suite.formats import format_of
+from softmax_suite.oracle import fastpath
+from softmax_suite.oracle.exact import Bound, ForwardRow, Reference, build_references, forward_row, near
 
 VJP_OPS: tuple[str, ...] = ("softmax_vjp", "log_softmax_vjp", "logsumexp_vjp")
 
@@ -116,7 +116,7 @@ def vjp_terms(x: np.ndarray, g: np.ndarray, g_row: np.ndarray, y: np.ndarray, ga
     """The budget terms of the three VJPs for rows (the last axis) of x, with cotangents g and
     g_row (one per row), softmax values y, gaps |x_j - a| and the forward row terms; per-row
     values (sums, and logsumexp's |g|) have the rows' shape. Arrays the ops share are one
-    object. The natural scales derive from them (oracle.budget.natural_scale)."""
+    object. The natural scales derive from them (softmax_suite.oracle.budget.natural_scale)."""
     finite = np.isfinite(x)
     g_abs = np.abs(g)
     with np.errstate(invalid="ignore"):

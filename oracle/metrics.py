@@ -4,7 +4,7 @@ ULP error is measured against the unrounded exact value v, in units of ulp(v) of
 format, so a correctly rounded answer scores at most 0.5. NaN where a number is expected,
 infinity versus finite and the sign of a zero are categories, counted apart; only the first two
 are semantic differences. A 0 where a subnormal is expected is a category (flushed_subnormal)
-only for a backend measured to flush subnormals (suites.flushing); for any other it is an error
+only for a backend measured to flush subnormals (softmax_suite.suites.flushing); for any other it is an error
 measured in ULPs like any other number.
 """
 
@@ -14,17 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from oracle.exact import Reference
-from oracle.formats import format_of
-from oracle.rounding import ulp_exponent
+from softmax_suite.formats import format_of
+from softmax_suite.oracle.exact import Reference
+from softmax_suite.oracle.rounding import ulp_exponent
+from softmax_suite.records import ULP_BIN_EDGES
 
 SEMANTIC_CATEGORIES: tuple[str, ...] = ("nan_unexpected", "nan_missing", "inf_vs_finite")
 NOTE_CATEGORIES: tuple[str, ...] = ("flushed_subnormal", "zero_sign")
 CATEGORIES: tuple[str, ...] = SEMANTIC_CATEGORIES + NOTE_CATEGORIES
 FLOAT_MAX = float(np.finfo(np.float64).max)
-# Upper edges of the ULP histogram's bins: (0, 0.5] is correctly rounded, then one bin per
-# power of two up to 2^20; one more bin counts the errors above it.
-ULP_BIN_EDGES: tuple[float, ...] = (0.5, *(2.0**k for k in range(21)))
 
 
 def ulp_histogram(ulps: np.ndarray) -> list[int]:

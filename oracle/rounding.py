@@ -24,8 +24,8 @@ from mpmath.libmp import (
     to_float,
 )
 
-from oracle.doubleword import two_sum as dw_two_sum
-from oracle.formats import Format
+from softmax_suite.formats import Format
+from softmax_suite.oracle.doubleword import two_sum as dw_two_sum
 
 # Exponents of exact values are clamped to +-SCALE_LIMIT: far beyond every format's range
 # (exp(-2 * float32 max) has an exponent near -2^128), where only "zero" or "huge" matters.

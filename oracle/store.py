@@ -21,15 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from oracle.exact import Reference
-from oracle.formats import format_of
+from softmax_suite import formats
+from softmax_suite.formats import format_of
+from softmax_suite.oracle.exact import Reference
 
 # Part of every key: the source of the modules that compute stored values, so that any change
 # to them starts a fresh set of entries instead of reading values the new code would not give.
-ORACLE_SOURCES = ("formats.py", "rounding.py", "doubleword.py", "exponential.py", "fastpath.py", "exact.py",
-                  "gradients.py", "store.py")
-ORACLE_VERSION = hashlib.sha256(b"".join((Path(__file__).parent / name).read_bytes()
-                                         for name in ORACLE_SOURCES)).hexdigest()[:16]
+ORACLE_SOURCES = (Path(formats.__file__), *(Path(__file__).parent / name for name in (
+    "rounding.py", "doubleword.py", "exponential.py", "fastpath.py", "exact.py", "gradients.py", "store.py")))
+ORACLE_VERSION = hashlib.sha256(b"".join(path.read_bytes() for path in ORACLE_SOURCES)).hexdigest()[:16]
 ENVIRONMENT_VARIABLE = "SOFTMAX_SUITE_ORACLE_CACHE"
 SUFFIX = ".npz"
 FIELDS = ("rounded", "mant", "mant_lo", "scale")

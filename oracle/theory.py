@@ -20,10 +20,10 @@ A = sum_i |g_i| y_i:
     logsumexp_vjp_j:   |err| <= u |g| y_j (rho_j + 1)
 
 The model ignores underflow; each bound adds one unit of the smallest subnormal for the
-underflow of exp (for the VJPs, times 1 + what multiplies y_j: oracle.budget.vjp_underflow),
+underflow of exp (for the VJPs, times 1 + what multiplies y_j: softmax_suite.oracle.budget.vjp_underflow),
 or of the smallest normal where flushing to zero is accepted, and the forward bounds the error
 D_sub of the sum from exponentials below the smallest normal (absolute for logsumexp and
-log_softmax, relative for softmax), as in oracle.budget.
+log_softmax, relative for softmax), as in softmax_suite.oracle.budget.
 Only entries with finite x enter the max; masked entries contribute exact zeros.
 """
 
@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from oracle.budget import sum_underflow, underflow_unit, vjp_underflow
-from oracle.exact import Reference
-from oracle.formats import format_of
+from softmax_suite.formats import format_of
+from softmax_suite.oracle.budget import sum_underflow, underflow_unit, vjp_underflow
+from softmax_suite.oracle.exact import Reference
 
 SOURCE = ("Blanchard, D. J. Higham and N. J. Higham, IMA J. Numer. Anal. 41(4), 2021, "
           "Alg. 4.1 and Thm 4.3")

@@ -7,8 +7,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from itertools import combinations
 
-from reports.semantics import DTYPES, OPS, backend_name, is_accuracy, ordered
-from reports.text import grid
+from softmax_suite.reports.semantics import DTYPES, OPS, backend_name, is_accuracy, ordered
+from softmax_suite.reports.text import grid
 
 
 def agreement_matrix(results: Iterable[dict]) -> list[dict]:

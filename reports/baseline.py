@@ -16,7 +16,15 @@ import json
 import os
 from pathlib import Path
 
-from reports.results import SCHEMA_VERSION, STATUSES, ResultsFileError, end_line, line, read_results
+from softmax_suite.reports.results import (
+    SCHEMA_VERSION,
+    STATUSES,
+    ResultsFileError,
+    end_line,
+    line,
+    make_folder,
+    read_results,
+)
 
 BASELINE_SCHEMA = 2
 SCHEMA_KEY = '"schema"'
@@ -53,7 +61,7 @@ def entry(record: dict) -> dict:
     elif check == "throughput" and record["status"] == "pass":
         kept.update(median_s=record["timing"]["median_s"], gb_per_s=record["gb_per_s"],
                     copy_gb_per_s=record["copy"]["gb_per_s"], resolvable=record.get("resolvable", True))
-        # What the gate compares (suites.throughput). On the CPU, for an op on one thread, the
+        # What the gate compares (softmax_suite.suites.throughput). On the CPU, for an op on one thread, the
         # fastest round's CPU time: a round another process preempted keeps it, where its wall time
         # grew 2x with both cores busy. On several threads the fastest round's wall time (their CPU
         # time would count the threads' waiting for each other), gated only where the cores were
@@ -132,7 +140,7 @@ def save(paths: list[str | os.PathLike], output: str | os.PathLike) -> dict:
 
 def _write(output: str | os.PathLike, text: str, what: str) -> None:
     try:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        make_folder(output)
         Path(output).write_text(text, encoding="utf-8")
     except OSError as error:
         raise BaselineError(f"cannot write the {what} {output}: {error.strerror}") from None

@@ -1,5 +1,5 @@
 """The regression gate: results against a baseline, rule by rule (thresholds from pyproject.toml
-[tool.softmax-suite.gate], with overrides per op, dtype or op/dtype; read by suites.config).
+[tool.softmax-suite.gate], with overrides per op, dtype or op/dtype; read by softmax_suite.runner.config).
 
 * status: a result that passed and now fails (or errs), or a semantic difference the baseline
   did not have: fail.
@@ -7,7 +7,7 @@
   factor: noted (a changed algorithm deserves a look).
 * throughput: the op's speed (on the CPU its fastest round's GB/s, which moved least between
   identical runs of a busy machine; elsewhere its fastest round against the fastest round of the
-  copy interleaved with it: suites.throughput) down by more than throughput_drop, or than the
+  copy interleaved with it: softmax_suite.suites.throughput) down by more than throughput_drop, or than the
   baseline's own runs drifted apart where it was saved from several, at a size: "slower at this
   size", noted; at two or more of the sizes the op, backend, device and dtype were timed at (at
   its one size when only one was): fail, each. Load and a busy machine's drift hit one benchmark
@@ -114,7 +114,7 @@ def _throughput(name: str, before: dict, after: dict, limits: Thresholds) -> lis
     if not (before["resolvable"] and after["resolvable"] and before.get("run_speeds")
             and after.get("run_speeds")):
         # A multi-threaded backend timed while other processes held the cores, or a copy that never
-        # ran at the machine's speed (suites.throughput): the scheduler's time, not the op's.
+        # ran at the machine's speed (softmax_suite.suites.throughput): the scheduler's time, not the op's.
         return [Finding(name, NOTE, NOT_RESOLVED, "resolvable" if before["resolvable"] else "busy cores",
                         "resolvable" if after["resolvable"] else "busy cores", "both resolvable")]
     runs = before["run_speeds"]

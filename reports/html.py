@@ -11,19 +11,18 @@ import math
 import shlex
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jinja2
 from markupsafe import Markup
 
-from oracle.metrics import ULP_BIN_EDGES
-from reports import charts
-from reports.agreement import agreement_matrix
-from reports.gate import FAIL, NOTE, WARN, Finding
-from reports.reproduce import ReproduceError, rerun_command, snippet
-from reports.results import STATUSES, status_counts
-from reports.semantics import DTYPES, OPS, backend_name, ordered, semantics_table
+from softmax_suite.records import ULP_BIN_EDGES
+from softmax_suite.reports import charts
+from softmax_suite.reports.agreement import agreement_matrix
+from softmax_suite.reports.gate import FAIL, NOTE, WARN, Finding
+from softmax_suite.reports.results import STATUSES, make_folder, status_counts
+from softmax_suite.reports.semantics import DTYPES, OPS, backend_name, ordered, semantics_table
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # Reproducers embed inputs up to this many bytes (the special-value cases, rows of 1000) and
@@ -284,7 +283,7 @@ def semantics(records: list[dict], headers: list[dict]) -> list[dict]:
 
 
 def _probe_line(ops: dict[str, dict]) -> str:
-    """One dtype's probe (suites.flushing) grouped by verdict: 'flushes (softmax 7/7, ...)'."""
+    """One dtype's probe (softmax_suite.suites.flushing) grouped by verdict: 'flushes (softmax 7/7, ...)'."""
     verdicts: dict[str, list[str]] = defaultdict(list)
     for op, evidence in ops.items():
         if "subnormal" not in evidence or "measured_on" in evidence:
@@ -409,7 +408,13 @@ def trade_off(accuracy: list[dict], speed: list[dict], details: Details) -> dict
     return {"svg": svg, "legend": [(name, charts.colour(i)) for i, name in enumerate(names)]}
 
 
-def failures(results: list[dict]) -> tuple[list[dict], dict[int, str]]:
+# Makes a result's reproducer script given the bytes it may embed; raises ValueError with the reason
+# where none can be made. The runner passes its own (runner.reproduce.snippet): it rebuilds inputs
+# with the catalogue, which the report, reading results files only, never does.
+Reproducer = Callable[[dict, int], str]
+
+
+def failures(results: list[dict], reproducer: Reproducer | None = None) -> tuple[list[dict], dict[int, str]]:
     """Every failed, erring or known-failing result with its reproducer, unexpected ones first;
     and the anchor of each by id(record)."""
     order = {"fail": 0, "error": 0, "known_failure": 1}
@@ -419,11 +424,12 @@ def failures(results: list[dict]) -> tuple[list[dict], dict[int, str]]:
     for i, record in enumerate(chosen):
         anchor = f"failure-{i}"
         anchors[id(record)] = anchor
-        code, why = None, None
-        try:
-            code = snippet(record, REPORT_EMBED_LIMIT)
-        except ReproduceError as error:
-            why = str(error)
+        code, why = None, "no reproducer: the report was made without softmax-suite's catalogue"
+        if reproducer is not None:
+            try:
+                code, why = reproducer(record, REPORT_EMBED_LIMIT), None
+            except ValueError as error:
+                why = str(error)
         listed.append({"anchor": anchor, "status": record["status"], "check": check_of(record),
                        "nodeid": record.get("nodeid") or "/".join(
                            str(record.get(k)) for k in ("backend", "device", "dtype", "op", "case")),
@@ -432,6 +438,15 @@ def failures(results: list[dict]) -> tuple[list[dict], dict[int, str]]:
                        "snippet": code, "why_no_snippet": why, "rerun": rerun_command(record),
                        "expected": record["status"] == "known_failure"})
     return listed, anchors
+
+
+def rerun_command(record: dict) -> str | None:
+    """The shell command that re-runs the result's own test in a checkout of softmax-suite (whose
+    conftest.py loads the plugin); None without a node id."""
+    nodeid, backend = record.get("nodeid"), record.get("backend")
+    if not isinstance(nodeid, str) or not isinstance(backend, str):
+        return None
+    return f"python -m pytest {shlex.quote(nodeid)} --backend {shlex.quote(backend)}"
 
 
 def environments(headers: list[dict]) -> list[dict]:
@@ -480,7 +495,8 @@ def not_run(results: list[dict]) -> list[tuple[str, str]]:
     return sorted(found.items())
 
 
-def build(headers: list[dict], results: list[dict], findings: Sequence[Finding] | None = None) -> dict:
+def build(headers: list[dict], results: list[dict], findings: Sequence[Finding] | None = None,
+          reproducer: Reproducer | None = None) -> dict:
     """Every section of the report from the runs' headers and result records."""
     by_check: dict[str, list[dict]] = defaultdict(list)
     for record in results:
@@ -488,7 +504,7 @@ def build(headers: list[dict], results: list[dict], findings: Sequence[Finding] 
             by_check[check_of(record)].append(record)
     accuracy = by_check["accuracy"]
     details = Details()
-    failed, anchors = failures(results)
+    failed, anchors = failures(results, reproducer)
     forward = [r for r in accuracy if not r["op"].endswith("_vjp")]
     return {
         "verdict": verdict(results, findings, [h.get("file") or "?" for h in headers if h.get("partial")]),
@@ -529,8 +545,8 @@ def render(model: dict, title: str = "softmax-suite report") -> str:
 
 
 def write_report(headers: list[dict], results: list[dict], output: str | Path,
-                 findings: Sequence[Finding] | None = None) -> Path:
+                 findings: Sequence[Finding] | None = None, reproducer: Reproducer | None = None) -> Path:
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render(build(headers, results, findings)), encoding="utf-8")
+    make_folder(output)
+    output.write_text(render(build(headers, results, findings, reproducer)), encoding="utf-8")
     return output

@@ -62,6 +62,16 @@ def end_line(results: list[dict]) -> dict:
     return {"kind": "end", "finished": now(), "results": len(results), "counts": status_counts(results)}
 
 
+def make_folder(path: str | os.PathLike) -> None:
+    """The folder that will hold the file path, with its parents; a parent that is a file is a
+    NotADirectoryError (mkdir alone says "File exists" of it)."""
+    folder = Path(path).parent
+    for parent in (folder, *folder.parents):
+        if parent.exists() and not parent.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(parent))
+    folder.mkdir(parents=True, exist_ok=True)
+
+
 class ResultsWriter:
     """Writes the header and then one line per result, flushing each line to the OS.
 
@@ -74,7 +84,7 @@ class ResultsWriter:
         self.path = Path(path)
         self._pending: list[dict] = []
         if resumed is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            make_folder(self.path)
             self._file: TextIO = self.path.open("w", encoding="utf-8")
             self._write({"kind": "run", "schema": SCHEMA_VERSION, **(header or {})})
             return

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from backends.protocol import DTYPES, OPS
-from reports.text import grid
+from softmax_suite.protocol import DTYPES, OPS
+from softmax_suite.reports.text import grid
 
 # Orders for rows and columns; labels, ops and dtypes not listed here follow in the order seen.
 SPECIAL_INPUTS: tuple[str, ...] = ("NaN", "+inf", "-inf mask", "all -inf", "empty", "single element",
@@ -84,7 +84,7 @@ def _special_label(record: dict, case_labels: dict[str, str]) -> str | None:
 
 def flush_to_zero(results: Iterable[dict]) -> dict[str, list[str]]:
     """{backend/device: dtypes} in which the backend was measured to flush subnormals to zero
-    (its records' "flushes", from the run's probe: suites.flushing), and so judged with the
+    (its records' "flushes", from the run's probe: softmax_suite.suites.flushing), and so judged with the
     flush allowance."""
     flushes: dict[str, set[str]] = defaultdict(set)
     for record in results:

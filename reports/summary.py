@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from reports.results import status_counts
-from reports.text import grid as text_grid
+from softmax_suite.reports.results import status_counts
+from softmax_suite.reports.text import grid as text_grid
 
 SHORT = {"pass": "ok", "fail": "fail", "known_failure": "known", "error": "err",
          "unsupported": "unsup", "skip": "skip"}

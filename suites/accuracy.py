@@ -15,19 +15,19 @@ from functools import lru_cache
 
 import numpy as np
 
-from backends.protocol import Backend
-from oracle import cache, theory
-from oracle.budget import VJP_BUDGETS, budget, natural_scale, vjp_underflow
-from oracle.exact import Reference
-from oracle.formats import format_of
-from oracle.metrics import SEMANTIC_CATEGORIES, classify, compare, summarize
-from suites import flushing
-from suites.calls import CallTimeout, describe_error, last_frames, limited, output_of
-from suites.cases import CASES, Case
-from suites.config import Settings
-from suites.cotangents import build_cotangents
-from suites.deviations import Deviation, find
-from suites.isolation import Isolated, WorkerFailure
+from softmax_suite.backends.calls import CallTimeout, describe_error, last_frames, limited, output_of
+from softmax_suite.backends.isolation import Isolated, WorkerFailure
+from softmax_suite.formats import format_of
+from softmax_suite.oracle import cache, theory
+from softmax_suite.oracle.budget import VJP_BUDGETS, budget, natural_scale, vjp_underflow
+from softmax_suite.oracle.exact import Reference
+from softmax_suite.oracle.metrics import SEMANTIC_CATEGORIES, classify, compare, summarize
+from softmax_suite.protocol import Backend
+from softmax_suite.suites import flushing
+from softmax_suite.suites.cases import CASES, Case
+from softmax_suite.suites.cotangents import build_cotangents
+from softmax_suite.suites.deviations import Deviation, find
+from softmax_suite.suites.policy import Policy
 
 BUDGET_FORMULAS = {
     "softmax": "[(c0 + c_exp (|x_j - a| + W) + c_sum ceil(log2 n)) u + D_sub] y_j + ulp_min",
@@ -146,7 +146,7 @@ def call_backend(backend: Backend, op: str, device: str, axis: int, inputs: list
     return got
 
 
-def run(target: Target, backend: Backend, settings: Settings,
+def run(target: Target, backend: Backend, settings: Policy,
         deviations: tuple[Deviation, ...] = ()) -> dict:
     """Ask backend the target's question and return the result record."""
     case = CASES[target.case]
@@ -182,16 +182,16 @@ def run(target: Target, backend: Backend, settings: Settings,
     return judged({**record, **judge(reference, got, settings, case.axis, record["flushes"])}, deviations)
 
 
-def flush_evidence(backend: Backend, device: str, dtype: str, op: str, settings: Settings) -> dict:
+def flush_evidence(backend: Backend, device: str, dtype: str, op: str, settings: Policy) -> dict:
     """Whether op of backend on device flushes subnormals in dtype, and the probe's counts
-    (suites.flushing), measured once per process through the suite's own call path."""
+    (softmax_suite.suites.flushing), measured once per process through the suite's own call path."""
     def call(probed: str, inputs: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
         return call_backend(backend, probed, device, -1, inputs, shape, limit=settings.case_timeout)
 
     return flushing.measured(backend, device, dtype, op, call)
 
 
-def flushes(backend: Backend, target: Target, settings: Settings) -> bool:
+def flushes(backend: Backend, target: Target, settings: Policy) -> bool:
     """Whether the target's backend gets the flush-to-zero allowance: measured to flush on its
     device, dtype and op, and flush_to_zero = "note"."""
     evidence = flush_evidence(backend, target.device, target.dtype, target.op, settings)
@@ -230,7 +230,7 @@ def special_values(case: Case, x: np.ndarray, reference: Reference, got: np.ndar
             "outcomes": [{"expected": e, "got": g, "count": n} for (e, g), n in sorted(outcomes.items())]}
 
 
-def judge(reference: Reference, got: np.ndarray, settings: Settings, axis: int = -1,
+def judge(reference: Reference, got: np.ndarray, settings: Policy, axis: int = -1,
           flush: bool = False) -> dict:
     """Metrics, bound and status of a backend's output against the reference; flush grants the
     allowance of a backend measured to flush subnormals to zero (flushes())."""
@@ -313,7 +313,7 @@ def _scaled_metrics(reference: Reference, comparison, regimes: dict[str, np.ndar
 
 
 def _theory(reference: Reference, comparison, axis: int, flush: bool) -> dict:
-    """The a-priori bound (oracle.theory) at the element where measured/bound is largest."""
+    """The a-priori bound (softmax_suite.oracle.theory) at the element where measured/bound is largest."""
     ratios = theory.measured_over_bound(reference, comparison.abs, axis, flush)
     ratios = np.where(comparison.measured, ratios, np.nan)
     entry = {"source": theory.SOURCE if not reference.op.endswith("_vjp")

@@ -2,9 +2,9 @@
 
 A case is data: a name, a generator of float64 values (given the target format, so that
 thresholds follow from p, emin and emax), an axis, a seed, the dtypes it applies to, a memory
-layout, tags and the cotangent kinds its VJP questions use (suites.cotangents). `build`
+layout, tags and the cotangent kinds its VJP questions use (softmax_suite.suites.cotangents). `build`
 rounds the values into the dtype once; the oracle and every backend then see exactly those bits.
-CATALOGUE is the fixed cases (FIXED) followed by the found ones of the corpus (suites.corpus).
+CATALOGUE is the fixed cases (FIXED) followed by the found ones of the corpus (softmax_suite.suites.corpus).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from oracle.formats import DTYPES, Format, format_of
-from oracle.rounding import round_values
-from suites import corpus, cotangents
+from softmax_suite.formats import DTYPES, Format, format_of
+from softmax_suite.oracle.rounding import round_values
+from softmax_suite.suites import corpus, cotangents
 
 Generator = Callable[[np.random.Generator, Format], np.ndarray]
 LAYOUTS = ("contiguous", "strided", "transposed")

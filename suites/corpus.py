@@ -1,5 +1,5 @@
-"""The corpus of found cases: a JSON file of the inputs that hunts (suites.hunt) found, read by the
-catalogue (suites.cases) and merged into by every hunt, written atomically.
+"""The corpus of found cases: a JSON file of the inputs that hunts (suites.hunt.search) found, read by the
+catalogue (softmax_suite.suites.cases) and merged into by every hunt, written atomically.
 
 The file, version 1:
 
@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.protocol import DTYPES, OPS
-from oracle.formats import format_of
-from suites.cotangents import COTANGENTS
+from softmax_suite.formats import format_of
+from softmax_suite.protocol import DTYPES, OPS
+from softmax_suite.suites.cotangents import COTANGENTS
 
 FORMAT = "softmax-suite corpus"
 VERSION = 1
@@ -44,7 +44,7 @@ class CorpusError(pytest.UsageError):
     """A corpus file that cannot be used; the message names the file, the entry and the fix.
 
     A pytest.UsageError because the catalogue is first read while pytest configures the suite
-    (suites.plugin): pytest then prints the message and exits with its usage status (softmax-suite
+    (runner.plugin): pytest then prints the message and exits with its usage status (softmax-suite
     run: 2) instead of an internal error with a traceback."""
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from oracle.formats import Format
-from oracle.rounding import round_values
+from softmax_suite.formats import Format
+from softmax_suite.oracle.rounding import round_values
 
 Draw = Callable[[np.random.Generator, Format, tuple[int, ...], int], np.ndarray]
 

@@ -27,10 +27,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from backends.protocol import Backend
-from oracle import cache
-from oracle.formats import Format, format_of
-from oracle.rounding import round_values
+from softmax_suite.formats import Format, format_of
+from softmax_suite.oracle import cache
+from softmax_suite.oracle.rounding import round_values
+from softmax_suite.protocol import Backend
 
 STANDS_FOR = {"log_softmax": "softmax", "logsumexp": "softmax"}
 ENTRIES = 8
@@ -86,7 +86,7 @@ def probe(call: Call, op: str, dtype: str) -> dict:
 
 def measured(backend: Backend, device: str, dtype: str, op: str, call: Call) -> dict:
     """The evidence for op (or the op it stands for) of backend on device in dtype, measured once
-    per process; call runs the backend (suites.accuracy.call_backend)."""
+    per process; call runs the backend (softmax_suite.suites.accuracy.call_backend)."""
     probed = STANDS_FOR.get(op, op)
     key = (backend.name, device, dtype, probed)
     if key not in _measured:

@@ -12,13 +12,13 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from backends.protocol import Backend
-from oracle import cache
-from oracle.budget import budget
-from oracle.exact import Reference
-from oracle.formats import Format, format_of
-from oracle.rounding import ulp, ulp_exponent
-from suites.accuracy import (
+from softmax_suite.formats import Format, format_of
+from softmax_suite.oracle import cache
+from softmax_suite.oracle.budget import budget
+from softmax_suite.oracle.exact import Reference
+from softmax_suite.oracle.rounding import ulp, ulp_exponent
+from softmax_suite.protocol import Backend
+from softmax_suite.suites.accuracy import (
     BackendFailure,
     Target,
     base_record,
@@ -28,9 +28,9 @@ from suites.accuracy import (
     flushes,
     judged,
 )
-from suites.cases import CASES
-from suites.config import Settings
-from suites.deviations import Deviation
+from softmax_suite.suites.cases import CASES
+from softmax_suite.suites.deviations import Deviation
+from softmax_suite.suites.policy import Policy
 
 CALLS = 3
 INVARIANTS: dict[str, str] = {
@@ -92,7 +92,7 @@ class Rows:
 Call = Callable[[str, np.ndarray, str], np.ndarray]
 
 
-def run(target: Target, backend: Backend, settings: Settings,
+def run(target: Target, backend: Backend, settings: Policy,
         deviations: tuple[Deviation, ...] = ()) -> dict:
     """Measure the invariants of target.op for backend on the target's case; the result record.
 
@@ -140,7 +140,7 @@ def caller(backend: Backend, device: str, axis: int, x: np.ndarray, limit: float
     return call
 
 
-def measure(target: Target, backend: Backend, settings: Settings, x: np.ndarray, axis: int, seed: int,
+def measure(target: Target, backend: Backend, settings: Policy, x: np.ndarray, axis: int, seed: int,
             into: dict[str, dict]) -> None:
     """Fill `into` with the op's invariants, one at a time (what was measured survives an error)."""
     op, fmt = target.op, format_of(x.dtype)
@@ -183,7 +183,7 @@ def not_applicable(units: str, note: str) -> dict:
     return {"value": None, "budget": None, "units": units, "ok": None, "note": note}
 
 
-def allowance(reference: Reference, settings: Settings, flush: bool) -> tuple[np.ndarray, np.ndarray]:
+def allowance(reference: Reference, settings: Policy, flush: bool) -> tuple[np.ndarray, np.ndarray]:
     """(q, budget): log2 of the ULP of each exact value, and its error budget in those ULPs. For a
     backend measured to flush subnormals to zero (flush, as the accuracy check grants it), an
     element whose correctly rounded value is below the smallest normal may also be 0."""
@@ -318,7 +318,7 @@ def at_least_max(rows: Rows, finite: np.ndarray, xr: np.ndarray, out: np.ndarray
     return entry
 
 
-def exp_agrees_with_softmax(backend: Backend, call: Call, settings: Settings, flush: bool, x: np.ndarray,
+def exp_agrees_with_softmax(backend: Backend, call: Call, settings: Policy, flush: bool, x: np.ndarray,
                             axis: int, finite: np.ndarray, z: np.ndarray, reference: Reference) -> dict:
     """|exp(z_j^) - y_j^| in ULPs of the exact y_j, with y^ the backend's softmax. An error e_z in z_j
     moves exp(z_j) by at most y_j expm1(|e_z|); so the budget is y_j expm1(E_z) / ulp(y_j) plus
@@ -399,11 +399,11 @@ def laid_out_like(x: np.ndarray, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _shifted_logsumexp(reference: Reference, c: float, settings: Settings,
+def _shifted_logsumexp(reference: Reference, c: float, settings: Policy,
                        flush: bool) -> tuple[np.ndarray, np.ndarray]:
     """(q, absolute budget) of logsumexp(x + c) = logsumexp(x) + c. The exact value to float64
     accuracy is enough to place its ULP; the budget's terms (t, W) do not move with a shift, so the
-    reference with the shifted value is the shifted input's for oracle.budget."""
+    reference with the shifted value is the shifted input's for softmax_suite.oracle.budget."""
     fmt = format_of(reference.dtype)
     exact = np.ldexp(reference.mant + reference.mant_lo, np.clip(reference.scale, -1100, 1100))
     shifted = exact + c
@@ -417,7 +417,7 @@ def _shifted_logsumexp(reference: Reference, c: float, settings: Settings,
     return q, np.ldexp(allowed, q)
 
 
-def shift_invariance(op: str, call: Call, settings: Settings, flush: bool, x: np.ndarray, rows: Rows,
+def shift_invariance(op: str, call: Call, settings: Policy, flush: bool, x: np.ndarray, rows: Rows,
                      finite: np.ndarray, out: np.ndarray, reference: Reference) -> dict:
     """op(x + c) against op(x) (logsumexp: against logsumexp(x) + c, the difference taken
     exactly), in ULPs of the exact value; budget: both sides' budgets (2x for softmax and

@@ -1,9 +1,9 @@
 """Forward accuracy: softmax, log_softmax and logsumexp of every case against the exact oracle.
 
-The plugin (suites.plugin) parametrizes `target` over backend x device x dtype x case.
+The plugin (softmax_suite.runner.plugin) parametrizes `target` over backend x device x dtype x case.
 """
 
-from suites.accuracy import Target
+from softmax_suite.suites.accuracy import Target
 
 
 def test_softmax(target: Target, check_accuracy) -> None:

@@ -1,10 +1,10 @@
 """Gradient accuracy: the VJPs of softmax, log_softmax and logsumexp against the exact oracle.
 
-The plugin (suites.plugin) parametrizes `target` over backend x device x dtype x case x
+The plugin (softmax_suite.runner.plugin) parametrizes `target` over backend x device x dtype x case x
 cotangent kind; ids read `test_softmax_vjp[torch-cpu-float32-glossary-random]`.
 """
 
-from suites.accuracy import Target
+from softmax_suite.suites.accuracy import Target
 
 
 def test_softmax_vjp(target: Target, check_accuracy) -> None:

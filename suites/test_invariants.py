@@ -1,11 +1,11 @@
 """Invariants: the properties a correct softmax, log_softmax and logsumexp keep (suites.invariants:
 sums, shifts, permutations, order, sign, exp(log_softmax) = softmax, lse >= max, determinism).
 
-The plugin (suites.plugin) parametrizes `target` over backend x device x dtype x case; ids read
+The plugin (softmax_suite.runner.plugin) parametrizes `target` over backend x device x dtype x case; ids read
 `test_softmax_invariants[torch-cpu-float32-glossary]`.
 """
 
-from suites.accuracy import Target
+from softmax_suite.suites.accuracy import Target
 
 
 def test_softmax_invariants(target: Target, check_invariants) -> None:

@@ -1,10 +1,10 @@
 """Throughput: each op per backend, device, dtype and shape, timed with pytest-benchmark against
-the same backend's copy of the same size (suites.throughput). Runs in one process.
+the same backend's copy of the same size (softmax_suite.suites.throughput). Runs in one process.
 
-The plugin (suites.plugin) parametrizes `target` over backend x device x dtype x shape (--sweep).
+The plugin (runner.plugin) parametrizes `target` over backend x device x dtype x shape (--sweep).
 """
 
-from suites.accuracy import Target
+from softmax_suite.suites.accuracy import Target
 
 
 def test_softmax_throughput(target: Target, check_throughput) -> None:

@@ -48,11 +48,11 @@ from typing import Any
 
 import numpy as np
 
-from backends.protocol import Backend
-from oracle.formats import FORMATS
-from suites.accuracy import Target
-from suites.calls import CallTimeout, limited
-from suites.cases import short_count
+from softmax_suite.backends.calls import CallTimeout, limited
+from softmax_suite.formats import FORMATS
+from softmax_suite.protocol import Backend
+from softmax_suite.suites.accuracy import Target
+from softmax_suite.suites.cases import short_count
 
 IMPOSSIBLE = 2.0
 WARMUP_ROUNDS = 2

@@ -1,6 +1,6 @@
 """An independent round-to-nearest-even for the self-tests: exact Fraction distances to neighbours.
 
-It shares no code with oracle.rounding: candidates come from numpy's nextafter in the target
+It shares no code with softmax_suite.oracle.rounding: candidates come from numpy's nextafter in the target
 dtype, distances are exact Fractions, and a tie goes to the candidate whose encoding is even.
 """
 

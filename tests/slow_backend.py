@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from backends import numpy_backend
+from softmax_suite.backends import numpy_backend
 
 
 def softmax(x: np.ndarray, axis: int) -> np.ndarray:

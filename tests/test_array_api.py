@@ -13,14 +13,14 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from backends.array_api_backend import adapter
-from backends.custom import SpecError
-from backends.protocol import OPS, Backend
-from backends.registry import Unavailable, check_names, load
-from suites import accuracy
-from suites.accuracy import Target
-from suites.cases import CASES, CATALOGUE
-from suites.config import Settings
+from softmax_suite.backends.array_api_backend import adapter
+from softmax_suite.backends.custom import SpecError
+from softmax_suite.backends.registry import Unavailable, check_names, load
+from softmax_suite.protocol import OPS, Backend
+from softmax_suite.runner.config import Settings
+from softmax_suite.suites import accuracy
+from softmax_suite.suites.accuracy import Target
+from softmax_suite.suites.cases import CASES, CATALOGUE
 
 strict = pytest.importorskip("array_api_strict")
 
@@ -41,7 +41,8 @@ def runs(case_names: list[str], dtypes: tuple[str, ...]) -> list[Target]:
 def test_the_whole_catalogue_passes_on_array_api_strict(tmp_path: Path) -> None:
     environment = {**os.environ, **{f"ARRAY_API_STRICT_{key.upper()}": str(value)
                                     for key, value in STANDARD.items()}}
-    done = subprocess.run([sys.executable, "-m", "suites.cli", "run", "--backend", "array_api_strict",
+    done = subprocess.run([sys.executable, "-m", "softmax_suite.runner.cli",
+                           "run", "--backend", "array_api_strict",
                            "--out", str(tmp_path), "-n", "0", "--throughput", "off"],
                           cwd=REPO, env=environment, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr

@@ -9,13 +9,13 @@ import time
 import numpy as np
 import pytest
 
-from backends.custom import load_spec, wrap
-from backends.protocol import FORWARD_OPS, Backend
-from oracle import cache
-from oracle.formats import DTYPES, format_of
-from suites.accuracy import Target, case_cotangents, case_input, run
-from suites.cases import CASES, select_cases
-from suites.config import Settings
+from softmax_suite.backends.custom import load_spec, wrap
+from softmax_suite.formats import DTYPES, format_of
+from softmax_suite.oracle import cache
+from softmax_suite.protocol import FORWARD_OPS, Backend
+from softmax_suite.runner.config import Settings
+from softmax_suite.suites.accuracy import Target, case_cotangents, case_input, run
+from softmax_suite.suites.cases import CASES, select_cases
 
 SETTINGS = Settings()
 SIXTEEN_BIT = ["float16", "bfloat16"]

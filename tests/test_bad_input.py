@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from reports import baseline as baseline_io
-from reports.results import SCHEMA_VERSION, end_line
-from suites import cli
+from softmax_suite.reports import baseline as baseline_io
+from softmax_suite.reports.results import SCHEMA_VERSION, end_line
+from softmax_suite.runner import cli
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDS = [{"check": "accuracy", "backend": "numpy", "device": "cpu", "dtype": "float32", "op": "softmax",
@@ -51,7 +51,9 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> Path:
     baseline_io.save([folder / "good.jsonl"], folder / "base.json")
     text = (folder / "base.json").read_text()
     (folder / "trunc.json").write_text(text[: len(text) // 2])
-    (folder / "v3.json").write_text(text.replace('"schema": 1', '"schema": 3'))
+    # a baseline of a later softmax-suite: one schema past this one's
+    later = f'"schema": {baseline_io.BASELINE_SCHEMA + 1}'
+    (folder / "v3.json").write_text(text.replace(f'"schema": {baseline_io.BASELINE_SCHEMA}', later))
     broken = json.loads(text)
     broken["entries"]["accuracy/numpy/cpu/float32/softmax/glossary"] = {"value": 1.0}
     (folder / "badentry.json").write_text(json.dumps(broken, indent=1, sort_keys=True))
@@ -125,7 +127,8 @@ TABLE = [
     # Baselines, likewise.
     ("gate {dir}/good.jsonl --baseline {dir}/trunc.json", ["trunc.json:", "not JSON"], False),
     ("gate {dir}/good.jsonl --baseline {dir}/v3.json",
-     ["v3.json:", "not a softmax-suite baseline of schema 1 (schema 3)"], False),
+     ["v3.json:", f"not a softmax-suite baseline of schema {baseline_io.BASELINE_SCHEMA} "
+                  f"(schema {baseline_io.BASELINE_SCHEMA + 1})"], False),
     ("gate {dir}/good.jsonl --baseline {dir}/good.jsonl",
      ["good.jsonl:2: not JSON", "this is a results file", "baseline save"], False),
     ("gate {dir}/good.jsonl --baseline {dir}/badentry.json",
@@ -149,7 +152,8 @@ def test_bad_input_is_one_clear_message_and_exit_two(bad: Path, capsys, line: st
                                                      own_process: bool) -> None:
     argv = line.replace("{dir}", str(bad)).split()
     if own_process:
-        done = subprocess.run([sys.executable, "-m", "suites.cli", *argv], cwd=REPO, capture_output=True,
+        done = subprocess.run([sys.executable, "-m", "softmax_suite.runner.cli",
+                               *argv], cwd=REPO, capture_output=True,
                               text=True, timeout=300)
         code, said = done.returncode, done.stdout + done.stderr
     else:
@@ -170,7 +174,8 @@ def test_bad_input_is_one_clear_message_and_exit_two(bad: Path, capsys, line: st
 ])
 def test_pytest_answers_bad_input_with_its_usage_error(bad: Path, args: list[str],
                                                        phrases: list[str]) -> None:
-    done = subprocess.run([sys.executable, "-m", "pytest", "suites", "-p", "suites.plugin", "-p",
+    done = subprocess.run([sys.executable, "-m", "pytest", "suites", "-p", "softmax_suite.runner.plugin",
+                           "-p",
                            "no:cacheprovider", "--collect-only", "-q",
                            *(arg.replace("{dir}", str(bad)) for arg in args)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)

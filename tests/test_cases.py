@@ -15,9 +15,9 @@ import mpmath
 import numpy as np
 import pytest
 
-from oracle import cache
-from oracle.formats import DTYPES, format_of
-from suites.cases import CASES, CATALOGUE, select_cases
+from softmax_suite.formats import DTYPES, format_of
+from softmax_suite.oracle import cache
+from softmax_suite.suites.cases import CASES, CATALOGUE, select_cases
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = select_cases(None)
@@ -57,7 +57,7 @@ def test_build_is_deterministic_and_in_the_dtype(name: str, dtype: str) -> None:
 def test_bits_do_not_depend_on_the_process() -> None:
     # A seed taken from Python's salted str hash would give other inputs in every process (and
     # per xdist worker); run the builds in a child with a different PYTHONHASHSEED.
-    script = ("import hashlib, json, numpy as np; from suites.cases import CATALOGUE;"
+    script = ("import hashlib, json, numpy as np; from softmax_suite.suites.cases import CATALOGUE;"
               "print(json.dumps({c.name: hashlib.sha256(np.ascontiguousarray(c.build('float32'))"
               ".tobytes()).hexdigest() for c in CATALOGUE if 'slow' not in c.tags}))")
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO)}

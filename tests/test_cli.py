@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "suites.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "softmax_suite.runner.cli", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=600)
 
 

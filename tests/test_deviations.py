@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from backends.registry import Unavailable, load
-from suites.accuracy import Target, judged, run
-from suites.config import DEFAULT_DEVIATIONS, Settings
-from suites.deviations import Deviation, load_deviations, stale
+from softmax_suite.backends.registry import Unavailable, load
+from softmax_suite.runner.config import DEFAULT_DEVIATIONS, Settings
+from softmax_suite.suites.accuracy import Target, judged, run
+from softmax_suite.suites.deviations import Deviation, load_deviations, stale
 
 DEVIATIONS = load_deviations(DEFAULT_DEVIATIONS)
 

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from mpmath.libmp import from_float, mpf_add, mpf_shift
 
-from oracle import doubleword as dw
-from oracle import exponential, fastpath
-from oracle.budget import natural_scale
-from oracle.exact import forward_references
-from oracle.formats import DTYPES, FORMATS
-from oracle.gradients import vjp_references
-from oracle.rounding import round_certified, round_to_format
+from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.oracle import doubleword as dw
+from softmax_suite.oracle import exponential, fastpath
+from softmax_suite.oracle.budget import natural_scale
+from softmax_suite.oracle.exact import forward_references
+from softmax_suite.oracle.gradients import vjp_references
+from softmax_suite.oracle.rounding import round_certified, round_to_format
 
 ROWS, N = 200, 500  # 10^5 elements per dtype
 

@@ -14,10 +14,11 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from backends.registry import load
-from suites import accuracy, isolation
-from suites.calls import CallTimeout, limited
-from suites.cli import EXIT_USAGE, main
+from softmax_suite.backends import isolation
+from softmax_suite.backends.calls import CallTimeout, limited
+from softmax_suite.backends.registry import load
+from softmax_suite.runner.cli import EXIT_USAGE, main
+from softmax_suite.suites import accuracy
 
 REPO = Path(__file__).resolve().parent.parent
 CASES = ("glossary", "tied_max", "nan")
@@ -58,7 +59,8 @@ def start(faults: list[str], out: Path, *options: str) -> subprocess.Popen:
     `tests.` imports)."""
     backends = ",".join(f"tests.faulty_backend:{fault}" for fault in faults)
     return subprocess.Popen(
-        [sys.executable, "-m", "suites.cli", "run", "--backend", backends, "--case", ",".join(CASES),
+        [sys.executable, "-m", "softmax_suite.runner.cli",
+         "run", "--backend", backends, "--case", ",".join(CASES),
          "--dtype", "float32", "--op", "softmax", "--throughput", "off", "--case-timeout", str(LIMIT),
          "--oracle-cache", "off", "--out", str(out), *options],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.custom import load_spec
-from backends.registry import load
-from oracle import cache
-from oracle.formats import DTYPES, FORMATS
-from suites import flushing
-from suites.accuracy import call_backend, flush_evidence
-from suites.config import Settings
+from softmax_suite.backends.custom import load_spec
+from softmax_suite.backends.registry import load
+from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.oracle import cache
+from softmax_suite.runner.config import Settings
+from softmax_suite.suites import flushing
+from softmax_suite.suites.accuracy import call_backend, flush_evidence
 
 REPO = Path(__file__).resolve().parents[1]
 PROBED = ("softmax", "softmax_vjp", "log_softmax_vjp", "logsumexp_vjp")
@@ -89,7 +89,8 @@ def test_jax_flushes_on_the_cpu_except_in_float16():
 def test_the_run_header_and_the_report_carry_the_probe(tmp_path: Path):
     out = tmp_path / "out"
     flusher = "tests.bad_softmax:FlushToZero"
-    done = subprocess.run([sys.executable, "-m", "suites.cli", "run", "--backend", f"numpy,{flusher}",
+    done = subprocess.run([sys.executable, "-m", "softmax_suite.runner.cli",
+                           "run", "--backend", f"numpy,{flusher}",
                            "--case", "underflow_gaps", "--op", "softmax", "--dtype", "float32",
                            "--throughput", "off", "-n", "0", "--out", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)

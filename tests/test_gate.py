@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from reports import baseline as baseline_io
-from reports.gate import FAIL, NOTE, WARN, GateRules, Thresholds, gate, tally
-from suites.cli import build_parser
-from suites.config import ConfigError, gate_rules, load_settings
+from softmax_suite.reports import baseline as baseline_io
+from softmax_suite.reports.gate import FAIL, NOTE, WARN, GateRules, Thresholds, gate, tally
+from softmax_suite.runner.cli import build_parser
+from softmax_suite.runner.config import ConfigError, gate_rules, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -155,7 +155,7 @@ def test_calls_too_short_to_time_are_not_gated() -> None:
 
 
 def test_results_timed_on_busy_cores_are_not_gated() -> None:
-    # A multi-threaded backend timed while other processes held the cores (suites.throughput's
+    # A multi-threaded backend timed while other processes held the cores (softmax_suite.suites.throughput's
     # resolvable), or a copy that never ran at speed (no roofline fraction): a note, however slow.
     busy = [{**record, "resolvable": False} for record in sizes(4e-3)]
     assert findings(sizes(1e-3), busy) == [(NOTE, "not gated (timed on busy cores)")] * 2
@@ -203,7 +203,8 @@ def test_malformed_gate_settings_name_the_key(tmp_path: Path) -> None:
 
 
 def cli(*args: str, env: dict | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "suites.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "softmax_suite.runner.cli",
+                           *args], capture_output=True, text=True,
                           cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, timeout=600)
 
 
@@ -265,7 +266,7 @@ def test_the_gating_commands_create_their_output_folders(tmp_path: Path) -> None
 
 
 def write_results(path: Path, records: list[dict]) -> str:
-    from reports.results import SCHEMA_VERSION, end_line
+    from softmax_suite.reports.results import SCHEMA_VERSION, end_line
 
     # A finished run's file: the end line counts its results.
     lines = [{"kind": "run", "schema": SCHEMA_VERSION}, *({**r, "kind": "result"} for r in records),
@@ -305,8 +306,9 @@ def test_pytest_baseline_fails_the_regressed_items_in_junit(tmp_path: Path) -> N
     assert cli("baseline", "save", *planted_run(tmp_path / "before"), "-o", str(baseline)).returncode == 0
     junit = tmp_path / "junit.xml"
     done = subprocess.run(
-        [sys.executable, "-m", "pytest", str(REPO / "suites" / "test_forward.py"), "-p", "suites.plugin",
-         "-p", "no:cacheprovider", "--backend", "tests.planted_backend:Softmax", "--op", "softmax",
+        [sys.executable, "-m", "pytest", str(REPO / "suites" / "test_forward.py"),
+         "-p", "softmax_suite.runner.plugin", "-p", "no:cacheprovider",
+         "--backend", "tests.planted_backend:Softmax", "--op", "softmax",
          "--case", "random_n1k_s10", "--baseline", str(baseline), "--junitxml", str(junit),
          "--results", str(tmp_path / "r.jsonl")],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,

@@ -1,4 +1,4 @@
-"""oracle.gradients.vjp_references: correct rounding checked bit for bit against the plain VJP
+"""softmax_suite.oracle.gradients.vjp_references: correct rounding checked bit for bit against the plain VJP
 formulas in mpmath and an independent rounding (tests/reference_rounding.py), the exact zeros of
 the Lindemann-Weierstrass grouping, exact rational rows (ties on a midpoint), the special-value
 policy, Ziv's loop, axes, shape errors, and the error budgets and a-priori bounds of the VJPs.
@@ -20,13 +20,13 @@ import mpmath
 import numpy as np
 import pytest
 
-from oracle import exact, fastpath, gradients, theory
-from oracle.budget import BudgetConstants, budget, natural_scale, summation_depth
-from oracle.exact import initial_precision
-from oracle.formats import DTYPES, FORMATS
-from oracle.gradients import VJP_OPS, vjp_references
-from oracle.metrics import compare
-from oracle.rounding import round_interval
+from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.oracle import exact, fastpath, gradients, theory
+from softmax_suite.oracle.budget import BudgetConstants, budget, natural_scale, summation_depth
+from softmax_suite.oracle.exact import initial_precision
+from softmax_suite.oracle.gradients import VJP_OPS, vjp_references
+from softmax_suite.oracle.metrics import compare
+from softmax_suite.oracle.rounding import round_interval
 from tests.reference_rounding import UNSIGNED, reference_round
 
 NAN, INF = math.nan, math.inf
@@ -194,7 +194,7 @@ def check_against_plain_formulas(x: np.ndarray, g: np.ndarray, g_row: np.ndarray
                 if exact_value == 0 and isinstance(value, Fraction):
                     assert ref.mant[at] == 0 and ref.mant_lo[at] == 0, (op, at)  # an exact zero
                     counts["zeros"] += 1
-                # Rows the fast path decides carry its bounds (oracle.fastpath): below 2^-95 of
+                # Rows the fast path decides carry its bounds (softmax_suite.oracle.fastpath): below 2^-95 of
                 # the same scale on the double-word tier; on the float64 tier (24-bit outputs)
                 # eps_y + 2u + depth u of it, about 20u = 2^-48.7 for these short rows.
                 bound = 64 * eps
@@ -530,8 +530,8 @@ def test_forced_ziv_loop_gives_identical_results(name, monkeypatch):
         precisions.append(precision)
         return evaluate(rows, precision)
 
-    # _decided_row looks initial_precision up in oracle.exact's globals at each call, and
-    # vjp_references looks _evaluate_vjp_row up in oracle.gradients' globals.
+    # _decided_row looks initial_precision up in softmax_suite.oracle.exact's globals at each call, and
+    # vjp_references looks _evaluate_vjp_row up in softmax_suite.oracle.gradients' globals.
     monkeypatch.setattr(exact, "initial_precision", lambda fmt: 16)
     monkeypatch.setattr(gradients, "_evaluate_vjp_row", recording)
     forced = [vjp_references(x, g, g_row, -1) for x, g, g_row in ziv_batches(name)]
@@ -664,7 +664,7 @@ def test_cancellation_to_zero_is_within_budget_at_the_natural_scale(name):
 
 @pytest.mark.parametrize("name", DTYPES)
 def test_theory_bound_holds_for_correctly_rounded_answers(name):
-    # The bounds of oracle.theory all exceed u |v| + min_subnormal (1 + multiplier) >= the error
+    # The bounds of softmax_suite.oracle.theory all exceed u |v| + min_subnormal (1 + multiplier) >= the error
     # of a correct rounding (half an ulp of v, at most u |v|, or half the smallest subnormal):
     # |softmax_vjp| <= y (|g| + A), |log_softmax_vjp| <= |g| + y sum |g|, |logsumexp_vjp| = |g| y.
     fmt = FORMATS[name]
@@ -742,8 +742,8 @@ def test_theory_bound_is_below_the_budget_allowance_for_some_short_rows(name):
 #   logsumexp_vjp   = [y_0, y_1]
 # With the gap beyond (2p + 64) ln 2, y_0 is 1 at the first working precision: computed as
 # g_0 - <g, y> and g_0 - y_0 sum g these cancel to exactly 0, though the exact values are normal
-# numbers of the format. The oracle never forms 1 - y_0 (oracle.gradients), and a computed 0
-# with a non-zero error bound is never taken as exact (oracle.rounding.round_interval).
+# numbers of the format. The oracle never forms 1 - y_0 (softmax_suite.oracle.gradients), and a computed 0
+# with a non-zero error bound is never taken as exact (softmax_suite.oracle.rounding.round_interval).
 DOMINANT = {"float16": 12.0, "bfloat16": 60.0, "float32": 80.0, "float64": 200.0}
 
 

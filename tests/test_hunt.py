@@ -13,16 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.registry import load
-from oracle.formats import DTYPES, format_of
-from suites import accuracy, cli, corpus
-from suites.accuracy import Target
-from suites.cases import CATALOGUE, found_case, select_cases
-from suites.config import Settings
-from suites.cotangents import build_cotangents
-from suites.fitness import Evaluator
-from suites.hunt import OFFSPRING, Plan, hunt, parse_duration, search
-from suites.shrink import shrink
+from softmax_suite.backends.registry import load
+from softmax_suite.formats import DTYPES, format_of
+from softmax_suite.runner import cli
+from softmax_suite.runner.config import Settings
+from softmax_suite.suites import accuracy, corpus
+from softmax_suite.suites.accuracy import Target
+from softmax_suite.suites.cases import CATALOGUE, found_case, select_cases
+from softmax_suite.suites.cotangents import build_cotangents
+from softmax_suite.suites.hunt.fitness import Evaluator
+from softmax_suite.suites.hunt.search import OFFSPRING, Plan, hunt, parse_duration, search
+from softmax_suite.suites.hunt.shrink import shrink
 from tests.narrow_bug import BAND, SHORT_ROW
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def run_cli(*args: str, cwd: Path, corpus_variable: str | None = None) -> subpro
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     if corpus_variable is not None:
         env[corpus.ENVIRONMENT_VARIABLE] = corpus_variable
-    return subprocess.run([sys.executable, "-m", "suites.cli", *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-m", "softmax_suite.runner.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.custom import wrap
-from backends.protocol import FORWARD_OPS, Backend
-from backends.registry import load
-from oracle.formats import DTYPES, format_of
-from suites.accuracy import Target, case_input
-from suites.cases import CASES, select_cases
-from suites.config import Settings
-from suites.deviations import Deviation
-from suites.invariants import OP_INVARIANTS, SHIFTS, choose_shift, laid_out_like, run
+from softmax_suite.backends.custom import wrap
+from softmax_suite.backends.registry import load
+from softmax_suite.formats import DTYPES, format_of
+from softmax_suite.protocol import FORWARD_OPS, Backend
+from softmax_suite.runner.config import Settings
+from softmax_suite.suites.accuracy import Target, case_input
+from softmax_suite.suites.cases import CASES, select_cases
+from softmax_suite.suites.deviations import Deviation
+from softmax_suite.suites.invariants import OP_INVARIANTS, SHIFTS, choose_shift, laid_out_like, run
 from tests import bad_softmax
 
 pytest_plugins = ["pytester"]

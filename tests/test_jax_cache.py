@@ -1,10 +1,10 @@
-"""Where the jax backend keeps compiled functions between runs (backends.jax_backend)."""
+"""Where the jax backend keeps compiled functions between runs (softmax_suite.backends.jax_backend)."""
 
 from pathlib import Path
 
 import pytest
 
-from backends.jax_backend import CACHE_VARIABLE, compilation_cache_folder
+from softmax_suite.backends.jax_backend import CACHE_VARIABLE, compilation_cache_folder
 
 
 def test_a_folder_the_user_gave_jax_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -27,7 +27,7 @@ def test_default_is_beside_the_oracle_cache(monkeypatch: pytest.MonkeyPatch, tmp
 
 def test_loading_jax_turns_the_cache_on(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     jax = pytest.importorskip("jax")
-    from backends.jax_backend import load
+    from softmax_suite.backends.jax_backend import load
 
     monkeypatch.setenv(CACHE_VARIABLE, str(tmp_path))
     previous = jax.config.jax_compilation_cache_dir

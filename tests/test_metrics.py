@@ -10,11 +10,11 @@ import sys
 import numpy as np
 import pytest
 
-from oracle.budget import budget_ulp
-from oracle.exact import FORWARD_OPS, forward_references
-from oracle.formats import DTYPES, FORMATS
-from oracle.metrics import CATEGORIES, compare, summarize, ulp_histogram
-from oracle.rounding import ulp
+from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.oracle.budget import budget_ulp
+from softmax_suite.oracle.exact import FORWARD_OPS, forward_references
+from softmax_suite.oracle.metrics import CATEGORIES, compare, summarize, ulp_histogram
+from softmax_suite.oracle.rounding import ulp
 
 
 def row_of(values, name: str) -> np.ndarray:
@@ -234,7 +234,7 @@ def test_flushed_subnormal(name):
     fmt = FORMATS[name]
     ref = refs_of([0.0, (fmt.exp_subnormal_below + fmt.exp_zero_below) / 2], name)["softmax"]
     assert 0 < ref.rounded[1] < fmt.min_normal
-    # For a backend measured to flush (suites.flushing), the 0 is a category apart ...
+    # For a backend measured to flush (softmax_suite.suites.flushing), the 0 is a category apart ...
     comparison = compare(ref, row_of([1.0, 0.0], name), flush_to_zero=True)
     assert flagged(comparison) == {"flushed_subnormal": [1]}
     assert np.isnan(comparison.ulp[1])  # excluded from the ULP statistics

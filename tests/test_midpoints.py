@@ -26,10 +26,10 @@ import numpy as np
 import pytest
 from mpmath.libmp import from_man_exp, fzero, mpf_neg
 
-from oracle.exact import forward_references, initial_precision, near
-from oracle.formats import DTYPES, FORMATS
-from oracle.gradients import vjp_references
-from oracle.rounding import round_interval
+from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.oracle.exact import forward_references, initial_precision, near
+from softmax_suite.oracle.gradients import vjp_references
+from softmax_suite.oracle.rounding import round_interval
 from tests.test_oracle import assert_same_bits, row_of
 
 GAP = 32768.0  # a power of two: exact in every format; e^-GAP ~ 2^-47274

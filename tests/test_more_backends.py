@@ -1,5 +1,5 @@
 """The onnxruntime, mlx, tensorflow, cupy and triton adapters: each is skipped with its load() reason
-where it cannot run; where it runs, cases go through the real path (suites.accuracy.run)."""
+where it cannot run; where it runs, cases go through the real path (softmax_suite.suites.accuracy.run)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from backends import cupy_backend, triton_backend
-from backends.protocol import Backend, BackendUnavailable
-from backends.registry import Unavailable, load
-from suites.accuracy import Target, case_input, run
-from suites.config import DEFAULT_DEVIATIONS, Settings
-from suites.deviations import load_deviations
+from softmax_suite.backends import cupy_backend, triton_backend
+from softmax_suite.backends.registry import Unavailable, load
+from softmax_suite.protocol import Backend, BackendUnavailable
+from softmax_suite.runner.config import DEFAULT_DEVIATIONS, Settings
+from softmax_suite.suites.accuracy import Target, case_input, run
+from softmax_suite.suites.deviations import load_deviations
 
 REPO = Path(__file__).resolve().parents[1]
 DEVIATIONS = load_deviations(DEFAULT_DEVIATIONS)
@@ -223,9 +223,9 @@ def test_triton_without_a_cuda_device_is_unavailable(monkeypatch: pytest.MonkeyP
 
 INTERPRETED = """
 import numpy as np, torch
-from backends import numpy_backend, triton_backend
-from suites.accuracy import case_input
-from suites.cases import CASES
+from softmax_suite.backends import numpy_backend, triton_backend
+from softmax_suite.suites.accuracy import case_input
+from softmax_suite.suites.cases import CASES
 worst = 0.0
 for case in ("glossary", "random_n31_s3", "neg_inf_mask", "all_neg_inf", "pos_inf", "nan", "empty",
              "single_element", "axis1_3d", "transposed"):

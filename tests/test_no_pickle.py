@@ -87,7 +87,7 @@ def problems(path: Path, root: Path = REPO) -> list[str]:
 def test_the_scan_sees_the_project_and_catches_each_form(tmp_path: Path) -> None:
     names = {path.relative_to(REPO).as_posix() for path in sources()}
     # The oracle's cache is the one place that loads numpy files; the scan must see it.
-    assert {"oracle/store.py", "suites/plugin.py", "tests/test_no_pickle.py"} <= names
+    assert {"oracle/store.py", "runner/plugin.py", "tests/test_no_pickle.py"} <= names
     planted = tmp_path / "oracle" / "planted.py"
     planted.parent.mkdir()
     planted.write_text("\n".join([

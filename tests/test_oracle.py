@@ -1,4 +1,4 @@
-"""oracle.exact.forward_references: worked examples, exact cases, the special-value policy, and
+"""softmax_suite.oracle.exact.forward_references: worked examples, exact cases, the special-value policy, and
 correct rounding checked bit for bit against plain mpmath formulas and an independent rounding."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import mpmath
 import numpy as np
 import pytest
 
-from oracle import exact, fastpath
-from oracle.exact import FORWARD_OPS, forward_references, initial_precision
-from oracle.formats import DTYPES, FORMATS
-from oracle.rounding import round_interval
+from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.oracle import exact, fastpath
+from softmax_suite.oracle.exact import FORWARD_OPS, forward_references, initial_precision
+from softmax_suite.oracle.rounding import round_interval
 from tests.reference_rounding import UNSIGNED, reference_round
 
 

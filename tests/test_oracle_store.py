@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from oracle import cache, store
-from oracle.exact import forward_references
-from oracle.formats import DTYPES, FORMATS
-from oracle.gradients import vjp_references
+from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.oracle import cache, store
+from softmax_suite.oracle.exact import forward_references
+from softmax_suite.oracle.gradients import vjp_references
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -205,7 +205,8 @@ def test_the_folder_comes_from_the_option_the_environment_or_the_user_cache(monk
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "suites.cli", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "softmax_suite.runner.cli",
+                           *args], cwd=REPO, capture_output=True,
                           text=True, timeout=600)
 
 

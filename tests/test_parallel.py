@@ -34,9 +34,9 @@ def test_two_workers_write_the_same_records_as_one_process(pytester: pytest.Pyte
     for name, workers in (("serial", "0"), ("parallel", "2")):
         path = pytester.path / f"{name}.jsonl"
         result = pytester.runpytest_subprocess(
-            "suites", "-p", "suites.plugin", "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
-            "-n", workers, "--dist", "loadgroup", "-m", "not throughput", *SELECTION, "--results", str(path),
-            "--oracle-cache", str(pytester.path / f"cache-{name}"))
+            "suites", "-p", "softmax_suite.runner.plugin", "-p", "no:cacheprovider",
+            "-p", "no:hypothesispytest", "-n", workers, "--dist", "loadgroup", "-m", "not throughput",
+            *SELECTION, "--results", str(path), "--oracle-cache", str(pytester.path / f"cache-{name}"))
         assert result.ret == pytest.ExitCode.OK, result.stdout.str()
         runs[name] = records(path)
     # 3 cases x 2 dtypes x (2 forward ops + 2 VJPs x 2 cotangents + the invariants of 2 forward ops)
@@ -53,7 +53,7 @@ def test_run_is_serial_with_a_note_without_pytest_xdist(tmp_path: Path) -> None:
             "        if name.partition('.')[0] == 'xdist':\n"
             "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
             "sys.meta_path.insert(0, NoXdist())\n"
-            "from suites.cli import main\n"
+            "from softmax_suite.runner.cli import main\n"
             "sys.exit(main(sys.argv[1:]))\n")
     done = subprocess.run(
         [sys.executable, "-c", code, "run", "--backend", "numpy", "--case", "glossary", "--dtype", "float32",

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends.protocol import FORWARD_OPS
-from backends.registry import Unavailable, load
-from oracle.formats import DTYPES
-from suites.cases import CASES
-from suites.config import ConfigError, load_settings
-from suites.deviations import load_deviations, stale
+from softmax_suite.backends.registry import Unavailable, load
+from softmax_suite.formats import DTYPES
+from softmax_suite.protocol import FORWARD_OPS
+from softmax_suite.runner.config import ConfigError, load_settings
+from softmax_suite.suites.cases import CASES
+from softmax_suite.suites.deviations import load_deviations, stale
 
 pytest_plugins = ["pytester"]
 

@@ -15,19 +15,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backends import registry
-from backends.protocol import Backend
-from backends.registry import GROUP, PluginWarning, Unavailable, backend_names, check_names, load
-from suites import accuracy
-from suites.accuracy import Target
-from suites.config import Settings
+from softmax_suite.backends import registry
+from softmax_suite.backends.registry import (
+    GROUP,
+    PluginWarning,
+    Unavailable,
+    backend_names,
+    check_names,
+    load,
+)
+from softmax_suite.protocol import Backend
+from softmax_suite.runner.config import Settings
+from softmax_suite.suites import accuracy
+from softmax_suite.suites.accuracy import Target
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = "softmax-suite-example-plugin"
 
 GOOD = '''
 import numpy as np
-from backends.protocol import Backend
+from softmax_suite.protocol import Backend
 
 def softmax(x, axis):
     e = np.exp(x - np.max(x, axis=axis, keepdims=True, initial=-np.inf))
@@ -39,7 +46,7 @@ def load():
 '''
 
 BROKEN = '''
-from backends.protocol import BackendUnavailable
+from softmax_suite.protocol import BackendUnavailable
 
 def unavailable():
     raise BackendUnavailable("needs the frobnicator driver")
@@ -119,7 +126,8 @@ def plugged(site: Path) -> Path:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "suites.cli", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "softmax_suite.runner.cli",
+                           *args], cwd=REPO, capture_output=True,
                           text=True, timeout=600)
 
 

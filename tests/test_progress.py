@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from oracle import progress as progress_module
-from oracle.progress import ENVIRONMENT_VARIABLE, progress
+from softmax_suite.oracle import progress as progress_module
+from softmax_suite.oracle.progress import ENVIRONMENT_VARIABLE, progress
 
 pytest_plugins = ["pytester"]
 
@@ -109,7 +109,7 @@ def test_the_bar_shows_past_pytest_capture(pytester: pytest.Pytester, monkeypatc
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv(ENVIRONMENT_VARIABLE, "1")
     pytester.makepyfile(test_bar=f"""
-        from oracle import progress as module
+        from softmax_suite.oracle import progress as module
 
         def test_long_oracle_work(monkeypatch):
             now = [0.0]
@@ -119,7 +119,7 @@ def test_the_bar_shows_past_pytest_capture(pytester: pytest.Pytester, monkeypatc
                     now[0] += 0.6
                     advance(100)
     """)
-    result = pytester.runpytest_subprocess("-p", "suites.plugin", "-p", "no:cacheprovider",
+    result = pytester.runpytest_subprocess("-p", "softmax_suite.runner.plugin", "-p", "no:cacheprovider",
                                            "-p", "no:hypothesispytest", "--backend", "numpy")
     assert result.ret == pytest.ExitCode.OK
     assert LABEL in result.stderr.str()
@@ -129,7 +129,7 @@ def test_a_bad_setting_is_a_usage_error_of_the_suite(pytester: pytest.Pytester, 
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     monkeypatch.setenv(ENVIRONMENT_VARIABLE, "on")
     pytester.makepyfile(test_nothing="def test_nothing(): pass")
-    result = pytester.runpytest_subprocess("-p", "suites.plugin", "-p", "no:cacheprovider",
+    result = pytester.runpytest_subprocess("-p", "softmax_suite.runner.plugin", "-p", "no:cacheprovider",
                                            "-p", "no:hypothesispytest")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     assert f"{ENVIRONMENT_VARIABLE}='on'" in result.stderr.str()

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from reports import charts, html
-from reports.gate import FAIL, NOTE, Finding
-from reports.results import SCHEMA_VERSION, end_line
+from softmax_suite.reports import charts, html
+from softmax_suite.reports.gate import FAIL, NOTE, Finding
+from softmax_suite.reports.results import SCHEMA_VERSION, end_line
+from softmax_suite.runner.reproduce import snippet
 
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE = '<script>alert("x")</script><img src=x onerror=alert(1)>'
@@ -72,7 +73,7 @@ def parse(text: str) -> Tags:
 
 
 def render(results: list[dict], findings=None, headers=None) -> str:
-    return html.render(html.build(headers or [HEADER], results, findings))
+    return html.render(html.build(headers or [HEADER], results, findings, reproducer=snippet))
 
 
 def test_every_string_from_a_results_file_is_escaped() -> None:
@@ -128,7 +129,7 @@ def test_heatmap_cells_carry_colour_status_and_details() -> None:
     results = [accuracy(max_ulp=0.5),
                accuracy(backend="torch", max_ulp=1000.0, status="fail", message="far off"),
                accuracy(backend="jax", status="unsupported", max_ulp=None)]
-    model = html.build([HEADER], results)
+    model = html.build([HEADER], results, reproducer=snippet)
     (softmax,) = model["heatmaps"]
     svg = str(softmax["svg"])
     # 0.5 ULP is the first stop (correctly rounded: green); 1000 ULP lies between the 64 and
@@ -206,17 +207,21 @@ def test_accuracy_against_speed_pairs_the_worst_error_with_the_median_fraction()
 def test_failures_list_unexpected_first_with_reproducers() -> None:
     results = [accuracy(status="known_failure", case="nan"), accuracy(status="fail", case="glossary"),
                {**accuracy(status="fail"), "check": "invariants", "nodeid": "inv"}]
-    listed, anchors = html.failures(results)
+    listed, anchors = html.failures(results, snippet)
     assert [(f["status"], f["check"]) for f in listed] == [
         ("fail", "accuracy"), ("fail", "invariants"), ("known_failure", "accuracy")]
-    assert listed[0]["snippet"] and "backends.registry" in listed[0]["snippet"]
+    assert listed[0]["snippet"] and "softmax_suite.backends.registry" in listed[0]["snippet"]
     assert len(anchors) == 3
+    # Without the runner's reproducer (a report made from files alone) each failure says why it has none.
+    listed, _ = html.failures(results)
+    assert all(f["snippet"] is None and "without softmax-suite's catalogue" in f["why_no_snippet"]
+               for f in listed)
 
 
 def test_devices_skipped_as_a_whole_stay_out_of_the_grid() -> None:
     results = [accuracy(), {"check": "accuracy", "backend": "torch", "device": "cuda", "dtype": "any",
                             "case": "any", "op": "softmax", "status": "skip", "message": "no CUDA device"}]
-    model = html.build([HEADER], results)
+    model = html.build([HEADER], results, reproducer=snippet)
     assert model["not_run"] == [("torch/cuda", "no CUDA device")]
     assert [row["backend"] for row in model["grid"]["rows"]] == ["numpy/cpu"]
     assert model["verdict"]["counts"]["skip"] == 1
@@ -232,7 +237,8 @@ def test_merged_files_list_every_run_in_the_environment() -> None:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "suites.cli", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "softmax_suite.runner.cli",
+                           *args], cwd=REPO, capture_output=True,
                           text=True, timeout=300)
 
 

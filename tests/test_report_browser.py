@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from reports import html
+from softmax_suite.reports import html
+from softmax_suite.runner.reproduce import snippet
 from tests.test_report import HEADER, HOSTILE, accuracy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -76,7 +77,8 @@ def test_a_real_runs_report_in_chromium(browser, tmp_path: Path) -> None:
     # numpy, torch and a softmax without the max shift (NaN on equal_large: an unexpected
     # failure with a reproducer), accuracy and the quick throughput sweep.
     done = subprocess.run(
-        [sys.executable, "-m", "suites.cli", "run", "--backend", "numpy,torch,tests.bad_softmax:NoMaxShift",
+        [sys.executable, "-m", "softmax_suite.runner.cli",
+         "run", "--backend", "numpy,torch,tests.bad_softmax:NoMaxShift",
          "--case", "glossary,equal_large,nan,random_n31_s3", "--dtype", "float16,float32",
          "--out", str(tmp_path), "-n", "0"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
@@ -104,7 +106,7 @@ def test_a_real_runs_report_in_chromium(browser, tmp_path: Path) -> None:
     page.locator("#details-anchor").click()
     failure = page.locator("details.failure.fail").first
     assert failure.get_attribute("open") is not None
-    assert "backends.registry" in failure.locator("pre.snippet").inner_text()
+    assert "softmax_suite.backends.registry" in failure.locator("pre.snippet").inner_text()
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "report-failure.png"))
     page.goto(report.as_uri())
@@ -118,7 +120,7 @@ def test_a_hostile_results_file_runs_no_script(browser, tmp_path: Path) -> None:
     results = [accuracy(backend=HOSTILE, case=HOSTILE, status="fail", max_ulp=9.0, message=HOSTILE),
                accuracy(backend=HOSTILE, status="error", max_ulp=None, message="</script>" + HOSTILE)]
     path = tmp_path / "hostile.html"
-    html.write_report([{**HEADER, "command": [HOSTILE]}], results, path)
+    html.write_report([{**HEADER, "command": [HOSTILE]}], results, path, reproducer=snippet)
     shown = Page(browser, path)
     shown.page.locator("svg.heatmap rect.cell").first.click()
     assert shown.dialogs == [] and shown.errors == [] and shown.outside() == []

@@ -1,5 +1,6 @@
-"""reports.reproduce: each snippet, run alone in a fresh Python, rebuilds the run's input bits and gets the
-run's output bits from the backend; hostile record strings stay inert; what cannot be rebuilt is refused."""
+"""softmax_suite.runner.reproduce: each snippet, run alone in a fresh Python, rebuilds the run's input bits
+and gets the run's output bits from the backend; hostile record strings stay inert; what cannot be rebuilt
+is refused."""
 
 from __future__ import annotations
 
@@ -15,12 +16,21 @@ from pathlib import Path
 
 import pytest
 
-from backends.registry import load
-from reports.reproduce import EMBED_LIMIT_BYTES, ReproduceError, rerun_command, snippet
-from reports.results import jsonable
-from suites.accuracy import Target, bits_digest, call_backend, case_cotangents, case_input, output_digest, run
-from suites.cases import CASES
-from suites.config import Settings
+from softmax_suite.backends.registry import load
+from softmax_suite.reports.html import rerun_command
+from softmax_suite.reports.results import jsonable
+from softmax_suite.runner.config import Settings
+from softmax_suite.runner.reproduce import EMBED_LIMIT_BYTES, ReproduceError, snippet
+from softmax_suite.suites.accuracy import (
+    Target,
+    bits_digest,
+    call_backend,
+    case_cotangents,
+    case_input,
+    output_digest,
+    run,
+)
+from softmax_suite.suites.cases import CASES
 
 REPO = Path(__file__).resolve().parents[1]
 NO_SHIFT = "tests.bad_softmax:NoMaxShift"

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from reports.results import SCHEMA_VERSION, end_line, read_results
-from suites import cli, resume
+from softmax_suite.reports.results import SCHEMA_VERSION, end_line, read_results
+from softmax_suite.runner import cli, resume
 
 REPO = Path(__file__).resolve().parents[1]
 # numpy and numpy's softmax slowed by 0.05 s a call (tests/slow_backend.py): 32 results (4 cases x
@@ -27,7 +27,7 @@ KILL_AFTER = 4
 
 
 def command(*args: str, cache: Path, workers: str = "0") -> list[str]:
-    return [sys.executable, "-m", "suites.cli", *args, "-n", workers, "--throughput", "off",
+    return [sys.executable, "-m", "softmax_suite.runner.cli", *args, "-n", workers, "--throughput", "off",
             "--oracle-cache", str(cache)]
 
 
@@ -37,7 +37,7 @@ def outcomes(path: Path) -> list[tuple[str, str]]:
 
 
 def main(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
-    """suites.cli.main in this process (report, gate and baseline start no pytest): code, output."""
+    """runner.cli.main in this process (report, gate and baseline start no pytest): code, output."""
     code = cli.main(list(args))
     captured = capsys.readouterr()
     return code, captured.out + captured.err
@@ -121,7 +121,8 @@ def test_a_killed_run_reads_back_partial_and_resumes_to_the_full_records(full: P
     final = outcomes(killed / "results.jsonl")
     assert sorted(final) == sorted(expected)  # none missing, none twice
     code, said = main(capsys, "gate", str(killed / "results.jsonl"), "--baseline", str(base / "base.json"))
-    assert code == 0 and said.strip() == "gate: no regressions, nothing new, nothing missing"
+    # every result of the resumed run against the uninterrupted one's: nothing changed, missing or new
+    assert code == 0 and said.strip() == f"gate: 0 regressions, 0 improvements, {len(expected)} unchanged"
 
 
 def test_a_serial_run_resumes_under_xdist(full: Path) -> None:

@@ -1,4 +1,4 @@
-"""oracle.rounding and oracle.formats: round_to_format against single-rounding casts and an
+"""oracle.rounding and softmax_suite.formats: round_to_format against single-rounding casts and an
 independent Fraction rounding, ulp on a table, and the format thresholds of docs/numerics.md."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mpmath.libmp import finf, fnan, fninf, from_float, from_man_exp, fzero
 
-from oracle.formats import DTYPES, FORMATS, format_of
-from oracle.rounding import round_to_format, round_values, ulp
+from softmax_suite.formats import DTYPES, FORMATS, format_of
+from softmax_suite.oracle.rounding import round_to_format, round_values, ulp
 from tests.reference_rounding import UNSIGNED, reference_round
 
 SETTINGS = settings(max_examples=300, deadline=None, derandomize=True)

@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from backends.custom import wrap
-from backends.registry import load
-from reports.agreement import agreement_matrix, format_agreement
-from reports.semantics import format_semantics, semantics_table
-from reports.summary import format_summary
-from suites.accuracy import Target, run
-from suites.config import Settings
+from softmax_suite.backends.custom import wrap
+from softmax_suite.backends.registry import load
+from softmax_suite.reports.agreement import agreement_matrix, format_agreement
+from softmax_suite.reports.semantics import format_semantics, semantics_table
+from softmax_suite.reports.summary import format_summary
+from softmax_suite.runner.config import Settings
+from softmax_suite.suites.accuracy import Target, run
 
 
 def record(backend: str, op: str = "softmax", dtype: str = "float32", case: str = "nan",

@@ -1,4 +1,4 @@
-"""The throughput suite (suites.throughput): its numbers, the impossibility check that catches a
+"""The throughput suite (softmax_suite.suites.throughput): its numbers, the impossibility check that catches a
 backend which returns before its work is done, known deviations, and agreement with
 torch.utils.benchmark."""
 
@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import time
 from pathlib import Path
 
 import pytest
 
-from backends.protocol import OPS
-from reports.results import ResultsWriter
-from suites import throughput
-from suites.throughput import IMPOSSIBLE, Shape, cache_regime, sweep, traffic_bytes
+from softmax_suite.protocol import OPS
+from softmax_suite.reports.results import ResultsWriter
+from softmax_suite.suites import throughput
+from softmax_suite.suites.throughput import IMPOSSIBLE, Shape, cache_regime, sweep, traffic_bytes
 
 pytest_plugins = ["pytester"]
 REPO = Path(__file__).resolve().parents[1]
@@ -259,11 +258,12 @@ def test_staleness_is_judged_on_both_passes(run_suite, tmp_path) -> None:
 
 
 def test_the_suite_agrees_with_torch_utils_benchmark(run_suite, pytester: pytest.Pytester) -> None:
-    # torch.softmax on 1024 x 1024 float32: the suite's median CPU time per call (the rounds of
-    # pytest-benchmark, synchronised, interleaved with the copy) and torch.utils.benchmark's, timed
-    # with the same clock, in this process, within 10%. CPU time, on one thread each: these tests
-    # run beside others (pytest-xdist), and the wall time of a call on a shared 2-core machine
-    # times the scheduler (measured: 0.35x to 19x). Up to three tries, one must agree.
+    # torch.softmax on 1024 x 1024 float32: the suite's fastest CPU time per call (the rounds of
+    # pytest-benchmark, synchronised, interleaved with the copy: what the gate compares) and the
+    # fastest block of torch.utils.benchmark, timed with the same clock, in this process, within
+    # 10%. CPU time, on one thread each, the fastest of each: these tests run beside others
+    # (pytest-xdist), and the wall time of a call on a shared 2-core machine times the scheduler
+    # (measured: 0.35x to 19x). Up to three tries, one must agree.
     torch = pytest.importorskip("torch")
     from torch.utils import benchmark as torch_benchmark
 
@@ -278,10 +278,10 @@ def test_the_suite_agrees_with_torch_utils_benchmark(run_suite, pytester: pytest
         for _ in range(3):
             _, records = run_suite("--backend", "torch", "--device", "cpu", "--op", "softmax",
                                    "--dtype", "float32")
-            ours = statistics.median(records[0]["cpu_rounds_s"])
+            ours = min(records[0]["cpu_rounds_s"])
             timer = torch_benchmark.Timer("torch.softmax(x, -1)", globals={"x": x, "torch": torch},
                                           num_threads=1, timer=time.process_time)
-            theirs = timer.blocked_autorange(min_run_time=0.5).median
+            theirs = min(timer.blocked_autorange(min_run_time=0.5).times)
             ratios.append(ours / theirs)
             if abs(ours / theirs - 1) <= 0.10:
                 break

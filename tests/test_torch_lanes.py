@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from suites.cases import CASES
+from softmax_suite.suites.cases import CASES
 
 pytest.importorskip("torch")
 
@@ -23,7 +23,7 @@ DTYPES = ("float32", "float64")
 # that kernel adds float32's lanes by a halving tree (its specialised horizontal reduction) rather
 # than in lane order (float64's, and everything on the DEFAULT kernel).
 KERNELS = {"AVX512": (64, True), "AVX2": (32, True), "DEFAULT": (32, False)}
-CHILD = ("import sys, torch; from suites.cases import CASES\n"
+CHILD = ("import sys, torch; from softmax_suite.suites.cases import CASES\n"
          "print(torch.backends.cpu.get_cpu_capability())\n"
          "for dtype in sys.argv[1:]:\n"
          "    x = torch.from_numpy(CASES['absorb_gap_n1k'].build(dtype))\n"

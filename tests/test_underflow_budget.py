@@ -9,11 +9,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from oracle import cache
-from oracle.exact import underflow_terms
-from oracle.formats import DTYPES, FORMATS
-from suites.accuracy import case_input, judge
-from suites.config import Settings
+from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.oracle import cache
+from softmax_suite.oracle.exact import underflow_terms
+from softmax_suite.runner.config import Settings
+from softmax_suite.suites.accuracy import case_input, judge
 
 SETTINGS = Settings()
 

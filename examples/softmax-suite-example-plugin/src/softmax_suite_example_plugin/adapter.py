@@ -7,7 +7,7 @@ from importlib import metadata
 
 import numpy as np
 
-from backends.protocol import Backend
+from softmax_suite import Backend
 
 
 def _rows(x: np.ndarray, axis: int) -> np.ndarray:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import difflib
 
-from backends.protocol import DTYPES, OPS
-from backends.registry import backend_names
-from suites.cotangents import COTANGENTS
+from softmax_suite.backends.registry import backend_names
+from softmax_suite.protocol import DTYPES, OPS
+from softmax_suite.suites.cotangents import COTANGENTS
 
 # (flag, keyword arguments) for argparse and pytest's parser alike.
 SELECTION_OPTIONS: tuple[tuple[str, dict], ...] = (

@@ -20,9 +20,16 @@ import ml_dtypes
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from backends.protocol import Backend
-from backends.registry import Unavailable, load
-from suites.calls import DEFAULT_CASE_TIMEOUT, HOW_TO_RAISE, describe_error, last_frames, output_of, seconds
+from softmax_suite.backends.calls import (
+    DEFAULT_CASE_TIMEOUT,
+    HOW_TO_RAISE,
+    describe_error,
+    last_frames,
+    output_of,
+    seconds,
+)
+from softmax_suite.backends.registry import Unavailable, load
+from softmax_suite.protocol import Backend
 
 # (flag, keyword arguments) for argparse and pytest's parser alike: what a bad backend may cost.
 FAULT_OPTIONS: tuple[tuple[str, dict], ...] = (

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from backends.protocol import Backend
+from softmax_suite.protocol import Backend
 
 DEFAULT_CASE_TIMEOUT = 600.0
 HOW_TO_RAISE = "--case-timeout SECONDS raises the limit, 0 removes it"

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from reports.results import ResultsFileError, read_results
-from suites.selection import SELECTION_OPTIONS
+from softmax_suite.reports.results import ResultsFileError, read_results
+from softmax_suite.runner.selection import SELECTION_OPTIONS
 
 if TYPE_CHECKING:
-    from suites.plugin import SuiteState
+    from softmax_suite.runner.session import SuiteState
 
 # Header fields a resumed run must match; of the settings, what decides a status (not where they came from).
 COMPARED = ("selection", "collection", "backends")

@@ -7,15 +7,15 @@ import math
 
 import numpy as np
 
-from backends.protocol import Backend
-from oracle.budget import budget
-from oracle.exact import Reference, forward_references
-from oracle.formats import format_of
-from oracle.gradients import vjp_references
-from oracle.metrics import SEMANTIC_CATEGORIES, compare
-from suites.accuracy import BackendFailure, Target, call_backend, flushes, judge
-from suites.config import Settings
-from suites.cotangents import build_cotangents
+from softmax_suite.formats import format_of
+from softmax_suite.oracle.budget import budget
+from softmax_suite.oracle.exact import Reference, forward_references
+from softmax_suite.oracle.gradients import vjp_references
+from softmax_suite.oracle.metrics import SEMANTIC_CATEGORIES, compare
+from softmax_suite.protocol import Backend
+from softmax_suite.suites.accuracy import BackendFailure, Target, call_backend, flushes, judge
+from softmax_suite.suites.cotangents import build_cotangents
+from softmax_suite.suites.policy import Policy
 
 # A row's score is the largest error/budget over its elements; a semantic difference (NaN where
 # a number is expected, inf versus finite) or a failed call scores WORST, above every finite error.
@@ -27,7 +27,7 @@ class Evaluator:
     cotangent of each length n is build_cotangents(kind, seed, (n,), -1), as the catalogue builds
     it for a found case of that seed. Counts the rows it evaluated."""
 
-    def __init__(self, backend: Backend, op: str, dtype: str, device: str, settings: Settings,
+    def __init__(self, backend: Backend, op: str, dtype: str, device: str, settings: Policy,
                  cotangent: str | None = None, seed: int = 0) -> None:
         self.backend, self.op, self.dtype, self.device = backend, op, dtype, device
         self.settings, self.kind, self.seed = settings, cotangent, seed
@@ -59,7 +59,7 @@ class Evaluator:
     def inputs(self, x: np.ndarray) -> tuple[Reference, list[np.ndarray]]:
         """The reference of op for x (rows along the last axis) and the backend's inputs. Straight
         from the oracle, not its cache: every candidate is new, and the cache would hold up to
-        oracle.cache.MAX_ELEMENTS of references for nothing."""
+        softmax_suite.oracle.cache.MAX_ELEMENTS of references for nothing."""
         if not self.vjp:
             return forward_references(x, -1)[self.op], [x]
         g, g_row = self.cotangents(x.shape[-1])

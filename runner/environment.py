@@ -10,7 +10,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from backends.protocol import Backend
+from softmax_suite.protocol import Backend
 
 LIBRARIES = ("numpy", "scipy", "torch", "jax", "jaxlib", "mpmath", "pytest", "pytest-benchmark")
 # `softmax-suite run` hands the command the user typed to the throughput process it starts,

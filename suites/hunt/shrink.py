@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from oracle.formats import Format
-from suites.fitness import Evaluator
-from suites.mutations import to_format
+from softmax_suite.formats import Format
+from softmax_suite.suites.hunt.fitness import Evaluator
+from softmax_suite.suites.hunt.mutations import to_format
 
 KEEP = 0.9
 BUDGET = 3000  # evaluations per row

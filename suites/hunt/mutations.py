@@ -2,7 +2,7 @@
 toward them. Rows are 1-D arrays in the format's dtype; a mutation works on their float64 values
 (exact) and rounds its result once into the format.
 
-The hard regions, from the error analysis (docs/numerics.md, oracle/formats.py): gaps between the top
+The hard regions, from the error analysis (docs/numerics.md, softmax_suite/formats.py): gaps between the top
 entries on every scale (log-uniform 1e-3 .. 1e3) and near p ln2, where 1 + e^-d stops changing;
 gaps near the underflow edges of exp (emin ln2: subnormal, (emin - p) ln2: zero); the exp overflow
 edge; tied maxima; -inf masks; large offsets (shift invariance); short and long rows.
@@ -14,10 +14,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from oracle.exponential import MAX_GAP
-from oracle.fastpath import MIN_ROW
-from oracle.formats import Format
-from oracle.rounding import round_values
+from softmax_suite.formats import Format
+from softmax_suite.oracle.exponential import MAX_GAP
+from softmax_suite.oracle.fastpath import MIN_ROW
+from softmax_suite.oracle.rounding import round_values
 
 # Half the fast oracle's largest gap, so that rounding max - FAR into the format stays within it;
 # exp(-FAR) is far below float64's smallest subnormal (e^-744.4).

@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
+from softmax_suite.formats import DTYPES
+
 OPS: tuple[str, ...] = (
     "softmax", "log_softmax", "logsumexp", "softmax_vjp", "log_softmax_vjp", "logsumexp_vjp",
 )
 FORWARD_OPS: tuple[str, ...] = OPS[:3]
 VJP_OPS: tuple[str, ...] = OPS[3:]
-DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
 
 
 class BackendUnavailable(Exception):

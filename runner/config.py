@@ -3,38 +3,24 @@
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from backends.protocol import DTYPES, OPS
-from oracle.budget import BudgetConstants
-from reports.gate import GateRules, Thresholds
-from suites.calls import DEFAULT_CASE_TIMEOUT
-from suites.selection import suggestion
+from softmax_suite.oracle.budget import BudgetConstants
+from softmax_suite.protocol import DTYPES, OPS
+from softmax_suite.reports.gate import GateRules, Thresholds
+from softmax_suite.runner.selection import suggestion
+from softmax_suite.suites.policy import DEFAULT_DEVIATIONS, FLUSH_POLICIES, ConfigError, Policy, tomllib
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-
-FLUSH_POLICIES = ("note", "fail")
-DEFAULT_DEVIATIONS = Path(__file__).with_name("known_deviations.toml")
-
-
-class ConfigError(ValueError):
-    """Malformed [tool.softmax-suite] settings; the message names the key and the fix."""
+__all__ = ["ConfigError", "Settings", "gate_rules", "load_settings"]
 
 
 @dataclass(frozen=True)
-class Settings:
-    budget: BudgetConstants = field(default_factory=BudgetConstants)
-    flush_to_zero: str = "note"
-    known_deviations: Path = DEFAULT_DEVIATIONS
+class Settings(Policy):
+    """The checks' policy, the gate's rules, and where they were read from."""
+
     gate: GateRules = field(default_factory=GateRules)
     source: str = "defaults"
-    # Not a pyproject key: --case-timeout sets it for the run.
-    case_timeout: float = DEFAULT_CASE_TIMEOUT
 
 
 def load_settings(pyproject: Path | None) -> Settings:

@@ -1,10 +1,10 @@
 """`softmax-suite hunt`: an evolutionary search for the logits a backend gets most wrong, then the
-shrinking of the worst rows found and their entries for the corpus (suites.corpus).
+shrinking of the worst rows found and their entries for the corpus (softmax_suite.suites.corpus).
 
 The search keeps an Archive: the worst row of each cell of (length, top gap), MAP-Elites style.
 Each generation is OFFSPRING rows: IMMIGRANTS fresh rows from the hard regions
-(suites.mutations.random_row) and the rest mutations of archived rows (parents: any cell's, or one
-of the ELITE worst), all scored in batches by suites.fitness. The first generation also holds rows
+(suites.hunt.mutations.random_row) and the rest mutations of archived rows (parents: any cell's, or one
+of the ELITE worst), all scored in batches by suites.hunt.fitness. The first generation also holds rows
 of the fixed catalogue, so the hunt starts where the catalogue stops. It stops at the first
 generation boundary after --evaluations rows or --time seconds; one seed and one number of
 evaluations give one hunt.
@@ -20,14 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from backends.protocol import Backend
-from oracle.formats import Format
-from suites import corpus
-from suites.cases import FIXED
-from suites.config import Settings
-from suites.fitness import Evaluator
-from suites.mutations import mutate, random_row
-from suites.shrink import Shrunk, shrink
+from softmax_suite.formats import Format
+from softmax_suite.protocol import Backend
+from softmax_suite.suites import corpus
+from softmax_suite.suites.cases import FIXED
+from softmax_suite.suites.hunt.fitness import Evaluator
+from softmax_suite.suites.hunt.mutations import mutate, random_row
+from softmax_suite.suites.hunt.shrink import Shrunk, shrink
+from softmax_suite.suites.policy import Policy
 
 DEFAULT_SEED = 1
 DEFAULT_COTANGENT = "random"
@@ -180,7 +180,7 @@ def search(evaluate: Evaluator, plan: Plan, clock: Callable[[], float] = time.mo
     return archive.best(ELITE), generations
 
 
-def hunt(backend: Backend, backend_name: str, device: str, settings: Settings, plan: Plan,
+def hunt(backend: Backend, backend_name: str, device: str, settings: Policy, plan: Plan,
          clock: Callable[[], float] = time.monotonic) -> Outcome:
     """Search, then shrink the worst distinct rows and judge each as the accuracy path will."""
     evaluate = Evaluator(backend, plan.op, plan.dtype, device, settings, plan.cotangent, plan.seed)

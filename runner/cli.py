@@ -5,7 +5,7 @@ invariants in parallel into OUT/results.jsonl, then throughput in one process (p
 times nothing under pytest-xdist) into OUT/throughput.jsonl and pytest-benchmark's
 OUT/benchmark.json, and the HTML report of both in OUT/report.html; exit status 0 when nothing
 unexpected failed, 1 when something did (or regressed against --baseline), 2 on usage errors.
-`run --resume DIR` continues a run that was killed or interrupted (suites.resume).
+`run --resume DIR` continues a run that was killed or interrupted (softmax_suite.runner.resume).
 """
 
 from __future__ import annotations
@@ -21,23 +21,26 @@ from pathlib import Path
 
 import pytest
 
-from backends.protocol import DTYPES, OPS, Backend
-from backends.registry import backend_names, check_names, load
-from oracle import store
-from reports import baseline as baseline_io
-from reports import gate as gate_rules
-from reports import html
-from suites import corpus, resume
-from suites import hunt as hunting
-from suites.cases import CATALOGUE, select_cases
-from suites.config import ConfigError, load_settings
-from suites.cotangents import COTANGENTS
-from suites.environment import COMMAND_VARIABLE
-from suites.isolation import FAULT_OPTIONS
-from suites.selection import SELECTION_OPTIONS, no_match, split, suggestion
-from suites.throughput import SWEEPS
+from softmax_suite import suites as suites_package
+from softmax_suite.backends.isolation import FAULT_OPTIONS
+from softmax_suite.backends.registry import backend_names, check_names, load
+from softmax_suite.oracle import store
+from softmax_suite.protocol import DTYPES, OPS, Backend
+from softmax_suite.reports import baseline as baseline_io
+from softmax_suite.reports import gate as gate_rules
+from softmax_suite.reports import html
+from softmax_suite.runner import reproduce, resume
+from softmax_suite.runner.config import ConfigError, load_settings
+from softmax_suite.runner.environment import COMMAND_VARIABLE
+from softmax_suite.runner.selection import SELECTION_OPTIONS, no_match, split, suggestion
+from softmax_suite.suites import corpus
+from softmax_suite.suites.cases import CATALOGUE, select_cases
+from softmax_suite.suites.cotangents import COTANGENTS
+from softmax_suite.suites.hunt import search as hunting
+from softmax_suite.suites.throughput import SWEEPS
 
-SUITES_DIR = Path(__file__).resolve().parent
+# The pytest modules of the checks, wherever the package is installed.
+SUITES_DIR = Path(suites_package.__file__).resolve().parent
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_OUT = "softmax-suite-out"
 STEP_WORDS = {"run": "to run", "resume": "to continue", "done": "complete"}
@@ -185,7 +188,7 @@ def run_command(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"softmax-suite: cannot create output folder {out}: {error.strerror}", file=sys.stderr)
         return EXIT_USAGE
-    selection = [str(SUITES_DIR), "-p", "suites.plugin", "-q"]
+    selection = [str(SUITES_DIR), "-p", "softmax_suite.runner.plugin", "-q"]
     for flag, options in SELECTION_OPTIONS:
         value = getattr(args, flag.removeprefix("--"))
         if options["action"] == "append":
@@ -328,7 +331,7 @@ def _gate_and_report(paths: list, baseline: str | None, config: str | None, repo
     code = _print_findings(findings, compared, bool(partial)) if findings is not None else EXIT_OK
     if report is not None:
         try:
-            html.write_report(headers, records, report, findings)
+            html.write_report(headers, records, report, findings, reproducer=reproduce.snippet)
         except OSError as error:
             print(f"softmax-suite: cannot write the report {report}: {error.strerror}", file=sys.stderr)
             return EXIT_USAGE

@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import base64
 import math
-import shlex
 import textwrap
 import zlib
 
 import numpy as np
 
-from backends.array_api_backend import SPEC_PREFIX
-from backends.protocol import OPS, VJP_OPS
-from backends.registry import BUILTIN
-from oracle.formats import DTYPES
-from suites.accuracy import bits_digest, case_cotangents, case_input
-from suites.cases import CASES, LAYOUTS
-from suites.cotangents import COTANGENTS
+from softmax_suite.backends.array_api_backend import SPEC_PREFIX
+from softmax_suite.backends.registry import BUILTIN
+from softmax_suite.formats import DTYPES
+from softmax_suite.protocol import OPS, VJP_OPS
+from softmax_suite.suites.accuracy import bits_digest, case_cotangents, case_input
+from softmax_suite.suites.cases import CASES, LAYOUTS
+from softmax_suite.suites.cotangents import COTANGENTS
 
 # Above this many raw bytes of input (x and the cotangent) the snippet rebuilds them with the suite's
 # catalogue instead of embedding them: a report carries one snippet per failure.
@@ -199,15 +198,6 @@ def _broken_invariants(record: dict) -> list[str]:
     return lines
 
 
-def rerun_command(record: dict) -> str | None:
-    """The shell command that re-runs the result's own test in a checkout of softmax-suite (whose
-    conftest.py loads the plugin); None without a node id."""
-    nodeid, backend = record.get("nodeid"), record.get("backend")
-    if not isinstance(nodeid, str) or not isinstance(backend, str):
-        return None
-    return f"python -m pytest {shlex.quote(nodeid)} --backend {shlex.quote(backend)}"
-
-
 def _header(record: dict, values: dict, embed: bool, embed_limit: int) -> str:
     check = "invariants" if record.get("check") == "invariants" else "accuracy"
     lines = [f"# Reproduces one softmax-suite {check} result outside the suite:"]
@@ -255,11 +245,12 @@ def _imports(values: dict, embed: bool) -> str:
     if embed and values["dtype"] == "bfloat16":
         lines.append("from ml_dtypes import bfloat16")
     lines.append("")
-    lines.append("from backends.registry import load")
+    lines.append("from softmax_suite.backends.registry import load")
     if not embed:
-        lines += ["from oracle.formats import format_of", "from suites.cases import CASES"]
+        lines += ["from softmax_suite.formats import format_of",
+                  "from softmax_suite.suites.cases import CASES"]
         if values["kind"] is not None:
-            lines.append("from suites.cotangents import build_cotangents")
+            lines.append("from softmax_suite.suites.cotangents import build_cotangents")
     return "\n".join(lines) + "\n"
 
 
