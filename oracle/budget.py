@@ -151,6 +151,18 @@ def underflow_unit(fmt: Format, flush_to_zero: bool) -> float:
 
 
 # The error of each VJP element in units of u (module docstring), from the reference's terms.
+# Each op's budget as text, for the records and the report (docs/budgets.md derives them).
+BUDGET_FORMULAS = {
+    "softmax": "[(c0 + c_exp (|x_j - a| + W) + c_sum ceil(log2 n)) u + D_sub] y_j + ulp_min",
+    "log_softmax": "c_exp |x_j - a| u + E_L + u |z_j|",
+    "logsumexp": "E_L + u |lse|",
+    "softmax_vjp": "u y_j [(rho_j + 2)(|g_j| + A) + (c0 + c_exp W + 2 c_sum ceil(log2 n)) A "
+                   "+ c_exp A_gap] + ulp_min (1 + |g_j| + A)",
+    "log_softmax_vjp": "u [|g_j| + y_j sum|g| (rho_j + c_exp |z_j| + c_sum ceil(log2 n) + 2)] "
+                       "+ ulp_min (1 + sum|g|)",
+    "logsumexp_vjp": "u |g| y_j (rho_j + 1) + ulp_min (1 + |g|)",
+}
+
 VJP_BUDGETS = {"softmax_vjp": _softmax_vjp, "log_softmax_vjp": _log_softmax_vjp,
                "logsumexp_vjp": _logsumexp_vjp}
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from softmax_suite.ops import is_vjp
 from softmax_suite.oracle import store
 from softmax_suite.oracle.exact import Reference, forward_references
 from softmax_suite.oracle.gradients import vjp_references
@@ -41,7 +42,7 @@ def reference(op: str, x: np.ndarray, axis: int,
               cotangents: tuple[np.ndarray, np.ndarray] | None = None) -> Reference:
     """The exact reference of op on x along axis; a VJP needs the cotangents (g, g_row). The
     forward ops share one computation, and so do the three VJPs of one (x, g, g_row)."""
-    vjp = op.endswith("_vjp")
+    vjp = is_vjp(op)
     if vjp and cotangents is None:
         raise ValueError(f"{op} needs cotangents (g, g_row)")
     key = (*content_key("vjp", x, axis), *map(_digest, cotangents)) if vjp \

@@ -35,7 +35,7 @@ softmax_suite.oracle.gradients. With those rationals split off, every value left
 and the loop ends. MAX_PRECISION is a guard, not a rule of rounding: an element still
 undecided there (an irrational within 2^-4096 relative of a midpoint; no such input is known)
 is rounded as computed and counted as "forced" in the certificate.
-Rows holding special values follow the documented policy (see the README): any NaN makes
+Rows holding special values follow the documented policy (docs/invariants.md): any NaN makes
 every output NaN; otherwise any +inf makes softmax and log_softmax NaN and logsumexp +inf;
 a row of only -inf gives softmax and log_softmax NaN and logsumexp -inf; an empty row has
 logsumexp -inf.
@@ -73,12 +73,12 @@ from mpmath.libmp import (
 )
 
 from softmax_suite.formats import Format, format_of
+from softmax_suite.ops import FORWARD_OPS, PER_ROW, TABLE
 from softmax_suite.oracle import fastpath
 from softmax_suite.oracle.progress import progress
 from softmax_suite.oracle.rounding import round_interval, round_to_format, split_mpf
 
-FORWARD_OPS: tuple[str, ...] = ("softmax", "log_softmax", "logsumexp")
-REDUCED_OPS: frozenset[str] = frozenset({"logsumexp"})
+REDUCED_OPS: frozenset[str] = frozenset(op.name for op in TABLE if op.output == PER_ROW)
 MAX_PRECISION = 4096
 
 

@@ -88,10 +88,9 @@ from mpmath.libmp import (
 )
 
 from softmax_suite.formats import format_of
+from softmax_suite.ops import VJP_OPS
 from softmax_suite.oracle import fastpath
 from softmax_suite.oracle.exact import Bound, ForwardRow, Reference, build_references, forward_row, near
-
-VJP_OPS: tuple[str, ...] = ("softmax_vjp", "log_softmax_vjp", "logsumexp_vjp")
 
 
 def vjp_references(x: np.ndarray, g: np.ndarray, g_row: np.ndarray, axis: int) -> dict[str, Reference]:

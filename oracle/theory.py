@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from softmax_suite.formats import format_of
+from softmax_suite.ops import is_vjp
 from softmax_suite.oracle.budget import sum_underflow, underflow_unit, vjp_underflow
 from softmax_suite.oracle.exact import Reference
 
@@ -56,7 +57,7 @@ def bound(reference: Reference, axis: int, flush_to_zero: bool = False) -> np.nd
     tiny = underflow_unit(fmt, flush_to_zero)
     with np.errstate(all="ignore"):
         exact = np.abs(np.ldexp(reference.mant, np.clip(reference.scale, -2000, 2000)))
-        underflowed = sum_underflow(terms, fmt, flush_to_zero) if not reference.op.endswith("_vjp") else 0.0
+        underflowed = sum_underflow(terms, fmt, flush_to_zero) if not is_vjp(reference.op) else 0.0
         if reference.op in ("logsumexp", "log_softmax"):
             log_part = (terms["log_tail"] + terms["tail"] * (n + terms["max_gap"])) * u + underflowed
             gap = terms["gap"] * u if reference.op == "log_softmax" else 0.0

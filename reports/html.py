@@ -17,6 +17,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
+from softmax_suite.ops import is_vjp
 from softmax_suite.records import ULP_BIN_EDGES
 from softmax_suite.reports import charts
 from softmax_suite.reports.agreement import agreement_matrix
@@ -178,7 +179,7 @@ def heatmaps(records: list[dict], details: Details, anchors: dict[int, str]) -> 
                                   anchors.get(id(record)))
                 cells[(_row_label(record), name)] = charts.Cell(ulp, record["status"], title, key)
             panels.append(charts.Panel(dtype, names, cells))
-        found.append({"op": op, "vjp": op.endswith("_vjp"), "rows": len(rows),
+        found.append({"op": op, "vjp": is_vjp(op), "rows": len(rows),
                       "svg": charts.heatmap(rows, panels, f"max ULP error of {op} per case and backend")})
     return found
 
@@ -196,7 +197,7 @@ def distributions(records: list[dict]) -> list[dict]:
         histogram = (record.get("metrics") or {}).get("ulp_histogram")
         if not histogram:
             continue
-        group = (record["op"].endswith("_vjp"), backend_name(record), record["dtype"])
+        group = (is_vjp(record["op"]), backend_name(record), record["dtype"])
         total = sums.setdefault(group, [0] * len(BIN_LABELS))
         for i, count in enumerate(histogram):
             total[i] += count
@@ -505,7 +506,7 @@ def build(headers: list[dict], results: list[dict], findings: Sequence[Finding] 
     accuracy = by_check["accuracy"]
     details = Details()
     failed, anchors = failures(results, reproducer)
-    forward = [r for r in accuracy if not r["op"].endswith("_vjp")]
+    forward = [r for r in accuracy if not is_vjp(r["op"])]
     return {
         "verdict": verdict(results, findings, [h.get("file") or "?" for h in headers if h.get("partial")]),
         "checks": {check: verdict([r for r in results if check_of(r) == check], None)

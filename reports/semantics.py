@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
+from softmax_suite.ops import TABLE, is_vjp
 from softmax_suite.protocol import DTYPES, OPS
 from softmax_suite.reports.text import grid
 
 # Orders for rows and columns; labels, ops and dtypes not listed here follow in the order seen.
 SPECIAL_INPUTS: tuple[str, ...] = ("NaN", "+inf", "-inf mask", "all -inf", "empty", "single element",
                                    "subnormal outputs")
-SHORT_OPS = {"softmax": "sm", "log_softmax": "lsm", "logsumexp": "lse",
-             "softmax_vjp": "sm_vjp", "log_softmax_vjp": "lsm_vjp", "logsumexp_vjp": "lse_vjp"}
+SHORT_OPS = {op.name: op.short for op in TABLE}
 NON_FINITE = frozenset({"nan", "+inf", "-inf"})
 CLASS_NAMES = {"nan": "NaN"}
 NOT_RUN = "-"
@@ -37,7 +37,7 @@ def ordered(values: Iterable[str], order: tuple[str, ...]) -> list[str]:
 
 
 def _is_vjp(op: str) -> bool:
-    return op.endswith("_vjp")
+    return is_vjp(op)
 
 
 def _differs(op: str, expected: str, got: str) -> bool:

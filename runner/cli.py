@@ -24,6 +24,7 @@ import pytest
 from softmax_suite import suites as suites_package
 from softmax_suite.backends.isolation import FAULT_OPTIONS
 from softmax_suite.backends.registry import backend_names, check_names, load
+from softmax_suite.ops import is_vjp
 from softmax_suite.oracle import store
 from softmax_suite.protocol import DTYPES, OPS, Backend
 from softmax_suite.reports import baseline as baseline_io
@@ -428,7 +429,7 @@ def _hunt_plan(args: argparse.Namespace) -> hunting.Plan:
         if value not in valid:
             raise ValueError(f"unknown {kind} {value!r}: valid are {', '.join(valid)}"
                              f"{suggestion(value, valid)}")
-    vjp = args.op.endswith("_vjp")
+    vjp = is_vjp(args.op)
     if args.cotangent is not None and not vjp:
         raise ValueError(f"--cotangent applies to the VJPs only, not to {args.op}")
     kind = args.cotangent or (hunting.DEFAULT_COTANGENT if vjp else None)

@@ -17,7 +17,7 @@ import pytest
 
 from softmax_suite.backends.isolation import FAULT_OPTIONS, shutdown
 from softmax_suite.oracle import cache, progress, store
-from softmax_suite.protocol import DTYPES, FORWARD_OPS, OPS, Backend
+from softmax_suite.protocol import DTYPES, OPS, Backend
 from softmax_suite.reports import baseline as baseline_io
 from softmax_suite.reports import gate as gate_rules
 from softmax_suite.reports.agreement import agreement_matrix, format_agreement
@@ -32,6 +32,7 @@ from softmax_suite.suites import accuracy, invariants, throughput
 from softmax_suite.suites.accuracy import Target
 from softmax_suite.suites.cases import CASES
 from softmax_suite.suites.deviations import stale
+from softmax_suite.suites.items import MARK
 
 RESULT_PROPERTY = "softmax_suite_result"
 RECORD_KEY = pytest.StashKey[dict]()
@@ -135,18 +136,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def _op_of(metafunc: pytest.Metafunc) -> tuple[str, str]:
-    """(op, check) from the test's name: test_<op> asks accuracy, test_<op>_invariants the
-    invariants of a forward op, test_<op>_throughput its speed."""
-    name = metafunc.function.__name__.removeprefix("test_")
-    check = next((c for c in ("invariants", "throughput") if name.endswith(f"_{c}")), "accuracy")
-    op = name.removesuffix(f"_{check}")
-    valid = FORWARD_OPS if check == "invariants" else OPS
-    if op not in valid:
+    """(op, check) of a test that takes `target`, as suites.items made it from the op table."""
+    marked = getattr(metafunc.function, MARK, None)
+    if marked is None:
         raise pytest.UsageError(
-            f"{metafunc.function.__name__} takes `target` but {op!r} is not an op; name it "
-            f"test_<op> or test_<op>_throughput (op one of {', '.join(OPS)}) or "
-            f"test_<op>_invariants (op one of {', '.join(FORWARD_OPS)})")
-    return op, check
+            f"{metafunc.function.__name__} takes `target` but was not made from the op table: make the "
+            "suite's test functions with softmax_suite.suites.items.check_functions(check, ops)")
+    return marked
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 from softmax_suite.backends.array_api_backend import SPEC_PREFIX
 from softmax_suite.backends.registry import BUILTIN
 from softmax_suite.formats import DTYPES
-from softmax_suite.protocol import OPS, VJP_OPS
+from softmax_suite.ops import OPS, PER_ROW, VJP_OPS, cotangent_of, op_named, output_shape
 from softmax_suite.suites.accuracy import bits_digest, case_cotangents, case_input
 from softmax_suite.suites.cases import CASES, LAYOUTS
 from softmax_suite.suites.cotangents import COTANGENTS
@@ -72,15 +72,14 @@ def snippet(record: dict, embed_limit: int = EMBED_LIMIT_BYTES) -> str:
     x = case_input(case_name, dtype)
     g = None
     if kind is not None:
-        # logsumexp's VJP takes the cotangent of its reduced output: one value per row.
-        g = case_cotangents(case_name, kind, dtype)[1 if op == "logsumexp_vjp" else 0]
+        g = cotangent_of(op, *case_cotangents(case_name, kind, dtype))
     _check_catalogue(record, case_name, x, g)
 
     embed = x.nbytes + (g.nbytes if g is not None else 0) <= embed_limit
     values = {
         "backend": backend, "device": device, "op": op, "dtype": dtype, "case": case_name,
         "kind": kind, "axis": case.axis, "layout": case.layout, "shape": tuple(x.shape),
-        "expected_shape": _output_shape(op, x.shape, case.axis),
+        "expected_shape": output_shape(op, x.shape, case.axis),
         "input_sha256": _text(record.get("input_sha256")),
         "cotangent_sha256": _text(record.get("cotangent_sha256")) if g is not None else None,
         "output_sha256": _text(record.get("output_sha256")), "status": str(status),
@@ -126,13 +125,6 @@ def _check_catalogue(record: dict, case_name: str, x: np.ndarray, g: np.ndarray 
                                  f"{record[key]!r}): {rerun}")
 
 
-def _output_shape(op: str, shape: tuple[int, ...], axis: int) -> tuple[int, ...]:
-    if op != "logsumexp" or not shape:
-        return tuple(shape)
-    axis %= len(shape)
-    return tuple(size for i, size in enumerate(shape) if i != axis)
-
-
 def _number(value: object) -> float | None:
     """A float of the record: JSON writes non-finite ones as "nan", "inf", "-inf"."""
     if isinstance(value, bool):
@@ -154,7 +146,7 @@ def _worst(record: dict, shape: tuple[int, ...], op: str, axis: int) -> dict | N
     worst = metrics.get("worst") if isinstance(metrics, dict) else None
     if not isinstance(worst, dict):
         return None
-    out_shape = _output_shape(op, shape, axis)
+    out_shape = output_shape(op, shape, axis)
     index = worst.get("index")
     numbers = {key: _number(worst.get(key)) for key in ("got", "rounded", "ulp")}
     if (not isinstance(index, list) or len(index) != len(out_shape)
@@ -320,8 +312,9 @@ def _rebuild_from_catalogue(values: dict) -> str:
         "x = CASES[CASE].build(DTYPE)",
     ]
     if values["kind"] is not None:
-        which = 1 if values["op"] == "logsumexp_vjp" else 0
-        why = "The per-row cotangent of logsumexp's output" if which else "The full cotangent"
+        op = op_named(values["op"])
+        which = 1 if op.cotangent == PER_ROW else 0
+        why = f"The per-row cotangent of {op.forward}'s output" if which else "The full cotangent"
         lines += [
             f"# {why}, as the suite builds it.",
             f"g = build_cotangents({values['kind']!r}, CASES[CASE].resolved_seed, x.shape, AXIS, "

@@ -11,6 +11,7 @@ import pytest
 
 from softmax_suite.backends.isolation import Isolated
 from softmax_suite.backends.registry import Unavailable, backend_names, check_names, load
+from softmax_suite.ops import is_vjp
 from softmax_suite.protocol import DTYPES, OPS, Backend
 from softmax_suite.reports import baseline as baseline_io
 from softmax_suite.reports.results import ResultsFileError, ResultsWriter, read_results
@@ -136,7 +137,7 @@ class SuiteState:
                     continue
                 for case in self.cases:
                     kinds = [k for k in case.cotangents if k in self.cotangents] \
-                        if op.endswith("_vjp") else [None]
+                        if is_vjp(op) else [None]
                     for dtype in self.dtypes:
                         if dtype not in case.dtypes:
                             continue

@@ -14,12 +14,10 @@ from typing import Any
 import numpy as np
 
 from softmax_suite.formats import DTYPES
+from softmax_suite.ops import FORWARD_OPS, OPS, VJP_OPS
 
-OPS: tuple[str, ...] = (
-    "softmax", "log_softmax", "logsumexp", "softmax_vjp", "log_softmax_vjp", "logsumexp_vjp",
-)
-FORWARD_OPS: tuple[str, ...] = OPS[:3]
-VJP_OPS: tuple[str, ...] = OPS[3:]
+__all__ = ["DTYPES", "FORWARD_OPS", "OPS", "VJP_OPS", "Backend", "BackendUnavailable"]
+
 
 
 class BackendUnavailable(Exception):

@@ -18,8 +18,9 @@ import numpy as np
 from softmax_suite.backends.calls import CallTimeout, describe_error, last_frames, limited, output_of
 from softmax_suite.backends.isolation import Isolated, WorkerFailure
 from softmax_suite.formats import format_of
+from softmax_suite.ops import cotangent_of, is_vjp
 from softmax_suite.oracle import cache, theory
-from softmax_suite.oracle.budget import VJP_BUDGETS, budget, natural_scale, vjp_underflow
+from softmax_suite.oracle.budget import BUDGET_FORMULAS, VJP_BUDGETS, budget, natural_scale, vjp_underflow
 from softmax_suite.oracle.exact import Reference
 from softmax_suite.oracle.metrics import SEMANTIC_CATEGORIES, classify, compare, summarize
 from softmax_suite.protocol import Backend
@@ -29,16 +30,6 @@ from softmax_suite.suites.cotangents import build_cotangents
 from softmax_suite.suites.deviations import Deviation, find
 from softmax_suite.suites.policy import Policy
 
-BUDGET_FORMULAS = {
-    "softmax": "[(c0 + c_exp (|x_j - a| + W) + c_sum ceil(log2 n)) u + D_sub] y_j + ulp_min",
-    "log_softmax": "c_exp |x_j - a| u + E_L + u |z_j|",
-    "logsumexp": "E_L + u |lse|",
-    "softmax_vjp": "u y_j [(rho_j + 2)(|g_j| + A) + (c0 + c_exp W + 2 c_sum ceil(log2 n)) A "
-                   "+ c_exp A_gap] + ulp_min (1 + |g_j| + A)",
-    "log_softmax_vjp": "u [|g_j| + y_j sum|g| (rho_j + c_exp |z_j| + c_sum ceil(log2 n) + 2)] "
-                       "+ ulp_min (1 + sum|g|)",
-    "logsumexp_vjp": "u |g| y_j (rho_j + 1) + ulp_min (1 + |g|)",
-}
 # A VJP element is cancellation-dominated when its natural scale (the size of the terms that
 # cancel) exceeds |dx_j| by more than this factor: 3 bits lost. Its ULP error is then no
 # measure of the implementation and is left out of the ULP statistics (the budget and the
@@ -161,8 +152,7 @@ def run(target: Target, backend: Backend, settings: Policy,
     inputs = [x]
     if target.cotangent is not None:
         cotangents = case_cotangents(target.case, target.cotangent, target.dtype)
-        # logsumexp's VJP takes the cotangent of its reduced output: one value per row.
-        inputs.append(cotangents[1] if target.op == "logsumexp_vjp" else cotangents[0])
+        inputs.append(cotangent_of(target.op, *cotangents))
         record["cotangent_sha256"] = bits_digest(inputs[1])
     reference = cache.reference(target.op, x, case.axis, cotangents)
     record["oracle"] = {"max_precision": reference.max_precision, **reference.certificate}
@@ -316,7 +306,7 @@ def _theory(reference: Reference, comparison, axis: int, flush: bool) -> dict:
     """The a-priori bound (softmax_suite.oracle.theory) at the element where measured/bound is largest."""
     ratios = theory.measured_over_bound(reference, comparison.abs, axis, flush)
     ratios = np.where(comparison.measured, ratios, np.nan)
-    entry = {"source": theory.SOURCE if not reference.op.endswith("_vjp")
+    entry = {"source": theory.SOURCE if not is_vjp(reference.op)
              else "first-order bound in the model of " + theory.SOURCE.split(", Alg")[0],
              "formula": theory.FORMULAS[reference.op], "n": reference.row_length,
              "u": format_of(reference.dtype).u}

@@ -37,7 +37,7 @@ class Case:
     tags: frozenset[str] = field(default_factory=frozenset)
     seed: int | None = None
     cotangents: tuple[str, ...] = cotangents.ALL
-    # The special input this case stands for in the special-value table (README, policy).
+    # The special input this case stands for in the special-value table (docs/invariants.md, policy).
     special_input: str | None = None
 
     @property

@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 from softmax_suite.formats import format_of
+from softmax_suite.ops import is_vjp
 from softmax_suite.protocol import DTYPES, OPS
 from softmax_suite.suites.cotangents import COTANGENTS
 
@@ -199,7 +200,7 @@ def _entry(item: object) -> Entry:
                                                  unknown and f"has unknown keys {', '.join(unknown)}"])))
     _check(item["op"] in OPS, "op", item, f"one of {', '.join(OPS)}")
     _check(item["dtype"] in DTYPES, "dtype", item, f"one of {', '.join(DTYPES)}")
-    vjp = str(item["op"]).endswith("_vjp")
+    vjp = is_vjp(str(item["op"]))
     kind = item["cotangent"]
     _check(isinstance(kind, str) and kind in COTANGENTS if vjp else kind is None, "cotangent", item,
            f"one of {', '.join(COTANGENTS)} for a VJP" if vjp else "null for a forward op")

@@ -28,6 +28,7 @@ from collections.abc import Callable
 import numpy as np
 
 from softmax_suite.formats import Format, format_of
+from softmax_suite.ops import PER_ROW, is_vjp, op_named
 from softmax_suite.oracle import cache
 from softmax_suite.oracle.rounding import round_values
 from softmax_suite.protocol import Backend
@@ -68,9 +69,10 @@ def probe(call: Call, op: str, dtype: str) -> dict:
     inputs = probe_inputs(op, fmt)
     x = inputs[0]
     cotangents = None
-    if op.endswith("_vjp"):
-        g = inputs[1] if op != "logsumexp_vjp" else np.zeros_like(x)
-        g_row = inputs[1] if op == "logsumexp_vjp" else np.zeros(x.shape[0], x.dtype)
+    if is_vjp(op):
+        per_row = op_named(op).cotangent == PER_ROW
+        g = inputs[1] if not per_row else np.zeros_like(x)
+        g_row = inputs[1] if per_row else np.zeros(x.shape[0], x.dtype)
         cotangents = (g, g_row)
     reference = cache.reference(op, x, -1, cotangents)
     try:
@@ -97,7 +99,7 @@ def measured(backend: Backend, device: str, dtype: str, op: str, call: Call) -> 
     evidence = _measured[key]
     if probed != op:
         return {**evidence, "measured_on": probed}
-    if op.endswith("_vjp"):
+    if is_vjp(op):
         y = measured(backend, device, dtype, "softmax", call)["flushes"]
         return {**evidence, "flushes": evidence["flushes"] or y, "softmax_flushes": y}
     return evidence

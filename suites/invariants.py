@@ -13,6 +13,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from softmax_suite.formats import Format, format_of
+from softmax_suite.ops import output_shape
 from softmax_suite.oracle import cache
 from softmax_suite.oracle.budget import budget
 from softmax_suite.oracle.exact import Reference
@@ -129,12 +130,10 @@ def run(target: Target, backend: Backend, settings: Policy,
 
 def caller(backend: Backend, device: str, axis: int, x: np.ndarray, limit: float = 0.0) -> Call:
     """call(op, input, label): the backend's op on the input, back as numpy, checked for x's shape
-    (less the axis for logsumexp) and dtype, within limit seconds (0: none); any failure is a
+    (less the axis for a reduced op: the op table) and dtype, within limit seconds (0: none); any failure is a
     BackendFailure naming the call."""
-    rows = Rows.of(x, axis)
-
     def call(op: str, values: np.ndarray, label: str) -> np.ndarray:
-        expected = rows.lead if op == "logsumexp" else x.shape
+        expected = output_shape(op, x.shape, axis)
         return call_backend(backend, op, device, axis, [values], expected, label, limit)
 
     return call

@@ -3,16 +3,7 @@
 The plugin (softmax_suite.runner.plugin) parametrizes `target` over backend x device x dtype x case.
 """
 
-from softmax_suite.suites.accuracy import Target
+from softmax_suite.ops import FORWARD_OPS
+from softmax_suite.suites.items import check_functions
 
-
-def test_softmax(target: Target, check_accuracy) -> None:
-    check_accuracy(target)
-
-
-def test_log_softmax(target: Target, check_accuracy) -> None:
-    check_accuracy(target)
-
-
-def test_logsumexp(target: Target, check_accuracy) -> None:
-    check_accuracy(target)
+globals().update(check_functions("accuracy", FORWARD_OPS))

@@ -4,16 +4,7 @@ The plugin (softmax_suite.runner.plugin) parametrizes `target` over backend x de
 cotangent kind; ids read `test_softmax_vjp[torch-cpu-float32-glossary-random]`.
 """
 
-from softmax_suite.suites.accuracy import Target
+from softmax_suite.ops import VJP_OPS
+from softmax_suite.suites.items import check_functions
 
-
-def test_softmax_vjp(target: Target, check_accuracy) -> None:
-    check_accuracy(target)
-
-
-def test_log_softmax_vjp(target: Target, check_accuracy) -> None:
-    check_accuracy(target)
-
-
-def test_logsumexp_vjp(target: Target, check_accuracy) -> None:
-    check_accuracy(target)
+globals().update(check_functions("accuracy", VJP_OPS))

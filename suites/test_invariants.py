@@ -5,16 +5,7 @@ The plugin (softmax_suite.runner.plugin) parametrizes `target` over backend x de
 `test_softmax_invariants[torch-cpu-float32-glossary]`.
 """
 
-from softmax_suite.suites.accuracy import Target
+from softmax_suite.ops import FORWARD_OPS
+from softmax_suite.suites.items import check_functions
 
-
-def test_softmax_invariants(target: Target, check_invariants) -> None:
-    check_invariants(target)
-
-
-def test_log_softmax_invariants(target: Target, check_invariants) -> None:
-    check_invariants(target)
-
-
-def test_logsumexp_invariants(target: Target, check_invariants) -> None:
-    check_invariants(target)
+globals().update(check_functions("invariants", FORWARD_OPS))

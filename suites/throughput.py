@@ -50,6 +50,7 @@ import numpy as np
 
 from softmax_suite.backends.calls import CallTimeout, limited
 from softmax_suite.formats import FORMATS
+from softmax_suite.ops import elements_moved, op_named, shaped
 from softmax_suite.protocol import Backend
 from softmax_suite.suites.accuracy import Target
 from softmax_suite.suites.cases import short_count
@@ -97,13 +98,9 @@ def sweep(name: str) -> tuple[Shape, ...]:
 
 
 def traffic_bytes(op: str, shape: Shape, itemsize: int) -> int:
-    """The bytes an op must move at least (module docstring)."""
-    n, rows = shape.elements, shape.rows
-    if op == "logsumexp":
-        return (n + rows) * itemsize
-    if op == "logsumexp_vjp":
-        return (2 * n + rows) * itemsize
-    return (3 if op.endswith("_vjp") else 2) * n * itemsize
+    """The bytes an op must move at least (module docstring): its input, cotangent and output
+    once each, as the op table shapes them."""
+    return elements_moved(op, shape.elements, shape.rows) * itemsize
 
 
 @lru_cache(maxsize=1)
@@ -181,9 +178,10 @@ def inputs_for(op: str, shape: Shape, dtype: str, seed: int = 0) -> list[np.ndar
     rng = np.random.default_rng(seed)
     np_dtype = FORMATS[dtype].np_dtype
     x = (rng.standard_normal((shape.rows, shape.n), dtype=np.float32) * 2).astype(np_dtype)
-    if not op.endswith("_vjp"):
+    rule = op_named(op).cotangent
+    if rule is None:
         return [x]
-    g_shape = (shape.rows,) if op == "logsumexp_vjp" else (shape.rows, shape.n)
+    g_shape = shaped(rule, x.shape, -1)
     return [x, rng.standard_normal(g_shape, dtype=np.float32).astype(np_dtype)]
 
 

@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from softmax_suite.formats import format_of
+from softmax_suite.ops import LIKE_X, cotangent_of, is_vjp, op_named
 from softmax_suite.oracle.budget import budget
 from softmax_suite.oracle.exact import Reference, forward_references
 from softmax_suite.oracle.gradients import vjp_references
@@ -32,7 +33,7 @@ class Evaluator:
         self.backend, self.op, self.dtype, self.device = backend, op, dtype, device
         self.settings, self.kind, self.seed = settings, cotangent, seed
         self.fmt = format_of(dtype)
-        self.vjp = op.endswith("_vjp")
+        self.vjp = is_vjp(op)
         self.evaluations = 0
         self._cotangents: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         # The flush-to-zero allowance as the run grants it: measured on this backend (suites.flushing).
@@ -66,7 +67,7 @@ class Evaluator:
         full = np.ascontiguousarray(np.broadcast_to(g, x.shape))
         per_row = np.full(x.shape[:-1], g_row, dtype=g_row.dtype)
         reference = vjp_references(x, full, per_row, -1)[self.op]
-        return reference, [x, per_row if self.op == "logsumexp_vjp" else full]
+        return reference, [x, cotangent_of(self.op, full, per_row)]
 
     def judged(self, x: np.ndarray) -> dict:
         """The accuracy path's judgement of x alone (suites.accuracy.judge): what a found case of
@@ -103,6 +104,6 @@ class Evaluator:
             ratio = np.where(comparison.measured,
                              comparison.in_units(budgets.exponent) / budgets.units, 0.0)
         failing = np.any([comparison.categories[name] for name in SEMANTIC_CATEGORIES], axis=0)
-        if reference.op != "logsumexp":  # one value per row already
+        if op_named(reference.op).output == LIKE_X:  # a reduced op has one value per row already
             ratio, failing = ratio.max(axis=-1), failing.any(axis=-1)
         return np.where(failing, WORST, ratio).tolist()
