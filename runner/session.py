@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
 
 import pytest
@@ -46,23 +47,14 @@ class SuiteState:
         self.cases = select_cases(self.case_patterns, self.include_slow)
         if self.case_patterns and not self.cases:
             raise pytest.UsageError(no_match("case", self.case_patterns, [c.name for c in CATALOGUE]))
-        names = split(config.getoption("backend")) or backend_names()
-        try:
-            check_names(names)
-            self.backends: dict[str, Backend | Unavailable] = {name: load(name) for name in names}
-        except ValueError as error:
-            raise pytest.UsageError(str(error)) from None
         self.isolate = config.getoption("isolate")
-        if self.isolate:
-            # Loaded here too: the parametrization needs their devices and dtypes.
-            self.backends = {name: Isolated.of(name, b) if isinstance(b, Backend) else b
-                             for name, b in self.backends.items()}
+        self.backend_names = split(config.getoption("backend"))
         self.devices = split(config.getoption("device"))
-        known_devices = {d for b in self.backends.values() if isinstance(b, Backend)
-                         for d in (*b.devices, *b.absent_devices)}
-        for device in self.devices:
-            if device not in known_devices:
-                raise pytest.UsageError(no_match("device", [device], sorted(known_devices)))
+        # A session that selects backends or devices, or writes results, resolves them now (a
+        # misspelt name is a usage error before anything runs); any other (the self-tests under
+        # this plugin) loads them only if an item asks, so that no framework is imported for nothing.
+        if self.backend_names or self.devices or self.isolate or config.getoption("results"):
+            self.backends  # noqa: B018
         config_path = config.getoption("suite_config")
         if config_path and not Path(config_path).is_file():
             raise pytest.UsageError(f"--suite-config {config_path}: no such file")
@@ -73,7 +65,6 @@ class SuiteState:
             self.deviations = load_deviations(self.settings.known_deviations)
         except ConfigError as error:
             raise pytest.UsageError(str(error)) from None
-        self.environment = environment.describe(self.backends)
         baseline_path = config.getoption("baseline")
         try:
             self.baseline = baseline_io.load(baseline_path)["entries"] if baseline_path else None
@@ -93,6 +84,30 @@ class SuiteState:
                              or config.option.deselect
                              or any(split(config.getoption(option))
                                     for option in ("op", "dtype", "cotangent")))
+
+    @cached_property
+    def backends(self) -> dict[str, Backend | Unavailable]:
+        """The selected backends, loaded (an absent one as Unavailable, with why), on first use."""
+        names = self.backend_names or backend_names()
+        try:
+            check_names(names)
+            loaded: dict[str, Backend | Unavailable] = {name: load(name) for name in names}
+        except ValueError as error:
+            raise pytest.UsageError(str(error)) from None
+        if self.isolate:
+            # Loaded here too: the parametrization needs their devices and dtypes.
+            loaded = {name: Isolated.of(name, b) if isinstance(b, Backend) else b
+                      for name, b in loaded.items()}
+        known_devices = {d for b in loaded.values() if isinstance(b, Backend)
+                         for d in (*b.devices, *b.absent_devices)}
+        for device in self.devices:
+            if device not in known_devices:
+                raise pytest.UsageError(no_match("device", [device], sorted(known_devices)))
+        return loaded
+
+    @cached_property
+    def environment(self) -> dict:
+        return environment.describe(self.backends)
 
     def flush_table(self) -> dict:
         """{backend/device: {dtype: {op: evidence}}}: the flush-to-zero probe (suites.flushing) of
