@@ -24,8 +24,10 @@ from typing import Any, TextIO
 
 import numpy as np
 
-SCHEMA_VERSION = 1
-STATUSES: tuple[str, ...] = ("pass", "fail", "known_failure", "error", "unsupported", "skip")
+from softmax_suite.records import SCHEMA_VERSION, STATUSES, problem
+
+__all__ = ["SCHEMA_VERSION", "STATUSES", "ResultsFileError", "ResultsWriter", "read_results"]
+
 # The lines a resumed run keeps of a partial file: the derived tables are written again at the end.
 FINISHED_KINDS = ("run", "resumed", "result")
 
@@ -104,6 +106,9 @@ class ResultsWriter:
         self._write(end_line(results))
 
     def _write(self, obj: dict) -> None:
+        wrong = problem(jsonable(obj))
+        if wrong is not None:  # the suite's own mistake: no file may hold a line it cannot read
+            raise ValueError(f"not written to {self.path}: {wrong} (softmax_suite.records)")
         for pending in self._pending:
             self._file.write(line(pending))
         self._pending.clear()
@@ -200,13 +205,10 @@ def read_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
 
 
 def _check_result(record: dict, where: str) -> None:
-    """What every reader of a result relies on."""
-    if record.get("status") not in STATUSES:
-        raise ResultsFileError(f"{where}: a result with status {record.get('status')!r}, not one of "
-                               f"{', '.join(STATUSES)}")
-    for name in ("backend", "op"):
-        if not isinstance(record.get(name), str):
-            raise ResultsFileError(f"{where}: a result without its {name}")
+    """What every reader of a result relies on: softmax_suite.records' fields and types."""
+    wrong = problem(record)
+    if wrong is not None:
+        raise ResultsFileError(f"{where}: {wrong}")
 
 
 def _not_lines(lines: list[str]) -> str:

@@ -118,7 +118,7 @@ TABLE = [
     ("gate {dir}/v2.jsonl --baseline {dir}/base.json",
      ["v2.jsonl:1: results schema 2, this softmax-suite reads schema 1"], False),
     ("baseline save {dir}/status.jsonl -o {dir}/b.json",
-     ["status.jsonl:2: a result with status 'passed', not one of pass"], False),
+     ["status.jsonl:2: a result line whose 'status' is 'passed', not one of pass"], False),
     ("merge {dir}/nohead.jsonl -o {dir}/m.jsonl", ["nohead.jsonl:1: no run header before this line"], False),
     ("report {dir}/empty.jsonl -o {dir}/r.html", ["empty.jsonl: empty, not even a run header"], False),
     ("report {dir}/joined.jsonl -o {dir}/r.html", ["joined.jsonl:5: a line after the end line"], False),
