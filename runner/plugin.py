@@ -28,7 +28,7 @@ from softmax_suite.runner import environment, resume
 from softmax_suite.runner.config import Settings
 from softmax_suite.runner.selection import SELECTION_OPTIONS
 from softmax_suite.runner.session import SuiteState, earlier_results
-from softmax_suite.suites import accuracy, invariants, throughput
+from softmax_suite.suites import accuracy, invariants, judging, throughput
 from softmax_suite.suites.accuracy import Target
 from softmax_suite.suites.cases import CASES
 from softmax_suite.suites.deviations import stale
@@ -224,7 +224,7 @@ def check_throughput(request: pytest.FixtureRequest, benchmark):
                     "run, or use pytest -n 0")
     state: SuiteState = request.config.stash[STATE_KEY]
     def run(target: Target, backend: Backend, settings: Settings, deviations: tuple) -> dict:
-        return accuracy.judged(throughput.run(target, backend, benchmark, state.sweep, state.environment,
+        return judging.judged(throughput.run(target, backend, benchmark, state.sweep, state.environment,
                                               settings.case_timeout), deviations)
 
     return _checker(request, run)

@@ -4,7 +4,7 @@ The data file is TOML, one [[deviation]] table per entry: backend, op, dtype, ca
 (optionally) device, cotangent, check (accuracy, the default, invariants or throughput) and
 failure (accuracy, semantic, invariant, error, timeout, crash or measurement) are glob patterns
 or lists of them; reason says why; link points upstream where an issue exists. The first
-matching entry wins, for every check alike (softmax_suite.suites.accuracy.judged). An entry that matches a
+matching entry wins, for every check alike (suites.judging.judged). An entry that matches a
 result which now passes is reported so it can be removed.
 """
 

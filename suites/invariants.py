@@ -15,9 +15,8 @@ from numpy.lib.stride_tricks import as_strided
 from softmax_suite.formats import Format, format_of
 from softmax_suite.ops import output_shape
 from softmax_suite.oracle import cache
-from softmax_suite.oracle.budget import budget
 from softmax_suite.oracle.exact import Reference
-from softmax_suite.oracle.rounding import ulp, ulp_exponent
+from softmax_suite.oracle.rounding import ulp
 from softmax_suite.protocol import Backend
 from softmax_suite.suites.accuracy import (
     BackendFailure,
@@ -27,10 +26,10 @@ from softmax_suite.suites.accuracy import (
     call_backend,
     case_input,
     flushes,
-    judged,
 )
 from softmax_suite.suites.cases import CASES
 from softmax_suite.suites.deviations import Deviation
+from softmax_suite.suites.judging import allowance, judged
 from softmax_suite.suites.policy import Policy
 
 CALLS = 3
@@ -180,19 +179,6 @@ _UNITS = {"sum_to_one": "ulp of 1", "shift_invariance": "ulp", "permutation_equi
 
 def not_applicable(units: str, note: str) -> dict:
     return {"value": None, "budget": None, "units": units, "ok": None, "note": note}
-
-
-def allowance(reference: Reference, settings: Policy, flush: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(q, budget): log2 of the ULP of each exact value, and its error budget in those ULPs. For a
-    backend measured to flush subnormals to zero (flush, as the accuracy check grants it), an
-    element whose correctly rounded value is below the smallest normal may also be 0."""
-    fmt = format_of(reference.dtype)
-    q = ulp_exponent(reference.scale, fmt, reference.mant)
-    allowed = budget(reference, settings.budget, flush_to_zero=flush).ulp
-    if flush:
-        tiny = np.abs(reference.rounded.astype(np.float64)) < fmt.min_normal
-        allowed = allowed + np.where(tiny, np.ldexp(1.0, fmt.emin - q), 0.0)
-    return q, allowed
 
 
 def ulps(got: np.ndarray, want: np.ndarray, exponent: np.ndarray) -> np.ndarray:

@@ -8,8 +8,9 @@ import pytest
 
 from softmax_suite.backends.registry import Unavailable, load
 from softmax_suite.runner.config import DEFAULT_DEVIATIONS, Settings
-from softmax_suite.suites.accuracy import Target, judged, run
+from softmax_suite.suites.accuracy import Target, run
 from softmax_suite.suites.deviations import Deviation, load_deviations, stale
+from softmax_suite.suites.judging import judged
 
 DEVIATIONS = load_deviations(DEFAULT_DEVIATIONS)
 

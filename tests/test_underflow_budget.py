@@ -13,7 +13,8 @@ from softmax_suite.formats import DTYPES, FORMATS
 from softmax_suite.oracle import cache
 from softmax_suite.oracle.exact import underflow_terms
 from softmax_suite.runner.config import Settings
-from softmax_suite.suites.accuracy import case_input, judge
+from softmax_suite.suites.accuracy import case_input
+from softmax_suite.suites.judging import judge
 
 SETTINGS = Settings()
 

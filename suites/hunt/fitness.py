@@ -14,8 +14,9 @@ from softmax_suite.oracle.exact import Reference, forward_references
 from softmax_suite.oracle.gradients import vjp_references
 from softmax_suite.oracle.metrics import SEMANTIC_CATEGORIES, compare
 from softmax_suite.protocol import Backend
-from softmax_suite.suites.accuracy import BackendFailure, Target, call_backend, flushes, judge
+from softmax_suite.suites.accuracy import BackendFailure, Target, call_backend, flushes
 from softmax_suite.suites.cotangents import build_cotangents
+from softmax_suite.suites.judging import judge
 from softmax_suite.suites.policy import Policy
 
 # A row's score is the largest error/budget over its elements; a semantic difference (NaN where
@@ -70,7 +71,7 @@ class Evaluator:
         return reference, [x, cotangent_of(self.op, full, per_row)]
 
     def judged(self, x: np.ndarray) -> dict:
-        """The accuracy path's judgement of x alone (suites.accuracy.judge): what a found case of
+        """The accuracy path's judgement of x alone (suites.judging.judge): what a found case of
         these bits will show in `softmax-suite run`."""
         reference, inputs = self.inputs(x)
         try:
