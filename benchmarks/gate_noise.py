@@ -5,12 +5,12 @@
 With --hog processes spinning beside it (default: one per core), this runs the quick throughput
 sweep (the throughput pass of `softmax-suite run`) runs + 1 times for the backends and
 tests.planted_backend:Softmax; saves a baseline of the first run; gates each later run against it
-(softmax_suite.reports.gate, with the rules of this checkout's pyproject.toml) and counts the runs with a
-failing finding or a measurement error ("impossible" throughput), and the largest drop of a gated
-result. Then, per planted slowdown, it runs the planted backend --runs times slowed down (its
-PLANTED_SLOWDOWN) and counts the runs whose gate fails it; and it runs the backend of
-tests/lazy_backend.py that skips synchronisation --runs times and counts the runs that call it a
-measurement error. Prints one Markdown table; every results file stays in --out.
+(softmax_suite.reports.gate, with the rules of this checkout's pyproject.toml) and counts the
+runs with a failing finding or a measurement error ("impossible" throughput), and the largest drop
+of a gated result. Then, per planted slowdown, it runs the planted backend --runs times slowed
+down (its PLANTED_SLOWDOWN) and counts the runs whose gate fails it; and it runs the backend of
+tests/lazy_backend.py that skips synchronisation --lazy-runs times (default --runs) and counts
+the runs that call it a measurement error. Prints one Markdown table; every results file stays in --out.
 """
 
 from __future__ import annotations
@@ -78,6 +78,8 @@ def main() -> None:
     parser.add_argument("--hog", type=int, default=os.cpu_count() or 2, help="busy processes beside the runs")
     parser.add_argument("--slowdowns", default="2,1.5", help="planted slowdown factors to try")
     parser.add_argument("--baseline-runs", type=int, default=1, help="runs the baseline is saved from")
+    parser.add_argument("--lazy-runs", type=int, default=None,
+                        help="runs of the lazy backend (default: --runs)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="gate-noise-"))
@@ -115,12 +117,12 @@ def main() -> None:
                               for f in gated(baseline, records))
             rows.append((f"runs of the planted {factor}x slowdown whose gate fails",
                          f"{caught} of {args.runs}"))
-        lazy = 0
-        for i in range(1, args.runs + 1):
+        lazy, lazy_runs = 0, args.runs if args.lazy_runs is None else args.lazy_runs
+        for i in range(1, lazy_runs + 1):
             records = sweep(LAZY, out / f"lazy{i}.jsonl")
             lazy += any(r.get("failure") == "measurement" for r in errors(records, LAZY))
         rows.append(("runs of the backend without synchronisation called a measurement error",
-                     f"{lazy} of {args.runs}"))
+                     f"{lazy} of {lazy_runs}"))
     finally:
         for process in hogs:
             process.kill()

@@ -77,8 +77,10 @@ def bound(reference: Reference, axis: int, flush_to_zero: bool = False) -> np.nd
             elif reference.op == "log_softmax_vjp":
                 result = u * (g + np.where(y > 0, y * terms["sum_abs_g"] * (rho + n + 2), 0.0)) \
                     + underflow
-            else:
+            elif reference.op == "logsumexp_vjp":
                 result = u * np.where(y > 0, g * y * (rho + 1), 0.0) + underflow
+            else:
+                raise KeyError(f"no a-priori bound for {reference.op}: FORMULAS names the ops with one")
     return np.where(np.isfinite(reference.mant), result, np.inf)
 
 

@@ -52,7 +52,7 @@ def probe_row(fmt: Format) -> np.ndarray:
 def probe_inputs(op: str, fmt: Format) -> list[np.ndarray]:
     """The probe's inputs for op: x, one row, and for a VJP its cotangent (module docstring)."""
     x = probe_row(fmt)[None]
-    if op == "softmax":
+    if not is_vjp(op):  # a forward op is probed on the row itself (STANDS_FOR: on softmax's)
         return [x]
     if op == "logsumexp_vjp":
         g = np.ones(1)

@@ -17,10 +17,12 @@ from softmax_suite.suites.throughput import Shape
 
 
 def test_every_room_has_a_formula_for_every_op() -> None:
+    # required of every op: a budget (and its text); optional: an a-priori bound, invariants
     assert set(budget.BUDGET_FORMULAS) == set(ops.OPS)
     assert set(budget.VJP_BUDGETS) == set(ops.VJP_OPS)
-    assert set(theory.FORMULAS) == set(ops.OPS)
-    assert set(invariants.OP_INVARIANTS) == set(ops.FORWARD_OPS)
+    assert set(theory.FORMULAS) <= set(ops.OPS) and set(invariants.OP_INVARIANTS) <= set(ops.FORWARD_OPS)
+    # today's ops have both
+    assert set(theory.FORMULAS) == set(ops.OPS) and set(invariants.OP_INVARIANTS) == set(ops.FORWARD_OPS)
     assert {op.name: op.short for op in ops.TABLE} == SHORT_OPS
     # the oracle answers every op, the VJPs from their forward op's row
     x = np.array([[1.5, 2.2, -0.3, 0.8]])
