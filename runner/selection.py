@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import difflib
 
-from softmax_suite.backends.registry import backend_names
+from softmax_suite.backends.registry import BUILTIN
 from softmax_suite.protocol import DTYPES, OPS
 from softmax_suite.suites.cotangents import COTANGENTS
 
 # (flag, keyword arguments) for argparse and pytest's parser alike.
 SELECTION_OPTIONS: tuple[tuple[str, dict], ...] = (
     ("--backend", {"action": "append", "metavar": "NAMES",
-                   "help": f"backends, comma-separated: {', '.join(backend_names())} (built-in and "
-                           "installed plugins), array-api:<module> or package.module:attr (default: every "
-                           "built-in and plugin backend)"}),
+                   # No scan of the installed plugins for a help text: `softmax-suite backends` lists them.
+                   "help": f"backends, comma-separated: {', '.join(BUILTIN)}, an installed plugin's name "
+                           "(softmax-suite backends lists them), array-api:<module> or package.module:attr "
+                           "(default: every built-in and plugin backend)"}),
     ("--device", {"action": "append", "metavar": "NAMES",
                   "help": "devices, comma-separated: cpu, cuda, mps, gpu, tpu (default: all)"}),
     ("--dtype", {"action": "append", "metavar": "NAMES",
