@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Run the suite over the selected backends (default: every "
                                           "installed one) and write OUT/results.jsonl.")
     for flag, kwargs in (*SELECTION_OPTIONS, *FAULT_OPTIONS):
+        if flag == "--backend":  # the command's own help names the installed plugins too
+            kwargs = {**kwargs, "help": f"backends, comma-separated: {', '.join(backend_names())} (built-in "
+                                        "and installed plugins), array-api:<module> or package.module:attr "
+                                        "(default: every built-in and plugin backend)"}
         run.add_argument(flag, **kwargs)
     run.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                      help=f"output folder (default: {DEFAULT_OUT})")
