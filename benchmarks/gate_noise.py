@@ -132,15 +132,15 @@ def main() -> None:
                   f"{len(alarms)} / {len(impossible)}"),
                  ("largest drop of a gated result in a first measurement", f"{drop:.0%}")]
         for factor in args.slowdowns.split(","):
-            first, caught = 0, 0
+            at_first, caught = 0, 0
             for i in range(1, args.runs + 1):
                 path, environment = out / f"slow{factor}x{i}.jsonl", {"PLANTED_SLOWDOWN": factor}
                 records = sweep(PLANTED, path, environment)
-                first += any(f.key.split("/")[1] == PLANTED for f in failing(baseline, records))
+                at_first += any(f.key.split("/")[1] == PLANTED for f in failing(baseline, records))
                 caught += any(f.key.split("/")[1] == PLANTED
                               for f in confirmed(baseline, records, path, environment))
             rows.append((f"runs of the planted {factor}x slowdown whose gate fails (first measurement; "
-                         "after timing again)", f"{first} of {args.runs}; {caught} of {args.runs}"))
+                         "after timing again)", f"{at_first} of {args.runs}; {caught} of {args.runs}"))
         lazy, lazy_runs = 0, args.runs if args.lazy_runs is None else args.lazy_runs
         for i in range(1, lazy_runs + 1):
             records = sweep(LAZY, out / f"lazy{i}.jsonl")
