@@ -149,6 +149,9 @@ def read_results(path: str | os.PathLike) -> tuple[dict, list[dict]]:
     except (OSError, UnicodeDecodeError) as error:
         why = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
         raise ResultsFileError(f"cannot read results file {path}: {why}") from None
+    if lines and lines[0].lstrip().lower().startswith(("<!doctype html", "<html")):
+        raise ResultsFileError(f"{path} is an HTML report, not a results file: give the results.jsonl "
+                               "(and throughput.jsonl) of the run it shows, in the same folder")
     last = max((number for number, text in enumerate(lines, start=1) if text.strip()), default=0)
     header: dict = {}
     results: list[dict] = []

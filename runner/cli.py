@@ -34,7 +34,7 @@ from softmax_suite.reports.results import ResultsFileError, read_results
 from softmax_suite.runner import reproduce, resume
 from softmax_suite.runner.config import ConfigError, load_settings
 from softmax_suite.runner.environment import COMMAND_VARIABLE
-from softmax_suite.runner.selection import SELECTION_OPTIONS, no_match, split, suggestion
+from softmax_suite.runner.selection import SELECTION_OPTIONS, dtype_names, no_match, split, suggestion
 from softmax_suite.suites import corpus
 from softmax_suite.suites.cases import CATALOGUE, select_cases
 from softmax_suite.suites.cotangents import COTANGENTS
@@ -436,6 +436,7 @@ def backends_command(args: argparse.Namespace) -> int:
 
 def cases_command(args: argparse.Namespace) -> int:
     patterns = split(args.case)
+    args.dtype = dtype_names([args.dtype])[0] if args.dtype else args.dtype
     if args.dtype and args.dtype not in DTYPES:
         print(f"softmax-suite: unknown dtype {args.dtype!r}: valid are {', '.join(DTYPES)}"
               f"{suggestion(args.dtype, DTYPES)}", file=sys.stderr)
@@ -461,6 +462,7 @@ def cases_command(args: argparse.Namespace) -> int:
 
 def _hunt_plan(args: argparse.Namespace) -> hunting.Plan:
     """The hunt's plan from its options (ValueError naming a bad one and the valid values)."""
+    args.dtype = dtype_names([args.dtype])[0]
     for kind, value, valid in (("op", args.op, OPS), ("dtype", args.dtype, DTYPES)):
         if value not in valid:
             raise ValueError(f"unknown {kind} {value!r}: valid are {', '.join(valid)}"

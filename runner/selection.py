@@ -6,6 +6,8 @@ from __future__ import annotations
 import difflib
 
 from softmax_suite.backends.registry import BUILTIN
+from softmax_suite.formats import DTYPE_ALIASES
+from softmax_suite.ops import OP_SYNONYMS
 from softmax_suite.protocol import DTYPES, OPS
 from softmax_suite.suites.cotangents import COTANGENTS
 
@@ -38,9 +40,16 @@ def split(values: list[str] | None) -> list[str]:
 
 
 def suggestion(given: str, valid: list[str] | tuple[str, ...]) -> str:
-    """"; did you mean 'x'?" for the valid name closest to the given one, or nothing."""
-    close = difflib.get_close_matches(given, list(valid), n=1)
+    """"; did you mean 'x'?" for the valid name another library gives that name, else the valid
+    name closest to it, or nothing."""
+    named = OP_SYNONYMS.get(given.lower())
+    close = [named] if named in valid else difflib.get_close_matches(given, list(valid), n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def dtype_names(chosen: list[str]) -> list[str]:
+    """The dtypes as given, other libraries' names for them (bf16, fp32, half, ...) made ours."""
+    return [DTYPE_ALIASES.get(name.lower(), name) for name in chosen]
 
 
 def no_match(kind: str, given: list[str], valid: list[str]) -> str:

@@ -18,7 +18,7 @@ from softmax_suite.reports import baseline as baseline_io
 from softmax_suite.reports.results import ResultsFileError, ResultsWriter, read_results
 from softmax_suite.runner import environment
 from softmax_suite.runner.config import ConfigError, Settings, load_settings
-from softmax_suite.runner.selection import no_match, split
+from softmax_suite.runner.selection import dtype_names, no_match, split
 from softmax_suite.suites import accuracy, throughput
 from softmax_suite.suites.accuracy import Target
 from softmax_suite.suites.cases import CATALOGUE, select_cases
@@ -183,6 +183,8 @@ def earlier_results(path: str | None) -> list[dict]:
 
 def _selection(config: pytest.Config, option: str, valid: tuple[str, ...]) -> list[str]:
     chosen = split(config.getoption(option))
+    if option == "dtype":
+        chosen = dtype_names(chosen)
     for name in chosen:
         if name not in valid:
             raise pytest.UsageError(no_match(option, [name], list(valid)))

@@ -58,6 +58,15 @@ FORWARD_OPS: tuple[str, ...] = tuple(op.name for op in TABLE if not op.vjp)
 VJP_OPS: tuple[str, ...] = tuple(op.name for op in TABLE if op.vjp)
 
 
+# Names other libraries give these ops: never accepted (a gradient is not always a VJP of the same
+# cotangent), suggested in the message for an unknown op.
+OP_SYNONYMS: dict[str, str] = {
+    **{f"{op}_{word}": f"{op}_vjp" for op in ("softmax", "log_softmax", "logsumexp")
+       for word in ("grad", "gradient", "backward", "bwd")},
+    "logsoftmax": "log_softmax", "lse": "logsumexp", "log_sum_exp": "logsumexp",
+}
+
+
 def op_named(name: str) -> Op:
     """The table's record of an op; a KeyError that lists the ops for any other name."""
     try:

@@ -48,6 +48,7 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "nohead.jsonl").write_text(lines(*results))
     (folder / "empty.jsonl").write_text("")
     (folder / "joined.jsonl").write_text(good + good)
+    (folder / "report.html").write_text("<!DOCTYPE html>\n<html><body>a report</body></html>\n")
     baseline_io.save([folder / "good.jsonl"], folder / "base.json")
     text = (folder / "base.json").read_text()
     (folder / "trunc.json").write_text(text[: len(text) // 2])
@@ -76,6 +77,12 @@ TABLE = [
      True),
     ("run --backend numpy --dtype flaot32 --out {dir}/o",
      ["no dtype matches 'flaot32'", "float16, bfloat16, float32, float64", "did you mean 'float32'?"], True),
+    # Another library's name for an op: the suite's own is suggested, never guessed.
+    ("run --backend numpy --op softmax_grad --out {dir}/o",
+     ["no op matches 'softmax_grad'", "did you mean 'softmax_vjp'?"], True),
+    # An HTML report given where its results files belong: named as what it is.
+    ("report {dir}/report.html -o {dir}/again.html",
+     ["report.html is an HTML report, not a results file", "results.jsonl"], False),
     ("run --backend numpy --case glosary --out {dir}/o",
      ["no case matches 'glosary'", "glossary, random_n2", "did you mean 'glossary'?"], True),
     ("run --backend numpy --cotangent randm --out {dir}/o",

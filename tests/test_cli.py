@@ -96,3 +96,14 @@ def test_backends_and_cases_listings() -> None:
     # The 65536-element rows apply to float16 and bfloat16 only.
     assert "long_equal_n65k" not in cases.stdout
     assert cli("cases", "--case", "nothing_like_this").returncode == 2
+
+
+def test_other_libraries_dtype_names_are_accepted(tmp_path) -> None:
+    # bf16, fp32, half, f64: the names other libraries use select the same dtypes (the records keep ours).
+    from softmax_suite.runner.selection import dtype_names
+
+    assert dtype_names(["bf16", "FP32", "half", "f64", "float16"]) == [
+        "bfloat16", "float32", "float16", "float64", "float16"]
+    done = subprocess.run([sys.executable, "-m", "softmax_suite.runner.cli", "cases", "--dtype", "bf16",
+                           "--case", "glossary"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "glossary" in done.stdout, done.stderr
