@@ -260,6 +260,8 @@ def _confirm_slower(timings: Path, args: argparse.Namespace, environment: dict) 
     """Time again, in a process of its own, every op the gate would fail as slower than the
     baseline (a busy machine slows a spell of benchmarks; a slower op stays slower): the gate then
     takes the better of the two measurements of each. The second file, or none."""
+    again = timings.with_name("throughput-again.jsonl")
+    again.unlink(missing_ok=True)  # an earlier run's second timing is not this run's
     before, rules = _load_gate(args.baseline, None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a partial file is said by _gate_and_report
@@ -272,9 +274,8 @@ def _confirm_slower(timings: Path, args: argparse.Namespace, environment: dict) 
                      if f.severity == gate_rules.FAIL and f.key.startswith("throughput/")})
     if not slower:
         return []
-    print(f"softmax-suite: {len(slower)} op(s) slower than the baseline at every size they were gated at; "
-          "timing them again before the gate decides: " + ", ".join(slower))
-    again = timings.with_name("throughput-again.jsonl")
+    print(f"softmax-suite: {len(slower)} op(s) slower than the baseline; timing them again before the gate "
+          "decides: " + ", ".join(slower))
     groups = [key.split("/")[1:5] for key in slower]
     chosen = [part for index, flag in enumerate(("--backend", "--device", "--dtype", "--op"))
               for part in (flag, ",".join(sorted({group[index] for group in groups})))]

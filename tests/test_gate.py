@@ -245,8 +245,8 @@ def test_a_planted_slowdown_and_accuracy_regression_fail_the_gate(tmp_path: Path
                 "random_n1k_s10", "--out", str(tmp_path / "again"), "-n", "0", "--baseline", str(baseline),
                 "--", "-k", "random_n1k_s10 or row_n1M", env={"PLANTED_SLOWDOWN": "2"})
     assert again.returncode == 1, again.stdout + again.stderr
-    assert ("timing them again before the gate decides: throughput/tests.planted_backend:Softmax"
-            in again.stdout)
+    assert "timing them again before the gate decides: throughput/tests.planted_backend:Softmax" in (
+        again.stdout)
     assert (tmp_path / "again" / "throughput-again.jsonl").is_file()
     assert "FAIL  throughput/tests.planted_backend:Softmax/cpu/float32/softmax/row_n1M" in again.stdout
 
