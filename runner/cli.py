@@ -205,7 +205,9 @@ def run_command(args: argparse.Namespace) -> int:
         selection += ["--oracle-cache", args.oracle_cache]
     results = out / "results.jsonl"
     selection += ["--case-timeout", repr(args.case_timeout)]
-    accuracy = [*selection, "-m", "not throughput", "--results", str(results),
+    # pytest-benchmark times nothing in this pass (its items are the throughput pass's); not
+    # loaded, it does not warn once per xdist process that xdist disables it.
+    accuracy = [*selection, "-p", "no:benchmark", "-m", "not throughput", "--results", str(results),
                 *(["--isolate"] if args.isolate else []), *(["--resume"] if steps else [])]
     if args.workers != "0":
         if _xdist_installed():
