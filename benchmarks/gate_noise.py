@@ -76,13 +76,10 @@ def largest_drop(baseline: dict, records: list[dict]) -> float:
     """The largest drop of speed among the results the gate judges (long enough calls, on cores
     the backend had)."""
     current, _ = baseline_io.entries(records)
-    judged = gate_rules.gated_sizes(baseline, current, RULES)
     drops = [0.0]
     for name, after in current.items():
         before = baseline.get(name)
-        if before and gate_rules.group_of(name) in judged and not {
-                f.rule for f in gate_rules.compare(name, before, after, RULES)} & {
-                gate_rules.NOT_GATED, gate_rules.NOT_RESOLVED}:
+        if before and gate_rules.judged(name, before, after, gate_rules.compare(name, before, after, RULES)):
             drops.append(1 - after["run_speeds"][0] / statistics.median(before["run_speeds"]))
     return max(drops)
 

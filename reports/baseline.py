@@ -3,9 +3,8 @@ cotangent) holding what the gate compares, in a JSON file with a stable key orde
 
 An entry keeps the status and semantic differences of every result; for accuracy the gated
 error (max_ulp, or for a VJP whose ULPs are undefined under cancellation max_scaled, in units of
-u times the natural scale); for throughput each run's speed the gate compares (on the CPU the
-fastest round's GB/s, elsewhere its fraction of the copy timed in the same rounds: suites.throughput;
-a baseline saved from several runs of one machine keeps each) and its basis, whether the
+u times the natural scale); for throughput each run's speed the gate compares and its basis (entry()
+says which; a baseline saved from several runs of one machine keeps each run's), whether the
 timing was resolvable and the median call time (what the gate's resolution rules read), with
 GB/s and the copy's kept for information.
 """

@@ -141,6 +141,13 @@ def group_of(name: str) -> str:
     return "/".join(name.split("/")[:5])
 
 
+def judged(name: str, before: dict, after: dict, findings: list[Finding]) -> bool:
+    """Whether the gate judged a throughput result's speed: timed on both sides, long enough, on
+    cores the backend had, on one basis (compare's findings for it say which)."""
+    return (name.startswith("throughput/") and "median_s" in before and "median_s" in after
+            and not {f.rule for f in findings} & set(UNGATED))
+
+
 def consistent(findings: list[Finding], gated: dict[str, int]) -> list[Finding]:
     """The findings with each "slower at this size" made a failure where its op (group_of) is
     slower at two or more of its gated sizes, or at its only one; gated counts the sizes gated
@@ -159,31 +166,21 @@ def consistent(findings: list[Finding], gated: dict[str, int]) -> list[Finding]:
     return out
 
 
-def gated_sizes(baseline: dict[str, dict], current: dict[str, dict], rules: GateRules) -> dict[str, int]:
-    """Per group, how many of its throughput results both sides hold and the gate can judge:
-    calls long enough to time, on cores the backend had."""
-    counts: dict[str, int] = {}
-    for name in set(baseline) & set(current):
-        before, after = baseline[name], current[name]
-        if name.startswith("throughput/") and "median_s" in before and "median_s" in after:
-            _, _, _, dtype, op = name.split("/")[:5]
-            unjudged = {f.rule for f in _throughput(name, before, after, rules.thresholds(op, dtype))}
-            if not unjudged & set(UNGATED):
-                counts[group_of(name)] = counts.get(group_of(name), 0) + 1
-    return counts
-
-
 def gate(baseline: dict[str, dict], current: dict[str, dict], rules: GateRules,
          partial: bool = False) -> list[Finding]:
     """Every finding of a run (entries by key) against a baseline (entries by key); a partial run's
     missing results are noted as not run yet rather than warned about."""
     found = []
+    gated: dict[str, int] = {}  # per op (group_of), its throughput results the gate judged
     for name in sorted(current):
-        if name in baseline:
-            found += compare(name, baseline[name], current[name], rules)
-        else:
+        if name not in baseline:
             found.append(Finding(name, NOTE, "new since the baseline", "-", current[name]["status"], "-"))
-    found = consistent(found, gated_sizes(baseline, current, rules))
+            continue
+        here = compare(name, baseline[name], current[name], rules)
+        found += here
+        if judged(name, baseline[name], current[name], here):
+            gated[group_of(name)] = gated.get(group_of(name), 0) + 1
+    found = consistent(found, gated)
     checks = {name.split("/")[0] for name in current}
     absent: dict[str, int] = {}
     missing = (NOTE, NOT_RUN_YET) if partial else (WARN, "missing from the run")
@@ -213,10 +210,9 @@ def tally(findings: list[Finding], compared: int) -> str:
     parts = [f"{len(regressions)} regressions", f"{len(improvements)} improvements", f"{unchanged} unchanged"]
     parts += [f"{len(noted)} slower at one size only"] if noted else []
     parts += [f"{len(short)} not gated (too short, on busy cores, or measured another way)"] if short else []
-    for rule, words in (("missing from the run", "missing from the run"),
-                        ("new since the baseline", "new since the baseline")):
+    for rule in ("missing from the run", "new since the baseline"):
         count = len(keys(lambda f, rule=rule: f.rule == rule))
-        parts += [f"{count} {words}"] if count else []
+        parts += [f"{count} {rule}"] if count else []
     return ", ".join(parts)
 
 

@@ -250,14 +250,13 @@ def _gate_record(state: SuiteState, record: dict, nodeid: str) -> None:
     findings = gate_rules.compare(name, before, after, state.settings.gate)
     group = gate_rules.group_of(name)
     if group in state.group_last:
-        befores, afters, so_far = state.throughput_groups.setdefault(group, ({}, {}, []))
+        befores, afters = state.throughput_groups.setdefault(group, ({}, {}))
         befores[name], afters[name] = before, after
-        so_far += findings
         if nodeid != state.group_last[group]:
             if findings:
                 record["gate"] = [finding.as_dict() for finding in findings]
             return
-        findings = gate_rules.consistent(so_far, gate_rules.gated_sizes(befores, afters, state.settings.gate))
+        findings = gate_rules.gate(befores, afters, state.settings.gate)  # the op's sizes together
     if findings:
         record["gate"] = [finding.as_dict() for finding in findings]
     failed = [f for f in findings if f.severity == gate_rules.FAIL]

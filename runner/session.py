@@ -74,9 +74,9 @@ class SuiteState:
         self.results: list[dict] = []
         self.writer: ResultsWriter | None = None
         # For --baseline: the last item of each throughput group (reports.gate.group_of), and the
-        # group's baseline entries, results and findings so far.
+        # group's baseline entries and results so far.
         self.group_last: dict[str, str] = {}
-        self.throughput_groups: dict[str, tuple[dict, dict, list]] = {}
+        self.throughput_groups: dict[str, tuple[dict, dict]] = {}
         self.earlier: list[dict] = []
         # Staleness of a known deviation can only be judged on the whole catalogue (and, see
         # pytest_sessionfinish, on a session that ran to its end).

@@ -258,9 +258,14 @@ class Interleaved:
         return times
 
 
+def fraction(op_s: float, copy_s: float, traffic: int, copied: int) -> float:
+    """The op's GB/s in op_s seconds as a fraction of the copy's in copy_s."""
+    return (traffic / op_s) / (copied / copy_s)
+
+
 def best_fraction(op_times: list[float], copy_times: list[float], traffic: int, copied: int) -> float:
     """The op's fastest round against the copy's fastest, as a fraction of the copy's GB/s."""
-    return (traffic / min(op_times)) / (copied / min(copy_times))
+    return fraction(min(op_times), min(copy_times), traffic, copied)
 
 
 def waited(backend: Backend, op: Callable[[], Any], fastest: float, tries: int = 3) -> bool:
@@ -376,7 +381,7 @@ def run(target: Target, backend: Backend, benchmark: Any, sweep_name: str,
         "copy": {**copy_timing.as_dict(), "rounds_s": copy_times, "bytes": copied,
                  "gb_per_s": copied / min(copy_times) / 1e9},
         "roofline_fraction": best,
-        "round_fractions": [(traffic / op_s) / (copied / copy_s)
+        "round_fractions": [fraction(op_s, copy_s, traffic, copied)
                             for op_s, copy_s in zip(op_times, copy_times, strict=True)],
         "cache_regime": cache_regime(target.device, traffic),
         "contention": {"other_cores": others, "threads": threads},
@@ -390,7 +395,7 @@ def run(target: Target, backend: Backend, benchmark: Any, sweep_name: str,
             f"than the op's {gb_per_s:.3g} GB/s by more than the bytes allow, and the op's result was "
             "ready when it returned: the copy waited for busy cores, so no roofline fraction"))
     elif best > IMPOSSIBLE:
-        message = (f"measurement error: the op's fastest round, {traffic / min(op_times) / 1e9:.3g} GB/s, is "
+        message = (f"measurement error: the op's fastest round, {gb_per_s:.3g} GB/s, is "
                    f"{best:.3g} x the fastest round of the copy interleaved with it on the same device, more "
                    f"than the {IMPOSSIBLE:g}x the bytes allow, in two measurements, and reading its result "
                    "waited for work: the call returned before its work was done (a missing synchronize, "
