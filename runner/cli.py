@@ -34,7 +34,14 @@ from softmax_suite.reports.results import ResultsFileError, read_results
 from softmax_suite.runner import reproduce, resume
 from softmax_suite.runner.config import ConfigError, load_settings
 from softmax_suite.runner.environment import COMMAND_VARIABLE
-from softmax_suite.runner.selection import SELECTION_OPTIONS, dtype_names, no_match, split, suggestion
+from softmax_suite.runner.selection import (
+    SELECTION_OPTIONS,
+    backend_help,
+    dtype_names,
+    no_match,
+    split,
+    suggestion,
+)
 from softmax_suite.suites import corpus
 from softmax_suite.suites.cases import CATALOGUE, select_cases
 from softmax_suite.suites.cotangents import COTANGENTS
@@ -59,9 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "installed one) and write OUT/results.jsonl.")
     for flag, kwargs in (*SELECTION_OPTIONS, *FAULT_OPTIONS):
         if flag == "--backend":  # the command's own help names the installed plugins too
-            kwargs = {**kwargs, "help": f"backends, comma-separated: {', '.join(backend_names())} (built-in "
-                                        "and installed plugins), array-api:<module> or package.module:attr "
-                                        "(default: every built-in and plugin backend)"}
+            kwargs = {**kwargs, "help": backend_help(f"{', '.join(backend_names())} (built-in and "
+                                                     "installed plugins)")}
         run.add_argument(flag, **kwargs)
     run.add_argument("--out", default=DEFAULT_OUT, metavar="DIR",
                      help=f"output folder (default: {DEFAULT_OUT})")

@@ -11,13 +11,19 @@ from softmax_suite.ops import OP_SYNONYMS
 from softmax_suite.protocol import DTYPES, OPS
 from softmax_suite.suites.cotangents import COTANGENTS
 
-# (flag, keyword arguments) for argparse and pytest's parser alike.
+
+def backend_help(names: str) -> str:
+    """--backend's help, naming the backends as names says."""
+    return (f"backends, comma-separated: {names}, array-api:<module> or package.module:attr (default: "
+            "every built-in and plugin backend)")
+
+
+# (flag, keyword arguments) for argparse and pytest's parser alike. No scan of the installed
+# plugins for a help text (the CLI's own help does it: runner.cli.build_parser).
 SELECTION_OPTIONS: tuple[tuple[str, dict], ...] = (
     ("--backend", {"action": "append", "metavar": "NAMES",
-                   # No scan of the installed plugins for a help text: `softmax-suite backends` lists them.
-                   "help": f"backends, comma-separated: {', '.join(BUILTIN)}, an installed plugin's name "
-                           "(softmax-suite backends lists them), array-api:<module> or package.module:attr "
-                           "(default: every built-in and plugin backend)"}),
+                   "help": backend_help(f"{', '.join(BUILTIN)} or an installed plugin's name "
+                                        "(softmax-suite backends lists them)")}),
     ("--device", {"action": "append", "metavar": "NAMES",
                   "help": "devices, comma-separated: cpu, cuda, mps, gpu, tpu (default: all)"}),
     ("--dtype", {"action": "append", "metavar": "NAMES",
