@@ -3,8 +3,6 @@ kind on its input's device, under the case timeout when it runs in this process.
 
 from __future__ import annotations
 
-import argparse
-import math
 import signal
 import threading
 import time
@@ -29,17 +27,6 @@ class WrongOutput(Exception):
 class CallTimeout(BaseException):
     """A call ran past its time limit. A BaseException, like KeyboardInterrupt, so that a backend's
     own `except Exception` cannot swallow it."""
-
-
-def seconds(text: str) -> float:
-    """--case-timeout's value: a number of seconds >= 0 (0: no limit)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0 (0: no limit)")
-    return value
 
 
 def output_of(backend: Backend, op: str, device: str, axis: int, inputs: list[np.ndarray]) -> np.ndarray:

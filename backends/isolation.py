@@ -21,28 +21,14 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from softmax_suite.backends.calls import (
-    DEFAULT_CASE_TIMEOUT,
     HOW_TO_RAISE,
     describe_error,
     last_frames,
     output_of,
-    seconds,
 )
 from softmax_suite.backends.registry import Unavailable, load
 from softmax_suite.protocol import Backend
 
-# (flag, keyword arguments) for argparse and pytest's parser alike: what a bad backend may cost.
-FAULT_OPTIONS: tuple[tuple[str, dict], ...] = (
-    ("--case-timeout", {"type": seconds, "default": DEFAULT_CASE_TIMEOUT, "metavar": "SECONDS",
-                        "help": "the longest one backend call of a case may take; past it the case is an "
-                                f"error 'timeout' and the run goes on (default: {DEFAULT_CASE_TIMEOUT:g}; 0: "
-                                "no limit). In the suite's process Python code is stopped at the limit and "
-                                "C code when it returns; under --isolate the worker process is killed"}),
-    ("--isolate", {"action": "store_true", "default": False,
-                   "help": "run each backend in a worker process of its own, started afresh after a crash "
-                           "(segfault, abort, exit), which then costs only its case; no throughput (a "
-                           "call timed through a pipe would time the pipe)"}),
-)
 STARTUP_S = 120.0  # importing a framework in a fresh process (torch, jax) is no case's time
 GRACE_S = 2.0  # from SIGTERM (faulthandler writes the stack) to SIGKILL
 # A fresh interpreter: forking a process that runs torch or jax threads is unsafe.

@@ -13,23 +13,11 @@ from importlib import metadata
 from typing import Any
 
 from softmax_suite.backends.array_api_backend import SPEC_PREFIX, load_namespace
+from softmax_suite.backends.builtin import BUILTIN
 from softmax_suite.backends.custom import load_spec, wrap
 from softmax_suite.protocol import OPS, Backend, BackendUnavailable
 
 GROUP = "softmax_suite.backends"
-
-BUILTIN: dict[str, str] = {
-    "numpy": "softmax_suite.backends.numpy_backend",
-    "scipy": "softmax_suite.backends.scipy_backend",
-    "torch": "softmax_suite.backends.torch_backend",
-    "jax": "softmax_suite.backends.jax_backend",
-    "array_api_strict": "softmax_suite.backends.array_api_backend",
-    "onnxruntime": "softmax_suite.backends.onnxruntime_backend",
-    "mlx": "softmax_suite.backends.mlx_backend",
-    "tensorflow": "softmax_suite.backends.tensorflow_backend",
-    "cupy": "softmax_suite.backends.cupy_backend",
-    "triton": "softmax_suite.backends.triton_backend",
-}
 
 
 @dataclass(frozen=True)

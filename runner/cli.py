@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from softmax_suite import suites as suites_package
-from softmax_suite.backends.isolation import FAULT_OPTIONS
 from softmax_suite.backends.registry import backend_names, check_names, load
 from softmax_suite.ops import is_vjp
 from softmax_suite.oracle import store
@@ -34,14 +33,8 @@ from softmax_suite.reports.results import ResultsFileError, read_results
 from softmax_suite.runner import reproduce, resume
 from softmax_suite.runner.config import ConfigError, load_settings
 from softmax_suite.runner.environment import COMMAND_VARIABLE
-from softmax_suite.runner.selection import (
-    SELECTION_OPTIONS,
-    backend_help,
-    dtype_names,
-    no_match,
-    split,
-    suggestion,
-)
+from softmax_suite.runner.options import FAULTS, SELECTION, any_project, backend_help
+from softmax_suite.runner.selection import dtype_names, no_match, split, suggestion
 from softmax_suite.suites import corpus
 from softmax_suite.suites.cases import CATALOGUE, select_cases
 from softmax_suite.suites.cotangents import COTANGENTS
@@ -53,6 +46,8 @@ SUITES_DIR = Path(suites_package.__file__).resolve().parent
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DEFAULT_OUT = "softmax-suite-out"
 STEP_WORDS = {"run": "to run", "resume": "to continue", "done": "complete"}
+# Named, so that a run needs no entry-point plugin loading (PYTEST_DISABLE_PLUGIN_AUTOLOAD).
+PLUGINS = ("-p", "softmax_suite.runner.entry", "-p", "softmax_suite.runner.plugin")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the suite and write OUT/results.jsonl",
                               description="Run the suite over the selected backends (default: every "
                                           "installed one) and write OUT/results.jsonl.")
-    for flag, kwargs in (*SELECTION_OPTIONS, *FAULT_OPTIONS):
+    for flag, kwargs in (*SELECTION, *FAULTS):
         if flag == "--backend":  # the command's own help names the installed plugins too
             kwargs = {**kwargs, "help": backend_help(f"{', '.join(backend_names())} (built-in and "
                                                      "installed plugins)")}
@@ -200,8 +195,8 @@ def run_command(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"softmax-suite: cannot create output folder {out}: {error.strerror}", file=sys.stderr)
         return EXIT_USAGE
-    selection = [str(SUITES_DIR), "-p", "softmax_suite.runner.plugin", "-q"]
-    for flag, options in SELECTION_OPTIONS:
+    selection = [str(SUITES_DIR), *PLUGINS, "-q"]
+    for flag, options in SELECTION:
         value = getattr(args, flag.removeprefix("--"))
         if options["action"] == "append":
             selection += [part for item in value or [] for part in (flag, item)]
@@ -210,18 +205,21 @@ def run_command(args: argparse.Namespace) -> int:
     if args.oracle_cache:
         selection += ["--oracle-cache", args.oracle_cache]
     results = out / "results.jsonl"
-    selection += ["--case-timeout", repr(args.case_timeout)]
+    if args.case_timeout is not None:
+        selection += ["--case-timeout", repr(args.case_timeout)]
     # pytest-benchmark times nothing in this pass (its items are the throughput pass's); not
     # loaded, it does not warn once per xdist process that xdist disables it.
     accuracy = [*selection, "-p", "no:benchmark", "-m", "not throughput", "--results", str(results),
                 *(["--isolate"] if args.isolate else []), *(["--resume"] if steps else [])]
     if args.workers != "0":
         if _xdist_installed():
-            accuracy += ["-n", args.workers, "--dist", "loadgroup"]
+            # The plugin's scheduler keeps each case and dtype on one worker (runner.scheduling).
+            accuracy += ["-n", args.workers]
         else:
             print("softmax-suite: pytest-xdist is not installed: running in one process", file=sys.stderr)
     done = steps is not None and steps.accuracy == "done"
-    codes = [pytest.ExitCode.OK if done else pytest.main([*accuracy, *args.pytest_args])]
+    # Spelled as any project's pytest takes them (--softmax-suite-backend): the run needs no conftest.
+    codes = [pytest.ExitCode.OK if done else pytest.main(any_project([*accuracy, *args.pytest_args]))]
     written = [results]
     stopped = (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERRUPTED)
     if args.isolate and args.throughput != "off":
@@ -241,7 +239,7 @@ def run_command(args: argparse.Namespace) -> int:
         # reads PYTEST_XDIST_WORKER and would time nothing.
         environment = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
         environment[COMMAND_VARIABLE] = json.dumps([Path(sys.argv[0]).name, *sys.argv[1:]])
-        returned = subprocess.run(command, check=False, env=environment).returncode
+        returned = subprocess.run(any_project(command), check=False, env=environment).returncode
         known = {code.value for code in pytest.ExitCode}
         codes.append(pytest.ExitCode(returned) if returned in known else pytest.ExitCode.INTERNAL_ERROR)
         if args.baseline and timings.exists():
@@ -287,10 +285,10 @@ def _confirm_slower(timings: Path, args: argparse.Namespace, environment: dict) 
     groups = [key.split("/")[1:5] for key in slower]
     chosen = [part for index, flag in enumerate(("--backend", "--device", "--dtype", "--op"))
               for part in (flag, ",".join(sorted({group[index] for group in groups})))]
-    command = [sys.executable, "-m", "pytest", str(SUITES_DIR), "-p", "softmax_suite.runner.plugin", "-q",
+    command = [sys.executable, "-m", "pytest", str(SUITES_DIR), *PLUGINS, "-q",
                *chosen, "-m", "throughput", "-p", "no:xdist", "--sweep", args.throughput,
                "--results", str(again), *args.pytest_args]
-    subprocess.run(command, check=False, env=environment, stdout=subprocess.DEVNULL)
+    subprocess.run(any_project(command), check=False, env=environment, stdout=subprocess.DEVNULL)
     return [again] if again.exists() else []
 
 

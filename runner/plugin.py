@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from softmax_suite.backends.isolation import FAULT_OPTIONS, shutdown
+from softmax_suite.backends.isolation import shutdown
 from softmax_suite.oracle import cache, progress, store
 from softmax_suite.protocol import DTYPES, OPS, Backend
 from softmax_suite.reports import baseline as baseline_io
@@ -24,9 +24,8 @@ from softmax_suite.reports.agreement import agreement_matrix, format_agreement
 from softmax_suite.reports.results import ResultsWriter, jsonable
 from softmax_suite.reports.semantics import format_semantics, semantics_table
 from softmax_suite.reports.summary import format_summary
-from softmax_suite.runner import environment, resume
+from softmax_suite.runner import environment, options, resume
 from softmax_suite.runner.config import Settings
-from softmax_suite.runner.selection import SELECTION_OPTIONS
 from softmax_suite.runner.session import SuiteState, earlier_results
 from softmax_suite.suites import accuracy, invariants, judging, throughput
 from softmax_suite.suites.accuracy import Target
@@ -37,44 +36,17 @@ from softmax_suite.suites.items import MARK
 RESULT_PROPERTY = "softmax_suite_result"
 RECORD_KEY = pytest.StashKey[dict]()
 STATE_KEY = pytest.StashKey["SuiteState"]()
+# The options: --softmax-suite-NAME in any project (and --NAME in this checkout, its conftest.py).
+pytest_plugins = ["softmax_suite.runner.entry"]
 FINISHED = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
-
-
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("softmax-suite", "softmax-suite selection and results")
-    for flag, kwargs in (*SELECTION_OPTIONS, *FAULT_OPTIONS):
-        group.addoption(flag, **kwargs)
-    group.addoption("--results", metavar="PATH", default=None,
-                    help="write one JSON line per result to PATH as results are produced")
-    group.addoption("--resume", action="store_true", default=False,
-                    help="with --results: continue the partial file there (a run killed or interrupted): "
-                         "keep its results, run only the items it lacks, refuse a different selection")
-    group.addoption("--earlier-results", metavar="PATH", default=None,
-                    help="the results file of an earlier pass with the same selection (softmax-suite run "
-                         "gives its throughput pass the accuracy pass's): the stale known-deviations "
-                         "report judges its results and this run's together")
-    group.addoption("--oracle-cache", metavar="DIR", default=None,
-                    help=f"keep exact references in DIR for later runs and other workers ('off': in "
-                         f"memory only; default: ${store.ENVIRONMENT_VARIABLE} or "
-                         "~/.cache/softmax-suite/oracle)")
-    group.addoption("--sweep", default="quick", metavar="NAME",
-                    help=f"throughput shapes: {', '.join(throughput.SWEEPS)} (default: quick: rows of "
-                         "2^12 and 2^20 and a 4096 x 256 batch; full: rows of 2^10 .. 2^24 and "
-                         "batches of 4096 x 128 .. 32768)")
-    group.addoption("--baseline", metavar="FILE", default=None,
-                    help="fail an item whose result regressed against this baseline (softmax-suite "
-                         "baseline save); rules from [tool.softmax-suite.gate]")
-    group.addoption("--suite-config", metavar="PATH", default=None,
-                    help="pyproject.toml holding [tool.softmax-suite] (default: ./pyproject.toml)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: a case with rows of 2^22 elements")
-    config.addinivalue_line("markers", "xdist_group(name): items pytest-xdist keeps on one worker")
     config.addinivalue_line("markers", "throughput: a benchmark (pytest-benchmark; runs serially)")
     state = SuiteState(config)
     config.stash[STATE_KEY] = state
-    cache.use_disk(store.folder_for(config.getoption("oracle_cache")))
+    cache.use_disk(store.folder_for(options.value(config, "--oracle-cache")))
     try:
         progress.setting()
     except ValueError as error:
@@ -83,10 +55,11 @@ def pytest_configure(config: pytest.Config) -> None:
     capture = config.pluginmanager.getplugin("capturemanager")
     progress.set_output_guard(capture.global_and_fixture_disabled if capture is not None else None,
                               terminal=not hasattr(config, "workerinput"))
-    results_path = config.getoption("results")
-    if config.getoption("resume") and not results_path:
-        raise pytest.UsageError("--resume continues the file of --results PATH; give it")
-    resuming = bool(config.getoption("resume") and Path(results_path).exists())
+    results_path = options.value(config, "--results")
+    if options.value(config, "--resume") and not results_path:
+        raise pytest.UsageError(f"{options.spelled(config, '--resume')} continues the file of "
+                                f"{options.spelled(config, '--results')} PATH; give it")
+    resuming = bool(options.value(config, "--resume") and Path(results_path).exists())
     if results_path and not hasattr(config, "workerinput"):
         header = {
             "command": environment.invoked_command(),
@@ -126,13 +99,24 @@ def pytest_configure(config: pytest.Config) -> None:
             {record["nodeid"] for record in state.results}
         config.pluginmanager.register(resume.Resumption(results_path, finished), "softmax-suite-resume")
     if not hasattr(config, "workerinput"):
-        state.earlier = earlier_results(config.getoption("earlier_results"))
+        state.earlier = earlier_results(options.value(config, "--earlier-results"))
         config.pluginmanager.register(ResultsCollector(state), "softmax-suite-results")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
     progress.set_output_guard(None)
     shutdown()  # the backends' worker processes (--isolate) end with the session
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """-n N without --dist (or --dist load): items of one case and dtype on one worker (runner.scheduling);
+    any --dist the user gives is theirs."""
+    if config.getoption("dist") == "load":
+        from softmax_suite.runner.scheduling import CaseScheduling
+
+        return CaseScheduling(config, log)
+    return None
 
 
 def _op_of(metafunc: pytest.Metafunc) -> tuple[str, str]:
@@ -291,15 +275,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     elif call.when != "call":
         return report
     if record is not None:
-        report.user_properties.append((RESULT_PROPERTY, jsonable({**record, "nodeid": _nodeid(item)})))
+        report.user_properties.append((RESULT_PROPERTY, jsonable({**record, "nodeid": item.nodeid})))
     return report
-
-
-def _nodeid(item: pytest.Item) -> str:
-    """The item's node id as pytest takes it on its command line, without the @group that
-    `--dist loadgroup` appends."""
-    group = item.get_closest_marker("xdist_group")
-    return item.nodeid.removesuffix(f"@{group.args[0]}") if group is not None else item.nodeid
 
 
 class ResultsCollector:

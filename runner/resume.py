@@ -10,7 +10,6 @@ controller compares each worker's collection, and the workers pass over the reco
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import warnings
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from softmax_suite.reports.results import ResultsFileError, read_results
-from softmax_suite.runner.selection import SELECTION_OPTIONS
+from softmax_suite.runner import options as suite_options
 
 if TYPE_CHECKING:
     from softmax_suite.runner.session import SuiteState
@@ -28,15 +27,14 @@ if TYPE_CHECKING:
 # Header fields a resumed run must match; of the settings, what decides a status (not where they came from).
 COMPARED = ("selection", "collection", "backends")
 COMPARED_SETTINGS = ("budget", "flush_to_zero")
-GROUP_SUFFIX = re.compile(r"\]@[^\]]*$")
 SHOWN = 3
 
 
 def recorded(config: pytest.Config, state: SuiteState) -> dict:
     """What a results header records for a later resume: the selection options as given, the
     selection they resolve to (state is the plugin's SuiteState), and the collection's shape."""
-    options = {flag.removeprefix("--"): config.getoption(flag.removeprefix("--"))
-               for flag, _ in SELECTION_OPTIONS}
+    options = {flag.removeprefix("--"): suite_options.value(config, flag)
+               for flag, _ in suite_options.SELECTION}
     selection = {"backends": list(state.backends), "devices": state.devices, "ops": state.ops,
                  "dtypes": state.dtypes, "cotangents": state.cotangents,
                  "cases": [case.name for case in state.cases], "sweep": state.sweep}
@@ -108,11 +106,6 @@ def _differences(name: str, then: object, now: object, shown: int = SHOWN) -> li
     return [f"{name}: recorded {then!r}, this run {now!r}"]
 
 
-def without_group(nodeid: str) -> str:
-    """A node id without the @group that `--dist loadgroup` appends, as results record it."""
-    return GROUP_SUFFIX.sub("]", nodeid)
-
-
 class Resumption:
     """A pytest plugin for a resumed run: the recorded items are deselected (passed over on
     pytest-xdist's workers, which must all collect alike), and a recorded item that this run does
@@ -133,19 +126,19 @@ class Resumption:
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         if hasattr(config, "workerinput"):
             return
-        self._check({without_group(item.nodeid) for item in items})
-        done = [item for item in items if without_group(item.nodeid) in self.finished]
+        self._check({item.nodeid for item in items})
+        done = [item for item in items if item.nodeid in self.finished]
         if done:
             config.hook.pytest_deselected(items=done)
-            items[:] = [item for item in items if without_group(item.nodeid) not in self.finished]
+            items[:] = [item for item in items if item.nodeid not in self.finished]
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_node_collection_finished(self, node, ids: list[str]) -> None:
-        self._check({without_group(nodeid) for nodeid in ids})
+        self._check({nodeid for nodeid in ids})
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_protocol(self, item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
-        if hasattr(item.config, "workerinput") and without_group(item.nodeid) in self.finished:
+        if hasattr(item.config, "workerinput") and item.nodeid in self.finished:
             return True
         return None
 
@@ -168,7 +161,7 @@ def plan(out: Path, args: argparse.Namespace) -> Steps:
         raise ValueError(f"--resume {out}: no {results.name} there, nothing to resume (start a run with "
                          f"--out {out})")
     header = _header(results)
-    if not any(getattr(args, flag.removeprefix("--")) for flag, _ in SELECTION_OPTIONS):
+    if not any(getattr(args, flag.removeprefix("--")) for flag, _ in suite_options.SELECTION):
         for name, value in (header.get("options") or {}).items():
             setattr(args, name, value)
     throughput = "done" if args.throughput == "off" else "run"

@@ -1,43 +1,12 @@
-"""The selection options shared by `pytest suites` and `softmax-suite run`, their parsing, and the
+"""The selection options' values parsed (comma-separated names, other libraries' dtype names), and the
 message for a name that matches nothing."""
 
 from __future__ import annotations
 
 import difflib
 
-from softmax_suite.backends.registry import BUILTIN
-from softmax_suite.formats import DTYPE_ALIASES
+from softmax_suite.dtypes import DTYPE_ALIASES
 from softmax_suite.ops import OP_SYNONYMS
-from softmax_suite.protocol import DTYPES, OPS
-from softmax_suite.suites.cotangents import COTANGENTS
-
-
-def backend_help(names: str) -> str:
-    """--backend's help, naming the backends as names says."""
-    return (f"backends, comma-separated: {names}, array-api:<module> or package.module:attr (default: "
-            "every built-in and plugin backend)")
-
-
-# (flag, keyword arguments) for argparse and pytest's parser alike. No scan of the installed
-# plugins for a help text (the CLI's own help does it: runner.cli.build_parser).
-SELECTION_OPTIONS: tuple[tuple[str, dict], ...] = (
-    ("--backend", {"action": "append", "metavar": "NAMES",
-                   "help": backend_help(f"{', '.join(BUILTIN)} or an installed plugin's name "
-                                        "(softmax-suite backends lists them)")}),
-    ("--device", {"action": "append", "metavar": "NAMES",
-                  "help": "devices, comma-separated: cpu, cuda, mps, gpu, tpu (default: all)"}),
-    ("--dtype", {"action": "append", "metavar": "NAMES",
-                 "help": f"dtypes, comma-separated: {', '.join(DTYPES)} (default: all)"}),
-    ("--op", {"action": "append", "metavar": "NAMES",
-              "help": f"ops, comma-separated: {', '.join(OPS)} (default: all)"}),
-    ("--cotangent", {"action": "append", "metavar": "NAMES",
-                     "help": f"cotangent kinds of the VJP cases, comma-separated: {', '.join(COTANGENTS)} "
-                             "(default: every kind a case lists)"}),
-    ("--case", {"action": "append", "metavar": "GLOBS",
-                "help": "case-name globs, comma-separated (default: every case but slow ones)"}),
-    ("--slow", {"action": "store_true", "default": False,
-                "help": "include slow cases (rows of 2^22 elements)"}),
-)
 
 
 def split(values: list[str] | None) -> list[str]:

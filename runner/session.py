@@ -16,7 +16,7 @@ from softmax_suite.ops import is_vjp
 from softmax_suite.protocol import DTYPES, OPS, Backend
 from softmax_suite.reports import baseline as baseline_io
 from softmax_suite.reports.results import ResultsFileError, ResultsWriter, read_results
-from softmax_suite.runner import environment
+from softmax_suite.runner import environment, options
 from softmax_suite.runner.config import ConfigError, Settings, load_settings
 from softmax_suite.runner.selection import dtype_names, no_match, split
 from softmax_suite.suites import accuracy, throughput
@@ -37,35 +37,37 @@ class SuiteState:
         self.ops = _selection(config, "op", OPS)
         self.dtypes = _selection(config, "dtype", DTYPES)
         self.cotangents = _selection(config, "cotangent", COTANGENT_KINDS)
-        self.case_patterns = split(config.getoption("case"))
-        self.include_slow = config.getoption("slow")
+        self.case_patterns = split(options.value(config, "--case"))
+        self.include_slow = options.value(config, "--slow")
         try:
-            self.shapes = throughput.sweep(config.getoption("sweep"))
+            self.shapes = throughput.sweep(options.value(config, "--sweep"))
         except ValueError as error:
             raise pytest.UsageError(f"--sweep: {error}") from None
-        self.sweep = config.getoption("sweep")
+        self.sweep = options.value(config, "--sweep")
         self.cases = select_cases(self.case_patterns, self.include_slow)
         if self.case_patterns and not self.cases:
             raise pytest.UsageError(no_match("case", self.case_patterns, [c.name for c in CATALOGUE]))
-        self.isolate = config.getoption("isolate")
-        self.backend_names = split(config.getoption("backend"))
-        self.devices = split(config.getoption("device"))
+        self.isolate = options.value(config, "--isolate")
+        self.backend_names = split(options.value(config, "--backend"))
+        self.devices = split(options.value(config, "--device"))
         # A session that selects backends or devices, or writes results, resolves them now (a
         # misspelt name is a usage error before anything runs); any other (the self-tests under
         # this plugin) loads them only if an item asks, so that no framework is imported for nothing.
-        if self.backend_names or self.devices or self.isolate or config.getoption("results"):
+        if self.backend_names or self.devices or self.isolate or options.value(config, "--results"):
             self.backends  # noqa: B018
-        config_path = config.getoption("suite_config")
+        config_path = options.value(config, "--suite-config")
         if config_path and not Path(config_path).is_file():
             raise pytest.UsageError(f"--suite-config {config_path}: no such file")
         try:
-            self.settings: Settings = replace(load_settings(
-                Path(config_path) if config_path else Path.cwd() / "pyproject.toml"),
-                case_timeout=config.getoption("case_timeout"))
+            self.settings: Settings = load_settings(
+                Path(config_path) if config_path else Path.cwd() / "pyproject.toml")
+            timeout = options.value(config, "--case-timeout")
+            if timeout is not None:
+                self.settings = replace(self.settings, case_timeout=timeout)
             self.deviations = load_deviations(self.settings.known_deviations)
         except ConfigError as error:
             raise pytest.UsageError(str(error)) from None
-        baseline_path = config.getoption("baseline")
+        baseline_path = options.value(config, "--baseline")
         try:
             self.baseline = baseline_io.load(baseline_path)["entries"] if baseline_path else None
         except baseline_io.BaselineError as error:
@@ -82,7 +84,7 @@ class SuiteState:
         # pytest_sessionfinish, on a session that ran to its end).
         self.complete = not (self.case_patterns or self.devices or config.option.keyword
                              or config.option.deselect
-                             or any(split(config.getoption(option))
+                             or any(split(options.value(config, f"--{option}"))
                                     for option in ("op", "dtype", "cotangent")))
 
     @cached_property
@@ -156,11 +158,7 @@ class SuiteState:
                     for dtype in self.dtypes:
                         if dtype not in case.dtypes:
                             continue
-                        # One worker per (case, dtype) under `--dist loadgroup`: the oracle of
-                        # an input is then computed once per run, not once per worker.
-                        marks = [pytest.mark.xdist_group(f"{case.name}-{dtype}")]
-                        if "slow" in case.tags:
-                            marks.append(pytest.mark.slow)
+                        marks = [pytest.mark.slow] if "slow" in case.tags else []
                         for kind in kinds:
                             target = Target(op, name, device, dtype, case.name, kind, check)
                             params.append(pytest.param(target, id=target.id, marks=marks))
@@ -182,7 +180,7 @@ def earlier_results(path: str | None) -> list[dict]:
 
 
 def _selection(config: pytest.Config, option: str, valid: tuple[str, ...]) -> list[str]:
-    chosen = split(config.getoption(option))
+    chosen = split(options.value(config, f"--{option}"))
     if option == "dtype":
         chosen = dtype_names(chosen)
     for name in chosen:

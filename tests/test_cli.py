@@ -35,9 +35,9 @@ def test_run_writes_results_and_exits_zero(tmp_path: Path) -> None:
     timed = [line for line in timings if line["kind"] == "result"]
     # Both headers name the command as typed; the throughput process's pytest arguments beside it.
     assert lines[0]["command"][1:4] == timings[0]["command"][1:4] == ["run", "--backend", "numpy"]
-    assert "throughput" in timings[0]["pytest_args"] and "--results" in lines[0]["pytest_args"]
+    assert "throughput" in timings[0]["pytest_args"] and "--softmax-suite-results" in lines[0]["pytest_args"]
     # The throughput process reads the accuracy pass's results: its stale report judges both.
-    earlier = timings[0]["pytest_args"].index("--earlier-results")
+    earlier = timings[0]["pytest_args"].index("--softmax-suite-earlier-results")
     assert timings[0]["pytest_args"][earlier + 1] == str(tmp_path / "results.jsonl")
     assert len(timed) == 4 * 6 * 3 and {r["status"] for r in timed} == {"pass"}
     benchmarks = json.loads((tmp_path / "benchmark.json").read_text())["benchmarks"]

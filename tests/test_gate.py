@@ -324,9 +324,9 @@ def test_pytest_baseline_fails_the_regressed_items_in_junit(tmp_path: Path) -> N
     done = subprocess.run(
         [sys.executable, "-m", "pytest", str(REPO / "suites" / "test_forward.py"),
          "-p", "softmax_suite.runner.plugin", "-p", "no:cacheprovider",
-         "--backend", "tests.planted_backend:Softmax", "--op", "softmax",
-         "--case", "random_n1k_s10", "--baseline", str(baseline), "--junitxml", str(junit),
-         "--results", str(tmp_path / "r.jsonl")],
+         "--softmax-suite-backend", "tests.planted_backend:Softmax", "--softmax-suite-op", "softmax",
+         "--softmax-suite-case", "random_n1k_s10", "--softmax-suite-baseline", str(baseline),
+         "--junitxml", str(junit), "--softmax-suite-results", str(tmp_path / "r.jsonl")],
         capture_output=True, text=True, cwd=tmp_path, timeout=600,
         env={**os.environ, "PYTHONPATH": str(REPO), "PLANTED_ERROR": "3"})
     assert done.returncode == 1, done.stdout + done.stderr

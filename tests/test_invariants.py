@@ -304,8 +304,8 @@ def test_suite_module_reports_invariants_records(pytester: pytest.Pytester, monk
     path = pytester.path / "inv.jsonl"
     result = pytester.runpytest_subprocess(
         str(REPO / "suites" / "test_invariants.py"), "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
-        "--backend", "numpy,tests.bad_softmax:Softmin", "--case", "random_n2", "--dtype", "float32",
-        "--results", str(path), "-v")
+        "--softmax-suite-backend", "numpy,tests.bad_softmax:Softmin", "--softmax-suite-case", "random_n2",
+        "--softmax-suite-dtype", "float32", "--softmax-suite-results", str(path), "-v")
     # numpy passes its three; Softmin fails all three (argmax twice; logsumexp shifts the wrong way).
     result.assert_outcomes(passed=3, failed=3)
     assert any("test_softmax_invariants[numpy-cpu-float32-random_n2] PASSED" in line

@@ -35,7 +35,7 @@ def test_two_workers_write_the_same_records_as_one_process(pytester: pytest.Pyte
         path = pytester.path / f"{name}.jsonl"
         result = pytester.runpytest_subprocess(
             "suites", "-p", "softmax_suite.runner.plugin", "-p", "no:cacheprovider",
-            "-p", "no:hypothesispytest", "-n", workers, "--dist", "loadgroup", "-m", "not throughput",
+            "-p", "no:hypothesispytest", "-n", workers, "-m", "not throughput",
             *SELECTION, "--results", str(path), "--oracle-cache", str(pytester.path / f"cache-{name}"))
         assert result.ret == pytest.ExitCode.OK, result.stdout.str()
         runs[name] = records(path)

@@ -15,6 +15,7 @@ from softmax_suite.backends.registry import Unavailable, load
 from softmax_suite.formats import DTYPES
 from softmax_suite.protocol import FORWARD_OPS
 from softmax_suite.runner.config import ConfigError, load_settings
+from softmax_suite.runner.options import any_project
 from softmax_suite.suites.cases import CASES
 from softmax_suite.suites.deviations import load_deviations, stale
 
@@ -37,7 +38,7 @@ def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
     def run(*args: str, module: str = SUITE) -> pytest.RunResult:
         # hypothesis' plugin costs 0.5 s of imports per process and the suite does not use it.
         return pytester.runpytest_subprocess(module, "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
-                                             *args)
+                                             *any_project(args))
 
     return run
 

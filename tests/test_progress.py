@@ -120,7 +120,7 @@ def test_the_bar_shows_past_pytest_capture(pytester: pytest.Pytester, monkeypatc
                     advance(100)
     """)
     result = pytester.runpytest_subprocess("-p", "softmax_suite.runner.plugin", "-p", "no:cacheprovider",
-                                           "-p", "no:hypothesispytest", "--backend", "numpy")
+                                           "-p", "no:hypothesispytest", "--softmax-suite-backend", "numpy")
     assert result.ret == pytest.ExitCode.OK
     assert LABEL in result.stderr.str()
 

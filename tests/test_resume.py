@@ -126,8 +126,7 @@ def test_a_killed_run_reads_back_partial_and_resumes_to_the_full_records(full: P
 
 
 def test_a_serial_run_resumes_under_xdist(full: Path) -> None:
-    # Workers report ids with the @group of --dist loadgroup; the file records them without it,
-    # and each worker must pass over exactly the recorded items.
+    # Each worker must pass over exactly the recorded items.
     cut = full.parent / "cut"
     cut.mkdir()
     kept = (full / "results.jsonl").read_text().splitlines(keepends=True)[:1 + KILL_AFTER]
@@ -177,11 +176,3 @@ def test_a_merge_is_partial_when_a_source_is(tmp_path: Path, capsys, finished, p
 def test_nothing_to_resume_is_a_usage_error(tmp_path: Path, capsys) -> None:
     code, said = main(capsys, "run", "--resume", str(tmp_path))
     assert code == 2 and "no results.jsonl there, nothing to resume" in said
-
-
-def test_recorded_node_ids_drop_the_xdist_group() -> None:
-    # --dist loadgroup appends @group to the ids workers report; results record them without.
-    assert resume.without_group("suites/test_forward.py::test_softmax[numpy-cpu-float32-glossary]"
-                                "@glossary-float32") == \
-        "suites/test_forward.py::test_softmax[numpy-cpu-float32-glossary]"
-

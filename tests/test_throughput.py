@@ -13,6 +13,7 @@ import pytest
 
 from softmax_suite.protocol import OPS
 from softmax_suite.reports.results import ResultsWriter
+from softmax_suite.runner.options import any_project
 from softmax_suite.suites import throughput
 from softmax_suite.suites.throughput import IMPOSSIBLE, Shape, cache_regime, sweep, traffic_bytes
 
@@ -68,7 +69,7 @@ def run_suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
     def run(*args: str) -> tuple[pytest.RunResult, list[dict]]:
         results = pytester.path / "throughput.jsonl"
         outcome = pytester.runpytest_inprocess(THROUGHPUT, "-p", "no:cacheprovider", "-p", "no:xdist",
-                                               "--results", str(results), *args)
+                                               "--softmax-suite-results", str(results), *any_project(args))
         lines = [json.loads(line) for line in results.read_text().splitlines()] if results.exists() else []
         return outcome, [line for line in lines if line["kind"] == "result"]
 
@@ -149,8 +150,8 @@ def test_records_carry_the_numbers_and_the_environment(run_suite) -> None:
 
 def test_under_xdist_the_benchmarks_skip_with_the_reason(pytester: pytest.Pytester, monkeypatch) -> None:
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    outcome = pytester.runpytest_subprocess(THROUGHPUT, "-p", "no:cacheprovider", "-n", "2", "--backend",
-                                            "numpy", "--op", "softmax", "--dtype", "float32", "-rs")
+    outcome = pytester.runpytest_subprocess(THROUGHPUT, "-p", "no:cacheprovider", "-n", "2", *any_project(
+        ["--backend", "numpy", "--op", "softmax", "--dtype", "float32"]), "-rs")
     outcome.assert_outcomes(skipped=3)
     outcome.stdout.fnmatch_lines(["*pytest-benchmark is disabled (under pytest-xdist*runs in one process*"])
 
