@@ -1,11 +1,10 @@
-"""pytest wiring for this checkout: the suite's plugin, and its options spelled short (--backend, as
-well as --softmax-suite-backend everywhere)."""
+"""pytest in this checkout: the suite's options also spelled short (--backend beside --softmax-suite-backend).
+The plugin itself is loaded by pyproject.toml's addopts: a conftest.py that declares plugins would break
+pytest in another project that runs this checkout's catalogue (an editable install)."""
 
 import pytest
 
 from softmax_suite.runner import options
-
-pytest_plugins = ["softmax_suite.runner.plugin"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -30,7 +30,14 @@ def pytest_configure(config: pytest.Config) -> None:
     import softmax_suite.suites
 
     catalogue = Path(softmax_suite.suites.__file__).resolve().parent
-    inside = [arg for arg in config.args
-              if Path(arg.split("::")[0]).resolve().is_relative_to(catalogue)]
-    if not inside:
+    named = False
+    for index, arg in enumerate(config.args):
+        path, separator, rest = str(arg).partition("::")
+        if not Path(path).exists() and (catalogue / path).is_file():
+            # An id as this run prints it (test_forward.py::test_softmax[...]), pasted back.
+            config.args[index] = f"{catalogue / path}{separator}{rest}"
+            named = True
+        elif Path(path).resolve().is_relative_to(catalogue):
+            named = True
+    if not named:
         config.args.append(str(catalogue))
