@@ -2,10 +2,13 @@
 VJPs y (g - <g, y>), g - y sum(g) and g y computed in cupy as backends/numpy_backend.py computes them.
 
 float16 is widened to float32 for the VJPs and rounded once at the end; bfloat16 is unsupported.
+load(functions) runs a user's own functions f(x, axis) on cupy arrays (`--backend cupy:package.module:attr`);
+cupy has no automatic differentiation, so their VJPs are only those the user gives.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -21,7 +24,8 @@ def device_index(device: str) -> int:
     return int(device.partition(":")[2] or 0)
 
 
-def load() -> Backend:
+def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
+    """cupy's ops, or the user's forward functions on cupy arrays (functions)."""
     try:
         import cupy
         import cupyx.scipy.special
@@ -76,7 +80,7 @@ def load() -> Backend:
         return back(softmax_rows(r) * g.astype(r.dtype)[..., None], axis, x.dtype)
 
     special = cupyx.scipy.special
-    ops = {
+    ops = dict(functions) if functions is not None else {
         "softmax": lambda x, axis: special.softmax(x, axis=axis),
         "log_softmax": lambda x, axis: special.log_softmax(x, axis=axis),
         "logsumexp": lambda x, axis: special.logsumexp(x, axis=axis),

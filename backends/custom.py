@@ -1,10 +1,15 @@
-"""A user's own code as a backend: `--backend package.module:attr`.
+"""A user's own code as a backend: `--backend FRAMEWORK:package.module:attr` on a framework's arrays
+(FRAMEWORK: numpy, torch, jax, mlx, cupy), or `--backend package.module:attr` on numpy arrays.
 
-attr is either a softmax function f(x, axis) on numpy arrays, or an object (a class is
-instantiated without arguments) with any of the op methods and, optionally, the attributes
-name, version, devices, dtypes and the hooks to_device(x, device), to_numpy(y),
-synchronize(device, value), copy(x) (for throughput's attainable bandwidth; numpy's copy when
-there is no to_device) and describe(device). Ops the object lacks are reported as unsupported.
+attr is a softmax function f(x, axis), or an object (a class is instantiated without arguments) with any
+of the op methods (softmax(x, axis), ..., softmax_vjp(x, g, axis), ...) and, optionally, the attributes
+name, version, devices, dtypes and the hooks to_device(x, device), to_numpy(y), synchronize(device,
+value), copy(x) (throughput's attainable bandwidth) and describe(device), which replace the framework's.
+
+The framework's built-in adapter (its load(functions)) runs the user's functions: its conversions
+(bfloat16 included), devices, synchronisation and copy, and the VJPs of the forward ops through its
+automatic differentiation (torch, jax, mlx), so that a hand-written backward is what they test. A VJP
+method of the object replaces the framework's. A VJP that cannot be taken is unsupported, with why.
 """
 
 from __future__ import annotations
@@ -13,57 +18,115 @@ import importlib
 import inspect
 from typing import Any
 
-import numpy as np
+from softmax_suite.backends.builtin import BUILTIN, FRAMEWORKS
+from softmax_suite.ops import FORWARD_OPS, OPS, is_vjp
+from softmax_suite.protocol import DTYPES, Backend
 
-from softmax_suite.protocol import DTYPES, OPS, Backend
+# The frameworks without automatic differentiation: a user's VJPs there are only the object's methods.
+NO_AUTODIFF = ("numpy", "cupy")
+# What an error on numpy arrays says when the function wanted a framework's: the spec to use instead.
+FRAMEWORK_HINTS = {"Tensor": "torch", "jax": "jax", "mlx": "mlx", "cupy": "cupy"}
 
 
 class SpecError(ValueError):
-    """A `module:attr` spec that cannot be loaded; the message says what to fix."""
+    """A backend spec that cannot be loaded; the message says what to fix."""
+
+
+def split_spec(spec: str) -> tuple[str | None, str]:
+    """(framework, package.module:attr) of `FRAMEWORK:package.module:attr`; (None, spec) of a spec
+    without a framework."""
+    first, _, rest = spec.partition(":")
+    if ":" in rest and first in BUILTIN:
+        if first not in FRAMEWORKS:
+            raise SpecError(f"backend {spec!r}: {first} does not run a user's functions; the frameworks that "
+                            f"do are {', '.join(FRAMEWORKS)} (a Triton kernel called on torch tensors is "
+                            f"torch:{rest})")
+        return first, rest
+    return None, spec
 
 
 def load_spec(spec: str) -> Backend:
-    """Import module:attr and wrap it in the protocol."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise SpecError(f"backend spec {spec!r} is not of the form package.module:attr")
+    """Import the spec's package.module:attr and make it a Backend on its framework's arrays."""
+    framework, target = split_spec(spec)
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr or ":" in attr:
+        raise SpecError(f"backend spec {spec!r} is not of the form package.module:attr or "
+                        f"FRAMEWORK:package.module:attr (FRAMEWORK: {', '.join(FRAMEWORKS)})")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
         raise SpecError(f"cannot import {module_name!r} for backend {spec!r}: {error}; "
                         "is it installed or on PYTHONPATH?") from None
-    target: Any = module
+    found: Any = module
     for part in attr.split("."):
         try:
-            target = getattr(target, part)
+            found = getattr(found, part)
         except AttributeError:
             raise SpecError(f"module {module_name!r} has no attribute {attr!r} "
                             f"(backend {spec!r})") from None
-    return wrap(target, default_name=spec)
+    return wrap(found, default_name=spec, framework=framework)
 
 
-def wrap(target: Any, default_name: str) -> Backend:
-    """A Backend for a softmax function, or for an object or class with op methods."""
+def wrap(target: Any, default_name: str, framework: str | None = None) -> Backend:
+    """A Backend for a softmax function, or for an object or class with op methods, on the arrays of
+    framework (None: numpy arrays, or the object's own through its hooks)."""
     if inspect.isclass(target):
         target = target()
-    ops = {op: getattr(target, op) for op in OPS if callable(getattr(target, op, None))}
-    if not ops:
+    methods = {op: getattr(target, op) for op in OPS if callable(getattr(target, op, None))}
+    if not methods:
         if not callable(target):
             raise SpecError(f"{default_name!r} is neither callable nor has any of the op "
                             f"methods {', '.join(OPS)}")
-        ops = {"softmax": target}
-    version = getattr(target, "version", None) or getattr(
-        inspect.getmodule(target), "__version__", "unversioned")
+        methods = {"softmax": target}
+    forwards = {op: function for op, function in methods.items() if not is_vjp(op)}
+    adapter = importlib.import_module(BUILTIN[framework or "numpy"])
+    base: Backend = adapter.load(forwards)
+    ops = {**base.ops, **methods}
+    if framework is None:
+        ops = {op: _hinted(function, op) for op, function in ops.items()}
+    unsupported = {key: why for key, why in base.unsupported.items() if key[0] not in methods}
+    without = framework or "numpy"
+    for op in FORWARD_OPS:
+        vjp = f"{op}_vjp"
+        if op in ops and vjp not in ops and without in NO_AUTODIFF:
+            unsupported.update({(vjp, dtype): f"{without} has no automatic differentiation to take {vjp} "
+                                f"through the {op} given: give the object a {vjp}(x, g, axis) method"
+                                for dtype in DTYPES})
+    version = str(getattr(target, "version", None) or getattr(
+        inspect.getmodule(target), "__version__", "unversioned"))
+    own_arrays = framework is None and hasattr(target, "to_device")
+    devices = tuple(getattr(target, "devices", base.devices))
+    absent = {device: why for device, why in base.absent_devices.items() if device in devices}
+    absent.update({device: f"{framework or 'numpy'} has no device {device!r} here"
+                   for device in devices if device not in base.devices and device not in absent})
     return Backend(
         name=str(getattr(target, "name", None) or default_name),
-        version=str(version),
+        version=f"{version} ({framework} {base.version})" if framework else version,
         ops=ops,
-        to_device=getattr(target, "to_device", lambda x, device: x),
-        to_numpy=getattr(target, "to_numpy", np.asarray),
-        devices=tuple(getattr(target, "devices", ("cpu",))),
-        dtypes=tuple(getattr(target, "dtypes", DTYPES)),
-        synchronize=getattr(target, "synchronize", lambda device, value: None),
-        # The attainable bandwidth of throughput: on numpy arrays (no to_device) numpy's copy.
-        copy=getattr(target, "copy", None if hasattr(target, "to_device") else np.copy),
-        describe=getattr(target, "describe", lambda device: {}),
+        to_device=getattr(target, "to_device", base.to_device),
+        to_numpy=getattr(target, "to_numpy", base.to_numpy),
+        devices=tuple(device for device in devices if device in base.devices or own_arrays),
+        absent_devices={} if own_arrays else absent,
+        dtypes=tuple(getattr(target, "dtypes", base.dtypes)),
+        unsupported=unsupported,
+        synchronize=getattr(target, "synchronize", base.synchronize),
+        # On its own arrays (a to_device hook), the object's copy or none: numpy's would time another thing.
+        copy=getattr(target, "copy", None if own_arrays else base.copy),
+        describe=getattr(target, "describe", (lambda device: {}) if own_arrays else base.describe),
     )
+
+
+def _hinted(function: Any, op: str) -> Any:
+    """function, called on numpy arrays; an error that shows it wanted a framework's arrays names the
+    spec that gives them (`--backend torch:package.module:attr`)."""
+    def call(*args: Any) -> Any:
+        try:
+            return function(*args)
+        except Exception as error:
+            text = f"{type(error).__name__} {error}"
+            wanted = next((name for word, name in FRAMEWORK_HINTS.items() if word in text), None)
+            if wanted is None or "numpy" not in text.lower():
+                raise
+            raise TypeError(f"{error} -- {op} was called on numpy arrays; a function on {wanted} arrays is "
+                            f"given as --backend {wanted}:package.module:attr") from error
+    return call

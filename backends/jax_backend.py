@@ -1,5 +1,7 @@
 """jax: jax.nn.softmax, log_softmax and logsumexp, jitted, on the devices jax reports; their
-VJPs through jax.vjp, jitted as a whole (forward and pullback in one compiled function).
+VJPs through jax.vjp, jitted as a whole (forward and pullback in one compiled function). load(functions)
+runs a user's own functions f(x, axis) the same way (`--backend jax:package.module:attr`): a
+jax.custom_vjp's rule is what its VJP tests.
 
 x64 is switched on at load: without it jax silently computes float64 inputs in float32.
 Compiled functions persist in jax's compilation cache (compilation_cache_folder), so a second
@@ -9,12 +11,13 @@ run skips XLA compilation, which is most of jax's time in a run.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from softmax_suite.protocol import Backend, BackendUnavailable
+from softmax_suite.protocol import DTYPES, Backend, BackendUnavailable
 
 PLATFORMS = ("cpu", "gpu", "tpu")
 CACHE_VARIABLE = "SOFTMAX_SUITE_JAX_CACHE"
@@ -44,7 +47,27 @@ def _platform_devices(jax: Any) -> tuple[dict[str, Any], dict[str, str]]:
     return present, absent
 
 
-def load() -> Backend:
+def _not_differentiable(jax: Any, op: str, function: Any) -> str | None:
+    """Why jax cannot take the VJP of a user's function (a kernel with no differentiation rule), or
+    None; undecided (None) when the forward itself fails on the probe, as its own results then show."""
+    probe = jax.numpy.asarray([[0.5, 1.0, 2.0]], dtype=jax.numpy.float32)
+    try:
+        jax.jit(lambda x: function(x, -1))(probe)
+    except Exception:  # the forward's own results report it
+        return None
+    try:
+        _, pullback = jax.vjp(lambda x: function(x, -1), probe)
+        pullback(jax.numpy.ones_like(function(probe, -1)))
+    except Exception as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return (f"jax cannot differentiate {op} ({type(error).__name__}: {first}); give it a rule "
+                f"(jax.custom_vjp), or the object an {op}_vjp(x, g, axis) method, to test its VJP")
+    return None
+
+
+def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
+    """jax's own ops, or the user's forward functions f(x, axis) on jax arrays (functions; a jitted one
+    marks axis static), jitted, with their VJPs through jax.vjp."""
     try:
         import jax
     except ImportError as error:
@@ -60,26 +83,32 @@ def load() -> Backend:
     def jitted(function: Any) -> Any:
         return jax.jit(function, static_argnames="axis")
 
-    forwards = {"softmax": jax.nn.softmax, "log_softmax": jax.nn.log_softmax,
-                "logsumexp": jax.nn.logsumexp}
+    forwards = dict(functions) if functions is not None else {
+        "softmax": jax.nn.softmax, "log_softmax": jax.nn.log_softmax, "logsumexp": jax.nn.logsumexp}
 
     def forward(function: Any) -> Any:
-        compiled = jitted(lambda x, axis: function(x, axis=axis))
+        compiled = jitted(lambda x, axis: function(x, axis))
         return lambda x, axis: compiled(x, axis=axis)
 
     def vjp(function: Any) -> Any:
         def pullback(x: Any, g: Any, axis: int) -> Any:
-            _, apply = jax.vjp(lambda v: function(v, axis=axis), x)
+            _, apply = jax.vjp(lambda v: function(v, axis), x)
             return apply(g)[0]
 
         compiled = jitted(pullback)
         return lambda x, g, axis: compiled(x, g, axis=axis)
 
+    unsupported = {}
+    if functions is not None:
+        for op, function in forwards.items():
+            reason = _not_differentiable(jax, op, function)
+            unsupported.update({(f"{op}_vjp", dtype): reason for dtype in DTYPES if reason})
     return Backend(
         name="jax",
         version=jax.__version__,
         ops={**{op: forward(f) for op, f in forwards.items()},
              **{f"{op}_vjp": vjp(f) for op, f in forwards.items()}},
+        unsupported=unsupported,
         to_device=lambda x, device: jax.device_put(x, present[device]),
         to_numpy=np.asarray,
         devices=tuple(present),

@@ -1,21 +1,42 @@
 """mlx: mx.softmax, mlx.nn.log_softmax's formula and mx.logsumexp on mlx's cpu (and gpu where mlx
-has one); their VJPs through mx.vjp. Every dtype crosses as its bit pattern, unconverted.
+has one); their VJPs through mx.vjp. Every dtype crosses as its bit pattern, unconverted. load(functions)
+runs a user's own functions f(x, axis) the same way (`--backend mlx:package.module:attr`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from softmax_suite.protocol import Backend, BackendUnavailable
+from softmax_suite.protocol import DTYPES, Backend, BackendUnavailable
 
 # Unsigned integers of each width: arrays cross between numpy and mlx as these, then are
 # reinterpreted. mx.array(float64 array) would silently round to float32, its default float.
 UNSIGNED = {2: np.uint16, 4: np.uint32, 8: np.uint64}
 
 
-def load() -> Backend:
+def _not_differentiable(mx: Any, op: str, function: Any) -> str | None:
+    """Why mx.vjp cannot differentiate a user's function, or None; undecided (None) when the forward
+    itself fails on the probe, as its own results then show."""
+    probe = mx.array([[0.5, 1.0, 2.0]])
+    try:
+        out = function(probe, -1)
+        mx.eval(out)
+    except Exception:  # the forward's own results report it
+        return None
+    try:
+        mx.eval(mx.vjp(lambda x: function(x, -1), [probe], [mx.ones_like(out)]))
+    except Exception as error:
+        return (f"mlx cannot differentiate {op} ({type(error).__name__}: {error}); give the object an "
+                f"{op}_vjp(x, g, axis) method to test its VJP")
+    return None
+
+
+def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
+    """mlx's own ops, or the user's forward functions f(x, axis) on mlx arrays (functions), with their
+    VJPs through mx.vjp."""
     try:
         import ml_dtypes
         import mlx.core as mx
@@ -52,23 +73,31 @@ def load() -> Backend:
         shifted = x - mx.stop_gradient(mx.max(x, axis=axis, keepdims=True))
         return shifted - mx.logsumexp(shifted, axis=axis, keepdims=True)
 
-    forwards = {"softmax": mx.softmax, "log_softmax": log_softmax, "logsumexp": mx.logsumexp}
+    forwards = dict(functions) if functions is not None else {
+        "softmax": lambda x, axis: mx.softmax(x, axis=axis), "log_softmax": log_softmax,
+        "logsumexp": lambda x, axis: mx.logsumexp(x, axis=axis)}
 
     def forward(function: Any) -> Any:
-        return lambda x, axis: function(x, axis=axis)
+        return lambda x, axis: function(x, axis)
 
     def vjp(function: Any) -> Any:
         def pullback(x: Any, g: Any, axis: int) -> Any:
-            _, (dx,) = mx.vjp(lambda v: function(v, axis=axis), [x], [g])
+            _, (dx,) = mx.vjp(lambda v: function(v, axis), [x], [g])
             return dx
 
         return pullback
 
+    unsupported = {}
+    if functions is not None:
+        for op, function in forwards.items():
+            reason = _not_differentiable(mx, op, function)
+            unsupported.update({(f"{op}_vjp", dtype): reason for dtype in DTYPES if reason})
     return Backend(
         name="mlx",
         version=mx.__version__,
         ops={**{op: forward(f) for op, f in forwards.items()},
              **{f"{op}_vjp": vjp(f) for op, f in forwards.items()}},
+        unsupported=unsupported,
         to_device=to_device,
         to_numpy=to_numpy,
         devices=tuple(streams),

@@ -7,6 +7,9 @@ libraries do: ml_dtypes sums bfloat16 recursively in bfloat16, which stalls at 2
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 import numpy as np
 
 from softmax_suite.protocol import Backend
@@ -77,15 +80,19 @@ def logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
     return lse[..., 0].astype(x.dtype)
 
 
-def load() -> Backend:
+def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
+    """These ops, or the user's functions f(x, axis) on numpy arrays (functions: numpy has no automatic
+    differentiation, so VJPs only as the user gives them)."""
+    own = functions is None
     return Backend(
         name="numpy",
         version=np.__version__,
         ops={"softmax": softmax, "log_softmax": log_softmax, "logsumexp": logsumexp,
              "softmax_vjp": softmax_vjp, "log_softmax_vjp": log_softmax_vjp,
-             "logsumexp_vjp": logsumexp_vjp},
+             "logsumexp_vjp": logsumexp_vjp} if own else dict(functions),
         to_device=lambda x, device: x,
         to_numpy=np.asarray,
         copy=np.copy,
-        describe=lambda device: {"threads": 1},  # numpy's ufuncs and reductions run on one thread
+        # numpy's ufuncs and reductions run on one thread; a user's function may call more.
+        describe=lambda device: {"threads": 1} if own else {},
     )

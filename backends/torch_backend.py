@@ -1,5 +1,7 @@
 """torch: torch.softmax, torch.log_softmax and torch.logsumexp on cpu, cuda and mps; their
-VJPs through autograd (torch.autograd.grad with the cotangent as grad_outputs).
+VJPs through autograd (torch.autograd.grad with the cotangent as grad_outputs). load(functions) runs a
+user's own functions on torch tensors the same way (`--backend torch:package.module:attr`), so that a
+custom torch.autograd.Function's backward is what its VJP tests.
 
 Inputs keep their strides on the cpu (torch.from_numpy shares the numpy buffer, so a
 non-contiguous case stays non-contiguous); bfloat16 crosses as its 16-bit pattern.
@@ -9,11 +11,12 @@ from __future__ import annotations
 
 import subprocess
 import warnings
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-from softmax_suite.protocol import Backend, BackendUnavailable
+from softmax_suite.protocol import DTYPES, Backend, BackendUnavailable
 
 DEVICE_KINDS = ("cpu", "cuda", "mps")
 
@@ -49,7 +52,28 @@ def _nvidia_driver() -> str | None:
     return done.stdout.splitlines()[0].strip() if done.returncode == 0 and done.stdout.strip() else None
 
 
-def load() -> Backend:
+def _not_differentiable(torch: Any, op: str, function: Any, devices: tuple[str, ...]) -> str | None:
+    """Why autograd cannot take the VJP of a user's function (its output has no grad_fn: a forward-only
+    kernel), or None. Probed on a GPU first, where a kernel may only run; undecided (None) when the
+    function fails on the probe, whose error the forward's own results then show."""
+    for device in sorted(devices, key=lambda name: name == "cpu"):
+        try:
+            with torch.enable_grad():
+                probe = torch.tensor([[0.5, 1.0, 2.0]], device=device, requires_grad=True)
+                out = function(probe, -1)
+        except Exception:  # the forward's own results report it
+            continue
+        if isinstance(out, torch.Tensor) and not out.requires_grad:
+            return (f"{op} is forward-only: torch.autograd cannot differentiate it (its output has no "
+                    f"grad_fn); give it a backward (a torch.autograd.Function), or the object an "
+                    f"{op}_vjp(x, g, axis) method, to test its VJP")
+        return None
+    return None
+
+
+def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
+    """torch's own ops, or the user's forward functions f(x, dim) on torch tensors (functions), with
+    their VJPs through autograd."""
     try:
         import ml_dtypes
         import torch
@@ -81,30 +105,36 @@ def load() -> Backend:
         elif device == "mps":
             torch.mps.synchronize()
 
-    def vjp(forward: Any) -> Any:
+    def forward(function: Any) -> Any:
+        return lambda x, axis: function(x, axis)
+
+    def vjp(function: Any) -> Any:
         def pullback(x: Any, g: Any, axis: int) -> Any:
             with torch.enable_grad():
                 leaf = x.detach().requires_grad_(True)
-                (dx,) = torch.autograd.grad(forward(leaf, dim=axis), leaf, g)
+                (dx,) = torch.autograd.grad(function(leaf, axis), leaf, g)
             return dx
 
         return pullback
 
     absent = _absent_devices(torch)
+    devices = tuple(d for d in DEVICE_KINDS if d not in absent)
+    forwards = dict(functions) if functions is not None else {
+        "softmax": torch.softmax, "log_softmax": torch.log_softmax, "logsumexp": torch.logsumexp}
+    unsupported = {}
+    if functions is not None:
+        for op, function in forwards.items():
+            reason = _not_differentiable(torch, op, function, devices)
+            unsupported.update({(f"{op}_vjp", dtype): reason for dtype in DTYPES if reason})
     return Backend(
         name="torch",
         version=str(torch.__version__),
-        ops={
-            "softmax": lambda x, axis: torch.softmax(x, dim=axis),
-            "log_softmax": lambda x, axis: torch.log_softmax(x, dim=axis),
-            "logsumexp": lambda x, axis: torch.logsumexp(x, dim=axis),
-            "softmax_vjp": vjp(torch.softmax),
-            "log_softmax_vjp": vjp(torch.log_softmax),
-            "logsumexp_vjp": vjp(torch.logsumexp),
-        },
+        ops={**{op: forward(f) for op, f in forwards.items()},
+             **{f"{op}_vjp": vjp(f) for op, f in forwards.items()}},
+        unsupported=unsupported,
         to_device=to_device,
         to_numpy=to_numpy,
-        devices=tuple(d for d in DEVICE_KINDS if d not in absent),
+        devices=devices,
         absent_devices=absent,
         synchronize=synchronize,
         describe=lambda device: _describe(torch, device),

@@ -442,12 +442,13 @@ def failures(results: list[dict], reproducer: Reproducer | None = None) -> tuple
 
 
 def rerun_command(record: dict) -> str | None:
-    """The shell command that re-runs the result's own test in a checkout of softmax-suite (whose
-    conftest.py loads the plugin); None without a node id."""
-    nodeid, backend = record.get("nodeid"), record.get("backend")
+    """The shell command that re-runs the result's own test, from the folder it ran in (a checkout of
+    softmax-suite, or any project: the id names the catalogue's file); None without a node id."""
+    nodeid = record.get("nodeid")
+    backend = record.get("backend_spec") or record.get("backend")
     if not isinstance(nodeid, str) or not isinstance(backend, str):
         return None
-    return f"python -m pytest {shlex.quote(nodeid)} --backend {shlex.quote(backend)}"
+    return f"python -m pytest {shlex.quote(nodeid)} --softmax-suite-backend {shlex.quote(backend)}"
 
 
 def environments(headers: list[dict]) -> list[dict]:

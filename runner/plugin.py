@@ -72,9 +72,10 @@ def pytest_configure(config: pytest.Config) -> None:
             "processor": platform.processor(),
             "cpu_count": os.cpu_count(),
             "environment": state.environment,
-            "backends": {name: ({"version": b.version, "devices": list(b.devices),
-                                 "absent_devices": dict(b.absent_devices)}
-                                if isinstance(b, Backend) else {"unavailable": b.reason})
+            "backends": {name: {**({"version": b.version, "devices": list(b.devices),
+                                    "absent_devices": dict(b.absent_devices)}
+                                   if isinstance(b, Backend) else {"unavailable": b.reason}),
+                                **({"spec": state.spec_of(name)} if state.spec_of(name) else {})}
                          for name, b in state.backends.items()},
             "settings": {"budget": state.settings.budget.as_dict(),
                          "flush_to_zero": state.settings.flush_to_zero,

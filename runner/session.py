@@ -49,6 +49,8 @@ class SuiteState:
             raise pytest.UsageError(no_match("case", self.case_patterns, [c.name for c in CATALOGUE]))
         self.isolate = options.value(config, "--isolate")
         self.backend_names = split(options.value(config, "--backend"))
+        # The --backend spec that loaded each backend, by its name: what reloads it (reproducers, workers).
+        self.specs: dict[str, str] = {}
         self.devices = split(options.value(config, "--device"))
         # A session that selects backends or devices, or writes results, resolves them now (a
         # misspelt name is a usage error before anything runs); any other (the self-tests under
@@ -90,15 +92,22 @@ class SuiteState:
     @cached_property
     def backends(self) -> dict[str, Backend | Unavailable]:
         """The selected backends, loaded (an absent one as Unavailable, with why), on first use."""
-        names = self.backend_names or backend_names()
+        specs = self.backend_names or backend_names()
+        loaded: dict[str, Backend | Unavailable] = {}
         try:
-            check_names(names)
-            loaded: dict[str, Backend | Unavailable] = {name: load(name) for name in names}
+            check_names(specs)
+            for spec in specs:
+                backend = load(spec)
+                # Known by its own name (a user's object's `name`) in ids, records and tables.
+                if backend.name in loaded:
+                    raise ValueError(f"two backends are named {backend.name!r}: {self.specs[backend.name]} "
+                                     f"and {spec}; give one of them another `name` attribute")
+                loaded[backend.name], self.specs[backend.name] = backend, spec
         except ValueError as error:
             raise pytest.UsageError(str(error)) from None
         if self.isolate:
             # Loaded here too: the parametrization needs their devices and dtypes.
-            loaded = {name: Isolated.of(name, b) if isinstance(b, Backend) else b
+            loaded = {name: Isolated.of(self.specs[name], b) if isinstance(b, Backend) else b
                       for name, b in loaded.items()}
         known_devices = {d for b in loaded.values() if isinstance(b, Backend)
                          for d in (*b.devices, *b.absent_devices)}
@@ -106,6 +115,11 @@ class SuiteState:
             if device not in known_devices:
                 raise pytest.UsageError(no_match("device", [device], sorted(known_devices)))
         return loaded
+
+    def spec_of(self, name: str) -> str | None:
+        """The spec that loaded the backend of this name, where it is not the name itself."""
+        spec = self.specs.get(name, name)
+        return spec if spec != name else None
 
     @cached_property
     def environment(self) -> dict:
@@ -133,13 +147,13 @@ class SuiteState:
         params = []
         for name, backend in self.backends.items():
             if isinstance(backend, Unavailable):
-                target = Target(op, name, ANY, ANY, ANY, check=check)
+                target = Target(op, name, ANY, ANY, ANY, check=check, spec=self.spec_of(name))
                 params.append(pytest.param(target, id=target.id,
                                            marks=pytest.mark.skip(reason=backend.reason)))
                 continue
             for device, reason in backend.absent_devices.items():
                 if not self.devices or device in self.devices:
-                    target = Target(op, name, device, ANY, ANY, check=check)
+                    target = Target(op, name, device, ANY, ANY, check=check, spec=self.spec_of(name))
                     params.append(pytest.param(target, id=target.id,
                                                marks=pytest.mark.skip(reason=reason)))
             for device in backend.devices:
@@ -150,7 +164,8 @@ class SuiteState:
                                                        if self.isolate else [])]
                     params += [pytest.param(target, id=target.id, marks=marks)
                                for dtype in self.dtypes for shape in self.shapes
-                               for target in [Target(op, name, device, dtype, shape.name, None, check)]]
+                               for target in [Target(op, name, device, dtype, shape.name, None, check,
+                                                         self.spec_of(name))]]
                     continue
                 for case in self.cases:
                     kinds = [k for k in case.cotangents if k in self.cotangents] \
@@ -160,7 +175,8 @@ class SuiteState:
                             continue
                         marks = [pytest.mark.slow] if "slow" in case.tags else []
                         for kind in kinds:
-                            target = Target(op, name, device, dtype, case.name, kind, check)
+                            target = Target(op, name, device, dtype, case.name, kind, check,
+                                            self.spec_of(name))
                             params.append(pytest.param(target, id=target.id, marks=marks))
         return params
 

@@ -67,6 +67,8 @@ class Result(_ResultRequired, total=False):
 
     check: Literal["accuracy", "invariants", "throughput"]
     nodeid: str
+    # The --backend spec that loads the backend, where it is not the name (a user's function or object).
+    backend_spec: str
     backend_version: str
     device: str
     dtype: str

@@ -41,6 +41,8 @@ class Target:
     case: str
     cotangent: str | None = None
     check: str = "accuracy"
+    # The --backend spec that loads the backend, where it is not its name (a user's function or object).
+    spec: str | None = None
 
     @property
     def id(self) -> str:
@@ -50,7 +52,9 @@ class Target:
     def identity(self) -> dict:
         identity = {"check": self.check, "op": self.op, "backend": self.backend,
                     "device": self.device, "dtype": self.dtype, "case": self.case}
-        return {**identity, "cotangent": self.cotangent} if self.cotangent else identity
+        if self.cotangent:
+            identity["cotangent"] = self.cotangent
+        return {**identity, "backend_spec": self.spec} if self.spec else identity
 
 
 @lru_cache(maxsize=16)
