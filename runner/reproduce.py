@@ -13,10 +13,12 @@ import numpy as np
 from softmax_suite.backends.array_api_backend import SPEC_PREFIX
 from softmax_suite.backends.registry import BUILTIN
 from softmax_suite.formats import DTYPES
-from softmax_suite.ops import OPS, PER_ROW, VJP_OPS, cotangent_of, op_named, output_shape
+from softmax_suite.ops import OPS, PER_ROW, VJP_OPS, cotangent_of, op_named, output_shape, shaped
+from softmax_suite.oracle.budget import BudgetConstants
 from softmax_suite.suites.accuracy import bits_digest, case_cotangents, case_input
 from softmax_suite.suites.cases import CASES, LAYOUTS
 from softmax_suite.suites.cotangents import COTANGENTS
+from softmax_suite.suites.invariants import OP_INVARIANTS
 
 # Above this many raw bytes of input (x and the cotangent) the snippet rebuilds them with the suite's
 # catalogue instead of embedding them: a report carries one snippet per failure.
@@ -27,6 +29,8 @@ _B64_WIDTH = 92
 # A message can be a backend's whole error text: the snippet keeps its start, the results file has it all.
 _MESSAGE_PIECE = 80
 _MESSAGE_PIECES = 12
+# The run's message as printed by the script, in characters.
+_RUN_LINE = 150
 
 
 class ReproduceError(ValueError):
@@ -50,10 +54,15 @@ def snippet(record: dict, embed_limit: int = EMBED_LIMIT_BYTES) -> str:
     if status in ("unsupported", "skip"):
         raise ReproduceError(f"the result's status is {status!r}: nothing was run, so there is nothing "
                              "to reproduce")
-    op, backend, device, dtype, case_name = (_field(record, key) for key in
-                                             ("op", "backend", "device", "dtype", "case"))
+    op, name, device, dtype, case_name = (_field(record, key) for key in
+                                          ("op", "backend", "device", "dtype", "case"))
+    # The --backend spec the run was given, where the backend shows under another name.
+    backend = _field(record, "backend_spec") if record.get("backend_spec") else name
     if op not in OPS:
         raise ReproduceError(f"unknown op {op!r}: the ops are {', '.join(OPS)}")
+    if check == "invariants" and op not in OP_INVARIANTS:
+        raise ReproduceError(f"{op} has no invariants: the invariants are measured for "
+                             f"{', '.join(OP_INVARIANTS)}")
     if dtype not in DTYPES:
         raise ReproduceError(f"unknown dtype {dtype!r}: the dtypes are {', '.join(DTYPES)}")
     case = CASES.get(case_name)
@@ -76,13 +85,18 @@ def snippet(record: dict, embed_limit: int = EMBED_LIMIT_BYTES) -> str:
     _check_catalogue(record, case_name, x, g)
 
     embed = x.nbytes + (g.nbytes if g is not None else 0) <= embed_limit
+    worst = _worst(record, x.shape, op, case.axis)
     values = {
-        "backend": backend, "device": device, "op": op, "dtype": dtype, "case": case_name,
-        "kind": kind, "axis": case.axis, "layout": case.layout, "shape": tuple(x.shape),
-        "expected_shape": output_shape(op, x.shape, case.axis),
+        "check": check, "backend": backend, "name": name, "device": device, "op": op, "dtype": dtype,
+        "case": case_name, "kind": kind, "axis": case.axis, "layout": case.layout, "shape": tuple(x.shape),
+        "expected_shape": output_shape(op, x.shape, case.axis), "seed": case.resolved_seed,
         "input_sha256": _text(record.get("input_sha256")),
         "cotangent_sha256": _text(record.get("cotangent_sha256")) if g is not None else None,
         "output_sha256": _text(record.get("output_sha256")), "status": str(status),
+        "the_run": _the_run(record, worst),
+        "worst": worst["index"] if worst else _broken_at(record, x.shape, case.axis),
+        "flush": record.get("flushes") is True, "known": _known(record),
+        **_budget(record),
     }
     parts = [
         _header(record, values, embed, embed_limit),
@@ -90,8 +104,8 @@ def snippet(record: dict, embed_limit: int = EMBED_LIMIT_BYTES) -> str:
         _constants(values),
         _rebuild_embedded(values, x, g) if embed else _rebuild_from_catalogue(values),
         _checks(values),
-        _call(values),
-        _compare(values, _worst(record, x.shape, op, case.axis)),
+        _load(values),
+        _run_accuracy(values) if check == "accuracy" else _run_invariants(values),
     ]
     return "\n".join(part.rstrip("\n") + "\n" for part in parts)
 
@@ -136,8 +150,39 @@ def _number(value: object) -> float | None:
     return None
 
 
-def _float_literal(value: float) -> str:
-    return repr(value) if math.isfinite(value) else f"float({str(value)!r})"
+def _the_run(record: dict, worst: dict | None) -> str:
+    """What the run found, in one line."""
+    status = str(record.get("status"))
+    if worst is not None:
+        return (f"{status}, worst {worst['ulp']:.4g} ULP at index {list(worst['index'])} "
+                f"(got {worst['got']!r}, exact {worst['exact']})")
+    message = " ".join(str(record.get("message") or "").split())
+    if not message:
+        return status
+    return f"{status}: {message if len(message) <= _RUN_LINE else message[:_RUN_LINE] + ' ...'}"
+
+
+def _known(record: dict) -> str | None:
+    """Why a known failure is known (its known-deviations entry's reason); None for any other result."""
+    if record.get("status") != "known_failure":
+        return None
+    known = record.get("known_deviation")
+    return str((known.get("reason") if isinstance(known, dict) else None) or "no reason recorded")
+
+
+def _budget(record: dict) -> dict:
+    """The budget constants the run judged by (the record's bound), as code: the verdict is then the run's."""
+    bound = record.get("bound")
+    constants = bound.get("constants") if isinstance(bound, dict) else None
+    names = list(BudgetConstants().as_dict())
+    numbers = {name: _number(constants.get(name)) for name in names} if isinstance(constants, dict) else {}
+    if numbers and set(constants) == set(names) and all(
+            value is not None and math.isfinite(value) for value in numbers.values()):
+        return {"budget": f"BudgetConstants({', '.join(f'{k}={v!r}' for k, v in numbers.items())})",
+                "why_policy": "The run's budget constants and flush-to-zero allowance: its verdict's."}
+    return {"budget": "BudgetConstants()",
+            "why_policy": "The record carries no budget constants: the suite's defaults (a pyproject.toml "
+                          "may set others)."}
 
 
 def _worst(record: dict, shape: tuple[int, ...], op: str, axis: int) -> dict | None:
@@ -146,15 +191,28 @@ def _worst(record: dict, shape: tuple[int, ...], op: str, axis: int) -> dict | N
     worst = metrics.get("worst") if isinstance(metrics, dict) else None
     if not isinstance(worst, dict):
         return None
-    out_shape = output_shape(op, shape, axis)
     index = worst.get("index")
     numbers = {key: _number(worst.get(key)) for key in ("got", "rounded", "ulp")}
-    if (not isinstance(index, list) or len(index) != len(out_shape)
-            or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n
-                       for i, n in zip(index, out_shape, strict=True))
-            or None in numbers.values() or not isinstance(worst.get("exact"), str)):
+    if (not _index_in(index, output_shape(op, shape, axis)) or None in numbers.values()
+            or not isinstance(worst.get("exact"), str)):
         return None
     return {"index": tuple(index), "exact": worst["exact"], **numbers}
+
+
+def _index_in(index: object, shape: tuple[int, ...]) -> bool:
+    return (isinstance(index, list) and len(index) == len(shape)
+            and all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < n
+                    for i, n in zip(index, shape, strict=True)))
+
+
+def _broken_at(record: dict, shape: tuple[int, ...], axis: int) -> tuple[int, ...] | None:
+    """Where the first broken invariant of the record broke (an element of x, or a row), if well formed."""
+    outcomes = record.get("invariants")
+    for outcome in outcomes.values() if isinstance(outcomes, dict) else ():
+        index = outcome.get("index") if isinstance(outcome, dict) and outcome.get("ok") is False else None
+        if _index_in(index, shape) or _index_in(index, shaped(PER_ROW, shape, axis)):
+            return tuple(index)
+    return None
 
 
 def _comment(label: str, value: str) -> str:
@@ -191,12 +249,13 @@ def _broken_invariants(record: dict) -> list[str]:
 
 
 def _header(record: dict, values: dict, embed: bool, embed_limit: int) -> str:
-    check = "invariants" if record.get("check") == "invariants" else "accuracy"
-    lines = [f"# Reproduces one softmax-suite {check} result outside the suite:"]
+    lines = [f"# Reproduces one softmax-suite {values['check']} result outside the suite:"]
     for label, key in (("backend", "backend"), ("device", "device"), ("op", "op"), ("dtype", "dtype"),
                        ("case", "case"), ("cotangent", "kind")):
         if values[key] is not None:
             lines.append(_comment(label, values[key]))
+    if values["name"] != values["backend"]:
+        lines.append(_comment("shown as", values["name"]))
     if record.get("nodeid") is not None:
         lines.append(_comment("test", str(record["nodeid"])))
     message = str(record.get("message") or "")
@@ -214,8 +273,9 @@ def _header(record: dict, values: dict, embed: bool, embed_limit: int) -> str:
     else:
         package = f"the plugin package that provides backend {backend!r}"
     lines += [
-        "# Needs softmax-suite installed (its adapter calls the backend exactly as the suite does)",
-        f"# and {package}.",
+        "# Needs softmax-suite installed (its adapter calls the backend exactly as the suite does, its",
+        "# oracle gives the exact values and its judge the verdict), and",
+        f"# {package}.",
         ("# The input bits are embedded below, so they do not depend on the suite's case generators."
          if embed else
          f"# The input is over {embed_limit} bytes, too big to embed here: it is rebuilt with "
@@ -226,38 +286,87 @@ def _header(record: dict, values: dict, embed: bool, embed_limit: int) -> str:
                      "rebuilt bits are not checked.")
     if values["kind"] is not None and values["cotangent_sha256"] is None:
         lines.append("# The record carries no cotangent sha256: the rebuilt cotangent is not checked.")
+    lines += [
+        "# Run it (python repro.py): it prints the input, what the backend returns beside the exact values,",
+        "# and the suite's verdict. Exit status 1: the backend still fails (a known deviation too), 0: it",
+        "# passes now, 2: this script cannot run here (the backend or its device missing, other input bits).",
+    ]
     return "\n".join(lines)
 
 
 def _imports(values: dict, embed: bool) -> str:
-    lines = ["import hashlib", "import sys"]
+    lines = ["import base64", "import sys", "import zlib"] if embed else ["import sys"]
+    lines += [
+        "",
+        "",
+        "def cannot_run(why: str) -> None:",
+        '    print(f"cannot reproduce here: {why}", file=sys.stderr)',
+        "    sys.exit(2)",
+        "",
+        "",
+        "try:",
+    ]
+    imports = []
     if embed:
-        lines = ["import base64", *lines, "import zlib"]
-    lines += ["", "import numpy as np"]
-    if embed and values["dtype"] == "bfloat16":
-        lines.append("from ml_dtypes import bfloat16")
-    lines.append("")
-    lines.append("from softmax_suite.backends.registry import load")
+        imports.append("import numpy as np")
+        if values["dtype"] == "bfloat16":
+            imports.append("from ml_dtypes import bfloat16")
+        imports.append("")
+    accuracy = ["BackendFailure", "bits_digest"]
+    if values["check"] == "accuracy":
+        accuracy += ["call_backend", "output_digest"]
+    else:
+        accuracy.append("Target")
+    imports += ["from softmax_suite.backends.registry import load"]
     if not embed:
-        lines += ["from softmax_suite.formats import format_of",
-                  "from softmax_suite.suites.cases import CASES"]
+        imports.append("from softmax_suite.formats import format_of")
+    imports += ["from softmax_suite.oracle.budget import BudgetConstants",
+                "from softmax_suite.runner import explain",
+                f"from softmax_suite.suites.accuracy import {', '.join(sorted(accuracy))}"]
+    if not embed:
+        imports.append("from softmax_suite.suites.cases import CASES")
         if values["kind"] is not None:
-            lines.append("from softmax_suite.suites.cotangents import build_cotangents")
+            imports.append("from softmax_suite.suites.cotangents import build_cotangents")
+    if values["check"] == "accuracy":
+        imports.append("from softmax_suite.suites.judging import judge")
+    imports.append("from softmax_suite.suites.policy import Policy")
+    lines += [f"    {line}" if line else "" for line in imports]
+    lines += [
+        "except ImportError as error:",
+        '    cannot_run(f"{error}; this script needs softmax-suite installed")',
+    ]
     return "\n".join(lines) + "\n"
 
 
 def _constants(values: dict) -> str:
-    lines = [
-        f"BACKEND = {values['backend']!r}",
-        f"DEVICE = {values['device']!r}",
-        f"OP = {values['op']!r}",
-        f"AXIS = {values['axis']!r}",
-        f"SHAPE = {values['shape']!r}",
-        f"INPUT_SHA256 = {values['input_sha256']!r}",
-    ]
+    lines = [f"{name} = {values[key]!r}" for name, key in (
+        ("BACKEND", "backend"), ("DEVICE", "device"), ("OP", "op"), ("DTYPE", "dtype"), ("CASE", "case"),
+        ("COTANGENT", "kind"), ("AXIS", "axis"), ("SHAPE", "shape")) if name != "COTANGENT" or values["kind"]]
+    accuracy = values["check"] == "accuracy"
+    if accuracy:
+        lines.append(f"OUTPUT_SHAPE = {values['expected_shape']!r}")
+    lines.append(f"INPUT_SHA256 = {values['input_sha256']!r}")
     if values["kind"] is not None:
         lines.append(f"COTANGENT_SHA256 = {values['cotangent_sha256']!r}")
-    lines.append(f"RECORDED_OUTPUT_SHA256 = {values['output_sha256']!r}")
+    if accuracy:
+        lines += [
+            f"RECORDED_OUTPUT_SHA256 = {values['output_sha256']!r}",
+            "# What the run found, and its worst element (None: none measured), whose row is shown.",
+            f"THE_RUN = {values['the_run']!r}",
+            f"WORST = {values['worst']!r}",
+        ]
+    else:
+        lines += [
+            f"SEED = {values['seed']!r}  # the case's: the permutation invariant draws from it",
+            "# Where the first broken invariant broke (None: none recorded): its row is shown.",
+            f"WORST = {values['worst']!r}",
+        ]
+    lines.append(f"# {values['why_policy']}")
+    lines.append(f"POLICY = Policy(budget={values['budget']})")
+    if accuracy:
+        lines.append(f"FLUSH = {values['flush']!r}")
+    if values["known"] is not None:
+        lines.append(f"KNOWN_DEVIATION = {values['known']!r}")
     return "\n".join(lines) + "\n"
 
 
@@ -306,8 +415,6 @@ def _rebuild_embedded(values: dict, x: np.ndarray, g: np.ndarray | None) -> str:
 
 def _rebuild_from_catalogue(values: dict) -> str:
     lines = [
-        f"CASE = {values['case']!r}",
-        f"DTYPE = {values['dtype']!r}",
         "# Case.build makes the case's memory layout too (some bugs depend on strides).",
         "x = CASES[CASE].build(DTYPE)",
     ]
@@ -317,74 +424,100 @@ def _rebuild_from_catalogue(values: dict) -> str:
         why = f"The per-row cotangent of {op.forward}'s output" if which else "The full cotangent"
         lines += [
             f"# {why}, as the suite builds it.",
-            f"g = build_cotangents({values['kind']!r}, CASES[CASE].resolved_seed, x.shape, AXIS, "
+            f"g = build_cotangents(COTANGENT, CASES[CASE].resolved_seed, x.shape, AXIS, "
             f"format_of(DTYPE))[{which}]",
         ]
     return "\n".join(lines) + "\n"
 
 
 def _checks(values: dict) -> str:
-    lines = [
-        "",
-        "def sha256(array: np.ndarray) -> str:",
-        "    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()",
-        "",
-        "",
-    ]
-    arrays = [("x", "INPUT_SHA256", "input")]
-    if values["kind"] is not None:
-        arrays.append(("g", "COTANGENT_SHA256", "cotangent"))
-    for array, digest, what in arrays:
-        lines += [
-            f"if {digest} is not None and sha256({array}) != {digest}:",
-            f'    sys.exit(f"the rebuilt {what} is not the run\'s: sha256 {{sha256({array})}}, '
-            f'recorded {{{digest}}}")',
-        ]
-    # The suite hands out read-only inputs: a backend that writes to its input fails the same way here.
-    lines += [f"{array}.flags.writeable = False" for array, _, _ in arrays]
-    return "\n".join(lines) + "\n"
-
-
-def _call(values: dict) -> str:
-    inputs = "x, g" if values["kind"] is not None else "x,"
+    arrays = '(x, INPUT_SHA256, "input"), (g, COTANGENT_SHA256, "cotangent")' if values["kind"] is not None \
+        else '(x, INPUT_SHA256, "input"),'
     return "\n".join([
-        "backend = load(BACKEND)",
-        'if not hasattr(backend, "ops"):',
-        '    sys.exit(f"backend {BACKEND!r} is unavailable here: {backend.reason}")',
-        "if OP not in backend.ops:",
-        '    sys.exit(f"backend {BACKEND!r} has no {OP}")',
-        "# As the suite calls it: each input to the device, the op, synchronize, back to numpy.",
-        "with np.errstate(all=\"ignore\"):",
-        f"    out = backend.ops[OP](*(backend.to_device(a, DEVICE) for a in ({inputs})), AXIS)",
-        "    backend.synchronize(DEVICE, out)",
-        "    got = np.asarray(backend.to_numpy(out))",
+        f"for array, digest, what in ({arrays}):",
+        "    if digest is not None and bits_digest(array) != digest:",
+        '        cannot_run(f"the rebuilt {what} is not the run\'s: sha256 {bits_digest(array)}, "',
+        "                   f\"recorded {digest}\")",
+        "    # The suite hands out read-only inputs: a backend that writes to its input fails here too.",
+        "    array.flags.writeable = False",
     ]) + "\n"
 
 
-def _compare(values: dict, worst: dict | None) -> str:
-    lines = [
-        "# NaN's sign and payload carry no meaning: every NaN is hashed as one canonical NaN.",
-        "canonical = np.where(np.isnan(got.astype(np.float64)), np.array(np.nan, got.dtype), got)",
-        "digest = sha256(canonical.astype(got.dtype))",
-        f"print(f\"output: shape {{got.shape}}, dtype {{got.dtype.name}} (the suite expects "
-        f"{values['expected_shape']!r} and {{x.dtype.name}})\")",
-        'print("output sha256:  ", digest)',
-        "if RECORDED_OUTPUT_SHA256 is None:",
-        f"    print(\"the run recorded no output; its status:\", {values['status']!r})",
-        "else:",
-        '    print("recorded sha256:", RECORDED_OUTPUT_SHA256)',
-        '    print("the same bits as the run" if digest == RECORDED_OUTPUT_SHA256 else '
-        '"differs from the run\'s output")',
+def _load(values: dict) -> str:
+    what = "{OP} of {BACKEND!r} on {DEVICE}, {DTYPE}, case {CASE!r}"
+    if values["kind"] is not None:
+        what += ", cotangent {COTANGENT!r}"
+    g = "g" if values["kind"] is not None else "None"
+    lines = [f'print(f"reproducing {what}")']
+    if values["check"] == "accuracy":
+        lines.append('print("the run:", THE_RUN)')
+    lines += [
+        f"explain.show_input(x, {g}, AXIS, WORST)",
+        "",
+        "try:",
+        "    backend = load(BACKEND)",
+        "except Exception as error:  # a module:attr spec raises when it cannot be imported here",
+        '    cannot_run(f"backend {BACKEND!r} cannot be loaded: {type(error).__name__}: {error}")',
+        "problem = explain.unusable(backend, OP, DTYPE, DEVICE)",
+        "if problem:",
+        "    cannot_run(problem)",
     ]
-    if worst is not None:
-        lines += [
-            f"WORST = {worst['index']!r}",
-            f"if got.shape == {values['expected_shape']!r}:",
-            '    print("the worst element of the run, at index", list(WORST))',
-            '    print("  got now:          ", repr(float(got[WORST])))',
-            f'    print("  got in the run:   ", {_float_literal(worst["got"])})',
-            f'    print("  exact:            ", {worst["exact"]!r})',
-            f'    print("  correctly rounded:", {_float_literal(worst["rounded"])})',
-            f'    print("  ULP error in run: ", {_float_literal(worst["ulp"])})',
-        ]
     return "\n".join(lines) + "\n"
+
+
+def _still_fails(values: dict, why: str) -> list[str]:
+    lines = [f'print("still fails:", {why})']
+    if values["known"] is not None:
+        lines.append('print("a known deviation, still there:", KNOWN_DEVIATION)')
+    return [*lines, "sys.exit(1)"]
+
+
+def _passes(values: dict, why: str) -> list[str]:
+    lines = [f'    print("passes now:", {why})']
+    if values["known"] is not None:
+        lines.append('    print("the known deviation no longer reproduces (its entry can go):", '
+                     'KNOWN_DEVIATION)')
+    return [*lines, "    sys.exit(0)"]
+
+
+def _run_accuracy(values: dict) -> str:
+    inputs = "[x, g]" if values["kind"] is not None else "[x]"
+    g = "g" if values["kind"] is not None else "None"
+    return "\n".join([
+        "try:",
+        "    # As the suite calls it: each input to the device, the op, synchronize, back to numpy; then the",
+        "    # suite's checks of the output's shape and dtype.",
+        f"    got = call_backend(backend, OP, DEVICE, AXIS, {inputs}, OUTPUT_SHAPE)",
+        "except BackendFailure as failure:",
+        '    print(failure.trace.rstrip() or "(no traceback)")',
+        *("    " + line for line in _still_fails(values, "failure")),
+        "digest = output_digest(got)",
+        "if digest == RECORDED_OUTPUT_SHA256:",
+        '    print(f"output: the same bits as the run (sha256 {digest})")',
+        "else:",
+        '    print(f"output: sha256 {digest}, the run\'s {RECORDED_OUTPUT_SHA256}")',
+        "",
+        "# The exact values from the suite's oracle; the verdict of the suite's judge, by the run's budget.",
+        f"reference = explain.exact(OP, x, AXIS, {g})",
+        "verdict = judge(reference, got, POLICY, AXIS, FLUSH)",
+        f"explain.show_output(OP, x, {g}, got, reference, verdict, POLICY, FLUSH, AXIS, WORST)",
+        'if verdict["status"] == "pass":',
+        *_passes(values, 'verdict["message"] or "every element within its error budget"'),
+        *_still_fails(values, 'verdict["message"]'),
+    ]) + "\n"
+
+
+def _run_invariants(values: dict) -> str:
+    return "\n".join([
+        "target = Target(OP, BACKEND, DEVICE, DTYPE, CASE, check=\"invariants\")",
+        "try:",
+        "    # As the suite measures them: the op called on x (three times), on x shifted, permuted, ...",
+        "    invariants = explain.measure_invariants(target, backend, POLICY, x, AXIS, SEED)",
+        "except BackendFailure as failure:",
+        '    print(failure.trace.rstrip() or "(no traceback)")',
+        *("    " + line for line in _still_fails(values, "failure")),
+        "broken = explain.show_invariants(invariants)",
+        "if not broken:",
+        *_passes(values, '"every invariant holds"'),
+        *_still_fails(values, '"; ".join(broken)'),
+    ]) + "\n"

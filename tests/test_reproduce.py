@@ -1,6 +1,7 @@
-"""softmax_suite.runner.reproduce: each snippet, run alone in a fresh Python, rebuilds the run's input bits
-and gets the run's output bits from the backend; hostile record strings stay inert; what cannot be rebuilt
-is refused."""
+"""softmax_suite.runner.reproduce: each snippet, run alone in a fresh Python, rebuilds the run's input bits,
+gets the run's output bits from the backend, shows the input, the output beside the exact values and the
+suite's verdict, and exits 1 while the backend fails, 0 once it passes, 2 when it cannot run; hostile
+record strings stay inert; what cannot be rebuilt is refused."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 import tokenize
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from softmax_suite.backends.registry import load
@@ -21,6 +23,7 @@ from softmax_suite.reports.html import rerun_command
 from softmax_suite.reports.results import jsonable
 from softmax_suite.runner.config import Settings
 from softmax_suite.runner.reproduce import EMBED_LIMIT_BYTES, ReproduceError, snippet
+from softmax_suite.suites import invariants
 from softmax_suite.suites.accuracy import (
     Target,
     bits_digest,
@@ -38,9 +41,12 @@ CORRECT = "tests.bad_softmax:Float64Upcast"
 
 
 @functools.cache
-def record(backend: str, op: str, dtype: str, case: str, cotangent: str | None = None) -> dict:
+def record(backend: str, op: str, dtype: str, case: str, cotangent: str | None = None,
+           check: str = "accuracy") -> dict:
     """The real path (case, backend, oracle, judge), then through JSON as a results file holds it."""
-    result = run(Target(op, backend, "cpu", dtype, case, cotangent), load(backend), Settings())
+    target = Target(op, backend, "cpu", dtype, case, cotangent, check)
+    measure = run if check == "accuracy" else invariants.run
+    result = measure(target, load(backend), Settings())
     nodeid = f"suites/test_forward.py::test_{op}[{backend}-cpu-{dtype}-{case}]"
     return json.loads(json.dumps(jsonable({**result, "nodeid": nodeid})))
 
@@ -73,11 +79,18 @@ def execute(code: str) -> subprocess.CompletedProcess:
 
 
 def assert_reproduces(code: str, result: dict) -> str:
+    """The snippet of a passing result: the run's bits again, and exit status 0."""
     done = execute(code)
-    assert done.returncode == 0, done.stderr
-    assert f"output sha256:   {result['output_sha256']}\n" in done.stdout
-    assert "the same bits as the run" in done.stdout
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"output: the same bits as the run (sha256 {result['output_sha256']})\n" in done.stdout
+    assert "\npasses now: " in done.stdout
     return done.stdout
+
+
+def has_row(stdout: str, *cells: str) -> bool:
+    """Whether a table line holds these cells in order, separated by blanks only."""
+    line = r"^ +" + r" +".join(map(re.escape, cells)) + r"\b"
+    return re.search(line, stdout, flags=re.MULTILINE) is not None
 
 
 # One record per feature the snippet must rebuild; the oracle runs on small inputs only (about a second
@@ -105,19 +118,26 @@ def test_embedded_snippet_reproduces_the_output_bits(question: tuple) -> None:
     literal = re.findall(r'^    "[A-Za-z0-9+/=]*"$', code, flags=re.MULTILINE)
     assert literal and max(map(len, literal)) <= 100
     stdout = assert_reproduces(code, result)
-    # Every record here was measured, so the worst element is printed, and the backend is deterministic.
+    # Every record here was measured and the backend is deterministic: the judge finds the run's worst
+    # element again, with the run's error, against the exact values of the suite's oracle (for a VJP fed
+    # with the op's own cotangent only).
     worst = result["metrics"]["worst"]
-    assert f"got in the run:    {worst['got']!r}" in stdout
-    assert f"got now:           {worst['got']!r}" in stdout
+    assert f"the run: pass, worst {worst['ulp']:.4g} ULP at index {worst['index']}" in stdout
+    assert f"worst element {worst['index']}: {worst['ulp']:.4g} ULP, its budget " \
+           f"{result['bound']['budget_ulp']:.4g} ULP" in stdout
 
 
 def test_snippet_rebuilds_the_case_layout() -> None:
     # Strides matter to some bugs: the strided case comes back as every other element of a wider buffer
     # and the transposed one in Fortran order, exactly as Case.build makes them.
-    probe = "\nprint('layout', x.strides, x.flags.f_contiguous, x.flags.writeable)"
-    strided = execute(snippet(record(*EMBEDDED["strided"])) + probe)
+    def probed(code: str) -> str:
+        # Before the backend is called, which ends the script.
+        return code.replace("\nprint(f\"reproducing", "\nprint('layout', x.strides, x.flags.f_contiguous, "
+                                                     "x.flags.writeable)\nprint(f\"reproducing")
+
+    strided = execute(probed(snippet(record(*EMBEDDED["strided"]))))
     assert "layout (8000, 16) False False" in strided.stdout, strided.stderr  # (8, 500) float64 in (8, 1000)
-    transposed = execute(snippet(record(*EMBEDDED["transposed"])) + probe)
+    transposed = execute(probed(snippet(record(*EMBEDDED["transposed"]))))
     assert "layout (4, 64) True False" in transposed.stdout, transposed.stderr  # (16, 300) float32, F order
 
 
@@ -134,7 +154,10 @@ def test_big_input_is_rebuilt_with_the_catalogue(question: tuple) -> None:
     assert f"over {EMBED_LIMIT_BYTES} bytes, too big to embed" in code
     assert "x = CASES[CASE].build(DTYPE)" in code
     assert f"format_of(DTYPE))[{1 if question[1] == 'logsumexp_vjp' else 0}]" in code
-    assert_reproduces(code, result)
+    stdout = assert_reproduces(code, result)
+    # Too big to print whole, and a record made by hand names no worst element whose row to show.
+    shape = tuple(result["shape"])
+    assert f"input x: {question[2]}, shape {shape}, reduced along axis 1\n  (too big" in stdout
 
 
 def test_failure_of_a_bad_backend_is_reproduced() -> None:
@@ -149,30 +172,150 @@ def test_failure_of_a_bad_backend_is_reproduced() -> None:
     # The message (190 characters) is commented in pieces cut at spaces, at most 80 each: joined, the whole.
     pieces = [ast.literal_eval(line[4:]) for line in code.splitlines() if line.startswith("#   '")]
     assert len(pieces) > 2 and "".join(pieces) == result["message"]
-    stdout = assert_reproduces(code, result)
-    assert "got now:           0.0\n" in stdout and "exact:             0.16666666666666666\n" in stdout
+    done = execute(code)
+    assert done.returncode == 1, done.stdout + done.stderr
+    stdout = done.stdout
+    assert stdout.startswith("reproducing softmax of 'tests.bad_softmax:NoMaxShift' on cpu, float32, case "
+                             "'equal_large'\nthe run: fail, worst 1.118e+07 ULP at index [2, 0] (got 0.0, "
+                             "exact 0.16666666666666666)\n")
+    # 24 elements: the whole input, each value exactly (88.72283172607422 is the float32 just below
+    # log(FLT_MAX), whose exp is finite but six of them sum to inf).
+    assert "input x: float32, shape (4, 6), reduced along axis 1\n" in stdout
+    assert "x[0, :] = [10000.0, 10000.0, 10000.0, 10000.0, 10000.0, 10000.0]\n" in stdout
+    assert "x[2, :] = [88.72283172607422, 88.72283172607422, " in stdout
+    assert f"output: the same bits as the run (sha256 {result['output_sha256']})\n" in stdout
+    # Row [2] beside the exact values: 0 for 1/6, whose float32 ULP is 2^-26, so 2^26 / 6 = 1.118e7 ULP,
+    # where the budget allows (c0 + c_sum ceil(log2 6)) u relative, (3 + 2 * 3) 2^-24 (1/6) / 2^-26 = 6,
+    # plus the half ULP of rounding; row [0], the first semantic difference, NaN for 1/6.
+    assert has_row(stdout, "0", "88.72283172607422", "0.0", "0.1666666716337204", "1.118e+07", "6.5",
+                   "<- worst")
+    assert has_row(stdout, "0", "10000.0", "nan", "0.1666666716337204", "nan_unexpected", "6.5")
+    assert ("worst element [2, 0]: 1.118e+07 ULP, its budget 6.5 ULP (the largest error for its budget)\n"
+            "  got 0.0, exact 0.16666666666666666, correctly rounded to float32 0.1666666716337204\n"
+            ) in stdout
+    assert stdout.endswith(f"still fails: {result['message']}\n")
     # The correct implementation's bits are not the ones reproduced.
     assert record(CORRECT, "softmax", "float32", "equal_large")["output_sha256"] != result["output_sha256"]
 
 
-def test_error_records_still_call_the_backend() -> None:
-    # math.fsum(x, axis) raises TypeError (it takes one argument): the snippet's call shows it.
+def test_a_fixed_backend_passes_now() -> None:
+    # The failed record of NoMaxShift, the backend fixed: numpy's softmax, and Float64Upcast given as the
+    # --backend spec of a run that showed it as "fixed". Each rounds 1/6 correctly: 0.1666666716337204 is
+    # 1/6 + 2^-26 / 3, a third of an ULP, in every row (the first, [0, 0], is the worst of equal ratios).
+    failed = record(NO_SHIFT, "softmax", "float32", "equal_large")
+    for changes, loaded in (({"backend": "numpy"}, "'numpy'"),
+                            ({"backend": "fixed", "backend_spec": CORRECT}, repr(CORRECT))):
+        code = snippet(copy(failed, **changes))
+        assert ("#   shown as   'fixed'" in code) == ("backend_spec" in changes)
+        done = execute(code)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.startswith(f"reproducing softmax of {loaded} on cpu, float32, case "
+                                      "'equal_large'\n")
+        assert f"output: sha256 {output_digest(np.full((4, 6), 1 / 6, np.float32))}, the run's " \
+               f"{failed['output_sha256']}\n" in done.stdout
+        assert has_row(done.stdout, "0", "88.72283172607422", "0.1666666716337204", "0.1666666716337204",
+                       "0.3333", "6.5", "<- worst in the run")
+        assert "worst element [0, 0]: 0.3333 ULP, its budget 6.5 ULP" in done.stdout
+        assert done.stdout.endswith("passes now: every element within its error budget\n")
+
+
+def test_a_known_deviation_says_so() -> None:
+    # A known deviation still deviating is a failure reproduced (exit 1); fixed, its entry can go (exit 0).
+    known = copy(record(NO_SHIFT, "softmax", "float32", "equal_large"), status="known_failure",
+                 known_deviation={"entry": 1, "reason": "no max shift", "link": None})
+    done = execute(snippet(known))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "\nstill fails: 1.118e+07 ULP at index [2, 0]" in done.stdout
+    assert done.stdout.endswith("a known deviation, still there: no max shift\n")
+    done = execute(snippet(copy(known, backend="numpy")))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.endswith("passes now: every element within its error budget\nthe known deviation no "
+                                "longer reproduces (its entry can go): no max shift\n")
+
+
+def test_a_vjp_is_reproduced_with_its_cotangent() -> None:
+    # WrongSign returns -dx: on glossary with the random cotangent every element is off by 2 |dx_j|.
+    # The judge's worst (largest error for its budget) is dx_2 = -0.0628, in [2^-4, 2^-3): its float32
+    # ULP is 2^-27 and 2 * 0.0628 / 2^-27 = 1.687e7 ULP, against a budget of 10.88.
+    result = record("tests.bad_softmax:WrongSign", "softmax_vjp", "float32", "glossary", "random")
+    assert result["metrics"]["worst"]["index"] == [2]
+    code = snippet(result)
+    done = execute(code)
+    assert done.returncode == 1, done.stdout + done.stderr
+    stdout = done.stdout
+    assert stdout.startswith("reproducing softmax_vjp of 'tests.bad_softmax:WrongSign' on cpu, float32, case "
+                             "'glossary', cotangent 'random'\n")
+    # The input and the cotangent the backend was given, whole (4 elements each).
+    assert "x[:] = [1.5, 2.200000047683716, -0.30000001192092896, 0.800000011920929]\n" in stdout
+    assert "g[:] = [-0.3186975419521332, 1.1331285238265991, -0.9113789796829224, -0.053289078176021576]\n" \
+        in stdout
+    assert has_row(stdout, "2", "-0.30000001192092896", "-0.9113789796829224", "0.06283819675445557",
+                   "-0.06283819675445557", "1.687e+07", "10.88", "<- worst")
+    assert "worst element [2]: 1.687e+07 ULP, its budget 10.88 ULP" in stdout
+    assert stdout.endswith(f"still fails: {result['message']}\n")
+    # The verdict is the run's, by the run's budget constants: with c0 = 2^40 the budget takes in 2 |dx|.
+    constants = {"c0": 2.0**40, "c_exp": 1.0, "c_sum": 2.0}
+    lenient = copy(result, bound={**result["bound"], "constants": constants})
+    assert "BudgetConstants(c0=1099511627776.0, c_exp=1.0, c_sum=2.0)" in snippet(lenient)
+    done = execute(snippet(lenient))
+    assert done.returncode == 0 and "passes now" in done.stdout, done.stdout + done.stderr
+
+
+def test_a_backend_that_raises_still_fails() -> None:
+    # math.fsum(x, axis) raises TypeError (it takes one argument): exit 1, the traceback's end printed.
     raising = record("math:fsum", "softmax", "float32", "glossary")
     assert raising["status"] == "error" and "output_sha256" not in raising
     done = execute(snippet(raising))
-    assert done.returncode == 1 and "TypeError: math.fsum() takes exactly one argument" in done.stderr
-    # numpy.sum as a softmax returns a scalar: the suite's shape check failed; the snippet shows why.
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "\nTypeError: math.fsum() takes exactly one argument (2 given)\n" in done.stdout
+    assert done.stdout.endswith("still fails: softmax raised TypeError: math.fsum() takes exactly one "
+                                "argument (2 given)\n")
+    # numpy.sum as a softmax returns a scalar: the suite's shape check fails it again.
     scalar = record("numpy:sum", "softmax", "float32", "glossary")
     assert scalar["status"] == "error" and "returned shape ()" in scalar["message"]
     done = execute(snippet(scalar))
-    assert done.returncode == 0, done.stderr
-    assert "output: shape (), dtype float32 (the suite expects (4,) and float32)" in done.stdout
-    assert "the run recorded no output; its status: error\n" in done.stdout
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.endswith("still fails: softmax returned shape (), expected (4,)\n")
 
 
-def test_an_invariants_result_names_what_it_broke() -> None:
+@pytest.mark.parametrize(("changes", "why"), [
+    ({"backend": "array-api:no_such_module"},
+     "backend 'array-api:no_such_module' is unavailable here: cannot import 'no_such_module'"),
+    ({"backend": "tests.no_such_module:Softmax"},
+     "backend 'tests.no_such_module:Softmax' cannot be loaded: SpecError: cannot import "
+     "'tests.no_such_module'"),
+    ({"device": "cuda"}, "numpy has no device 'cuda' here (it has cpu)"),
+    ({"backend": "tests.planted_backend:Softmax"}, "planted does not support float64"),
+], ids=["unavailable", "not-importable", "no-device", "no-dtype"])
+def test_what_cannot_run_here_exits_2(changes: dict, why: str) -> None:
+    # numpy's record on glossary float64, loaded elsewhere: the planted backend runs float32 only.
+    done = execute(snippet(copy(record("numpy", "softmax", "float64", "glossary"), **changes)))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith(f"cannot reproduce here: {why}")
+    assert "still fails" not in done.stdout and "passes now" not in done.stdout
+
+
+def test_without_softmax_suite_exits_2(tmp_path: Path) -> None:
+    # python -S has no site-packages: neither numpy nor softmax-suite imports.
+    done = subprocess.run([sys.executable, "-S", "-c", snippet(record(*EMBEDDED["float16"]))], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "cannot reproduce here: No module named 'numpy'; this script needs softmax-suite " \
+                          "installed\n"
+
+
+def test_other_input_bits_exit_2() -> None:
+    # A script whose embedded bits were edited no longer reproduces the run: it says so before any call.
+    result = record(*EMBEDDED["float16"])
+    done = execute(snippet(result).replace(result["input_sha256"], "0" * 64))
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"cannot reproduce here: the rebuilt input is not the run's: sha256 "
+                                  f"{result['input_sha256']}, recorded {'0' * 64}")
+
+
+def test_an_invariants_result_is_measured_again() -> None:
     # A crafted invariants record of numpy on glossary (numpy keeps its invariants): the snippet
-    # rebuilds the input, checks its digest, calls the op, and lists the broken invariant.
+    # rebuilds the input, checks its digest, measures the invariants as the suite does, and passes.
     x = case_input("glossary", "float32")
     result = {"check": "invariants", "op": "softmax", "backend": "numpy", "device": "cpu",
               "dtype": "float32", "case": "glossary", "axis": -1, "layout": "contiguous", "shape": [4],
@@ -183,8 +326,16 @@ def test_an_invariants_result_names_what_it_broke() -> None:
     assert "# Reproduces one softmax-suite invariants result" in code
     assert "#   'shift_invariance': 12.0 'ulp', budget 9.9" in code and "sum_to_one" not in code
     done = execute(code)
-    assert done.returncode == 0, done.stderr
-    assert "the run recorded no output; its status: fail\n" in done.stdout
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "\nshift_invariance holds: " in done.stdout
+    assert done.stdout.endswith("passes now: every invariant holds\n")
+    # NoMaxShift on equal_large: row [0] (1e4 six times) comes out NaN, whose sum is no 1.
+    broken = record(NO_SHIFT, "softmax", "float32", "equal_large", check="invariants")
+    assert broken["status"] == "fail"
+    done = execute(snippet(broken))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "\nsum_to_one BROKEN: " in done.stdout
+    assert done.stdout.endswith(f"still fails: {broken['message']}\n")
 
 
 def test_rerun_command_quotes_what_it_embeds() -> None:
@@ -229,9 +380,10 @@ def test_hostile_strings_stay_in_literals_and_comments() -> None:
     assert carriers == {tokenize.COMMENT, tokenize.STRING}
     # The 2000-character tail of the message is cut after 12 pieces of 80 characters.
     assert "more characters cut; the results file has the whole message)" in code
-    # Run: the backend spec cannot be imported, and nothing the strings say is executed.
+    # Run: the backend spec cannot be imported, and nothing the strings say is executed (the strings are
+    # printed, but no line is what echo or print would write).
     done = execute(code)
-    assert done.returncode != 0 and "pwned" not in done.stdout
+    assert done.returncode == 2 and "pwned" not in (done.stdout + done.stderr).splitlines()
     assert "SpecError" in done.stderr
 
 
@@ -248,6 +400,8 @@ def test_hostile_strings_stay_in_literals_and_comments() -> None:
     ({"cotangent": ["random"]}, r"needs a cotangent kind.*\['random'\]"),
     ({"dtype": "float8"}, r"unknown dtype 'float8'"),
     ({"backend": None}, r"'backend' is None, not a name"),
+    ({"backend_spec": ["numpy"]}, r"'backend_spec' is \['numpy'\], not a name"),
+    ({"check": "invariants"}, r"softmax_vjp has no invariants"),
 ])
 def test_what_cannot_be_rebuilt_is_refused(changes: dict, match: str) -> None:
     # A record of random_n31_s3 (64 x 31) with a cotangent, made by hand: no oracle is needed to refuse.
