@@ -12,20 +12,18 @@ import pytest
 
 from softmax_suite.backends.isolation import Isolated
 from softmax_suite.backends.registry import Unavailable, backend_names, check_names, load
-from softmax_suite.ops import is_vjp
 from softmax_suite.protocol import DTYPES, OPS, Backend
 from softmax_suite.reports import baseline as baseline_io
 from softmax_suite.reports.results import ResultsFileError, ResultsWriter, read_results
 from softmax_suite.runner import environment, options
 from softmax_suite.runner.config import ConfigError, Settings, load_settings
 from softmax_suite.runner.selection import dtype_names, no_match, split
+from softmax_suite.runner.targets import Selection, questions
 from softmax_suite.suites import accuracy, throughput
-from softmax_suite.suites.accuracy import Target
 from softmax_suite.suites.cases import CATALOGUE, select_cases
 from softmax_suite.suites.cotangents import ALL as COTANGENT_KINDS
 from softmax_suite.suites.deviations import load_deviations
 
-ANY = "any"
 NO_ISOLATED_TIMING = ("no throughput under --isolate: a call timed through the worker process's pipe times "
                       "the copies of its input and output, not the backend; time it without --isolate")
 
@@ -144,40 +142,18 @@ class SuiteState:
     def targets(self, op: str, check: str = "accuracy") -> list:
         """The parameters of test_<op> (or test_<op>_invariants): runnable targets, plus one skip
         per unavailable backend or absent device."""
+        selection = Selection(self.devices, self.dtypes, self.cases, self.cotangents, self.shapes)
         params = []
         for name, backend in self.backends.items():
-            if isinstance(backend, Unavailable):
-                target = Target(op, name, ANY, ANY, ANY, check=check, spec=self.spec_of(name))
-                params.append(pytest.param(target, id=target.id,
-                                           marks=pytest.mark.skip(reason=backend.reason)))
-                continue
-            for device, reason in backend.absent_devices.items():
-                if not self.devices or device in self.devices:
-                    target = Target(op, name, device, ANY, ANY, check=check, spec=self.spec_of(name))
-                    params.append(pytest.param(target, id=target.id,
-                                               marks=pytest.mark.skip(reason=reason)))
-            for device in backend.devices:
-                if self.devices and device not in self.devices:
-                    continue
-                if check == "throughput":
-                    marks = [pytest.mark.throughput, *([pytest.mark.skip(reason=NO_ISOLATED_TIMING)]
-                                                       if self.isolate else [])]
-                    params += [pytest.param(target, id=target.id, marks=marks)
-                               for dtype in self.dtypes for shape in self.shapes
-                               for target in [Target(op, name, device, dtype, shape.name, None, check,
-                                                         self.spec_of(name))]]
-                    continue
-                for case in self.cases:
-                    kinds = [k for k in case.cotangents if k in self.cotangents] \
-                        if is_vjp(op) else [None]
-                    for dtype in self.dtypes:
-                        if dtype not in case.dtypes:
-                            continue
-                        marks = [pytest.mark.slow] if "slow" in case.tags else []
-                        for kind in kinds:
-                            target = Target(op, name, device, dtype, case.name, kind, check,
-                                            self.spec_of(name))
-                            params.append(pytest.param(target, id=target.id, marks=marks))
+            for question in questions(name, backend, op, check, selection, self.spec_of(name)):
+                marks = [pytest.mark.skip(reason=question.skip)] if question.skip else []
+                if question.slow:
+                    marks.append(pytest.mark.slow)
+                if check == "throughput" and not question.skip:
+                    marks.append(pytest.mark.throughput)
+                    if self.isolate:
+                        marks.append(pytest.mark.skip(reason=NO_ISOLATED_TIMING))
+                params.append(pytest.param(question.target, id=question.target.id, marks=marks))
         return params
 
 
