@@ -62,8 +62,10 @@ def load_spec(spec: str) -> Backend:
         try:
             found = getattr(found, part)
         except AttributeError:
+            hint = (f"; a function on {module_name} arrays is given as {module_name}:package.module:attr"
+                    if framework is None and module_name in FRAMEWORKS else "")
             raise SpecError(f"module {module_name!r} has no attribute {attr!r} "
-                            f"(backend {spec!r})") from None
+                            f"(backend {spec!r}){hint}") from None
     return wrap(found, default_name=spec, framework=framework)
 
 

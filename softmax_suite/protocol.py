@@ -51,9 +51,12 @@ class Backend:
     describe: Callable[[str], Mapping[str, Any]] = _nothing_to_say
 
     def why_unsupported(self, op: str, dtype: str) -> str | None:
-        """None when (op, dtype) can run; otherwise the reason, phrased for a report."""
+        """None when (op, dtype) can run; otherwise the reason, phrased for a report (the backend's own
+        where it gives one)."""
+        if (op, dtype) in self.unsupported:
+            return self.unsupported[(op, dtype)]
         if op not in self.ops:
             return f"{self.name} has no {op}"
         if dtype not in self.dtypes:
             return f"{self.name} does not support {dtype}"
-        return self.unsupported.get((op, dtype))
+        return None
