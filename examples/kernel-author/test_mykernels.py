@@ -1,8 +1,8 @@
 """The kernels' accuracy in this project's own tests: three lines each."""
 
-import softmax_suite
-
 from mykernels import jax_softmax, numpy_softmax, torch_softmax
+
+import softmax_suite
 
 # A few cases keep this file quick; without `cases` every case of the catalogue is asked.
 CASES = "glossary,tied_max,random_n1k_s1,pos_inf,neg_inf_mask,equal_large"
