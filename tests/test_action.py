@@ -165,7 +165,7 @@ def test_the_first_baseline_is_explained_and_then_a_planted_regression_fails(tmp
     assert done.returncode == 0 and outputs["exit-code"] == "1", done.stdout + done.stderr
     assert "## softmax-suite: **failed**" in summary and "| accuracy | 1 | 0 |" in summary
     assert "## softmax-suite gate: **1 regression(s)**" in summary
-    assert ("| fail | `accuracy/tests.planted_backend:Softmax/cpu/float32/softmax/random_n1k_s10` | "
+    assert ("| fail | `accuracy/planted/cpu/float32/softmax/random_n1k_s10` | "
             "accuracy regressed |") in summary
     assert "No baseline yet" not in summary
     # The last step, after the upload, fails the action on the suite's verdict.

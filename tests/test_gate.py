@@ -245,7 +245,7 @@ def test_a_planted_slowdown_and_accuracy_regression_fail_the_gate(tmp_path: Path
     assert "timing them again before the gate decides: throughput/tests.planted_backend:Softmax" in (
         again.stdout)
     assert (tmp_path / "again" / "throughput-again.jsonl").is_file()
-    assert "FAIL  throughput/tests.planted_backend:Softmax/cpu/float32/softmax/row_n1M" in again.stdout
+    assert "FAIL  throughput/planted/cpu/float32/softmax/row_n1M" in again.stdout
 
 
 def test_gate_and_baseline_file_errors_exit_two(tmp_path: Path) -> None:
