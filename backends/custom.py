@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from typing import Any
 
 from softmax_suite.backends.builtin import BUILTIN, FRAMEWORKS
@@ -52,6 +54,10 @@ def load_spec(spec: str) -> Backend:
     if not module_name or not attr or ":" in attr:
         raise SpecError(f"backend spec {spec!r} is not of the form package.module:attr or "
                         f"FRAMEWORK:package.module:attr (FRAMEWORK: {', '.join(FRAMEWORKS)})")
+    # A module in the folder the command runs in is found, as `python -m` finds it (last, so that
+    # it shadows nothing installed).
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:

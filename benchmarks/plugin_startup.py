@@ -1,10 +1,12 @@
-"""What loading the suite's pytest plugin costs a session that asks it nothing.
+"""What softmax-suite's pytest plugins cost a session that asks them nothing.
 
     python -m benchmarks.plugin_startup [--repeat 5]
 
-Runs a one-test pytest session in a fresh process with the plugin (-p softmax_suite.runner.plugin)
-and without it, --repeat times each, interleaved; prints the median wall time of each and which
-frameworks the session with the plugin imported (none: backends load when an item asks for one).
+Runs a one-test pytest session in a fresh process, --repeat times each way, interleaved: without the
+installed entry-point plugin (-p no:softmax_suite.runner.entry), with it as installed (in every
+project's pytest, not asked for), and with the suite's own plugin loaded (-p softmax_suite.runner.plugin,
+as this checkout's pytest has it). Prints the median wall time of each, and what each imported of the
+suite and of the array libraries.
 """
 
 from __future__ import annotations
@@ -21,19 +23,28 @@ TEST = '''import sys
 
 
 def test_nothing():
-    frameworks = ("torch", "jax", "mlx", "onnxruntime", "scipy", "tensorflow")
-    print("FRAMEWORKS", ",".join(sorted(m for m in frameworks if m in sys.modules)) or "none")
+    libraries = ("numpy", "torch", "jax", "mlx", "onnxruntime", "scipy", "tensorflow")
+    print("LIBRARIES", ",".join(sorted(m for m in libraries if m in sys.modules)) or "none")
+    print("SUITE", len([m for m in sys.modules if m.startswith("softmax_suite")]))
 '''
 
+WAYS = {
+    "not installed": ["-p", "no:softmax_suite.runner.entry"],
+    "installed, not asked": [],
+    "the suite's plugin": ["-p", "softmax_suite.runner.plugin"],
+}
 
-def session(folder: Path, plugin: bool) -> tuple[float, str]:
-    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "test_nothing.py"]
-    if plugin:
-        command[3:3] = ["-p", "softmax_suite.runner.plugin"]
+
+def session(folder: Path, extra: list[str]) -> tuple[float, str, str]:
+    # No xdist, hypothesis or benchmark plugin: what is left is pytest's own start and the suite's.
+    command = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-p", "no:xdist",
+               "-p", "no:hypothesispytest", *extra, "test_nothing.py"]
     started = time.perf_counter()
     done = subprocess.run(command, cwd=folder, capture_output=True, text=True, check=True)
-    line = next(line for line in done.stdout.splitlines() if "FRAMEWORKS" in line)
-    return time.perf_counter() - started, line.split("FRAMEWORKS", 1)[1].strip()
+    seconds = time.perf_counter() - started
+    said = {line.split()[0]: line.split()[1] for line in done.stdout.splitlines()
+            if line.startswith(("LIBRARIES", "SUITE"))}
+    return seconds, said["LIBRARIES"], said["SUITE"]
 
 
 def main() -> None:
@@ -42,16 +53,18 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "test_nothing.py").write_text(TEST)
-        times: dict[bool, list[float]] = {True: [], False: []}
-        imported = ""
+        times: dict[str, list[float]] = {way: [] for way in WAYS}
+        imported: dict[str, tuple[str, str]] = {}
         for _ in range(args.repeat):
-            for plugin in (False, True):
-                seconds, frameworks = session(Path(folder), plugin)
-                times[plugin].append(seconds)
-                imported = frameworks if plugin else imported
-    print(f"pytest session of one test, median of {args.repeat}: without the plugin "
-          f"{statistics.median(times[False]):.2f} s, with it {statistics.median(times[True]):.2f} s; "
-          f"frameworks imported with it: {imported}")
+            for way, extra in WAYS.items():
+                seconds, libraries, modules = session(Path(folder), extra)
+                times[way].append(seconds)
+                imported[way] = (libraries, modules)
+    print(f"a pytest session of one test, median of {args.repeat}:")
+    for way in WAYS:
+        libraries, modules = imported[way]
+        print(f"  {way:22s} {statistics.median(times[way]):.2f} s   softmax_suite modules: {modules:>3s}   "
+              f"array libraries: {libraries}")
 
 
 if __name__ == "__main__":

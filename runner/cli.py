@@ -282,7 +282,10 @@ def _confirm_slower(timings: Path, args: argparse.Namespace, environment: dict) 
         return []
     print(f"softmax-suite: {len(slower)} op(s) slower than the baseline; timing them again before the gate "
           "decides: " + ", ".join(slower))
+    # A key names a backend by its own name; the run loads it by its spec.
+    specs = {record["backend"]: record.get("backend_spec") or record["backend"] for record in records}
     groups = [key.split("/")[1:5] for key in slower]
+    groups = [[specs.get(group[0], group[0]), *group[1:]] for group in groups]
     chosen = [part for index, flag in enumerate(("--backend", "--device", "--dtype", "--op"))
               for part in (flag, ",".join(sorted({group[index] for group in groups})))]
     command = [sys.executable, "-m", "pytest", str(SUITES_DIR), *PLUGINS, "-q",

@@ -341,8 +341,11 @@ def test_an_invariants_result_is_measured_again() -> None:
 def test_rerun_command_quotes_what_it_embeds() -> None:
     result = {"nodeid": "suites/test_forward.py::test_softmax[x-cpu-float32-glossary]", "backend": "a b;rm"}
     assert rerun_command(result) == ("python -m pytest 'suites/test_forward.py::test_softmax[x-cpu-float32-"
-                                     "glossary]' --backend 'a b;rm'")
+                                     "glossary]' --softmax-suite-backend 'a b;rm'")
     assert rerun_command({"backend": "numpy"}) is None
+    # A backend known by its own name is loaded again by its spec.
+    named = {**result, "backend": "fused", "backend_spec": "torch:kernels:Fused"}
+    assert rerun_command(named).endswith("--softmax-suite-backend torch:kernels:Fused")
 
 
 def test_older_record_without_digests_skips_the_checks() -> None:
