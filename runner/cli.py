@@ -31,6 +31,7 @@ from softmax_suite.reports import baseline as baseline_io
 from softmax_suite.reports import gate as gate_rules
 from softmax_suite.reports import html
 from softmax_suite.reports.results import ResultsFileError, read_results
+from softmax_suite.reports.verdict import format_verdict
 from softmax_suite.runner import reproduce, resume
 from softmax_suite.runner.config import ConfigError, load_settings
 from softmax_suite.runner.environment import COMMAND_VARIABLE
@@ -200,7 +201,12 @@ def run_command(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"softmax-suite: cannot create output folder {out}: {error.strerror}", file=sys.stderr)
         return EXIT_USAGE
-    selection = [str(SUITES_DIR), "-p", "softmax_suite.runner.plugin", "-q"]
+    # Each pass draws one progress line (runner.terminal), whatever -- -v asks of the rest: an item's
+    # outcome is no letter, no line and no traceback (the verdict at the end names the unexpected
+    # ones, the report says why); pytest lists only the errors that leave no result.
+    selection = [str(SUITES_DIR), "-p", "softmax_suite.runner.plugin", "-p", "softmax_suite.runner.terminal",
+                 "--no-header", "-o", "verbosity_test_cases=-1", "-o", "console_output_style=classic",
+                 "--tb=no", "-rE"]
     for flag, options in SELECTION_OPTIONS:
         value = getattr(args, flag.removeprefix("--"))
         if options["action"] == "append":
@@ -255,13 +261,25 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if pytest.ExitCode.INTERRUPTED in codes:
         return 130
-    print(f"softmax-suite: results in {', '.join(map(str, written))}")
     ran_clean = (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
     code = EXIT_OK if all(code in ran_clean for code in codes) else EXIT_FAILED
     finished = [path for path in written if path.suffix == ".jsonl" and path.exists()]
+    _print_verdict(finished)
+    print(f"softmax-suite: results in {', '.join(map(str, written))}")
     if steps is not None and _failed_before(finished):
         code = EXIT_FAILED  # a failure recorded before the resume, which this run did not repeat
     return max(code, _gate_and_report(finished, args.baseline, None, out / "report.html"))
+
+
+def _print_verdict(paths: list[Path]) -> None:
+    """The verdict over every pass's results, from their files (a resumed run's too)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # reported by _gate_and_report, which reads them next
+        try:
+            _, records = baseline_io.read_many(paths)
+        except baseline_io.BaselineError:
+            return  # reported by _gate_and_report
+    print(format_verdict(records))
 
 
 def _confirm_slower(timings: Path, args: argparse.Namespace, environment: dict) -> list[Path]:
