@@ -264,22 +264,16 @@ def run_command(args: argparse.Namespace) -> int:
     ran_clean = (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
     code = EXIT_OK if all(code in ran_clean for code in codes) else EXIT_FAILED
     finished = [path for path in written if path.suffix == ".jsonl" and path.exists()]
-    _print_verdict(finished)
+    try:
+        read = _read(finished)  # every pass's results, a resumed run's kept ones too
+    except InputError:
+        read = None  # said by _gate_and_report, which reads the files again
+    if read is not None:
+        print(format_verdict(read[1]))
     print(f"softmax-suite: results in {', '.join(map(str, written))}")
     if steps is not None and _failed_before(finished):
         code = EXIT_FAILED  # a failure recorded before the resume, which this run did not repeat
-    return max(code, _gate_and_report(finished, args.baseline, None, out / "report.html"))
-
-
-def _print_verdict(paths: list[Path]) -> None:
-    """The verdict over every pass's results, from their files (a resumed run's too)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # reported by _gate_and_report, which reads them next
-        try:
-            _, records = baseline_io.read_many(paths)
-        except baseline_io.BaselineError:
-            return  # reported by _gate_and_report
-    print(format_verdict(records))
+    return max(code, _gate_and_report(finished, args.baseline, None, out / "report.html", read))
 
 
 def _confirm_slower(timings: Path, args: argparse.Namespace, environment: dict) -> list[Path]:
@@ -375,13 +369,15 @@ def _print_findings(findings: list[gate_rules.Finding], compared: int, partial: 
     return EXIT_FAILED if any(f.severity == gate_rules.FAIL for f in findings) else EXIT_OK
 
 
-def _gate_and_report(paths: list, baseline: str | None, config: str | None, report: Path | None) -> int:
+def _gate_and_report(paths: list, baseline: str | None, config: str | None, report: Path | None,
+                     read: tuple[list[dict], list[dict]] | None = None) -> int:
     """Gate the results files against the baseline (when given) and write the report (when
     asked); exit 1 on a regression, 2 on a file that cannot be used. Partial results (a run that
-    did not finish) are said so, and judged on what they hold."""
+    did not finish) are said so, and judged on what they hold. read: the files' headers and
+    records where the caller has read them already (a default run's take seconds to read)."""
     try:
         gate_input = _load_gate(baseline, config) if baseline else None
-        headers, records = _read(paths)
+        headers, records = read if read is not None else _read(paths)
         partial = baseline_io.partial_files(headers)
         findings, compared = _findings(records, *gate_input, bool(partial)) if gate_input else (None, 0)
     except InputError as error:
