@@ -217,7 +217,8 @@ def test_the_verdict_counts_each_backend_and_dtype_and_names_its_worst_unexpecte
     ]
     # numpy's bfloat16 ran nothing, cupy is not installed: one line for both.
     assert lines[6] == "not run: cupy; numpy (bfloat16) (the report says why)"
-    assert lines[7] == "throughput (quick sweep): 3 timed; copy: the best fraction of the copy bandwidth among them"
+    assert lines[7] == ("throughput (quick sweep): 3 timed; copy: the best fraction of the copy bandwidth "
+                        "among them")
     assert lines[8:] == ["unexpected:",
                          "  suites/test_forward.py::test_log_softmax_vjp[torch-cpu-bfloat16-random_n1k_s1]",
                          "  suites/test_forward.py::test_softmax[torch-cpu-bfloat16-random_n2]"]
