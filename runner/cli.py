@@ -201,9 +201,9 @@ def run_command(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"softmax-suite: cannot create output folder {out}: {error.strerror}", file=sys.stderr)
         return EXIT_USAGE
-    # Each pass draws one progress line (runner.terminal), whatever -- -v asks of the rest: an item's
-    # outcome is no letter, no line and no traceback (the verdict at the end names the unexpected
-    # ones, the report says why); pytest lists only the errors that leave no result.
+    # Each pass draws one progress line (runner.terminal), -- -v or not: no letter, line or traceback
+    # per item (the verdict at the end names the unexpected results, the report says why); pytest
+    # lists only the errors that leave no result (-rE).
     selection = [str(SUITES_DIR), "-p", "softmax_suite.runner.plugin", "-p", "softmax_suite.runner.terminal",
                  "--no-header", "-o", "verbosity_test_cases=-1", "-o", "console_output_style=classic",
                  "--tb=no", "-rE"]
