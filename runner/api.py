@@ -21,7 +21,7 @@ from softmax_suite.backends.registry import Unavailable, check_names, load
 from softmax_suite.ops import OPS, is_vjp
 from softmax_suite.oracle import cache, store
 from softmax_suite.protocol import DTYPES, Backend, BackendUnavailable
-from softmax_suite.reports.summary import format_summary
+from softmax_suite.reports.verdict import format_verdict
 from softmax_suite.runner.config import load_settings
 from softmax_suite.runner.reproduce import ReproduceError, snippet
 from softmax_suite.runner.selection import dtype_names, no_match, split
@@ -78,8 +78,8 @@ class Checked:
         return snippet({**record, "backend_spec": self.spec})
 
     def summary(self) -> str:
-        """The verdict: the per-dtype table, then the worst unexpected results with their ids."""
-        lines = [format_summary(self.records)]
+        """The verdict: a row per dtype, then the worst unexpected results with their ids and why."""
+        lines = [format_verdict(self.records, list_unexpected=False)]
         if not self.answered:
             lines.append(f"nothing was answered: every question was unsupported or skipped ("
                          f"{self.records[0]['message'] if self.records else 'the selection is empty'})")

@@ -30,6 +30,7 @@ from softmax_suite.reports import baseline as baseline_io
 from softmax_suite.reports import gate as gate_rules
 from softmax_suite.reports import html
 from softmax_suite.reports.results import ResultsFileError, read_results
+from softmax_suite.reports.verdict import format_verdict
 from softmax_suite.runner import reproduce, resume
 from softmax_suite.runner.config import ConfigError, load_settings
 from softmax_suite.runner.environment import COMMAND_VARIABLE
@@ -195,7 +196,12 @@ def run_command(args: argparse.Namespace) -> int:
     except OSError as error:
         print(f"softmax-suite: cannot create output folder {out}: {error.strerror}", file=sys.stderr)
         return EXIT_USAGE
-    selection = [str(SUITES_DIR), *PLUGINS, "-q"]
+    # Each pass draws one progress line (runner.terminal), -- -v or not: no letter, line or traceback
+    # per item (the verdict at the end names the unexpected results, the report says why); pytest
+    # lists only the errors that leave no result (-rE).
+    selection = [str(SUITES_DIR), *PLUGINS, "-p", "softmax_suite.runner.terminal",
+                 "--no-header", "-o", "verbosity_test_cases=-1", "-o", "console_output_style=classic",
+                 "--tb=no", "-rE"]
     for flag, options in SELECTION:
         value = getattr(args, flag.removeprefix("--"))
         if options["action"] == "append":
@@ -253,13 +259,19 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if pytest.ExitCode.INTERRUPTED in codes:
         return 130
-    print(f"softmax-suite: results in {', '.join(map(str, written))}")
     ran_clean = (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
     code = EXIT_OK if all(code in ran_clean for code in codes) else EXIT_FAILED
     finished = [path for path in written if path.suffix == ".jsonl" and path.exists()]
+    try:
+        read = _read(finished)  # every pass's results, a resumed run's kept ones too
+    except InputError:
+        read = None  # said by _gate_and_report, which reads the files again
+    if read is not None:
+        print(format_verdict(read[1]))
+    print(f"softmax-suite: results in {', '.join(map(str, written))}")
     if steps is not None and _failed_before(finished):
         code = EXIT_FAILED  # a failure recorded before the resume, which this run did not repeat
-    return max(code, _gate_and_report(finished, args.baseline, None, out / "report.html"))
+    return max(code, _gate_and_report(finished, args.baseline, None, out / "report.html", read))
 
 
 def _confirm_slower(timings: Path, args: argparse.Namespace, environment: dict) -> list[Path]:
@@ -358,13 +370,15 @@ def _print_findings(findings: list[gate_rules.Finding], compared: int, partial: 
     return EXIT_FAILED if any(f.severity == gate_rules.FAIL for f in findings) else EXIT_OK
 
 
-def _gate_and_report(paths: list, baseline: str | None, config: str | None, report: Path | None) -> int:
+def _gate_and_report(paths: list, baseline: str | None, config: str | None, report: Path | None,
+                     read: tuple[list[dict], list[dict]] | None = None) -> int:
     """Gate the results files against the baseline (when given) and write the report (when
     asked); exit 1 on a regression, 2 on a file that cannot be used. Partial results (a run that
-    did not finish) are said so, and judged on what they hold."""
+    did not finish) are said so, and judged on what they hold. read: the files' headers and
+    records where the caller has read them already (a default run's take seconds to read)."""
     try:
         gate_input = _load_gate(baseline, config) if baseline else None
-        headers, records = _read(paths)
+        headers, records = read if read is not None else _read(paths)
         partial = baseline_io.partial_files(headers)
         findings, compared = _findings(records, *gate_input, bool(partial)) if gate_input else (None, 0)
     except InputError as error:

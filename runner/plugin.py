@@ -24,9 +24,10 @@ from softmax_suite.reports.agreement import agreement_matrix, format_agreement
 from softmax_suite.reports.results import ResultsWriter, jsonable
 from softmax_suite.reports.semantics import format_semantics, semantics_table
 from softmax_suite.reports.summary import format_summary
+from softmax_suite.reports.verdict import format_verdict
 from softmax_suite.runner import environment, options, resume
 from softmax_suite.runner.config import Settings
-from softmax_suite.runner.session import SuiteState, earlier_results
+from softmax_suite.runner.session import COMMAND_VERDICT, SuiteState, earlier_results
 from softmax_suite.suites import accuracy, invariants, judging, throughput
 from softmax_suite.suites.accuracy import Target
 from softmax_suite.suites.cases import CASES
@@ -306,29 +307,42 @@ class ResultsCollector:
             self.state.writer.close()
 
     def pytest_terminal_summary(self, terminalreporter) -> None:
+        """The verdict, with -v after the long tables (per-cell counts, special values, agreement),
+        which the results file and the report hold in any case; `softmax-suite run` prints one
+        verdict over its passes itself (softmax_suite.runner.terminal)."""
         state = self.state
         if not state.results:
             return
-        terminalreporter.section("softmax-suite")
-        terminalreporter.write_line(format_summary(state.results))
-        semantics = semantics_table(state.results)
-        if semantics:
-            terminalreporter.write_line("")
-            terminalreporter.write_line(format_semantics(semantics))
-        matrix = agreement_matrix(state.results)
-        if matrix:
-            terminalreporter.write_line("")
-            terminalreporter.write_line(format_agreement(matrix))
+        config = terminalreporter.config
+        own_verdict = not config.stash.get(COMMAND_VERDICT, False)
+        blocks = []
+        if config.get_verbosity() > 0:
+            blocks.append(format_summary(state.results))
+            semantics = semantics_table(state.results)
+            if semantics:
+                blocks.append(format_semantics(semantics))
+            matrix = agreement_matrix(state.results)
+            if matrix:
+                blocks.append(format_agreement(matrix))
+        if own_verdict:
+            # pytest's own summary lists the failures' ids.
+            blocks.append(format_verdict(state.results, list_unexpected=False))
+        warnings = []
         judged = [*state.earlier, *state.results]
         for deviation in stale(state.deviations, judged) if state.complete else []:
-            terminalreporter.write_line(
-                f"stale known deviation (it explains no failure of this run; remove it from "
-                f"{state.settings.known_deviations}): {deviation.reason}", yellow=True)
+            warnings.append(f"stale known deviation (it explains no failure of this run; remove it from "
+                            f"{state.settings.known_deviations}): {deviation.reason}")
         if state.baseline is not None:
             missing = set(state.baseline) - {baseline_io.key(record) for record in state.results}
             if missing:
-                terminalreporter.write_line(
-                    f"{len(missing)} results of the baseline were not in this run (a narrower selection, "
-                    f"or removed), e.g. {sorted(missing)[0]}", yellow=True)
-        if state.writer is not None:
+                warnings.append(f"{len(missing)} results of the baseline were not in this run (a narrower "
+                                f"selection, or removed), e.g. {sorted(missing)[0]}")
+        if not blocks and not warnings:
+            return
+        terminalreporter.section("softmax-suite")
+        if blocks:
+            terminalreporter.write_line("\n\n".join(blocks))
+        for warning in warnings:
+            terminalreporter.write_line(warning, yellow=True)
+        if own_verdict and state.writer is not None:
             terminalreporter.write_line(f"results: {state.writer.path}")

@@ -26,6 +26,9 @@ from softmax_suite.suites.deviations import load_deviations
 
 NO_ISOLATED_TIMING = ("no throughput under --isolate: a call timed through the worker process's pipe times "
                       "the copies of its input and output, not the backend; time it without --isolate")
+# Set by the plugin of `softmax-suite run`'s passes (runner.terminal): the command prints one verdict
+# over all of them, so the pass prints none of its own.
+COMMAND_VERDICT = pytest.StashKey[bool]()
 
 
 class SuiteState:

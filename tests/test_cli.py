@@ -28,7 +28,13 @@ def test_run_writes_results_and_exits_zero(tmp_path: Path) -> None:
     assert len(results) == 2 * 4 * (3 + 3 * 4 + 3)
     assert sum(r["check"] == "invariants" for r in results) == 2 * 4 * 3
     assert {r["status"] for r in results} == {"pass"}
-    assert "numpy (cpu)" in done.stdout and "worst" in done.stdout
+    # One verdict over both passes: each dtype's 18 results of each case and its 18 timings.
+    terminal = done.stdout.splitlines()
+    assert "verdict: nothing unexpected; 216 passed, 0 known failures, 0 not run (216 results)" in terminal
+    assert [line.split()[:6] for line in terminal if line.startswith("numpy ")] == [
+        ["numpy", dtype, "54", "0", "0", "0"] for dtype in ("float16", "bfloat16", "float32", "float64")]
+    # pytest-benchmark wrote its file (below) but printed neither its table nor where it wrote it.
+    assert "benchmark:" not in done.stdout and "Wrote benchmark data" not in done.stdout + done.stderr
     # Then throughput, in a process of its own: 4 dtypes x 6 ops x the 3 shapes of the quick
     # sweep, in the suite's records and in pytest-benchmark's JSON with the same numbers.
     timings = [json.loads(line) for line in (tmp_path / "throughput.jsonl").read_text().splitlines()]
@@ -50,6 +56,29 @@ def test_run_writes_results_and_exits_zero(tmp_path: Path) -> None:
     # And the report of both files (tests/test_report*.py look inside it).
     assert (tmp_path / "report.html").stat().st_size > 0
     assert f"report in {tmp_path / 'report.html'}" in done.stdout
+
+
+def test_the_long_tables_show_with_verbose_only(tmp_path: Path) -> None:
+    # NaN is a special input: the special-value table has a row for it; two backends that answer
+    # it alike make an agreement matrix.
+    selection = ("run", "--backend", "numpy,tests.bad_softmax:Float64Upcast", "--case", "nan", "--op",
+                 "softmax", "--dtype", "float32", "--throughput", "off", "-n", "0")
+    done = cli(*selection, "--out", str(tmp_path / "quiet"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    # pytest's opening, collection and closing lines and a blank one; the verdict (a headline, a
+    # header and its rule, a row per backend); where the results and the report are.
+    assert len(lines) == 4 + 5 + 2, done.stdout
+    assert lines[4] == "verdict: nothing unexpected; 4 passed, 0 known failures, 0 not run (4 results)"
+    assert lines[7].split() == ["numpy", "float32", "2", "0", "0", "0"]
+    assert "special values vs policy" not in done.stdout and "bit-for-bit agreement" not in done.stdout
+    verbose = cli(*selection, "--out", str(tmp_path / "verbose"), "--", "-v")
+    assert verbose.returncode == 0, verbose.stdout + verbose.stderr
+    assert "special values vs policy: numpy (cpu)" in verbose.stdout
+    # And the counts of each backend and check by dtype.
+    assert "bit-for-bit agreement" in verbose.stdout and "invariants:" in verbose.stdout
+    # The verdict still closes the run, once.
+    assert verbose.stdout.count("verdict: ") == 1 and lines[4] in verbose.stdout.splitlines()
 
 
 def test_throughput_off_runs_accuracy_alone(tmp_path: Path) -> None:

@@ -72,6 +72,12 @@ def test_results_file_has_a_header_and_one_line_per_result(suite, pytester: pyte
     path = pytester.path / "out" / "results.jsonl"
     result = suite("--backend", "numpy", "--case", "glossary", "--results", str(path))
     result.assert_outcomes(passed=12)
+    # The terminal ends with the verdict: three forward ops of each dtype (pytest lists failures itself).
+    verdict = "verdict: nothing unexpected; 12 passed, 0 known failures, 0 not run (12 results)"
+    assert verdict in result.outlines
+    assert [line.split() for line in result.outlines if line.startswith("numpy ")] == [
+        ["numpy", dtype, "3", "0", "0", "0"] for dtype in DTYPES]
+    assert f"results: {path}" in result.outlines
     header, records = read(path)
     assert header["backends"]["numpy"]["version"] == np.__version__
     assert header["settings"]["source"] == "defaults"

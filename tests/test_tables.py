@@ -13,6 +13,7 @@ from softmax_suite.backends.registry import load
 from softmax_suite.reports.agreement import agreement_matrix, format_agreement
 from softmax_suite.reports.semantics import format_semantics, semantics_table
 from softmax_suite.reports.summary import format_summary
+from softmax_suite.reports.verdict import format_verdict
 from softmax_suite.runner.config import Settings
 from softmax_suite.suites.accuracy import Target, run
 
@@ -161,3 +162,112 @@ def test_the_tables_read_real_records(real_records: list[dict]) -> None:
     assert matrix["underflow_gaps"]["status"] == {"flushing/cpu": "pass", "numpy/cpu": "pass"}
     # Both answer the empty case (an empty output): one group, the same bits.
     assert matrix["empty"]["groups"] == [["flushing/cpu", "numpy/cpu"]]
+
+
+# -- the verdict ------------------------------------------------------------------------------------
+
+def judged(backend: str, dtype: str, status: str, op: str = "softmax", case: str = "glossary",
+           **fields) -> dict:
+    """A record as the verdict reads it: its status, and for a failure what went wrong."""
+    return {**record(backend, op=op, dtype=dtype, case=case, status=status),
+            "nodeid": f"suites/test_forward.py::test_{op}[{backend}-cpu-{dtype}-{case}]", **fields}
+
+
+def beyond(ulp: float, budget: float, **where) -> dict:
+    """An accuracy failure: the worst element is ulp ULP off, its budget budget ULP."""
+    return judged(status="fail", failure="accuracy", metrics={"worst": {"ulp": ulp}},
+                  bound={"budget_ulp": budget, "ratio": ulp / budget}, **where)
+
+
+def timed(backend: str, dtype: str, fraction: float, status: str = "pass") -> dict:
+    return {**record(backend, dtype=dtype, case="row_n1M", status=status), "check": "throughput",
+            "sweep": "quick", "roofline_fraction": fraction}
+
+
+TORCH_BF16 = {"backend": "torch", "dtype": "bfloat16"}
+VERDICT_RECORDS = [
+    *(judged("torch", "bfloat16", "pass") for _ in range(4)),
+    judged("torch", "bfloat16", "known_failure"),
+    # Ratios 262 and 10: the first is the worse though its error is the smaller.
+    beyond(2100, 8, op="log_softmax_vjp", case="random_n1k_s1", cotangent="ones", **TORCH_BF16),
+    beyond(5000, 500, op="softmax", case="random_n2", **TORCH_BF16),
+    judged("torch", "bfloat16", "unsupported"),
+    timed("torch", "bfloat16", 0.42), timed("torch", "bfloat16", 0.61),
+    *(judged("numpy", dtype, "pass") for dtype in ("float32", "float16")),
+    timed("numpy", "float32", 0.2), timed("numpy", "float32", 0.1, status="unsupported"),
+    judged("numpy", "bfloat16", "unsupported"),
+    {**judged("cupy", "any", "skip"), "device": "any"},
+]
+
+
+def test_the_verdict_counts_each_backend_and_dtype_and_names_its_worst_unexpected_result() -> None:
+    lines = format_verdict(VERDICT_RECORDS).splitlines()
+    # 4 + 2 + 2 + 1 passed (torch's two timings, numpy's three results and one timing); the
+    # two failures; the unsupported op of torch, numpy's unsupported timing and bfloat16, cupy.
+    assert lines[0] == ("verdict: 2 unexpected (failed or erred); 9 passed, 1 known failures, 4 not run "
+                        "(16 results)")
+    assert lines[1:6] == [
+        "backend  dtype     passed  known  unexpected  not run  copy  worst unexpected",
+        "-------  --------  ------  -----  ----------  -------  ----  " + "-" * 58,
+        # Rows in dtype order, float16 first; a timing is a result too; copy is the best fraction.
+        "numpy    float16        1      0           0        0     -",
+        "numpy    float32        2      0           0        1  0.20",
+        "torch    bfloat16       6      1           2        1  0.61  "
+        "log_softmax_vjp random_n1k_s1/ones: 2.1e+03 ulp (budget 8)",
+    ]
+    # numpy's bfloat16 ran nothing, cupy is not installed: one line for both.
+    assert lines[6] == "not run: cupy; numpy (bfloat16) (the report says why)"
+    assert lines[7] == ("throughput (quick sweep): 3 timed; copy: the best fraction of the copy bandwidth "
+                        "among them")
+    assert lines[8:] == ["unexpected:",
+                         "  suites/test_forward.py::test_log_softmax_vjp[torch-cpu-bfloat16-random_n1k_s1]",
+                         "  suites/test_forward.py::test_softmax[torch-cpu-bfloat16-random_n2]"]
+    # pytest lists the failures itself where it prints the verdict: the plugin leaves them out.
+    assert format_verdict(VERDICT_RECORDS, list_unexpected=False).splitlines() == lines[:8]
+
+
+def test_a_wrong_kind_of_answer_is_worse_than_an_exception_which_is_worse_than_any_error() -> None:
+    cell = {"backend": "jax", "dtype": "float32"}
+    inaccurate = beyond(1e15, 4, case="random_n2", **cell)
+    raised = judged(status="error", failure="error", case="empty",
+                    message="softmax raised ValueError: zero-size array to reduction operation maximum "
+                            "which has no identity", **cell)
+    semantic = judged(status="fail", failure="semantic", case="nan", semantic={"nan_unexpected": 3}, **cell)
+    broken = judged(status="fail", failure="invariant", case="tied_max", invariants={
+        "sum_to_one": {"ok": False, "value": 40.0, "budget": 4.0}, "argmax_preserved": {"ok": True}}, **cell)
+
+    def worst(*records: dict) -> str:
+        return format_verdict(records).splitlines()[3].split("  ")[-1]
+
+    assert worst(inaccurate, raised, semantic) == "softmax nan: 3 x nan_unexpected"
+    # The message is cut to a few words; the report has all of it.
+    assert worst(inaccurate, raised) == "softmax empty: softmax raised ValueError: zero-size array to..."
+    # An invariant 10 times its budget against an error 2.5e14 times it.
+    assert worst(broken, inaccurate) == "softmax random_n2: 1e+15 ulp (budget 4)"
+    assert worst(broken) == "softmax tied_max: sum_to_one"
+
+
+def test_the_verdict_of_eight_backends_fits_a_screen() -> None:
+    names = ["array_api_strict", "example", "jax", "mlx", "numpy", "onnxruntime", "scipy", "torch"]
+    dtypes = ("float16", "bfloat16", "float32", "float64")
+    clean = [r for name in names for dtype in dtypes
+             for r in ([judged(name, dtype, "pass")] * 400 + [judged(name, dtype, "known_failure")] * 20
+                       + [timed(name, dtype, 0.5)] * 18)]
+    lines = format_verdict(clean).splitlines()
+    # A headline, the header and its rule, 32 rows, the throughput line.
+    assert len(lines) == 1 + 2 + 32 + 1
+    assert max(map(len, lines)) <= 100
+    # The columns line up: every row is as long as the header row (the copy column ends them).
+    assert {len(line) for line in lines[1:35]} == {len(lines[1])}
+    failing = [*clean, *(beyond(2100, 8, backend=name, dtype=dtype, case=f"random_n1k_s{k}")
+                         for name in names for dtype in dtypes for k in range(3))]
+    lines = format_verdict(failing).splitlines()
+    # 96 unexpected results: the table leaves room for 3 of their ids within 40 lines.
+    assert lines[-4] == "unexpected (the first 3; all 96 in the report):"
+    assert len(lines) == 40
+    # The worst unexpected result widens the rows: 70 columns to it, with array_api_strict's name.
+    assert max(map(len, lines)) == 70 + len("softmax random_n1k_s0: 2.1e+03 ulp (budget 8)")
+
+
+def test_no_results_is_a_verdict_too() -> None:
+    assert format_verdict([]) == "verdict: no results"
