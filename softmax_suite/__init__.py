@@ -6,6 +6,9 @@ framework is missing); the ops and dtypes are named as in `OPS`, `FORWARD_OPS`, 
 `DTYPES`. Everything else lives in the rooms: `softmax_suite.oracle`, `.backends`, `.suites`,
 `.reports` and `.runner`. Names load on first use: pytest imports this package in every project
 where softmax-suite is installed (its plugin), and that costs no array library.
+
+PYTEST_DONT_REWRITE: the package holds a pytest plugin, whose modules pytest would rewrite for its
+assertions, and warn of when `softmax-suite run` has imported them before it starts pytest.
 """
 
 from __future__ import annotations
