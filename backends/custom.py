@@ -78,6 +78,9 @@ def load_spec(spec: str) -> Backend:
 def wrap(target: Any, default_name: str, framework: str | None = None) -> Backend:
     """A Backend for a softmax function, or for an object or class with op methods, on the arrays of
     framework (None: numpy arrays, or the object's own through its hooks)."""
+    if framework is not None and framework not in FRAMEWORKS:
+        raise SpecError(f"framework {framework!r} does not run a user's functions: the frameworks that do "
+                        f"are {', '.join(FRAMEWORKS)}")
     if inspect.isclass(target):
         target = target()
     methods = {op: getattr(target, op) for op in OPS if callable(getattr(target, op, None))}

@@ -202,6 +202,8 @@ def test_nothing_answered_is_not_a_pass() -> None:
     ({"backend": "numpy", "devices": "cuda"}, ValueError, "no device matches 'cuda': valid are cpu"),
     ({"backend": "numpy", "framework": "torch"}, ValueError, "give the spec as 'torch:numpy'"),
     ({"backend": "array-api:no_such_namespace"}, BackendUnavailable, "no_such_namespace"),
+    ({"backend": "numpi"}, ValueError, "did you mean 'numpy'?"),
+    ({"backend": len, "framework": "tensorflow"}, ValueError, "the frameworks that do are numpy, torch"),
 ])
 def test_the_api_names_a_bad_argument(arguments: dict, error: type, expected: str) -> None:
     with pytest.raises(error, match=expected):
