@@ -22,7 +22,7 @@ from softmax_suite.records import ULP_BIN_EDGES
 from softmax_suite.reports import charts
 from softmax_suite.reports.agreement import agreement_matrix
 from softmax_suite.reports.gate import FAIL, NOTE, WARN, Finding
-from softmax_suite.reports.results import STATUSES, make_folder, status_counts
+from softmax_suite.reports.results import STATUSES, make_folder, rerun_command, status_counts
 from softmax_suite.reports.semantics import DTYPES, OPS, backend_name, ordered, semantics_table
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -439,16 +439,6 @@ def failures(results: list[dict], reproducer: Reproducer | None = None) -> tuple
                        "snippet": code, "why_no_snippet": why, "rerun": rerun_command(record),
                        "expected": record["status"] == "known_failure"})
     return listed, anchors
-
-
-def rerun_command(record: dict) -> str | None:
-    """The shell command that re-runs the result's own test, from the folder it ran in (a checkout of
-    softmax-suite, or any project: the id names the catalogue's file); None without a node id."""
-    nodeid = record.get("nodeid")
-    backend = record.get("backend_spec") or record.get("backend")
-    if not isinstance(nodeid, str) or not isinstance(backend, str):
-        return None
-    return f"python -m pytest {shlex.quote(nodeid)} --softmax-suite-backend {shlex.quote(backend)}"
 
 
 def environments(headers: list[dict]) -> list[dict]:

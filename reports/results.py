@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import tempfile
 import time
 import warnings
@@ -230,3 +231,13 @@ def status_counts(results: Iterable[dict]) -> dict[str, int]:
     for result in results:
         counts[result["status"]] = counts.get(result["status"], 0) + 1
     return counts
+
+
+def rerun_command(record: dict) -> str | None:
+    """The shell command that re-runs the result's own test, from the folder it ran in (a checkout of
+    softmax-suite, or any project: the id names the catalogue's file); None without a node id."""
+    nodeid = record.get("nodeid")
+    backend = record.get("backend_spec") or record.get("backend")
+    if not isinstance(nodeid, str) or not isinstance(backend, str):
+        return None
+    return f"python -m pytest {shlex.quote(nodeid)} --softmax-suite-backend {shlex.quote(backend)}"

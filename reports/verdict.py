@@ -20,7 +20,7 @@ WIDTH = 100
 # The lines the verdict aims at: the ids of unexpected results take what the table leaves of them,
 # at least FEWEST_IDS and at most MOST_IDS.
 LINES = 40
-FEWEST_IDS, MOST_IDS = 3, 10
+FEWEST_IDS, MOST_IDS = 2, 10
 
 
 def _number(value: object) -> float | None:
@@ -155,8 +155,12 @@ def format_verdict(records: Iterable[dict], list_unexpected: bool = True) -> str
                      "copy bandwidth among them")
     bad = [r for r in records if r["status"] in UNEXPECTED]
     if bad and list_unexpected:
-        shown = max(FEWEST_IDS, min(MOST_IDS, LINES - len(lines) - 1))
+        shown = max(FEWEST_IDS, min(MOST_IDS, LINES - len(lines) - 2))  # with the title and the re-run line
         more = f" (the first {shown}; all {len(bad)} in the report)" if len(bad) > shown else ""
         lines.append(f"unexpected{more}:")
         lines += [f"  {r.get('nodeid') or _what(r)}" for r in bad[:shown]]
+        specs = dict.fromkeys(str(r.get("backend_spec") or r["backend"]) for r in bad if r.get("nodeid"))
+        if specs:
+            spec = next(iter(specs)) if len(specs) == 1 else "SPEC (the --backend of its backend)"
+            lines.append(f"one alone: python -m pytest 'ID' --softmax-suite-backend {spec}")
     return "\n".join(lines)

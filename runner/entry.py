@@ -33,9 +33,12 @@ def pytest_configure(config: pytest.Config) -> None:
     named = False
     for index, arg in enumerate(config.args):
         path, separator, rest = str(arg).partition("::")
-        if not Path(path).exists() and (catalogue / path).is_file():
-            # An id as this run prints it (test_forward.py::test_softmax[...]), pasted back.
-            config.args[index] = f"{catalogue / path}{separator}{rest}"
+        # An id as a run prints it (test_forward.py::test_softmax[...], or suites/test_forward.py::...
+        # where pytest names the catalogue's folder too), pasted back.
+        found = next((folder / path for folder in (catalogue, catalogue.parent)
+                      if not Path(path).exists() and (folder / path).is_file()), None)
+        if found is not None:
+            config.args[index] = f"{found}{separator}{rest}"
             named = True
         elif Path(path).resolve().is_relative_to(catalogue):
             named = True

@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 
 from softmax_suite.backends.registry import load
-from softmax_suite.reports.html import rerun_command
-from softmax_suite.reports.results import jsonable
+from softmax_suite.reports.results import jsonable, rerun_command
 from softmax_suite.runner.config import Settings
 from softmax_suite.runner.reproduce import EMBED_LIMIT_BYTES, ReproduceError, snippet
 from softmax_suite.suites import invariants

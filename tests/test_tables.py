@@ -221,7 +221,9 @@ def test_the_verdict_counts_each_backend_and_dtype_and_names_its_worst_unexpecte
                         "among them")
     assert lines[8:] == ["unexpected:",
                          "  suites/test_forward.py::test_log_softmax_vjp[torch-cpu-bfloat16-random_n1k_s1]",
-                         "  suites/test_forward.py::test_softmax[torch-cpu-bfloat16-random_n2]"]
+                         "  suites/test_forward.py::test_softmax[torch-cpu-bfloat16-random_n2]",
+                         # how pytest runs one alone (torch's spec is its name)
+                         "one alone: python -m pytest 'ID' --softmax-suite-backend torch"]
     # pytest lists the failures itself where it prints the verdict: the plugin leaves them out.
     assert format_verdict(VERDICT_RECORDS, list_unexpected=False).splitlines() == lines[:8]
 
@@ -262,8 +264,8 @@ def test_the_verdict_of_eight_backends_fits_a_screen() -> None:
     failing = [*clean, *(beyond(2100, 8, backend=name, dtype=dtype, case=f"random_n1k_s{k}")
                          for name in names for dtype in dtypes for k in range(3))]
     lines = format_verdict(failing).splitlines()
-    # 96 unexpected results: the table leaves room for 3 of their ids within 40 lines.
-    assert lines[-4] == "unexpected (the first 3; all 96 in the report):"
+    # 96 unexpected results: the table leaves room for 2 of their ids and how to run one within 40 lines.
+    assert lines[-4] == "unexpected (the first 2; all 96 in the report):"
     assert len(lines) == 40
     # The worst unexpected result widens the rows: 70 columns to it, with array_api_strict's name.
     assert max(map(len, lines)) == 70 + len("softmax random_n1k_s0: 2.1e+03 ulp (budget 8)")

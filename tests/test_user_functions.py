@@ -238,6 +238,10 @@ def test_the_plugin_runs_the_catalogue_in_another_project_and_its_ids_paste_back
     assert len(failed) == 4, run.stdout + run.stderr
     again = pytest_in(EXAMPLE, "-q", failed[0], "--softmax-suite-backend", spec, bug=True)
     assert again.returncode == 1 and "1 failed" in again.stdout, again.stdout + again.stderr
+    # softmax-suite run names the catalogue's folder too (suites/test_forward.py::...): that pastes back too.
+    named = pytest_in(EXAMPLE, "-q", "suites/test_forward.py::test_softmax[torch:mykernels:torch_softmax-cpu-"
+                      "float32-glossary]", "--softmax-suite-backend", spec)
+    assert named.returncode == 0 and "1 passed" in named.stdout, named.stdout + named.stderr
 
 
 def test_the_plugin_installed_but_not_asked_for_loads_nothing(tmp_path: Path) -> None:
