@@ -24,7 +24,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     asked = options.given([str(arg) for arg in config.invocation_params.args])
     if not asked or config.pluginmanager.has_plugin(PLUGIN):
-        return  # not asked for; or this checkout's conftest, or `softmax-suite run`, loads the plugin
+        return  # not asked for; or this checkout's pytest (its addopts) or `softmax-suite run` loads it
     # Imported by name (not registered as a module): import_plugin also loads what it declares.
     config.pluginmanager.import_plugin(PLUGIN)
     import softmax_suite.suites
