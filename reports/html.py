@@ -22,7 +22,7 @@ from softmax_suite.records import ULP_BIN_EDGES
 from softmax_suite.reports import charts
 from softmax_suite.reports.agreement import agreement_matrix
 from softmax_suite.reports.gate import FAIL, NOTE, WARN, Finding
-from softmax_suite.reports.results import STATUSES, make_folder, rerun_command, status_counts
+from softmax_suite.reports.results import STATUSES, capabilities_of, make_folder, rerun_command, status_counts
 from softmax_suite.reports.semantics import DTYPES, OPS, backend_name, ordered, semantics_table
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -131,19 +131,26 @@ def verdict(results: list[dict], findings: Sequence[Finding] | None, partial: Se
             "partial": list(partial)}
 
 
-def grid(records: list[dict]) -> dict:
-    """Backend/device x op rows, dtype columns: status counts and the worst ULP of each cell."""
+def grid(records: list[dict], capabilities: Sequence[dict] = ()) -> dict:
+    """Backend/device x op rows, dtype columns: status counts and the worst ULP of each cell, or why
+    the backend cannot be asked it (the runs' capability tables)."""
     cells: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for record in records:
         cells[(backend_name(record), record["op"], record["dtype"])].append(record)
-    names = sorted({name for name, _, _ in cells})
-    ops = ordered((op for _, op, _ in cells), OPS)
-    dtypes = ordered((d for _, _, d in cells), DTYPES)
+    cannot = {(backend_name(entry), entry["op"], entry["dtype"]): entry["reason"] for entry in capabilities
+              if "any" not in (entry["device"], entry["op"], entry["dtype"])}
+    names = sorted({name for name, _, _ in [*cells, *cannot]})
+    ops = ordered((op for _, op, _ in [*cells, *cannot]), OPS)
+    dtypes = ordered((d for _, _, d in [*cells, *cannot]), DTYPES)
     rows = []
     for name in names:
         for op in ops:
             row = []
             for dtype in dtypes:
+                if (name, op, dtype) in cannot and (name, op, dtype) not in cells:
+                    row.append({"state": "unsupported", "text": f"unsupported: {cannot[(name, op, dtype)]}",
+                                "worst": "", "colour": ""})
+                    continue
                 group = cells.get((name, op, dtype), [])
                 counts = status_counts(group)
                 worst = max((u for u in map(_ulp, group) if u is not None), default=None)
@@ -477,10 +484,14 @@ def baseline_section(findings: Sequence[Finding] | None) -> dict | None:
             "counts": {s: sum(f.severity == s for f in findings) for s in (FAIL, WARN, NOTE)}}
 
 
-def not_run(results: list[dict]) -> list[tuple[str, str]]:
-    """(backend/device, why) of the devices skipped as a whole (absent here): their records
-    name no dtype or case and stay out of the grid and the charts."""
+def not_run(results: list[dict], capabilities: Sequence[dict] = ()) -> list[tuple[str, str]]:
+    """(backend or backend/device, why) of the backends and devices that could not be asked anything:
+    not installed, or absent here (the capability tables; older files recorded them as skips)."""
     found: dict[str, str] = {}
+    for entry in capabilities:
+        if entry["op"] == "any":
+            name = entry["backend"] if entry["device"] == "any" else backend_name(entry)
+            found.setdefault(name, entry["reason"])
     for record in results:
         if record["status"] == "skip" and record.get("dtype") not in DTYPES:
             found.setdefault(backend_name(record), record.get("message") or "skipped")
@@ -502,9 +513,9 @@ def build(headers: list[dict], results: list[dict], findings: Sequence[Finding] 
         "verdict": verdict(results, findings, [h.get("file") or "?" for h in headers if h.get("partial")]),
         "checks": {check: verdict([r for r in results if check_of(r) == check], None)
                    for check in sorted({check_of(r) for r in results})},
-        "not_run": not_run(results),
+        "not_run": not_run(results, capabilities_of(headers)),
         "runs": environments(headers),
-        "grid": grid(accuracy),
+        "grid": grid(accuracy, capabilities_of(headers)),
         "heatmaps": heatmaps(accuracy, details, anchors),
         "legend": charts.ulp_legend(),
         "distributions": distributions(accuracy),

@@ -241,3 +241,15 @@ def rerun_command(record: dict) -> str | None:
     if not isinstance(nodeid, str) or not isinstance(backend, str):
         return None
     return f"python -m pytest {shlex.quote(nodeid)} --softmax-suite-backend {shlex.quote(backend)}"
+
+
+def capabilities_of(headers: list[dict]) -> list[dict]:
+    """The capability tables of the runs behind these headers (merged files keep each run's), each
+    entry once: what the backends could not be asked, and why."""
+    entries: dict[tuple, dict] = {}
+    for header in headers:
+        for run in header.get("merged_from") or [header]:
+            for entry in run.get("capabilities") or []:
+                key = tuple(str(entry.get(k)) for k in ("backend", "device", "op", "dtype"))
+                entries.setdefault(key, entry)
+    return list(entries.values())

@@ -84,7 +84,9 @@ def _rows(records: list[dict]) -> tuple[list[list[str]], dict[str, list[str]]]:
     show_device = len({device for _, device in ran}) > 1
     timed = any(r.get("check") == "throughput" for r in records)
     unexpected = any(r["status"] in UNEXPECTED for r in records)
-    header = ["backend", *(["device"] if show_device else []), "dtype", *COUNTS,
+    counted = {column: statuses for column, statuses in COUNTS.items()
+               if column != "not run" or any(r["status"] in NOT_RUN for r in records)}
+    header = ["backend", *(["device"] if show_device else []), "dtype", *counted,
               *(["copy"] if timed else []), *(["worst unexpected"] if unexpected else [])]
     rows: list[list[str]] = [header]
     idle: dict[str, list[str]] = {}
@@ -105,7 +107,7 @@ def _rows(records: list[dict]) -> tuple[list[list[str]], dict[str, list[str]]]:
         fractions = [f for r in group if r["status"] == "pass" and r.get("check") == "throughput"
                      and (f := _number(r.get("roofline_fraction"))) is not None]
         rows.append([backend, *([device] if show_device else []), dtype,
-                     *(str(sum(counts[s] for s in statuses)) for statuses in COUNTS.values()),
+                     *(str(sum(counts[s] for s in statuses)) for statuses in counted.values()),
                      *([_fraction(fractions)] if timed else []),
                      *([_what(max(bad, key=_severity)) if bad else ""] if unexpected else [])])
     return rows, idle
@@ -126,26 +128,60 @@ def _headline(records: list[dict]) -> str:
     for record in records:
         counts[record["status"]] += 1
     unexpected = sum(counts[s] for s in UNEXPECTED)
-    rest = (f"{counts['pass']} passed, {counts['known_failure']} known failures, "
-            f"{sum(counts[s] for s in NOT_RUN)} not run ({len(records)} results)")
+    not_run = sum(counts[s] for s in NOT_RUN)
+    rest = (f"{counts['pass']} passed, {counts['known_failure']} known failures"
+            f"{f', {not_run} not run' if not_run else ''} ({len(records)} results)")
     if unexpected:
         return f"verdict: {unexpected} unexpected (failed or erred); {rest}"
     return f"verdict: nothing unexpected; {rest}"
 
 
-def format_verdict(records: Iterable[dict], list_unexpected: bool = True) -> str:
-    """The verdict of these result records (of any checks, of one run or several files): with
-    list_unexpected, the pytest ids of the unexpected results too (the first few; pytest lists
-    them itself where it prints its own summary)."""
-    records = list(records)
-    if not records:
+def _cannot(capabilities: list[dict], ops: set[str]) -> list[str]:
+    """What the backends cannot answer, a phrase per backend (or device): "cupy", "torch/cuda",
+    "scipy: softmax_vjp, logsumexp_vjp", "onnxruntime: bfloat16" (every op in it), "x: softmax (float16)"."""
+    described: dict[str, dict[str, set[str]]] = {}
+    for entry in capabilities:
+        name = entry["backend"] if entry["device"] == "any" else f"{entry['backend']}/{entry['device']}"
+        if entry["op"] == "any":
+            described.setdefault(entry["backend"] if entry["device"] == "any" else name, {})
+            continue
+        described.setdefault(entry["backend"], {}).setdefault(entry["op"], set()).add(entry["dtype"])
+    phrases = []
+    for name, missing in described.items():
+        if not missing:
+            phrases.append(name)
+            continue
+        dtypes = set().union(*missing.values())
+        every_op = {dtype for dtype in dtypes if all(dtype in found for found in missing.values())}
+        if set(missing) >= ops and every_op:
+            parts = [dtype for dtype in DTYPES if dtype in every_op]
+            missing = {op: found - every_op for op, found in missing.items() if found - every_op}
+        else:
+            parts = []
+        whole = {dtype for found in missing.values() for dtype in found}
+        parts += [op if found == whole else f"{op} ({', '.join(d for d in DTYPES if d in found)})"
+                  for op, found in missing.items()]
+        phrases.append(f"{name}: {', '.join(parts)}")
+    return phrases
+
+
+def format_verdict(records: Iterable[dict], list_unexpected: bool = True,
+                   capabilities: Iterable[dict] = ()) -> str:
+    """The verdict of these result records (of any checks, of one run or several files) and of what the
+    backends could not be asked (the run headers' capability table): with list_unexpected, the pytest
+    ids of the unexpected results too (the first few; pytest lists them itself where it prints its own
+    summary)."""
+    records, capabilities = list(records), list(capabilities)
+    if not records and not capabilities:
         return "verdict: no results"
     rows, idle = _rows(records)
     lines = [_headline(records)]
     if len(rows) > 1:
         lines += _aligned(rows)
-    if idle:
-        names = [f"{name} ({', '.join(dtypes)})" if dtypes else name for name, dtypes in idle.items()]
+    ops = {r["op"] for r in records} | {e["op"] for e in capabilities if e["op"] != "any"}
+    names = [*(f"{name} ({', '.join(dtypes)})" if dtypes else name for name, dtypes in idle.items()),
+             *_cannot(capabilities, ops)]
+    if names:
         lines += textwrap.wrap(f"not run: {'; '.join(names)} (the report says why)", WIDTH,
                                subsequent_indent="  ", break_on_hyphens=False)
     timings = [r for r in records if r.get("check") == "throughput" and r["status"] == "pass"]

@@ -25,7 +25,7 @@ from softmax_suite.reports.verdict import format_verdict
 from softmax_suite.runner.config import load_settings
 from softmax_suite.runner.reproduce import ReproduceError, snippet
 from softmax_suite.runner.selection import dtype_names, no_match, split
-from softmax_suite.runner.targets import Selection, questions
+from softmax_suite.runner.targets import Selection, capabilities, questions
 from softmax_suite.suites import accuracy
 from softmax_suite.suites import invariants as invariant_checks
 from softmax_suite.suites.accuracy import Target
@@ -45,6 +45,8 @@ class Checked:
     backend: str
     spec: str | None
     records: list[dict] = field(default_factory=list)
+    # What the backend cannot be asked here, once per (device, op, dtype), and why.
+    capabilities: list[dict] = field(default_factory=list)
 
     @property
     def failures(self) -> list[dict]:
@@ -53,8 +55,8 @@ class Checked:
 
     @property
     def passed(self) -> bool:
-        """Nothing unexpected, and something was answered: every result passed, is a known deviation, or
-        could not be asked (unsupported, or a device that is absent)."""
+        """Nothing unexpected, and something was answered: every result passed or is a known deviation
+        (what the backend cannot be asked is in capabilities)."""
         return not self.failures and self.answered > 0
 
     @property
@@ -79,10 +81,10 @@ class Checked:
 
     def summary(self) -> str:
         """The verdict: a row per dtype, then the worst unexpected results with their ids and why."""
-        lines = [format_verdict(self.records, list_unexpected=False)]
+        lines = [format_verdict(self.records, list_unexpected=False, capabilities=self.capabilities)]
         if not self.answered:
-            lines.append(f"nothing was answered: every question was unsupported or skipped ("
-                         f"{self.records[0]['message'] if self.records else 'the selection is empty'})")
+            why = "; ".join(dict.fromkeys(entry["reason"] for entry in self.capabilities))
+            lines.append(f"nothing was answered: {why or 'the selection asks nothing'}")
         shown = self.worst(SHOWN_FAILURES)
         if shown:
             lines += ["", f"{len(self.failures)} unexpected result(s); the worst:"]
@@ -117,19 +119,16 @@ def check(backend: Any, *, framework: str | None = None, ops: Iterable[str] | st
     settings = load_settings(Path(config) if config else Path.cwd() / "pyproject.toml")
     deviations = load_deviations(settings.known_deviations)
     cache.use_disk(store.folder_for(None))
-    checked = Checked(loaded.name, spec)
+    checked = Checked(loaded.name, spec,
+                      capabilities=capabilities(loaded.name, loaded, chosen_ops, selection))
     asked = [(op, "accuracy") for op in chosen_ops]
     asked += [(op, "invariants") for op in chosen_ops if invariants and not is_vjp(op)]
     for op, kind in asked:
         for question in questions(loaded.name, loaded, op, kind, selection,
                                   spec if spec != loaded.name else None):
-            target = question.target
-            if question.skip:
-                record = {**target.identity(), "status": "skip", "message": question.skip}
-            else:
-                record = (accuracy.run if kind == "accuracy" else invariant_checks.run)(
-                    target, loaded, settings, deviations)
-            checked.records.append({"kind": "result", **record, "nodeid": _nodeid(target)})
+            record = (accuracy.run if kind == "accuracy" else invariant_checks.run)(
+                question.target, loaded, settings, deviations)
+            checked.records.append({"kind": "result", **record, "nodeid": _nodeid(question.target)})
     return checked
 
 

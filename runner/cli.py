@@ -29,7 +29,7 @@ from softmax_suite.protocol import DTYPES, OPS, Backend
 from softmax_suite.reports import baseline as baseline_io
 from softmax_suite.reports import gate as gate_rules
 from softmax_suite.reports import html
-from softmax_suite.reports.results import ResultsFileError, read_results
+from softmax_suite.reports.results import ResultsFileError, capabilities_of, read_results
 from softmax_suite.reports.verdict import format_verdict
 from softmax_suite.runner import reproduce, resume
 from softmax_suite.runner.config import ConfigError, load_settings
@@ -267,7 +267,7 @@ def run_command(args: argparse.Namespace) -> int:
     except InputError:
         read = None  # said by _gate_and_report, which reads the files again
     if read is not None:
-        print(format_verdict(read[1]))
+        print(format_verdict(read[1], capabilities=capabilities_of(read[0])))
     print(f"softmax-suite: results in {', '.join(map(str, written))}")
     if steps is not None and _failed_before(finished):
         code = EXIT_FAILED  # a failure recorded before the resume, which this run did not repeat

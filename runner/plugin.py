@@ -81,6 +81,7 @@ def pytest_configure(config: pytest.Config) -> None:
             "settings": {"budget": state.settings.budget.as_dict(),
                          "flush_to_zero": state.settings.flush_to_zero,
                          "source": state.settings.source},
+            "capabilities": state.capabilities,
             # Accuracy and invariants only: the throughput pass judges no subnormal.
             **({} if config.getoption("markexpr") == "throughput" else {"flush_probe": state.flush_table()}),
             **resume.recorded(config, state),
@@ -326,7 +327,8 @@ class ResultsCollector:
                 blocks.append(format_agreement(matrix))
         if own_verdict:
             # pytest's own summary lists the failures' ids.
-            blocks.append(format_verdict(state.results, list_unexpected=False))
+            blocks.append(format_verdict(state.results, list_unexpected=False,
+                                         capabilities=state.capabilities))
         warnings = []
         judged = [*state.earlier, *state.results]
         for deviation in stale(state.deviations, judged) if state.complete else []:

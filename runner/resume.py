@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from softmax_suite.runner.session import SuiteState
 
 # Header fields a resumed run must match; of the settings, what decides a status (not where they came from).
-COMPARED = ("selection", "collection", "backends")
+COMPARED = ("selection", "collection", "backends", "capabilities")
 COMPARED_SETTINGS = ("budget", "flush_to_zero")
 SHOWN = 3
 

@@ -18,7 +18,7 @@ from softmax_suite.reports.results import ResultsFileError, ResultsWriter, read_
 from softmax_suite.runner import environment, options
 from softmax_suite.runner.config import ConfigError, Settings, load_settings
 from softmax_suite.runner.selection import dtype_names, no_match, split
-from softmax_suite.runner.targets import Selection, questions
+from softmax_suite.runner.targets import Selection, capabilities, questions
 from softmax_suite.suites import accuracy, throughput
 from softmax_suite.suites.cases import CATALOGUE, select_cases
 from softmax_suite.suites.cotangents import ALL as COTANGENT_KINDS
@@ -143,21 +143,28 @@ class SuiteState:
         return table
 
     def targets(self, op: str, check: str = "accuracy") -> list:
-        """The parameters of test_<op> (or test_<op>_invariants): runnable targets, plus one skip
-        per unavailable backend or absent device."""
-        selection = Selection(self.devices, self.dtypes, self.cases, self.cotangents, self.shapes)
+        """The parameters of test_<op> (or test_<op>_invariants): the questions the backends can answer."""
         params = []
         for name, backend in self.backends.items():
-            for question in questions(name, backend, op, check, selection, self.spec_of(name)):
-                marks = [pytest.mark.skip(reason=question.skip)] if question.skip else []
-                if question.slow:
-                    marks.append(pytest.mark.slow)
-                if check == "throughput" and not question.skip:
+            for question in questions(name, backend, op, check, self.selection, self.spec_of(name)):
+                marks = [pytest.mark.slow] if question.slow else []
+                if check == "throughput":
                     marks.append(pytest.mark.throughput)
                     if self.isolate:
                         marks.append(pytest.mark.skip(reason=NO_ISOLATED_TIMING))
                 params.append(pytest.param(question.target, id=question.target.id, marks=marks))
         return params
+
+    @property
+    def selection(self) -> Selection:
+        return Selection(self.devices, self.dtypes, self.cases, self.cotangents, self.shapes)
+
+    @cached_property
+    def capabilities(self) -> list[dict]:
+        """What the selected backends cannot answer here, once per (backend, device, op, dtype), with
+        why: decided before collection, recorded in the run header, never a test item."""
+        return [entry for name, backend in self.backends.items()
+                for entry in capabilities(name, backend, self.ops, self.selection)]
 
 
 def earlier_results(path: str | None) -> list[dict]:

@@ -18,10 +18,9 @@ ANY = "any"
 
 @dataclass(frozen=True)
 class Question:
-    """One target; skip names why it cannot be asked here (None: it can)."""
+    """One answerable target; slow marks a case of long rows."""
 
     target: Target
-    skip: str | None = None
     slow: bool = False
 
 
@@ -38,26 +37,43 @@ class Selection:
 
 def questions(name: str, backend: Backend | Unavailable, op: str, check: str, selection: Selection,
               spec: str | None = None) -> Iterator[Question]:
-    """The questions of op's check (accuracy, invariants or throughput) for the backend of this name."""
+    """The answerable questions of op's check (accuracy, invariants or throughput) for the backend of
+    this name; what it cannot answer is its capabilities' (capabilities), never a question."""
     if isinstance(backend, Unavailable):
-        yield Question(Target(op, name, ANY, ANY, ANY, check=check, spec=spec), backend.reason)
         return
-    for device, reason in backend.absent_devices.items():
-        if not selection.devices or device in selection.devices:
-            yield Question(Target(op, name, device, ANY, ANY, check=check, spec=spec), reason)
     for device in backend.devices:
         if selection.devices and device not in selection.devices:
             continue
-        if check == "throughput":
-            for dtype in selection.dtypes:
+        for dtype in selection.dtypes:
+            if backend.why_unsupported(op, dtype):
+                continue
+            if check == "throughput":
                 for shape in selection.shapes:
                     yield Question(Target(op, name, device, dtype, shape.name, None, check, spec))
-            continue
-        for case in selection.cases:
-            kinds = [k for k in case.cotangents if k in selection.cotangents] if is_vjp(op) else [None]
-            for dtype in selection.dtypes:
+                continue
+            for case in selection.cases:
                 if dtype not in case.dtypes:
                     continue
+                kinds = [k for k in case.cotangents if k in selection.cotangents] if is_vjp(op) else [None]
                 for kind in kinds:
                     yield Question(Target(op, name, device, dtype, case.name, kind, check, spec),
                                    slow="slow" in case.tags)
+
+
+def capabilities(name: str, backend: Backend | Unavailable, ops: Sequence[str],
+                 selection: Selection) -> list[dict]:
+    """What the backend of this name cannot answer in the selection, and why: one entry per (device,
+    op, dtype), or one for a whole backend (not installed) or device (absent), named "any"."""
+    def entry(device: str, op: str, dtype: str, reason: str) -> dict:
+        return {"backend": name, "device": device, "op": op, "dtype": dtype, "reason": reason}
+
+    if isinstance(backend, Unavailable):
+        return [entry(ANY, ANY, ANY, backend.reason)]
+    found = [entry(device, ANY, ANY, reason) for device, reason in backend.absent_devices.items()
+             if not selection.devices or device in selection.devices]
+    for device in backend.devices:
+        if selection.devices and device not in selection.devices:
+            continue
+        found += [entry(device, op, dtype, reason) for op in ops for dtype in selection.dtypes
+                  if (reason := backend.why_unsupported(op, dtype))]
+    return found

@@ -46,6 +46,8 @@ class RunHeader(_RunRequired, total=False):
     cpu_count: int
     environment: dict
     backends: dict
+    # What the backends cannot answer here, and why: {backend, device, op, dtype, reason}, "any" for all.
+    capabilities: list
     settings: dict
     flush_probe: dict
     options: dict
