@@ -28,6 +28,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 
 FAIL, NOTE, WARN = "fail", "note", "warn"
@@ -166,10 +167,22 @@ def consistent(findings: list[Finding], gated: dict[str, int]) -> list[Finding]:
     return out
 
 
+def cannot_ask(name: str, capabilities: Sequence[dict]) -> str | None:
+    """Why the run could not ask the question of a baseline key (check/backend/device/dtype/op/...),
+    from its capability table ("any" matches every device, op or dtype); None where it could."""
+    _, backend, device, dtype, op, *_ = [*name.split("/"), "", "", "", "", ""]
+    for entry in capabilities:
+        if entry["backend"] == backend and all(entry[field] in ("any", value) for field, value in
+                                               (("device", device), ("dtype", dtype), ("op", op))):
+            return str(entry["reason"])
+    return None
+
+
 def gate(baseline: dict[str, dict], current: dict[str, dict], rules: GateRules,
-         partial: bool = False) -> list[Finding]:
+         partial: bool = False, capabilities: Sequence[dict] = ()) -> list[Finding]:
     """Every finding of a run (entries by key) against a baseline (entries by key); a partial run's
-    missing results are noted as not run yet rather than warned about."""
+    missing results are noted as not run yet rather than warned about, and those the run could not ask
+    (its capability table: a device absent here, an op the backend lost) are warned about with why."""
     found = []
     gated: dict[str, int] = {}  # per op (group_of), its throughput results the gate judged
     for name in sorted(current):
@@ -186,7 +199,11 @@ def gate(baseline: dict[str, dict], current: dict[str, dict], rules: GateRules,
     missing = (NOTE, NOT_RUN_YET) if partial else (WARN, "missing from the run")
     for name in sorted(set(baseline) - set(current)):
         check = name.split("/")[0]
-        if check in checks:
+        why = cannot_ask(name, capabilities)
+        if why is not None:
+            found.append(Finding(name, WARN, f"cannot be asked here: {why}", baseline[name]["status"],
+                                 "-", "-"))
+        elif check in checks:
             found.append(Finding(name, *missing, baseline[name]["status"], "-", "-"))
         else:
             absent[check] = absent.get(check, 0) + 1

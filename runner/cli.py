@@ -350,14 +350,15 @@ def _load_gate(baseline_path: str, config: str | None) -> tuple[dict, gate_rules
         raise InputError(str(error)) from None
 
 
-def _findings(records: list[dict], before: dict, rules: gate_rules.GateRules,
-              partial: bool) -> tuple[list[gate_rules.Finding], int]:
-    """The gate's findings for these records against the baseline's entries, and how many results
-    both hold."""
+def _findings(records: list[dict], before: dict, rules: gate_rules.GateRules, partial: bool,
+              capabilities: list[dict]) -> tuple[list[gate_rules.Finding], int]:
+    """The gate's findings for these records against the baseline's entries (what the runs could not
+    ask named by their capability tables), and how many results both hold."""
     current, conflicts = baseline_io.entries(records)
     if conflicts:
         raise InputError("the results disagree on the same key:\n  " + "\n  ".join(conflicts))
-    return gate_rules.gate(before, current, rules, partial), len(set(before) & set(current))
+    return (gate_rules.gate(before, current, rules, partial, capabilities),
+            len(set(before) & set(current)))
 
 
 def _print_findings(findings: list[gate_rules.Finding], compared: int, partial: bool) -> int:
@@ -380,7 +381,8 @@ def _gate_and_report(paths: list, baseline: str | None, config: str | None, repo
         gate_input = _load_gate(baseline, config) if baseline else None
         headers, records = read if read is not None else _read(paths)
         partial = baseline_io.partial_files(headers)
-        findings, compared = _findings(records, *gate_input, bool(partial)) if gate_input else (None, 0)
+        findings, compared = (_findings(records, *gate_input, bool(partial), capabilities_of(headers))
+                              if gate_input else (None, 0))
     except InputError as error:
         print(f"softmax-suite: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -336,9 +336,16 @@ class ResultsCollector:
                             f"{state.settings.known_deviations}): {deviation.reason}")
         if state.baseline is not None:
             missing = set(state.baseline) - {baseline_io.key(record) for record in state.results}
-            if missing:
-                warnings.append(f"{len(missing)} results of the baseline were not in this run (a narrower "
-                                f"selection, or removed), e.g. {sorted(missing)[0]}")
+            cannot = {name: why for name in sorted(missing)
+                      if (why := gate_rules.cannot_ask(name, state.capabilities)) is not None}
+            if cannot:
+                first = next(iter(cannot))
+                warnings.append(f"{len(cannot)} results of the baseline cannot be asked here, e.g. {first}: "
+                                f"{cannot[first]}")
+            absent = sorted(missing - set(cannot))
+            if absent:
+                warnings.append(f"{len(absent)} results of the baseline were not in this run (a narrower "
+                                f"selection, or removed), e.g. {absent[0]}")
         if not blocks and not warnings:
             return
         terminalreporter.section("softmax-suite")

@@ -73,10 +73,10 @@ def test_results_file_has_a_header_and_one_line_per_result(suite, pytester: pyte
     result = suite("--backend", "numpy", "--case", "glossary", "--results", str(path))
     result.assert_outcomes(passed=12)
     # The terminal ends with the verdict: three forward ops of each dtype (pytest lists failures itself).
-    verdict = "verdict: nothing unexpected; 12 passed, 0 known failures, 0 not run (12 results)"
+    verdict = "verdict: nothing unexpected; 12 passed, 0 known failures (12 results)"
     assert verdict in result.outlines
     assert [line.split() for line in result.outlines if line.startswith("numpy ")] == [
-        ["numpy", dtype, "3", "0", "0", "0"] for dtype in DTYPES]
+        ["numpy", dtype, "3", "0", "0"] for dtype in DTYPES]
     assert f"results: {path}" in result.outlines
     header, records = read(path)
     assert header["backends"]["numpy"]["version"] == np.__version__
@@ -127,23 +127,22 @@ def test_unknown_names_are_usage_errors(suite, args: list[str], words: list[str]
         assert word in message
 
 
-def test_an_uninstalled_backend_is_a_skip_with_its_reason(suite, pytester: pytest.Pytester) -> None:
+def test_an_uninstalled_backend_is_one_capability_entry(suite, pytester: pytest.Pytester) -> None:
     path = pytester.path / "results.jsonl"
     result = suite("-p", "tests.plugins_for_tests.block_jax", "--backend", "numpy,jax", "--case",
                    "glossary", "--dtype", "float32", "--results", str(path), "-rs")
-    # numpy still runs; jax is one skip per op, not a crash of the run.
-    result.assert_outcomes(passed=3, skipped=3)
-    result.stdout.fnmatch_lines(["SKIPPED [[]3[]] *jax is not installed*pip install jax*"])
+    # numpy still runs; jax asks nothing (no item, no crash of the run) and is named once, with why.
+    result.assert_outcomes(passed=3)
+    assert any(line.startswith("not run: jax") for line in result.outlines), result.stdout.str()
     header, records = read(path)
     assert "jax is not installed" in header["backends"]["jax"]["unavailable"]
-    skips = [r for r in records if r["backend"] == "jax"]
-    assert sorted(r["op"] for r in skips) == sorted(FORWARD_OPS)
-    for record in skips:
-        assert record["status"] == "skip"
-        assert record["message"].startswith("jax is not installed")
+    assert not [r for r in records if r["backend"] == "jax"]
+    (entry,) = [e for e in header["capabilities"] if e["backend"] == "jax"]
+    assert (entry["device"], entry["op"], entry["dtype"]) == ("any", "any", "any")
+    assert entry["reason"].startswith("jax is not installed")
 
 
-def test_absent_devices_are_one_skip_each(suite, pytester: pytest.Pytester) -> None:
+def test_absent_devices_are_one_entry_each(suite, pytester: pytest.Pytester) -> None:
     pytest.importorskip("torch")
     torch_backend = load("torch")
     assert not isinstance(torch_backend, Unavailable)
@@ -153,15 +152,10 @@ def test_absent_devices_are_one_skip_each(suite, pytester: pytest.Pytester) -> N
     path = pytester.path / "results.jsonl"
     result = suite("--backend", "torch", "--case", "glossary", "--dtype", "float32", "--results",
                    str(path), "-rs")
-    assert result.parseoutcomes()["skipped"] == len(FORWARD_OPS) * len(absent)
-    for reason in absent.values():
-        result.stdout.fnmatch_lines([f"SKIPPED [[]3[]] *: {reason}"])
-    _, records = read(path)
-    skips = [r for r in records if r["status"] == "skip"]
-    assert sorted((r["device"], r["op"]) for r in skips) == sorted(
-        (device, op) for device in absent for op in FORWARD_OPS)
-    for record in skips:
-        assert record["message"] == absent[record["device"]]
+    result.assert_outcomes(passed=len(FORWARD_OPS))
+    header, records = read(path)
+    assert {r["device"] for r in records} == {"cpu"}
+    assert {e["device"]: e["reason"] for e in header["capabilities"] if e["op"] == "any"} == absent
 
 
 DEVIATIONS = f"""
@@ -285,11 +279,11 @@ def test_vjp_ids_name_the_cotangent_and_records_carry_it(pytester: pytest.Pytest
     path = pytester.path / "vjp.jsonl"
     result = suite("--backend", "numpy,scipy", "--case", "glossary", "--dtype", "float32",
                    "--cotangent", "constant,one_hot", "--results", str(path), "-v", module=GRADIENTS)
-    # numpy: 3 VJPs x 2 kinds pass; scipy has no gradients: 6 unsupported (skips).
-    result.assert_outcomes(passed=6, skipped=6)
+    # numpy: 3 VJPs x 2 kinds pass; scipy has no gradients: no item asks it.
+    result.assert_outcomes(passed=6)
     assert any("test_softmax_vjp[numpy-cpu-float32-glossary-constant] PASSED" in line
                for line in result.outlines)
-    _, records = read(path)
+    header, records = read(path)
     numpy_records = [r for r in records if r["backend"] == "numpy"]
     assert {(r["op"], r["cotangent"]) for r in numpy_records} == {
         (op, kind) for op in ("softmax_vjp", "log_softmax_vjp", "logsumexp_vjp")
@@ -300,8 +294,9 @@ def test_vjp_ids_name_the_cotangent_and_records_carry_it(pytester: pytest.Pytest
     assert constant["metrics"]["n_cancellation"] == 4 and constant["metrics"]["max_ulp"] is None
     assert constant["metrics"]["max_scaled"] < 4
     assert constant["bound"]["theory"]["ratio"] < 1 and constant["bound"]["theory"]["n"] == 4
-    assert all(r["status"] == "unsupported" and "scipy has no softmax_vjp" in r["message"]
-               for r in records if r["backend"] == "scipy" and r["op"] == "softmax_vjp")
+    # ... and the capability table says why, once per VJP in the one dtype asked.
+    assert {(e["op"], e["dtype"], e["reason"]) for e in header["capabilities"]} == {
+        (op, "float32", f"scipy has no {op}") for op in ("softmax_vjp", "log_softmax_vjp", "logsumexp_vjp")}
 
 
 def test_an_unknown_cotangent_is_a_usage_error(suite) -> None:

@@ -69,16 +69,16 @@ def test_a_planted_bug_in_the_backward_is_caught_and_the_forward_passes(monkeypa
 def test_a_forward_only_kernel_has_its_vjp_unsupported_with_why() -> None:
     checked = check("torch:tests.user_kernels:forward_only", cases="glossary", dtypes="float32",
                     invariants=False)
-    statuses = {r["op"]: (r["status"], r.get("message", "")) for r in checked.records}
-    assert statuses["softmax"][0] == "pass"
-    status, why = statuses["softmax_vjp"]
-    assert status == "unsupported" and "forward-only" in why and "torch.autograd.Function" in why
+    assert {(r["op"], r["status"]) for r in checked.records} == {("softmax", "pass")}
+    # The VJP is not asked: the capability table says why.
+    (why,) = [e["reason"] for e in checked.capabilities if e["op"] == "softmax_vjp"]
+    assert "forward-only" in why and "torch.autograd.Function" in why
     assert checked.passed  # what was asked of it passed; the rest it cannot answer
 
 
 def test_a_jitted_jax_function_and_its_vjp_through_jax() -> None:
     checked = check("jax:mykernels:jax_softmax", cases="glossary,random_n1k_s1", invariants=False)
-    assert {r["op"] for r in checked.records if r["status"] != "unsupported"} == {"softmax", "softmax_vjp"}
+    assert {r["op"] for r in checked.records} == {"softmax", "softmax_vjp"}
     assert checked.passed, checked.summary()
 
 
@@ -145,9 +145,10 @@ def test_check_takes_the_function_itself_and_finds_its_spec() -> None:
     checked = check(torch_softmax, framework="torch", cases="glossary", dtypes="bfloat16")
     assert checked.spec == "torch:mykernels:torch_softmax" and checked.passed
     # accuracy of softmax and its VJP (glossary lists 4 cotangent kinds) and softmax's invariants; the
-    # function gives no log_softmax or logsumexp: their 2 forward, 2 x 4 VJP and 2 invariants questions
-    answered = [r for r in checked.records if r["status"] != "unsupported"]
-    assert len(answered) == 1 + 4 + 1 and len(checked.records) - len(answered) == 2 + 2 * 4 + 2
+    # function gives no log_softmax or logsumexp: 4 ops the capability table names, in the one dtype
+    assert len(checked.records) == 1 + 4 + 1
+    assert {e["op"] for e in checked.capabilities} == {"log_softmax", "logsumexp", "log_softmax_vjp",
+                                                       "logsumexp_vjp"}
     assert checked.records[0]["nodeid"] == \
         "test_forward.py::test_softmax[torch:mykernels:torch_softmax-cpu-bfloat16-glossary]"
 
@@ -191,8 +192,8 @@ def test_a_function_defined_in_a_test_runs_but_has_no_reproducer() -> None:
 
 def test_nothing_answered_is_not_a_pass() -> None:
     checked = check("torch:tests.user_kernels:forward_only", ops="softmax_vjp", cases="glossary")
-    assert {r["status"] for r in checked.records} == {"unsupported"}
-    assert not checked.passed and "nothing was answered" in checked.summary()
+    assert not checked.records and len(checked.capabilities) == 4  # one per dtype
+    assert not checked.passed and "nothing was answered: softmax is forward-only" in checked.summary()
 
 
 @pytest.mark.parametrize(("arguments", "error", "expected"), [

@@ -1,0 +1,86 @@
+"""The capability table: what a backend cannot answer is decided before collection, once per (backend,
+device, op, dtype) with why, and is never a test item; the verdict, the report and the gate read it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from softmax_suite.reports import gate as gate_rules
+from softmax_suite.reports.gate import GateRules
+from softmax_suite.reports.html import build
+from softmax_suite.reports.results import capabilities_of
+from softmax_suite.reports.verdict import format_verdict
+from softmax_suite.runner.cli import main
+
+pytest.importorskip("scipy")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, list[dict]]:
+    out = tmp_path_factory.mktemp("capabilities")
+    # scipy has no VJPs; cupy is not installed here (or has no bfloat16 where it is).
+    code = main(["run", "--backend", "numpy,scipy", "--case", "glossary", "--throughput", "off", "-n", "0",
+                 "--out", str(out)])
+    assert code == 0
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    return lines[0], [line for line in lines if line["kind"] == "result"]
+
+
+def test_only_answerable_questions_are_items(run) -> None:
+    _, records = run
+    assert {r["status"] for r in records} <= {"pass", "known_failure"}
+    # numpy: 3 forward ops, 3 VJPs x the glossary's 4 cotangent kinds, 3 invariants, in 4 dtypes;
+    # scipy: the 3 forward ops and their invariants only.
+    assert sum(r["backend"] == "numpy" for r in records) == 4 * (3 + 3 * 4 + 3)
+    assert sum(r["backend"] == "scipy" for r in records) == 4 * (3 + 3)
+
+
+def test_the_table_holds_each_unanswerable_question_once_with_why(run) -> None:
+    header, _ = run
+    table = header["capabilities"]
+    # scipy's 3 VJPs in 4 dtypes, each once (not once per case, cotangent or check).
+    assert len(table) == 3 * 4
+    assert {(e["backend"], e["device"], e["op"]) for e in table} == {
+        ("scipy", "cpu", op) for op in ("softmax_vjp", "log_softmax_vjp", "logsumexp_vjp")}
+    assert {e["reason"] for e in table} == {f"scipy has no {op}" for op in
+                                            ("softmax_vjp", "log_softmax_vjp", "logsumexp_vjp")}
+
+
+def test_the_verdict_and_the_report_name_what_could_not_be_asked(run) -> None:
+    header, records = run
+    verdict = format_verdict(records, capabilities=header["capabilities"])
+    assert "not run: scipy: softmax_vjp, log_softmax_vjp, logsumexp_vjp" in verdict
+    model = build([header], records)
+    cells = [cell for row in model["grid"]["rows"]
+             if row["backend"] == "scipy/cpu" and row["op"] == "softmax_vjp" for cell in row["cells"]]
+    assert [cell["text"] for cell in cells] == ["unsupported: scipy has no softmax_vjp"] * 4
+    # A backend that is not installed is one line of the report's not-run list, not an item.
+    absent = {"backend": "cupy", "device": "any", "op": "any", "dtype": "any",
+              "reason": "cupy is not installed"}
+    model = build([{**header, "capabilities": [absent]}], records)
+    assert model["not_run"] == [("cupy", "cupy is not installed")]
+
+
+def test_the_gate_says_why_a_baseline_result_cannot_be_asked_here() -> None:
+    entry = {"status": "pass", "metric": "max_ulp", "value": 0.5}
+    baseline = {"accuracy/torch/cuda/float32/softmax/glossary": entry,
+                "accuracy/torch/cpu/float32/softmax/glossary": entry}
+    current = {"accuracy/torch/cpu/float32/softmax/glossary": entry}
+    absent = [{"backend": "torch", "device": "cuda", "op": "any", "dtype": "any",
+               "reason": "torch.cuda.is_available() is False"}]
+    findings = gate_rules.gate(baseline, current, GateRules(), capabilities=absent)
+    (finding,) = [f for f in findings if f.key.startswith("accuracy/torch/cuda")]
+    assert finding.severity == gate_rules.WARN
+    assert finding.rule == "cannot be asked here: torch.cuda.is_available() is False"
+    # Without the table the same result is only "missing from the run".
+    (plain,) = gate_rules.gate(baseline, current, GateRules())
+    assert plain.rule == "missing from the run"
+
+
+def test_a_merge_keeps_each_hosts_table(run) -> None:
+    header, _ = run
+
+    merged = {"kind": "run", "merged_from": [header, {**header, "capabilities": []}]}
+    assert capabilities_of([merged]) == header["capabilities"]
