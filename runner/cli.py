@@ -51,6 +51,15 @@ STEP_WORDS = {"run": "to run", "resume": "to continue", "done": "complete"}
 PLUGINS = ("-p", "softmax_suite.runner.entry", "-p", "softmax_suite.runner.plugin")
 
 
+def throughput_sweep(text: str) -> str:
+    """--throughput's value: a sweep's name or off. Not argparse's choices=, whose message names no
+    closest match."""
+    valid = [*SWEEPS, "off"]
+    if text not in valid:
+        raise argparse.ArgumentTypeError(no_match("throughput sweep", [text], valid))
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="softmax-suite",
@@ -81,9 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--oracle-cache", metavar="DIR", default=None,
                      help="oracle cache folder ('off': none; default: $SOFTMAX_SUITE_ORACLE_CACHE or "
                           "~/.cache/softmax-suite/oracle)")
-    run.add_argument("--throughput", choices=(*SWEEPS, "off"), default="quick",
-                     help="the throughput sweep after the accuracy run (default: quick; full: rows "
-                          "of 2^10 .. 2^24 and batches of 4096 x 128 .. 32768; off: none)")
+    run.add_argument("--throughput", type=throughput_sweep, default="quick", metavar="SWEEP",
+                     help="the throughput sweep after the accuracy run: quick, full or off (default: "
+                          "quick; full: rows of 2^10 .. 2^24 and batches of 4096 x 128 .. 32768; off: none)")
     run.add_argument("--baseline", metavar="FILE", default=None,
                      help="gate the run's results against this baseline (exit 1 on a regression)")
     run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS",
