@@ -137,6 +137,31 @@ def test_a_serial_run_resumes_under_xdist(full: Path) -> None:
     assert sorted(outcomes(cut / "results.jsonl")) == sorted(outcomes(full / "results.jsonl"))
 
 
+@pytest.mark.parametrize(("given", "difference"), [
+    (["--isolate"], "settings.isolate: recorded False, this run True"),
+    (["--case-timeout", "5"], "settings.case_timeout: recorded 600.0, this run 5.0"),
+])
+def test_a_resume_under_another_isolate_or_case_timeout_is_refused(full: Path, tmp_path: Path,
+                                                                   given: list[str], difference: str) -> None:
+    # A case that timed out or crashed under one may pass under the other: the kept records and the
+    # new ones would not be comparable, so the difference is named and the file left as it was.
+    kept = (full / "results.jsonl").read_text().splitlines(keepends=True)[:1 + KILL_AFTER]
+    (tmp_path / "results.jsonl").write_text("".join(kept))
+    refused = subprocess.run(command("run", "--resume", str(tmp_path), *given, cache=full.parent / "cache"),
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert difference in refused.stderr
+    assert (tmp_path / "results.jsonl").read_text() == "".join(kept)
+
+
+def test_a_resume_given_neither_takes_the_recorded_isolate_and_case_timeout(tmp_path: Path) -> None:
+    # Not given, they are the killed run's: the resume keeps its crash safety and time limit.
+    write(tmp_path / "results.jsonl", 3, False, settings={"isolate": True, "case_timeout": 5.0})
+    args = cli.build_parser().parse_args(["run", "--resume", str(tmp_path)])
+    resume.plan(tmp_path, args)
+    assert (args.isolate, args.case_timeout) == (True, 5.0)
+
+
 def write(path: Path, records: int, finished: bool, **header: object) -> None:
     results = [{"status": "pass", "backend": "numpy", "op": "softmax", "nodeid": f"t[{i}]"}
                for i in range(records)]
