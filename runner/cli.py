@@ -14,6 +14,7 @@ import argparse
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import warnings
@@ -49,6 +50,8 @@ DEFAULT_OUT = "softmax-suite-out"
 STEP_WORDS = {"run": "to run", "resume": "to continue", "done": "complete"}
 # Named, so that a run needs no entry-point plugin loading (PYTEST_DISABLE_PLUGIN_AUTOLOAD).
 PLUGINS = ("-p", "softmax_suite.runner.entry", "-p", "softmax_suite.runner.plugin")
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
+CHILD_GRACE_S = 5.0  # for a pass in its own process to stop after a Ctrl-C or SIGTERM, before SIGKILL
 
 
 def throughput_sweep(text: str) -> str:
@@ -254,7 +257,7 @@ def run_command(args: argparse.Namespace) -> int:
         # reads PYTEST_XDIST_WORKER and would time nothing.
         environment = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
         environment[COMMAND_VARIABLE] = json.dumps([Path(sys.argv[0]).name, *sys.argv[1:]])
-        returned = subprocess.run(any_project(command), check=False, env=environment).returncode
+        returned = _run_child(any_project(command), environment)
         known = {code.value for code in pytest.ExitCode}
         codes.append(pytest.ExitCode(returned) if returned in known else pytest.ExitCode.INTERNAL_ERROR)
         if args.baseline and timings.exists():
@@ -267,7 +270,7 @@ def run_command(args: argparse.Namespace) -> int:
     if pytest.ExitCode.USAGE_ERROR in codes:
         return EXIT_USAGE
     if pytest.ExitCode.INTERRUPTED in codes:
-        return 130
+        return EXIT_INTERRUPTED
     ran_clean = (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
     code = EXIT_OK if all(code in ran_clean for code in codes) else EXIT_FAILED
     finished = [path for path in written if path.suffix == ".jsonl" and path.exists()]
@@ -281,6 +284,41 @@ def run_command(args: argparse.Namespace) -> int:
     if steps is not None and _failed_before(finished):
         code = EXIT_FAILED  # a failure recorded before the resume, which this run did not repeat
     return max(code, _gate_and_report(finished, args.baseline, None, out / "report.html", read))
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _run_child(command: list[str], environment: dict[str, str], **streams: int) -> int:
+    """A pass in a process of its own, and its exit status. When this command is stopped meanwhile (a
+    Ctrl-C, or a SIGTERM, which Python's default would answer by dying at once) the child is ended
+    too, never left timing on: given CHILD_GRACE_S to stop on its own (a terminal's Ctrl-C reached
+    it as well), then SIGTERM, then SIGKILL. The interruption then goes on up (main: status 130;
+    a SIGTERM: 143)."""
+    process = subprocess.Popen(command, env=environment, **streams)
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        _waited(process, CHILD_GRACE_S)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if process.poll() is None:
+            process.terminate()
+            if not _waited(process, CHILD_GRACE_S):
+                process.kill()
+                process.wait()
+
+
+def _waited(process: subprocess.Popen, seconds: float) -> bool:
+    """Whether the process ended within seconds."""
+    try:
+        process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def _confirm_slower(timings: Path, args: argparse.Namespace, environment: dict) -> list[Path]:
@@ -312,7 +350,7 @@ def _confirm_slower(timings: Path, args: argparse.Namespace, environment: dict) 
     command = [sys.executable, "-m", "pytest", str(SUITES_DIR), *PLUGINS, "-q",
                *chosen, "-m", "throughput", "-p", "no:xdist", "--sweep", args.throughput,
                "--results", str(again), *args.pytest_args]
-    subprocess.run(any_project(command), check=False, env=environment, stdout=subprocess.DEVNULL)
+    _run_child(any_project(command), environment, stdout=subprocess.DEVNULL)
     return [again] if again.exists() else []
 
 
@@ -604,6 +642,9 @@ def main(argv: list[str] | None = None) -> int:
         # The catalogue reads the corpus at first use, which any command may be.
         print(f"softmax-suite: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # between pytest's passes (each answers its own Ctrl-C) or in a child's
+        print("softmax-suite: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":
