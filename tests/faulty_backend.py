@@ -1,5 +1,6 @@
 """Backends with one planted fault each, for tests/test_faults.py: softmax goes wrong only for an input
-holding a NaN (the case `nan`) and is tests.bad_softmax:Float64Upcast, which is right, elsewhere."""
+holding a NaN (the case `nan`) and is tests.bad_softmax:Float64Upcast, which is right, elsewhere; or
+the process that loads the backend dies (*WhenLoaded: loading a class makes an instance of it)."""
 
 from __future__ import annotations
 
@@ -105,4 +106,14 @@ class Aborts(_Planted):
 
 class ExitsInterpreter(_Planted):
     def fault(self, x, axis):
+        os._exit(3)
+
+
+class SegfaultsWhenLoaded(Float64Upcast):
+    def __init__(self) -> None:
+        ctypes.string_at(0)
+
+
+class ExitsWhenLoaded(Float64Upcast):
+    def __init__(self) -> None:
         os._exit(3)
