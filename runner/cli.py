@@ -18,11 +18,14 @@ import signal
 import subprocess
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from softmax_suite import suites as suites_package
+from softmax_suite.backends.calls import DEFAULT_CASE_TIMEOUT
+from softmax_suite.backends.isolation import Isolated
 from softmax_suite.backends.registry import backend_names, check_names, load
 from softmax_suite.ops import is_vjp
 from softmax_suite.oracle import store
@@ -35,7 +38,13 @@ from softmax_suite.reports.verdict import format_verdict
 from softmax_suite.runner import reproduce, resume
 from softmax_suite.runner.config import ConfigError, load_settings
 from softmax_suite.runner.environment import COMMAND_VARIABLE
-from softmax_suite.runner.options import FAULTS, SELECTION, any_project, backend_help
+from softmax_suite.runner.options import (
+    DEFAULT_CASE_TIMEOUT_TEXT,
+    FAULTS,
+    SELECTION,
+    any_project,
+    backend_help,
+)
 from softmax_suite.runner.selection import dtype_names, no_match, split, suggestion
 from softmax_suite.suites import corpus
 from softmax_suite.suites.cases import CATALOGUE, select_cases
@@ -171,6 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"the longest row to try (default: {hunting.MAX_LENGTH})")
     hunt.add_argument("--device", metavar="NAME", default=None,
                       help="the backend's device (default: its first)")
+    faults = dict(FAULTS)  # run's type and default, with the hunt's own help
+    hunt.add_argument("--case-timeout", **{**faults["--case-timeout"], "help":
+                      "the longest one backend call may take; past it the call failed, its rows are "
+                      "scored again one by one and a row that fails alone scores as a failed call "
+                      f"(default: {DEFAULT_CASE_TIMEOUT_TEXT}; 0: no limit). In this process Python code "
+                      "is stopped at the limit and C code when it returns; under --isolate the worker "
+                      "process is killed"})
+    hunt.add_argument("--isolate", **{**faults["--isolate"], "help":
+                      "load and run the backend in a worker process of its own, started afresh after a "
+                      "crash (segfault, abort, exit), which then costs only that call"})
     return parser
 
 
@@ -559,10 +578,11 @@ def _hunt_plan(args: argparse.Namespace) -> hunting.Plan:
 
 
 def hunt_command(args: argparse.Namespace) -> int:
+    limit = DEFAULT_CASE_TIMEOUT if args.case_timeout is None else args.case_timeout
     try:
         plan = _hunt_plan(args)
         check_names([args.backend])
-        backend = load(args.backend)
+        backend = Isolated.load(args.backend, limit) if args.isolate else load(args.backend)
     except Exception as error:  # a bad option, or a user's module:attr that does not load
         print(f"softmax-suite: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -578,7 +598,7 @@ def hunt_command(args: argparse.Namespace) -> int:
     try:
         if problem:
             raise ValueError(problem)
-        settings = load_settings(Path("pyproject.toml"))
+        settings = replace(load_settings(Path("pyproject.toml")), case_timeout=limit)
         corpus.check_writable(path)
     except (ValueError, ConfigError, corpus.CorpusError) as error:
         print(f"softmax-suite: {error}", file=sys.stderr)
@@ -598,6 +618,10 @@ def hunt_command(args: argparse.Namespace) -> int:
     print(f"scored {outcome.evaluations} rows in {outcome.generations} generations, "
           f"{outcome.seconds:.1f} s ({outcome.evaluations / max(outcome.seconds, 1e-9):.0f} rows/s); "
           f"shrinking scored {outcome.shrink_evaluations} more")
+    if outcome.failed_calls:
+        counts = ", ".join(f"{count} {kind}" for kind, count in sorted(outcome.failed_calls.items()))
+        print(f"failed backend calls: {counts} (a batch's rows scored again one by one; a row whose "
+              "own call failed scored above any error)")
     print(hunting.format_report(outcome))
     print(f"saved {len(added)} new of {len(outcome.found)} cases to {path}; reproduce this hunt with "
           f"--seed {plan.seed} --evaluations {outcome.evaluations}")
