@@ -1,5 +1,6 @@
-"""--isolate: each backend runs in a worker process of its own, started afresh after it crashed or was
-killed; requests and outputs cross a pipe as a JSON header and raw array bytes, never as pickle."""
+"""--isolate: each backend is loaded and runs in a worker process of its own, started afresh after it
+crashed or was killed; the suite's process never imports it, and knows it by the worker's description.
+Requests and outputs cross a pipe as a JSON header and raw array bytes, never as pickle."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ import os
 import signal
 import sys
 import tempfile
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
+from typing import Any, NoReturn
 
 import ml_dtypes
 import numpy as np
@@ -78,7 +81,8 @@ def pack(array: np.ndarray) -> tuple[dict, np.ndarray]:
 
 def send(conn: Connection, header: dict, arrays: list[np.ndarray]) -> None:
     packed = [pack(a) for a in arrays]
-    conn.send_bytes(json.dumps({**header, "arrays": [meta for meta, _ in packed]}).encode())
+    # default=str: a backend's device description may hold a library's own objects (versions, enums).
+    conn.send_bytes(json.dumps({**header, "arrays": [meta for meta, _ in packed]}, default=str).encode())
     for _, flat in packed:
         conn.send_bytes(np.ascontiguousarray(flat).view(np.uint8))
 
@@ -111,9 +115,27 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+def describe(backend: Backend) -> dict:
+    """What the suite's process needs of a backend it does not load, as JSON: its name and version,
+    devices, dtypes, ops and what it does not support, and each device's description (for the run's
+    environment; one that raises is described by its error, as runner.environment does)."""
+    devices = {}
+    for device in backend.devices:
+        try:
+            devices[device] = dict(backend.describe(device))
+        except Exception as error:  # a description is information, never a failure
+            devices[device] = {"unavailable": f"{type(error).__name__}: {error}"}
+    return {"name": backend.name, "version": backend.version, "ops": list(backend.ops),
+            "devices": list(backend.devices), "absent_devices": dict(backend.absent_devices),
+            "dtypes": list(backend.dtypes),
+            "unsupported": [[op, dtype, why] for (op, dtype), why in backend.unsupported.items()],
+            "descriptions": devices}
+
+
 def serve(spec: str, conn: Connection, fault_file: str) -> None:
-    """The worker's life: load the backend by its name, say whether that worked, then answer calls
-    until the parent closes the pipe."""
+    """The worker's life: load the backend by its name, describe it or say why it could not load it
+    (failure: "usage" for a spec that names nothing loadable, "unavailable", or "error"), then answer
+    calls until the parent closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's; it ends this process
     _die_with_parent()
     with open(fault_file, "w") as faults:
@@ -122,13 +144,17 @@ def serve(spec: str, conn: Connection, fault_file: str) -> None:
         faulthandler.register(signal.SIGTERM, faults, chain=True)
         try:
             backend = load(spec)
-            if isinstance(backend, Unavailable):
-                raise RuntimeError(backend.reason)
-        except Exception as error:  # reported to the parent, which records it for each call
-            text = f"could not be loaded in its worker process: {type(error).__name__}: {error}"
-            send(conn, {"ok": False, "text": text, "traceback": last_frames(error)}, [])
+        except ValueError as error:  # a spec error (SpecError): a usage error in the parent, as without
+            send(conn, {"ok": False, "failure": "usage", "text": str(error), "traceback": ""}, [])
             return
-        send(conn, {"ok": True}, [])
+        except Exception as error:  # the parent reports it: the backend is unavailable, or a call's error
+            send(conn, {"ok": False, "failure": "error", "text": f"{type(error).__name__}: {error}",
+                        "traceback": last_frames(error)}, [])
+            return
+        if isinstance(backend, Unavailable):
+            send(conn, {"ok": False, "failure": "unavailable", "text": backend.reason, "traceback": ""}, [])
+            return
+        send(conn, {"ok": True, "backend": describe(backend)}, [])
         while True:
             try:
                 request, inputs = receive(conn)
@@ -166,6 +192,7 @@ def _death(code: int | None) -> str:
 
 
 LIVE: set[Worker] = set()  # the workers this process runs now, for shutdown()
+CALL_DEATH = "; the next call starts a fresh one"
 
 
 class Worker:
@@ -182,12 +209,15 @@ class Worker:
         """The op's output, or WorkerFailure: the backend's error, a timeout (the worker is killed at
         the limit; 0: none) or a crash."""
         if self.process is None:
-            self._start(limit)
+            loaded = self.start(limit)
+            if not loaded["ok"]:
+                raise WorkerFailure("error", f"could not be loaded in its worker process: {loaded['text']}",
+                                    loaded["traceback"])
         try:
             send(self.conn, {"op": op, "device": device, "axis": axis}, inputs)
         except OSError:  # the pipe broke: it died since its last answer
-            raise self._died() from None
-        reply, arrays = self._reply(limit, f"no result within the case timeout of {limit:g} s")
+            raise self._died(CALL_DEATH) from None
+        reply, arrays = self._reply(limit, f"no result within the case timeout of {limit:g} s", CALL_DEATH)
         if not reply["ok"]:
             raise WorkerFailure("error", reply["text"], reply["traceback"])
         return arrays[0]
@@ -200,7 +230,11 @@ class Worker:
         self.process.join(GRACE_S)
         self._stop()
 
-    def _start(self, limit: float) -> None:
+    def start(self, limit: float) -> dict:
+        """Start the worker process: its first message, the backend it loaded described ("ok" and
+        "backend": describe's) or why it could not load it ("failure", "text" and "traceback", as
+        serve sends them). WorkerFailure when it crashed or hung meanwhile (killed past the limit, or
+        STARTUP_S if longer; 0: none)."""
         parent, child = CONTEXT.Pipe()
         handle, path = tempfile.mkstemp(prefix="softmax-suite-worker-", suffix=".txt")
         os.close(handle)
@@ -211,18 +245,21 @@ class Worker:
         self.process, self.conn, self.faults = process, parent, Path(path)
         LIVE.add(self)
         startup = max(limit, STARTUP_S) if limit else 0.0
-        reply, _ = self._reply(startup, f"the worker process did not load the backend within {startup:g} s")
+        reply, _ = self._reply(startup, f"the worker process did not load the backend within {startup:g} s",
+                               " while it loaded the backend")
         if not reply["ok"]:
             self.close()
-            raise WorkerFailure("error", reply["text"], reply["traceback"])
+        return reply
 
-    def _reply(self, limit: float, late: str) -> tuple[dict, list[np.ndarray]]:
+    def _reply(self, limit: float, late: str, death: str) -> tuple[dict, list[np.ndarray]]:
+        """The worker's next message; WorkerFailure when it is late (then killed) or died (death
+        follows the cause in the message)."""
         if not wait([self.conn, self.process.sentinel], timeout=limit or None):
             raise self._killed(late)
         try:
             return receive(self.conn)
         except (EOFError, OSError):
-            raise self._died() from None
+            raise self._died(death) from None
 
     def _killed(self, late: str) -> WorkerFailure:
         self.process.terminate()
@@ -231,12 +268,11 @@ class Worker:
         return WorkerFailure("timeout", f"timed out: {late}; its worker process was killed; {HOW_TO_RAISE}",
                              trace)
 
-    def _died(self) -> WorkerFailure:
+    def _died(self, death: str) -> WorkerFailure:
         self.process.join(GRACE_S)  # the pipe closes a moment before the exit status is known
         code = self.process.exitcode
         trace = self._stop()
-        return WorkerFailure("crash", f"crashed: the backend process {_death(code)}; the next call starts "
-                                      "a fresh one", trace)
+        return WorkerFailure("crash", f"crashed: the backend process {_death(code)}{death}", trace)
 
     def _stop(self) -> str:
         """Kill the process if it still runs, forget it, and return what faulthandler wrote."""
@@ -264,19 +300,50 @@ def shutdown() -> None:
         worker.close()
 
 
+def _in_worker(*args: Any) -> NoReturn:
+    """An isolated backend's ops and conversions: they exist in its worker process only."""
+    raise RuntimeError("an isolated backend runs in its worker process: call it with Isolated.call")
+
+
 @dataclass(frozen=True)
 class Isolated(Backend):
     """A backend whose op calls run in its worker process (suites.accuracy.call_backend asks it);
-    its name, devices and dtypes are those of the copy loaded in this process."""
+    its name, devices, dtypes and device descriptions are what the worker said of it."""
 
     spec: str = ""
     worker: Worker | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, spec: str, backend: Backend) -> Isolated:
-        """backend, whose spec (a built-in's name, a plugin's, or module:attr) loads it in a worker."""
-        copied = {f.name: getattr(backend, f.name) for f in fields(Backend)}
-        return cls(**copied, spec=spec, worker=Worker(spec))
+    def load(cls, spec: str, limit: float) -> Isolated | Unavailable:
+        """The backend that spec (a built-in's name, a plugin's, or module:attr) names, loaded in a
+        worker process, which goes on to answer its calls; this process never imports it. One that
+        crashes or hangs (past limit or STARTUP_S, as Worker.start) while it is imported or loaded
+        is Unavailable, with what happened and where (faulthandler's stack): it costs only itself.
+        ValueError for a spec the worker cannot load (as registry.load raises)."""
+        worker = Worker(spec)
+        try:
+            loaded = worker.start(limit)
+        except WorkerFailure as failure:
+            return Unavailable(spec, "\n".join(filter(None, [str(failure), failure.trace.rstrip()])))
+        if loaded["ok"]:
+            return cls.described(spec, worker, loaded["backend"])
+        if loaded["failure"] == "usage":
+            raise ValueError(loaded["text"])
+        if loaded["failure"] == "unavailable":
+            return Unavailable(spec, loaded["text"])
+        return Unavailable(spec, "\n".join(filter(None, [
+            f"could not be loaded in its worker process: {loaded['text']}", loaded["traceback"].rstrip()])))
+
+    @classmethod
+    def described(cls, spec: str, worker: Worker, description: Mapping[str, Any]) -> Isolated:
+        """The backend as its worker process described it (describe)."""
+        descriptions = description["descriptions"]
+        return cls(name=description["name"], version=description["version"],
+                   ops=dict.fromkeys(description["ops"], _in_worker), to_device=_in_worker,
+                   to_numpy=_in_worker, devices=tuple(description["devices"]),
+                   absent_devices=description["absent_devices"], dtypes=tuple(description["dtypes"]),
+                   unsupported={(op, dtype): why for op, dtype, why in description["unsupported"]},
+                   describe=descriptions.__getitem__, spec=spec, worker=worker)
 
     def call(self, op: str, device: str, axis: int, inputs: list[np.ndarray], limit: float) -> np.ndarray:
         return self.worker.call(op, device, axis, inputs, limit)

@@ -14,14 +14,18 @@ import argparse
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from softmax_suite import suites as suites_package
+from softmax_suite.backends.calls import DEFAULT_CASE_TIMEOUT
+from softmax_suite.backends.isolation import Isolated
 from softmax_suite.backends.registry import backend_names, check_names, load
 from softmax_suite.ops import is_vjp
 from softmax_suite.oracle import store
@@ -34,7 +38,13 @@ from softmax_suite.reports.verdict import format_verdict
 from softmax_suite.runner import reproduce, resume
 from softmax_suite.runner.config import ConfigError, load_settings
 from softmax_suite.runner.environment import COMMAND_VARIABLE
-from softmax_suite.runner.options import FAULTS, SELECTION, any_project, backend_help
+from softmax_suite.runner.options import (
+    DEFAULT_CASE_TIMEOUT_TEXT,
+    FAULTS,
+    SELECTION,
+    any_project,
+    backend_help,
+)
 from softmax_suite.runner.selection import dtype_names, no_match, split, suggestion
 from softmax_suite.suites import corpus
 from softmax_suite.suites.cases import CATALOGUE, select_cases
@@ -49,6 +59,17 @@ DEFAULT_OUT = "softmax-suite-out"
 STEP_WORDS = {"run": "to run", "resume": "to continue", "done": "complete"}
 # Named, so that a run needs no entry-point plugin loading (PYTEST_DISABLE_PLUGIN_AUTOLOAD).
 PLUGINS = ("-p", "softmax_suite.runner.entry", "-p", "softmax_suite.runner.plugin")
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
+CHILD_GRACE_S = 5.0  # for a pass in its own process to stop after a Ctrl-C or SIGTERM, before SIGKILL
+
+
+def throughput_sweep(text: str) -> str:
+    """--throughput's value: a sweep's name or off. Not argparse's choices=, whose message names no
+    closest match."""
+    valid = [*SWEEPS, "off"]
+    if text not in valid:
+        raise argparse.ArgumentTypeError(no_match("throughput sweep", [text], valid))
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,9 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--oracle-cache", metavar="DIR", default=None,
                      help="oracle cache folder ('off': none; default: $SOFTMAX_SUITE_ORACLE_CACHE or "
                           "~/.cache/softmax-suite/oracle)")
-    run.add_argument("--throughput", choices=(*SWEEPS, "off"), default="quick",
-                     help="the throughput sweep after the accuracy run (default: quick; full: rows "
-                          "of 2^10 .. 2^24 and batches of 4096 x 128 .. 32768; off: none)")
+    run.add_argument("--throughput", type=throughput_sweep, default="quick", metavar="SWEEP",
+                     help="the throughput sweep after the accuracy run: quick, full or off (default: "
+                          "quick; full: rows of 2^10 .. 2^24 and batches of 4096 x 128 .. 32768; off: none)")
     run.add_argument("--baseline", metavar="FILE", default=None,
                      help="gate the run's results against this baseline (exit 1 on a regression)")
     run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS",
@@ -159,6 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"the longest row to try (default: {hunting.MAX_LENGTH})")
     hunt.add_argument("--device", metavar="NAME", default=None,
                       help="the backend's device (default: its first)")
+    faults = dict(FAULTS)  # run's type and default, with the hunt's own help
+    hunt.add_argument("--case-timeout", **{**faults["--case-timeout"], "help":
+                      "the longest one backend call may take; past it the call failed, its rows are "
+                      "scored again one by one and a row that fails alone scores as a failed call "
+                      f"(default: {DEFAULT_CASE_TIMEOUT_TEXT}; 0: no limit). In this process Python code "
+                      "is stopped at the limit and C code when it returns; under --isolate the worker "
+                      "process is killed"})
+    hunt.add_argument("--isolate", **{**faults["--isolate"], "help":
+                      "load and run the backend in a worker process of its own, started afresh after a "
+                      "crash (segfault, abort, exit), which then costs only that call"})
     return parser
 
 
@@ -245,7 +276,7 @@ def run_command(args: argparse.Namespace) -> int:
         # reads PYTEST_XDIST_WORKER and would time nothing.
         environment = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
         environment[COMMAND_VARIABLE] = json.dumps([Path(sys.argv[0]).name, *sys.argv[1:]])
-        returned = subprocess.run(any_project(command), check=False, env=environment).returncode
+        returned = _run_child(any_project(command), environment)
         known = {code.value for code in pytest.ExitCode}
         codes.append(pytest.ExitCode(returned) if returned in known else pytest.ExitCode.INTERNAL_ERROR)
         if args.baseline and timings.exists():
@@ -258,7 +289,7 @@ def run_command(args: argparse.Namespace) -> int:
     if pytest.ExitCode.USAGE_ERROR in codes:
         return EXIT_USAGE
     if pytest.ExitCode.INTERRUPTED in codes:
-        return 130
+        return EXIT_INTERRUPTED
     ran_clean = (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED)
     code = EXIT_OK if all(code in ran_clean for code in codes) else EXIT_FAILED
     finished = [path for path in written if path.suffix == ".jsonl" and path.exists()]
@@ -272,6 +303,41 @@ def run_command(args: argparse.Namespace) -> int:
     if steps is not None and _failed_before(finished):
         code = EXIT_FAILED  # a failure recorded before the resume, which this run did not repeat
     return max(code, _gate_and_report(finished, args.baseline, None, out / "report.html", read))
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _run_child(command: list[str], environment: dict[str, str], **streams: int) -> int:
+    """A pass in a process of its own, and its exit status. When this command is stopped meanwhile (a
+    Ctrl-C, or a SIGTERM, which Python's default would answer by dying at once) the child is ended
+    too, never left timing on: given CHILD_GRACE_S to stop on its own (a terminal's Ctrl-C reached
+    it as well), then SIGTERM, then SIGKILL. The interruption then goes on up (main: status 130;
+    a SIGTERM: 143)."""
+    process = subprocess.Popen(command, env=environment, **streams)
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        _waited(process, CHILD_GRACE_S)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if process.poll() is None:
+            process.terminate()
+            if not _waited(process, CHILD_GRACE_S):
+                process.kill()
+                process.wait()
+
+
+def _waited(process: subprocess.Popen, seconds: float) -> bool:
+    """Whether the process ended within seconds."""
+    try:
+        process.wait(seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def _confirm_slower(timings: Path, args: argparse.Namespace, environment: dict) -> list[Path]:
@@ -303,7 +369,7 @@ def _confirm_slower(timings: Path, args: argparse.Namespace, environment: dict) 
     command = [sys.executable, "-m", "pytest", str(SUITES_DIR), *PLUGINS, "-q",
                *chosen, "-m", "throughput", "-p", "no:xdist", "--sweep", args.throughput,
                "--results", str(again), *args.pytest_args]
-    subprocess.run(any_project(command), check=False, env=environment, stdout=subprocess.DEVNULL)
+    _run_child(any_project(command), environment, stdout=subprocess.DEVNULL)
     return [again] if again.exists() else []
 
 
@@ -514,10 +580,11 @@ def _hunt_plan(args: argparse.Namespace) -> hunting.Plan:
 
 
 def hunt_command(args: argparse.Namespace) -> int:
+    limit = DEFAULT_CASE_TIMEOUT if args.case_timeout is None else args.case_timeout
     try:
         plan = _hunt_plan(args)
         check_names([args.backend])
-        backend = load(args.backend)
+        backend = Isolated.load(args.backend, limit) if args.isolate else load(args.backend)
     except Exception as error:  # a bad option, or a user's module:attr that does not load
         print(f"softmax-suite: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -533,7 +600,7 @@ def hunt_command(args: argparse.Namespace) -> int:
     try:
         if problem:
             raise ValueError(problem)
-        settings = load_settings(Path("pyproject.toml"))
+        settings = replace(load_settings(Path("pyproject.toml")), case_timeout=limit)
         corpus.check_writable(path)
     except (ValueError, ConfigError, corpus.CorpusError) as error:
         print(f"softmax-suite: {error}", file=sys.stderr)
@@ -553,6 +620,10 @@ def hunt_command(args: argparse.Namespace) -> int:
     print(f"scored {outcome.evaluations} rows in {outcome.generations} generations, "
           f"{outcome.seconds:.1f} s ({outcome.evaluations / max(outcome.seconds, 1e-9):.0f} rows/s); "
           f"shrinking scored {outcome.shrink_evaluations} more")
+    if outcome.failed_calls:
+        counts = ", ".join(f"{count} {kind}" for kind, count in sorted(outcome.failed_calls.items()))
+        print(f"failed backend calls: {counts} (a batch's rows scored again one by one; a row whose "
+              "own call failed scored above any error)")
     print(hunting.format_report(outcome))
     print(f"saved {len(added)} new of {len(outcome.found)} cases to {path}; reproduce this hunt with "
           f"--seed {plan.seed} --evaluations {outcome.evaluations}")
@@ -597,6 +668,9 @@ def main(argv: list[str] | None = None) -> int:
         # The catalogue reads the corpus at first use, which any command may be.
         print(f"softmax-suite: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # between pytest's passes (each answers its own Ctrl-C) or in a child's
+        print("softmax-suite: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

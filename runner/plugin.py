@@ -80,7 +80,8 @@ def pytest_configure(config: pytest.Config) -> None:
                          for name, b in state.backends.items()},
             "settings": {"budget": state.settings.budget.as_dict(),
                          "flush_to_zero": state.settings.flush_to_zero,
-                         "source": state.settings.source},
+                         "source": state.settings.source,
+                         "case_timeout": state.settings.case_timeout, "isolate": state.isolate},
             "capabilities": state.capabilities,
             # Accuracy and invariants only: the throughput pass judges no subnormal.
             **({} if config.getoption("markexpr") == "throughput" else {"flush_probe": state.flush_table()}),

@@ -24,9 +24,10 @@ from softmax_suite.runner import options as suite_options
 if TYPE_CHECKING:
     from softmax_suite.runner.session import SuiteState
 
-# Header fields a resumed run must match; of the settings, what decides a status (not where they came from).
+# Header fields a resumed run must match; of the settings, what decides a status (not where they came from):
+# a case that timed out or crashed under one --case-timeout or --isolate may pass under another.
 COMPARED = ("selection", "collection", "backends", "capabilities")
-COMPARED_SETTINGS = ("budget", "flush_to_zero")
+COMPARED_SETTINGS = ("budget", "flush_to_zero", "case_timeout", "isolate")
 SHOWN = 3
 
 
@@ -154,8 +155,9 @@ class Steps:
 
 def plan(out: Path, args: argparse.Namespace) -> Steps:
     """The steps of `softmax-suite run --resume out`. args without selection options take the
-    recorded ones, and throughput.jsonl goes on with its recorded sweep (unless --throughput off);
-    ValueError when there is nothing to resume or a file cannot be read."""
+    recorded ones, without --isolate or --case-timeout the recorded run's, and throughput.jsonl goes
+    on with its recorded sweep (unless --throughput off); ValueError when there is nothing to resume
+    or a file cannot be read."""
     results, timings = out / "results.jsonl", out / "throughput.jsonl"
     if not results.is_file():
         raise ValueError(f"--resume {out}: no {results.name} there, nothing to resume (start a run with "
@@ -164,6 +166,10 @@ def plan(out: Path, args: argparse.Namespace) -> Steps:
     if not any(getattr(args, flag.removeprefix("--")) for flag, _ in suite_options.SELECTION):
         for name, value in (header.get("options") or {}).items():
             setattr(args, name, value)
+    settings = header.get("settings") or {}
+    args.isolate = args.isolate or bool(settings.get("isolate"))
+    if args.case_timeout is None:
+        args.case_timeout = settings.get("case_timeout")
     throughput = "done" if args.throughput == "off" else "run"
     if throughput == "run" and timings.is_file():
         recorded_timings = _header(timings)

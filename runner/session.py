@@ -53,11 +53,6 @@ class SuiteState:
         # The --backend spec that loaded each backend, by its name: what reloads it (reproducers, workers).
         self.specs: dict[str, str] = {}
         self.devices = split(options.value(config, "--device"))
-        # A session that selects backends or devices, or writes results, resolves them now (a
-        # misspelt name is a usage error before anything runs); any other (the self-tests under
-        # this plugin) loads them only if an item asks, so that no framework is imported for nothing.
-        if self.backend_names or self.devices or self.isolate or options.value(config, "--results"):
-            self.backends  # noqa: B018
         config_path = options.value(config, "--suite-config")
         if config_path and not Path(config_path).is_file():
             raise pytest.UsageError(f"--suite-config {config_path}: no such file")
@@ -75,6 +70,12 @@ class SuiteState:
             self.baseline = baseline_io.load(baseline_path)["entries"] if baseline_path else None
         except baseline_io.BaselineError as error:
             raise pytest.UsageError(f"--baseline: {error}") from None
+        # A session that selects backends or devices, or writes results, resolves them now (a
+        # misspelt name is a usage error before anything runs); any other (the self-tests under
+        # this plugin) loads them only if an item asks, so that no framework is imported for nothing.
+        # After the settings: --isolate loads each within the case timeout.
+        if self.backend_names or self.devices or self.isolate or options.value(config, "--results"):
+            self.backends  # noqa: B018
 
         self.results: list[dict] = []
         self.writer: ResultsWriter | None = None
@@ -98,7 +99,8 @@ class SuiteState:
         try:
             check_names(specs)
             for spec in specs:
-                backend = load(spec)
+                # Under --isolate in its worker process alone: a crash while it loads costs only itself.
+                backend = Isolated.load(spec, self.settings.case_timeout) if self.isolate else load(spec)
                 # Known by its own name (a user's object's `name`) in ids, records and tables.
                 if backend.name in loaded:
                     raise ValueError(f"two backends are named {backend.name!r}: {self.specs[backend.name]} "
@@ -106,10 +108,6 @@ class SuiteState:
                 loaded[backend.name], self.specs[backend.name] = backend, spec
         except ValueError as error:
             raise pytest.UsageError(str(error)) from None
-        if self.isolate:
-            # Loaded here too: the parametrization needs their devices and dtypes.
-            loaded = {name: Isolated.of(self.specs[name], b) if isinstance(b, Backend) else b
-                      for name, b in loaded.items()}
         known_devices = {d for b in loaded.values() if isinstance(b, Backend)
                          for d in (*b.devices, *b.absent_devices)}
         for device in self.devices:

@@ -1,11 +1,14 @@
 """Backends with one planted fault each, for tests/test_faults.py: softmax goes wrong only for an input
-holding a NaN (the case `nan`) and is tests.bad_softmax:Float64Upcast, which is right, elsewhere."""
+holding a NaN (the case `nan`) and is tests.bad_softmax:Float64Upcast, which is right, elsewhere; or
+the process that loads the backend dies (*WhenLoaded: loading a class makes an instance of it); or, for
+the hunt, softmax crashes or hangs on rows of one length (*OnShortRows)."""
 
 from __future__ import annotations
 
 import ctypes
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -106,3 +109,46 @@ class Aborts(_Planted):
 class ExitsInterpreter(_Planted):
     def fault(self, x, axis):
         os._exit(3)
+
+
+class SegfaultsWhenLoaded(Float64Upcast):
+    def __init__(self) -> None:
+        ctypes.string_at(0)
+
+
+class ExitsWhenLoaded(Float64Upcast):
+    def __init__(self) -> None:
+        os._exit(3)
+
+
+class FaultsOnShortRows(Float64Upcast):
+    """For tests/test_hunt.py: softmax segfaults on rows of crash_length entries and hangs on rows of
+    hang_length, lengths the first generation of a hunt holds. Where $FAULTS_ONCE names a folder,
+    each fault strikes once: a file there says it did, to the worker process started afresh after it."""
+
+    crash_length: int | None = 3
+    hang_length: int | None = 5
+
+    def softmax(self, x: np.ndarray, axis: int) -> np.ndarray:
+        if x.shape[axis] == self.crash_length and _first("crashed"):
+            ctypes.string_at(0)
+        if x.shape[axis] == self.hang_length and _first("hung"):
+            time.sleep(3600)
+        return super().softmax(x, axis)
+
+
+class HangsOnShortRows(FaultsOnShortRows):
+    """FaultsOnShortRows without the crash: a hunt in its own process survives a hang only."""
+
+    crash_length = None
+
+
+def _first(fault: str) -> bool:
+    folder = os.environ.get("FAULTS_ONCE")
+    if folder is None:
+        return True
+    marker = Path(folder) / fault
+    if marker.exists():
+        return False
+    marker.touch()
+    return True

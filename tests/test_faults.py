@@ -50,14 +50,17 @@ ISOLATED = {
     "ExitsInterpreter": ("crash", "crashed: the backend process exited with status 3"),
 }
 EXPECTED = {"in-process": IN_PROCESS, "isolated": ISOLATED}
+# Backends whose loading kills the process that loads it, and how their worker process died.
+DIES_WHEN_LOADED = {"SegfaultsWhenLoaded": "died with SIGSEGV (signal 11)",
+                    "ExitsWhenLoaded": "exited with status 3"}
 # The suite's call labels: the accuracy check's one call, and the invariants' first of several.
 LABELS = {"accuracy": "softmax", "invariants": "softmax(x)"}
 
 
-def start(faults: list[str], out: Path, *options: str) -> subprocess.Popen:
-    """softmax-suite run over the planted backends, as a user types it (from the checkout, so that
-    `tests.` imports)."""
-    backends = ",".join(f"tests.faulty_backend:{fault}" for fault in faults)
+def start(faults: list[str], out: Path, *options: str, others: tuple[str, ...] = ()) -> subprocess.Popen:
+    """softmax-suite run over the planted backends (and others), as a user types it (from the checkout,
+    so that `tests.` imports)."""
+    backends = ",".join([*others, *(f"tests.faulty_backend:{fault}" for fault in faults)])
     return subprocess.Popen(
         [sys.executable, "-m", "softmax_suite.runner.cli",
          "run", "--backend", backends, "--case", ",".join(CASES),
@@ -126,6 +129,28 @@ def test_a_segfault_under_xdist_costs_one_case(tmp_path: Path) -> None:
     assert len(run["records"]) == len(CASES) * 2
 
 
+def test_a_backend_that_crashes_while_loaded_costs_only_itself_under_isolate(tmp_path: Path) -> None:
+    # The suite's process never loads it: its worker process dies, and it is an unavailable backend
+    # (skipped, with what happened) while numpy runs; the exit status is numpy's (0: all passed).
+    run = finish(start(list(DIES_WHEN_LOADED), tmp_path, "-n", "0", "--isolate", others=("numpy",)), tmp_path)
+    assert run["code"] == 0, run["output"]
+    assert "Traceback (most recent call last)" not in run["output"]
+    numpy = [r for r in run["records"] if r["backend"] == "numpy"]
+    assert len(numpy) == len(CASES) * 2 and {r["status"] for r in numpy} == {"pass"}
+    header = json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])
+    for fault, death in DIES_WHEN_LOADED.items():
+        name = f"tests.faulty_backend:{fault}"
+        reason = header["backends"][name]["unavailable"]
+        assert reason.startswith(f"crashed: the backend process {death} while it loaded the backend"), reason
+        mine = [r for r in run["records"] if r["backend"] == name]
+        assert {r["check"] for r in mine} >= set(LABELS) and {r["status"] for r in mine} == {"skip"}
+        assert all(r["message"] == reason for r in mine)
+        assert name in run["output"].partition("not run: ")[2]  # the verdict's list of what did not run
+    # Where the segfault struck, from faulthandler in the worker.
+    stack = header["backends"]["tests.faulty_backend:SegfaultsWhenLoaded"]["unavailable"]
+    assert "faulty_backend.py" in stack and "__init__" in stack, stack
+
+
 def test_arrays_cross_the_pipe_with_their_bits_and_layout() -> None:
     # bfloat16 goes by name; a strided input keeps its strides (the case's layout is its question).
     wide = np.arange(40, dtype=np.float32).reshape(4, 10).astype(ml_dtypes.bfloat16)
@@ -145,7 +170,11 @@ def test_arrays_cross_the_pipe_with_their_bits_and_layout() -> None:
 def test_an_isolated_backend_answers_as_in_process_and_is_shut_down() -> None:
     x = np.linspace(-20, 20, 64, dtype=np.float32).reshape(4, 16).astype(ml_dtypes.bfloat16)[:, ::2]
     backend = load("numpy")
-    isolated = isolation.Isolated.of("numpy", backend)
+    isolated = isolation.Isolated.load("numpy", LIMIT)
+    # Known by what its worker process said of it: the same as the copy loaded here.
+    assert (isolated.name, isolated.version, isolated.devices, isolated.dtypes, set(isolated.ops)) == (
+        backend.name, backend.version, backend.devices, backend.dtypes, set(backend.ops))
+    assert isolated.describe("cpu") == json.loads(json.dumps(dict(backend.describe("cpu"))))
     expected = accuracy.call_backend(backend, "log_softmax", "cpu", -1, [x], x.shape)
     got = accuracy.call_backend(isolated, "log_softmax", "cpu", -1, [x], x.shape, limit=LIMIT)
     assert got.tobytes() == expected.tobytes()

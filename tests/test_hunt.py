@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from softmax_suite.backends import isolation
 from softmax_suite.backends.registry import load
 from softmax_suite.formats import DTYPES, format_of
 from softmax_suite.runner import cli
@@ -21,7 +22,7 @@ from softmax_suite.suites import accuracy, corpus
 from softmax_suite.suites.accuracy import Target
 from softmax_suite.suites.cases import CATALOGUE, found_case, select_cases
 from softmax_suite.suites.cotangents import build_cotangents
-from softmax_suite.suites.hunt.fitness import Evaluator
+from softmax_suite.suites.hunt.fitness import WORST, Evaluator
 from softmax_suite.suites.hunt.search import OFFSPRING, Plan, hunt, parse_duration, search
 from softmax_suite.suites.hunt.shrink import shrink
 from tests.narrow_bug import BAND, SHORT_ROW
@@ -29,6 +30,10 @@ from tests.narrow_bug import BAND, SHORT_ROW
 REPO = Path(__file__).resolve().parents[1]
 NARROW = "tests.narrow_bug:ExpTableSegment"
 CORRECT = "tests.bad_softmax:Float64Upcast"
+# Right but on rows of 3 entries (a segfault) and of 5 (a hang); HangsOnShortRows hangs only.
+FAULTY = "tests.faulty_backend:FaultsOnShortRows"
+HANGS = "tests.faulty_backend:HangsOnShortRows"
+LIMIT = 1.0  # seconds: a hang must cost about this
 
 
 def run_cli(*args: str, cwd: Path, corpus_variable: str | None = None) -> subprocess.CompletedProcess:
@@ -145,6 +150,43 @@ def test_the_same_seed_and_evaluations_give_the_same_corpus(tmp_path: Path) -> N
     assert corpus.merge(tmp_path / "first.json", again) == []
     assert len(corpus.read(tmp_path / "first.json")) == len(again)
     assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left no temporary file
+
+
+def test_under_isolate_a_row_that_crashes_or_hangs_costs_its_own_call_only() -> None:
+    # Each row alone: the crash and the hang score WORST (above any error, as a call that raises),
+    # the row between them is scored as ever by the worker started afresh after the crash.
+    backend = isolation.Isolated.load(FAULTY, LIMIT)
+    try:
+        evaluate = Evaluator(backend, "softmax", "float32", "cpu", Settings(case_timeout=LIMIT))
+        rows = [np.linspace(0, -4, n, dtype=np.float32) for n in (3, 4, 5)]
+        scores = evaluate(rows)
+        assert scores[0] == scores[2] == WORST and scores[1] <= 1, scores
+        assert evaluate.failed_calls == {"crash": 1, "timeout": 1}
+        record = evaluate.judged(rows[0])  # what a saved case says of it
+        assert record["status"] == "error" and "died with SIGSEGV (signal 11)" in record["message"]
+    finally:
+        isolation.shutdown()
+
+
+@pytest.mark.parametrize(("backend", "options", "failed", "struck"), [
+    (FAULTY, ["--isolate"], "1 crash, 1 timeout", ["crashed", "hung"]),
+    (HANGS, [], "1 timeout", ["hung"]),  # in the hunt's own process: SIGALRM stops a Python hang
+])
+def test_a_hunted_backend_that_crashes_or_hangs_costs_that_call_not_the_hunt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, backend: str, options: list[str], failed: str,
+        struck: list[str]) -> None:
+    # Each fault strikes once (FAULTS_ONCE): the call that met it fails, its rows are scored again one
+    # by one and pass, and the hunt goes on to its end; a correct backend otherwise, so it exits 0.
+    once = tmp_path / "once"
+    once.mkdir()
+    monkeypatch.setenv("FAULTS_ONCE", str(once))
+    done = run_cli("hunt", "--backend", backend, "--op", "softmax", "--dtype", "float32", "--evaluations",
+                   "128", "--keep", "1", "--case-timeout", str(LIMIT), *options,
+                   "--corpus", str(tmp_path / "found.json"), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "scored 128 rows in 1 generations" in done.stdout
+    assert f"failed backend calls: {failed} " in done.stdout
+    assert sorted(marker.name for marker in once.iterdir()) == struck  # each fault did strike
 
 
 def test_search_stops_at_the_first_generation_boundary_after_its_limits() -> None:

@@ -5,6 +5,7 @@ an uninterrupted run."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -135,6 +136,88 @@ def test_a_serial_run_resumes_under_xdist(full: Path) -> None:
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(outcomes(cut / "results.jsonl")) == sorted(outcomes(full / "results.jsonl"))
+
+
+@pytest.mark.parametrize(("given", "difference"), [
+    (["--isolate"], "settings.isolate: recorded False, this run True"),
+    (["--case-timeout", "5"], "settings.case_timeout: recorded 600.0, this run 5.0"),
+])
+def test_a_resume_under_another_isolate_or_case_timeout_is_refused(full: Path, tmp_path: Path,
+                                                                   given: list[str], difference: str) -> None:
+    # A case that timed out or crashed under one may pass under the other: the kept records and the
+    # new ones would not be comparable, so the difference is named and the file left as it was.
+    kept = (full / "results.jsonl").read_text().splitlines(keepends=True)[:1 + KILL_AFTER]
+    (tmp_path / "results.jsonl").write_text("".join(kept))
+    refused = subprocess.run(command("run", "--resume", str(tmp_path), *given, cache=full.parent / "cache"),
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert difference in refused.stderr
+    assert (tmp_path / "results.jsonl").read_text() == "".join(kept)
+
+
+def test_a_resume_given_neither_takes_the_recorded_isolate_and_case_timeout(tmp_path: Path) -> None:
+    # Not given, they are the killed run's: the resume keeps its crash safety and time limit.
+    write(tmp_path / "results.jsonl", 3, False, settings={"isolate": True, "case_timeout": 5.0})
+    args = cli.build_parser().parse_args(["run", "--resume", str(tmp_path)])
+    resume.plan(tmp_path, args)
+    assert (args.isolate, args.case_timeout) == (True, 5.0)
+
+
+def children(pid: int) -> dict[int, str]:
+    """The processes whose parent is pid: their command lines, by process id (Linux's /proc)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])  # after "pid (name) state"
+            if parent == pid:
+                found[int(stat.parent.name)] = (stat.parent / "cmdline").read_text().replace("\0", " ")
+        except (OSError, IndexError, ValueError):  # a process that ended while it was read
+            continue
+    return found
+
+
+def running(pid: int) -> bool:
+    """Whether the process exists and has not ended (a zombie, not yet reaped, has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc")
+@pytest.mark.parametrize(("stop", "status"), [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 130)])
+def test_stopping_run_ends_its_throughput_child_too(tmp_path: Path, stop: signal.Signals,
+                                                    status: int) -> None:
+    # The throughput pass runs in a child process, here for a minute a call (tests/slow_backend.py):
+    # a SIGTERM or a Ctrl-C to `softmax-suite run` alone must not leave it running, timing on.
+    said = tmp_path / "said.txt"  # not a pipe: a child left running would hold it open
+    with said.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "softmax_suite.runner.cli", "run",
+             "--backend", "tests.slow_backend:slow_to_time", "--op", "softmax", "--dtype", "float32",
+             "--case", "glossary", "-n", "0", "--throughput", "quick",
+             "--oracle-cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")],
+            cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
+    child = None
+    try:
+        deadline = time.monotonic() + 120
+        while child is None and time.monotonic() < deadline and process.poll() is None:
+            child = next((pid for pid, line in children(process.pid).items() if "throughput.jsonl" in line),
+                         None)
+            time.sleep(0.05)
+        assert child is not None, said.read_text()
+        process.send_signal(stop)
+        process.wait(timeout=60)
+        deadline = time.monotonic() + 5
+        while running(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not running(child), "the throughput child outlived softmax-suite run"
+        assert process.returncode == status, said.read_text()
+        assert "Traceback" not in said.read_text()
+    finally:
+        process.kill()
+        if child is not None and running(child):
+            os.kill(child, signal.SIGKILL)
 
 
 def write(path: Path, records: int, finished: bool, **header: object) -> None:

@@ -4,6 +4,7 @@ rows of one length evaluated together, one oracle call and one backend call per 
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 
@@ -27,7 +28,9 @@ WORST = math.inf
 class Evaluator:
     """Scores rows (1-D arrays in the dtype) for one backend, op, dtype and device; a VJP's
     cotangent of each length n is build_cotangents(kind, seed, (n,), -1), as the catalogue builds
-    it for a found case of that seed. Counts the rows it evaluated."""
+    it for a found case of that seed. Each backend call has the settings' case timeout (under
+    --isolate a crash or hang costs that call: an Isolated backend's worker is started afresh).
+    Counts the rows it evaluated, and the calls that failed by their failure (error, timeout, crash)."""
 
     def __init__(self, backend: Backend, op: str, dtype: str, device: str, settings: Policy,
                  cotangent: str | None = None, seed: int = 0) -> None:
@@ -36,6 +39,7 @@ class Evaluator:
         self.fmt = format_of(dtype)
         self.vjp = is_vjp(op)
         self.evaluations = 0
+        self.failed_calls: Counter[str] = Counter()
         self._cotangents: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         # The flush-to-zero allowance as the run grants it: measured on this backend (suites.flushing).
         self.flush = flushes(backend, Target(op, backend.name, device, dtype, "hunt"), settings)
@@ -75,7 +79,8 @@ class Evaluator:
         these bits will show in `softmax-suite run`."""
         reference, inputs = self.inputs(x)
         try:
-            got = call_backend(self.backend, self.op, self.device, -1, inputs, reference.shape)
+            got = call_backend(self.backend, self.op, self.device, -1, inputs, reference.shape,
+                               limit=self.settings.case_timeout)
         except BackendFailure as failure:
             return {"status": "error", "failure": "error", "message": str(failure),
                     "metrics": {"max_ulp": None}, "bound": {}}
@@ -89,12 +94,13 @@ class Evaluator:
         padding = (1 << (rows - 1).bit_length()) - rows
         padded = [np.concatenate([a, np.repeat(a[-1:], padding, axis=0)]) for a in inputs]
         try:
-            got = call_backend(self.backend, self.op, self.device, -1, padded,
-                               (rows + padding, *reference.shape[1:]))[:rows]
-        except BackendFailure:
+            got = call_backend(self.backend, self.op, self.device, -1, padded, (rows + padding,
+                               *reference.shape[1:]), limit=self.settings.case_timeout)[:rows]
+        except BackendFailure as failure:
+            self.failed_calls[failure.kind] += 1
             if x.shape[0] == 1:
                 return [WORST]
-            # Find the rows that fail: a backend may raise on some inputs only.
+            # Find the rows that fail: a backend may raise (crash, hang) on some inputs only.
             return [score for row in x for score in self._batch(row[None])]
         return self._scores(reference, got)
 

@@ -16,7 +16,7 @@ import datetime
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -90,6 +90,9 @@ class Outcome:
     generations: int
     seconds: float
     shrink_evaluations: int
+    # Backend calls that failed, by failure (error, timeout, crash): a batch's rows are scored again one
+    # by one, and a row whose own call fails scores WORST.
+    failed_calls: dict[str, int] = field(default_factory=dict)
 
 
 def catalogue_rows(fmt: Format, max_length: int) -> list[np.ndarray]:
@@ -208,7 +211,8 @@ def hunt(backend: Backend, backend_name: str, device: str, settings: Policy, pla
             failure=record["failure"], message=record["message"], x=x,
             description=_describe(backend_name, backend.version, today, plan, record, shrunk))
         found.append(Found(entry, record, shrunk))
-    return Outcome(found, searched, generations, seconds, evaluate.evaluations - searched)
+    return Outcome(found, searched, generations, seconds, evaluate.evaluations - searched,
+                   dict(evaluate.failed_calls))
 
 
 def _describe(backend_name: str, version: str, today: str, plan: Plan, record: dict, shrunk: Shrunk) -> str:
