@@ -395,19 +395,30 @@ def test_a_bad_limit_is_a_usage_error(tmp_path: Path) -> None:
     assert run.returncode == 2 and "oracle cache limit '2 gigs'" in run.stdout + run.stderr
 
 
-def test_a_warm_run_gives_the_same_records(tmp_path: Path) -> None:
-    def run(out: str) -> list[dict]:
-        done = cli("run", "--backend", "numpy", "--case", "glossary,neg_inf_mask", "--dtype", "bfloat16",
-                   "--oracle-cache", str(tmp_path / "cache"), "--out", str(tmp_path / out), "-n", "0")
-        assert done.returncode == 0, done.stdout + done.stderr
-        lines = [json.loads(line) for line in (tmp_path / out / "results.jsonl").read_text().splitlines()]
-        return [{k: v for k, v in line.items() if k not in ("duration_s",)}
-                for line in lines if line["kind"] == "result"]
+def records_of_a_small_run(folder: Path, out: str, limit: str | None = None) -> list[dict]:
+    done = cli("run", "--backend", "numpy", "--case", "glossary,neg_inf_mask", "--dtype", "bfloat16",
+               "--oracle-cache", str(folder / "cache"), "--out", str(folder / out), "-n", "0", limit=limit)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = [json.loads(line) for line in (folder / out / "results.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if k not in ("duration_s",)}
+            for line in lines if line["kind"] == "result"]
 
-    cold = run("cold")
+
+def test_a_warm_run_gives_the_same_records(tmp_path: Path) -> None:
+    cold = records_of_a_small_run(tmp_path, "cold")
     entries = store.info(tmp_path / "cache")["entries"]
     # 2 cases: one forward entry and one VJP entry per cotangent kind each, and the invariants'
     # shift check asks about inputs rounded to a grid (one more here).
     assert entries >= 2 * (1 + 4)
-    assert run("warm") == cold
+    assert records_of_a_small_run(tmp_path, "warm") == cold
     assert store.info(tmp_path / "cache")["entries"] == entries
+
+
+def test_a_run_under_a_limit_too_small_for_it_gives_the_same_records(tmp_path: Path) -> None:
+    unbounded = records_of_a_small_run(tmp_path / "unbounded", "out", limit="off")
+    needed = store.info(tmp_path / "unbounded" / "cache")["bytes"]
+    # A third of what the run keeps: it evicts as it goes. One process, whose running total is
+    # the folder's, lists it whenever a write crosses the limit: never past it.
+    limit = needed // 3
+    assert records_of_a_small_run(tmp_path / "bounded", "out", limit=str(limit)) == unbounded
+    assert 0 < store.info(tmp_path / "bounded" / "cache")["bytes"] <= limit
