@@ -21,12 +21,13 @@ from softmax_suite.oracle.gradients import vjp_references
 MAX_ELEMENTS = 8_000_000
 _memory: OrderedDict[tuple, dict[str, Reference]] = OrderedDict()
 _held: dict[tuple, int] = {}  # elements per entry of _memory
-_disk: list[Path] = []
+_disk: list[tuple[Path, int | None]] = []
 
 
-def use_disk(folder: Path | None) -> None:
-    """Keep references in folder from now on (None: in memory only)."""
-    _disk[:] = [folder] if folder is not None else []
+def use_disk(folder: Path | None, limit: int | None) -> None:
+    """Keep references in folder from now on (None: in memory only), evicting the least recently
+    used past limit bytes (None: no limit; store.limit() is the user's setting)."""
+    _disk[:] = [(folder, limit)] if folder is not None else []
 
 
 def _digest(x: np.ndarray) -> str:
@@ -65,12 +66,15 @@ def clear() -> None:
 
 def _from_disk_or_computed(vjp: bool, x: np.ndarray, axis: int,
                            cotangents: tuple[np.ndarray, np.ndarray] | None) -> dict[str, Reference]:
+    compute = (lambda: vjp_references(x, *cotangents, axis)) if vjp else (lambda: forward_references(x, axis))
+    if not _disk:
+        return compute()
+    folder, limit = _disk[0]
     inputs = [x, *cotangents] if vjp else [x]
-    key = store.entry_key("vjp" if vjp else "forward", axis % max(x.ndim, 1), inputs) if _disk else ""
-    stored = store.load(_disk[0], key) if _disk else None
+    key = store.entry_key("vjp" if vjp else "forward", axis % max(x.ndim, 1), inputs)
+    stored = store.load(folder, key)
     if stored is not None:
         return stored
-    references = vjp_references(x, *cotangents, axis) if vjp else forward_references(x, axis)
-    if _disk:
-        store.save(_disk[0], key, references)
+    references = compute()
+    store.save(folder, key, references, limit)
     return references

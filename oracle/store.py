@@ -8,15 +8,25 @@ by kind and shape (per-row terms once per row, shared terms once), and a checksu
 entry that fails to load or to match its checksum is reported, recomputed and replaced. Files
 are written to a temporary name in the same folder and renamed into place, so a reader never
 sees half an entry and two workers writing the same entry leave one whole.
+
+The folder is bounded ($SOFTMAX_SUITE_ORACLE_CACHE_LIMIT, default 2 GB): a hit touches its entry's
+mtime, and a write that takes the folder past the limit evicts the entries unused longest until
+it holds 90% of it. A process keeps a running total of the folder instead of listing it on every
+write: it lists it on its first write, then every SCAN_EVERY writes (what other processes wrote
+meanwhile) or when its own total crosses the limit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import math
 import os
+import re
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +41,18 @@ ORACLE_SOURCES = (Path(formats.__file__), *(Path(__file__).parent / name for nam
     "rounding.py", "doubleword.py", "exponential.py", "fastpath.py", "exact.py", "gradients.py", "store.py")))
 ORACLE_VERSION = hashlib.sha256(b"".join(path.read_bytes() for path in ORACLE_SOURCES)).hexdigest()[:16]
 ENVIRONMENT_VARIABLE = "SOFTMAX_SUITE_ORACLE_CACHE"
+LIMIT_VARIABLE = "SOFTMAX_SUITE_ORACLE_CACHE_LIMIT"
+# A default run keeps 540 MB (docs/oracle.md): 2 GB keeps it warm as the catalogue grows, and beside
+# it a second oracle version's entries (an upgrade; a checkout beside an installed release).
+DEFAULT_LIMIT = 2 * 10**9
+# Parallel processes overshoot the limit by at most this many entries each between listings.
+SCAN_EVERY = 64
+LOW_WATER = 0.9  # an eviction leaves this fraction of the limit, so that the next write does not evict again
 SUFFIX = ".npz"
 FIELDS = ("rounded", "mant", "mant_lo", "scale")
+UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+         "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+SIZE = re.compile(r"\s*(\d+\.?\d*|\.\d+)\s*([a-z]*)\s*", re.IGNORECASE)
 
 
 class OracleCacheWarning(UserWarning):
@@ -52,6 +72,25 @@ def folder_for(option: str | None) -> Path | None:
     if option == "off":
         return None
     return Path(option) if option else default_folder()
+
+
+def parse_limit(text: str) -> int | None:
+    """Bytes of a size such as '500MB', '2GB', '1.5GiB' or '1000000' (decimal units as cache info
+    prints them, binary ones too); None, no limit, for '0' or 'off'."""
+    found = SIZE.fullmatch(text)
+    if text.strip().lower() == "off":
+        return None
+    if found is None or found[2].lower() not in UNITS:
+        raise ValueError(f"oracle cache limit {text!r} (${LIMIT_VARIABLE}): give a size like 500MB or 2GB "
+                         f"(units B, kB, MB, GB, TB, KiB, MiB, GiB, TiB), or 0 or off for no limit")
+    return math.ceil(float(found[1]) * UNITS[found[2].lower()]) or None
+
+
+def limit() -> int | None:
+    """The folder's size limit in bytes from $SOFTMAX_SUITE_ORACLE_CACHE_LIMIT (None: no limit);
+    DEFAULT_LIMIT when unset. Raises ValueError, naming the fix, for a value that is not a size."""
+    text = os.environ.get(LIMIT_VARIABLE, "")
+    return parse_limit(text) if text else DEFAULT_LIMIT
 
 
 def entry_key(family: str, axis: int, inputs: list[np.ndarray]) -> str:
@@ -146,23 +185,41 @@ def _unpack(arrays: dict[str, np.ndarray]) -> dict[str, Reference]:
 
 
 def load(folder: Path, key: str) -> dict[str, Reference] | None:
-    """The stored references, or None when absent; a damaged entry is warned about and removed."""
+    """The stored references, or None when absent; a damaged entry is warned about and removed,
+    a hit marked as used now (what eviction goes by)."""
     path = _path(folder, key)
-    if not path.is_file():
-        return None
     try:
+        # Once open, the entry reads whole even if another process evicts or replaces it meanwhile.
         with path.open("rb") as file, np.load(file, allow_pickle=False) as stored:
-            return _unpack({name: stored[name] for name in stored.files})
+            references = _unpack({name: stored[name] for name in stored.files})
+    except FileNotFoundError:  # absent, or evicted by another process since
+        return None
     except Exception as error:  # any damage: truncation, bad zip, bad checksum, missing arrays
         warnings.warn(f"oracle cache entry {path} is unusable ({type(error).__name__}: {error}); "
                       "recomputing it", OracleCacheWarning, stacklevel=2)
         path.unlink(missing_ok=True)
         return None
+    # Fails when evicted meanwhile or in a folder this user may only read: the hit still counts.
+    with contextlib.suppress(OSError):
+        os.utime(path)
+    return references
 
 
-def save(folder: Path, key: str, references: dict[str, Reference]) -> None:
-    """Store the references atomically; a folder that cannot be written is warned about once per
-    call and skipped (the run goes on without the cache)."""
+@dataclass
+class _Tally:
+    """One process's idea of a folder's size: the total when last listed plus its own writes."""
+
+    bytes: int
+    writes: int = 0
+
+
+_tallies: dict[Path, _Tally] = {}
+
+
+def save(folder: Path, key: str, references: dict[str, Reference], limit: int | None = None) -> None:
+    """Store the references atomically, then keep the folder within limit bytes (None: unbounded);
+    a folder that cannot be written is warned about once per call and skipped (the run goes on
+    without the cache)."""
     path = _path(folder, key)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,17 +229,51 @@ def save(folder: Path, key: str, references: dict[str, Reference]) -> None:
             np.savez_compressed(file, **_pack(references))
             file.flush()
             os.fsync(file.fileno())
+            size = file.tell()
         os.replace(temporary, path)
+        if limit is not None:
+            tally = _tallies.get(folder)
+            if tally is not None:
+                tally.bytes += size
+                tally.writes += 1
+            if tally is None or tally.bytes > limit or tally.writes >= SCAN_EVERY:
+                _tallies[folder] = _Tally(evict(folder, limit))
     except OSError as error:
         warnings.warn(f"cannot write the oracle cache in {folder} ({error.strerror}); going on "
                       "without it", OracleCacheWarning, stacklevel=2)
 
 
+def _entries(folder: Path) -> list[tuple[int, int, Path]]:
+    """(mtime in ns, size, path) of every entry, oldest first."""
+    found = []
+    for path in folder.glob(f"*/*{SUFFIX}") if folder.is_dir() else []:
+        try:
+            stat = path.stat()
+        except FileNotFoundError:  # evicted or damaged and removed by another process since listed
+            continue
+        found.append((stat.st_mtime_ns, stat.st_size, path))
+    return sorted(found)
+
+
+def evict(folder: Path, limit: int) -> int:
+    """Remove the entries unused longest until the folder holds LOW_WATER of limit, if it holds
+    more than limit; the bytes left."""
+    entries = _entries(folder)
+    total = sum(size for _, size, _ in entries)
+    if total > limit:
+        for _, size, path in entries:
+            if total <= LOW_WATER * limit:
+                break
+            path.unlink(missing_ok=True)
+            total -= size
+    return total
+
+
 def info(folder: Path) -> dict:
     """Where the cache is, how many entries it holds and their size in bytes."""
-    entries = list(folder.glob(f"*/*{SUFFIX}")) if folder.is_dir() else []
+    entries = _entries(folder)
     return {"folder": str(folder), "entries": len(entries),
-            "bytes": sum(path.stat().st_size for path in entries), "oracle_version": ORACLE_VERSION}
+            "bytes": sum(size for _, size, _ in entries), "oracle_version": ORACLE_VERSION}
 
 
 def clear(folder: Path) -> int:

@@ -109,7 +109,8 @@ def check(backend: Any, *, framework: str | None = None, ops: Iterable[str] | st
     ("numpy" when not given; "torch", "jax", "mlx", "cupy"). ops, dtypes, cases (globs), devices and
     cotangents narrow the questions (comma-separated strings or lists; default: all but slow cases);
     config is a pyproject.toml with [tool.softmax-suite] (default: ./pyproject.toml where it exists).
-    Raises ValueError for a name that matches nothing, BackendUnavailable for a backend not installed.
+    Raises ValueError for a name that matches nothing or a bad $SOFTMAX_SUITE_ORACLE_CACHE_LIMIT,
+    BackendUnavailable for a backend not installed.
     """
     spec, loaded = _backend(backend, framework)
     chosen_ops = _chosen("op", ops, OPS)
@@ -118,7 +119,7 @@ def check(backend: Any, *, framework: str | None = None, ops: Iterable[str] | st
                           cases=_cases(cases, slow), cotangents=_chosen("cotangent", cotangents, COTANGENTS))
     settings = load_settings(Path(config) if config else Path.cwd() / "pyproject.toml")
     deviations = load_deviations(settings.known_deviations)
-    cache.use_disk(store.folder_for(None))
+    cache.use_disk(store.folder_for(None), store.limit())
     checked = Checked(loaded.name, spec,
                       capabilities=capabilities(loaded.name, loaded, chosen_ops, selection))
     asked = [(op, "accuracy") for op in chosen_ops]

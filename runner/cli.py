@@ -114,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     backends.add_argument("--backend", action="append", metavar="NAMES",
                           help="also describe these (package.module:attr)")
 
-    cache_parser = commands.add_parser("cache", help="the oracle cache: where, how big; or empty it")
+    cache_parser = commands.add_parser("cache", help="the oracle cache: where, how big, its limit "
+                                                     "($SOFTMAX_SUITE_ORACLE_CACHE_LIMIT); or empty it")
     cache_parser.add_argument("action", choices=("info", "clear"))
     cache_parser.add_argument("--oracle-cache", metavar="DIR", default=None,
                               help="the cache folder (default as for run)")
@@ -643,12 +644,31 @@ def cache_command(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         print(f"removed {removed} entries from {folder}")
         return EXIT_OK
+    try:
+        limit = store.limit()
+    except ValueError as error:
+        print(f"softmax-suite: {error}", file=sys.stderr)
+        return EXIT_USAGE
     described = store.info(folder)
     print(f"folder:  {described['folder']}")
     print(f"entries: {described['entries']}")
     print(f"size:    {described['bytes'] / 1e6:.1f} MB")
+    print(f"limit:   {_limit_line(limit, described['bytes'])}")
     print(f"oracle version: {described['oracle_version']}")
     return EXIT_OK
+
+
+def _limit_line(limit: int | None, size: int) -> str:
+    given = os.environ.get(store.LIMIT_VARIABLE)
+    source = f"${store.LIMIT_VARIABLE}={given}" if given else f"the default; ${store.LIMIT_VARIABLE} sets it"
+    if limit is None:
+        return f"none ({source})"
+    full = f"{size / limit:.0%} full"
+    if size > limit:
+        full += f": the next entry written evicts the least recently used down to {store.LOW_WATER:.0%} of it"
+    unit, scale = next((unit, scale) for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3), ("B", 1))
+                       if limit >= scale or unit == "B")
+    return f"{limit / scale:g} {unit}, {full} ({source})"
 
 
 COMMANDS = {"run": run_command, "backends": backends_command, "cases": cases_command,

@@ -47,8 +47,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "throughput: a benchmark (pytest-benchmark; runs serially)")
     state = SuiteState(config)
     config.stash[STATE_KEY] = state
-    cache.use_disk(store.folder_for(options.value(config, "--oracle-cache")))
     try:
+        cache.use_disk(store.folder_for(options.value(config, "--oracle-cache")), store.limit())
         progress.setting()
     except ValueError as error:
         raise pytest.UsageError(str(error)) from None
