@@ -406,6 +406,8 @@ def forward_block(inputs: list[np.ndarray], ids: np.ndarray, tier: str, fmt: For
     # Rows whose L is tiny: there d_j - L may lie a hair from a tie of the format (d_j one), which
     # only the exact split into three words decides (module docstring).
     small = np.flatnonzero(scalars.log_tail[0] < 2.0**-38)
+    # Finite bounds make finite ends (round_between need not look for NaN).
+    finite = bool(np.isfinite(eps_softmax).all() and np.isfinite(d_log_tail).all())
     for span in pending.spans(ids, n):
         if state.double:
             dh, dl, hidden = state.gaps(span)
@@ -423,11 +425,13 @@ def forward_block(inputs: list[np.ndarray], ids: np.ndarray, tier: str, fmt: For
             high, exponent = state.mh[:, span] * rh, state.exponent[:, span]
             with np.errstate(under="ignore"):
                 y = np.ldexp(high, exponent)
-            rounded, decided = round_between(*relative_ends(y, eps_softmax), fmt)
-            settled = _place_float(out["softmax"], target, span, rounded, decided,
-                                   _float_parts(high, exponent), hidden, 0.0)
+            chunk = _Chunk.of(out["softmax"], target, span, y.shape)
+            settled = chunk.decide(relative_ends(y, eps_softmax), fmt, finite)
+            chunk.split(high, exponent)
+            settled = chunk.exact(hidden, 0.0, settled)
+            chunk.write()
             settled &= _float_log_softmax(dh, dl, hidden, (lh, ll, d_log_tail), small, fmt,
-                                          out["log_softmax"], target, span)
+                                          _Chunk.of(out["log_softmax"], target, span, y.shape), finite)
         pending.settle(ids, span, settled)
         if pending.first:
             gap = np.abs(dh)  # 0 where masked
@@ -464,54 +468,79 @@ def _log_softmax_words(dh: np.ndarray, dl: np.ndarray, lh: np.ndarray, ll: np.nd
     return high, low, third, error
 
 
-def _float_parts(high: np.ndarray, exponent: np.ndarray | int) -> list[np.ndarray]:
-    """[mant, mant_lo, scale] of high 2^exponent (mant_lo 0, as a scalar) for the float64 tier."""
-    mant, scale = np.frexp(high)
-    mant *= 2.0
-    scale -= 1
-    if not isinstance(exponent, int):
-        scale += exponent
-    return [mant, 0.0, scale]
+@dataclass
+class _Chunk:
+    """One op's results for a chunk of rows on the float64 tier: views into its columns where the
+    rows are consecutive (written in place, no copy), else arrays that write() copies there.
+    mant_lo is left as the columns' zeros unless a row needs it (low is then set)."""
 
+    columns: Columns
+    target: np.ndarray | slice
+    span: slice
+    rounded: np.ndarray
+    mant: np.ndarray
+    scale: np.ndarray
+    low: np.ndarray | None = None
 
-def _place_float(columns: Columns, target: np.ndarray | slice, span: slice, rounded: np.ndarray,
-                 decided: np.ndarray, parts: list, exact: np.ndarray | None,
-                 exact_value: float) -> np.ndarray:
-    """Write a chunk decided on the float64 tier; entries marked exact (None: none) take exact_value.
-    Which elements were decided (or exact)."""
-    if exact is not None:
-        rounded[exact] = exact_value
-        parts[0][exact] = exact_value
-        parts[2][exact] = 0
-        if not np.isscalar(parts[1]):
-            parts[1][exact] = 0.0
-        decided |= exact
-    _place(columns, target, span, rounded, tuple(parts))
-    return decided
+    @classmethod
+    def of(cls, columns: Columns, target: np.ndarray | slice, span: slice, shape: tuple[int, int]) -> _Chunk:
+        if isinstance(target, slice):
+            return cls(columns, target, span, columns.rounded[target, span], columns.mant[target, span],
+                       columns.scale[target, span])
+        return cls(columns, target, span, np.empty(shape, columns.rounded.dtype), np.empty(shape),
+                   np.empty(shape, np.int32))
+
+    def decide(self, ends: tuple[np.ndarray, np.ndarray], fmt: Format, finite: bool) -> np.ndarray:
+        """Round both ends into the chunk (round_between); which elements that decided."""
+        return round_between(*ends, fmt, out=self.rounded, finite=finite)[1]
+
+    def split(self, high: np.ndarray, exponent: np.ndarray | int) -> None:
+        """mant and scale of the values high 2^exponent (mant_lo 0)."""
+        np.frexp(high, out=(self.mant, self.scale))
+        self.mant *= 2.0
+        self.scale -= 1
+        if not isinstance(exponent, int):
+            self.scale += exponent
+
+    def exact(self, mask: np.ndarray | None, value: float, decided: np.ndarray) -> np.ndarray:
+        """Entries of mask (None: none) are exactly value; decided, with them."""
+        if mask is None:
+            return decided
+        self.rounded[mask], self.mant[mask], self.scale[mask] = value, value, 0
+        if self.low is not None:
+            self.low[mask] = 0.0
+        return decided | mask
+
+    def write(self) -> None:
+        """Into the columns (where the chunk is not a view of them already)."""
+        if self.low is not None:
+            self.columns.mant_lo[self.target, self.span] = self.low
+        if not isinstance(self.target, slice):
+            _place(self.columns, self.target, self.span, self.rounded, (self.mant, 0.0, self.scale))
 
 
 def _float_log_softmax(dh: np.ndarray, dl: np.ndarray | None, hidden: np.ndarray | None, words: tuple,
-                       small: np.ndarray, fmt: Format, columns: Columns, target: np.ndarray | slice,
-                       span: slice) -> np.ndarray:
+                       small: np.ndarray, fmt: Format, chunk: _Chunk, finite: bool) -> np.ndarray:
     """log_softmax_j = d_j - L on the float64 tier: value = fl(dh - Lh) within u |value| + |dl| + |Ll|
-    + dL; rows in small (tiny L) through the exact split (_log_softmax_words)."""
+    + dL; rows in small (tiny L) through the exact split (_log_softmax_words). Which are decided."""
     lh, ll, d_log_tail = words
     value = dh + lh
     bound = d_log_tail + np.abs(ll)
     if dl is not None:
         bound = bound + np.abs(dl)
     error = (bound + 2.0**-52 * np.abs(value)) * SLACK  # absolute_ends: value's rounding and the ends'
-    rounded, decided = round_between(*absolute_ends(value, error), fmt)
-    parts = _float_parts(value, 0)
+    decided = chunk.decide(absolute_ends(value, error), fmt, finite)
+    chunk.split(value, 0)
     if small.size:
         lows = np.zeros((small.size, dh.shape[1])) if dl is None else dl[small]
         high, low, third, relative = _log_softmax_words(dh[small], lows, lh[small], ll[small],
                                                         d_log_tail[small])
-        rounded[small], decided[small] = round_certified(high, low, 0, relative, fmt, third)
-        parts[1] = np.zeros_like(value)
-        for part, values in zip(parts, split(high, low, 0), strict=True):
-            part[small] = values
-    return _place_float(columns, target, span, rounded, decided, parts, hidden, -np.inf)
+        chunk.rounded[small], decided[small] = round_certified(high, low, 0, relative, fmt, third)
+        chunk.low = np.zeros_like(value)
+        chunk.mant[small], chunk.low[small], chunk.scale[small] = split(high, low, 0)
+    decided = chunk.exact(hidden, -np.inf, decided)
+    chunk.write()
+    return decided
 
 
 @dataclass
@@ -821,8 +850,11 @@ def _vjp_float(inputs: list[np.ndarray], ids: np.ndarray, fmt: Format, out: dict
                    + TINY * (1 + np.abs(g_high))) * SLACK
         g_mant, g_exp = np.frexp(g_row)
         eps_sum = column((eps_y + u) * SLACK)
-        eps_scaled = column((eps_y + u + d_total / np.abs(g_high)) * SLACK)
+        # A relative error of 1 or more decides nothing; at 2 the ends stay finite.
+        eps_scaled = column(np.fmin((eps_y + u + d_total / np.abs(g_high)) * SLACK, 2.0))
         eps_softmax = column((eps_y + 3 * u) * SLACK)
+        # Finite bounds make finite ends (round_between need not look for NaN).
+        finite = bool(np.isfinite([eps_y, d_total, d_spread, top_err]).all())
         row_zero = column(g_row == 0)
         exact_rows = column(magnitude == 0)
         tiny = column(TINY * (1 + np.abs(g_high)))
@@ -832,13 +864,16 @@ def _vjp_float(inputs: list[np.ndarray], ids: np.ndarray, fmt: Format, out: dict
         for span in pending.spans(ids, n):
             high, exponent, y, hidden = _float_softmax(state, span, rh)
             gs = g[:, span]
+            shape = gs.shape
 
             # logsumexp_vjp_j = g y_j: relative eps_y + M.
             product = high * column(g_mant)
             scale = exponent + column(g_exp)
-            rounded, decided = round_between(*relative_ends(np.ldexp(product, scale), eps_sum), fmt)
-            settled = _place_float(out["logsumexp_vjp"], target, span, rounded, decided,
-                                   _float_parts(product, scale), _either(gs.shape, hidden, row_zero), 0.0)
+            chunk = _Chunk.of(out["logsumexp_vjp"], target, span, shape)
+            settled = chunk.decide(relative_ends(np.ldexp(product, scale), eps_sum), fmt, finite)
+            chunk.split(product, scale)
+            settled = chunk.exact(_either(shape, hidden, row_zero), 0.0, settled)
+            chunk.write()
 
             # log_softmax_vjp_j = g_j - y_j G: absolute (eps_y + M) |y_j G| + y_j dG + TINY (1 + |G|),
             # then A |value|; exact g_j where masked; G q - (G - g_k) at k; g = 0 gives exact zeros.
@@ -849,37 +884,40 @@ def _vjp_float(inputs: list[np.ndarray], ids: np.ndarray, fmt: Format, out: dict
                 absolute[hidden] = 0.0
             _set_at(value, k, span, top)
             _set_at(absolute, k, span, top_err)
-            absolute[np.broadcast_to(exact_rows, absolute.shape)] = 0.0
+            absolute[np.broadcast_to(exact_rows, shape)] = 0.0
             value += 0.0  # an exact zero is +0 (mpmath's zero has no sign)
             error = absolute * SLACK**4 + np.abs(value) * (2.0**-52 * SLACK**3)
-            rounded, decided = round_between(*absolute_ends(value, error), fmt)
-            parts_l = _float_parts(value, 0)
+            chunk = _Chunk.of(out["log_softmax_vjp"], target, span, shape)
+            decided = chunk.decide(absolute_ends(value, error), fmt, finite)
+            chunk.split(value, 0)
             # g_j = 0: the value is -y_j G, relative eps_y + M + dG / |G|, with y_j's exponent (y_j
             # may lie below float64's range, where the absolute bound leaves even its sign open).
-            scaled = _either(gs.shape, gs == 0)
+            scaled = _either(shape, gs == 0)
             if scaled is not None:
                 scaled &= ~exact_rows
                 if hidden is not None:
                     scaled &= ~hidden
                 _set_at(scaled, k, span, False)
                 product = high * column(-g_high)
-                exact_product = np.ldexp(product, exponent)
-                other, sure = round_between(*relative_ends(exact_product, eps_scaled), fmt)
-                rounded[scaled], decided[scaled] = other[scaled], sure[scaled]
-                for part, values in zip(parts_l[::2], _float_parts(product, exponent)[::2], strict=True):
-                    part[scaled] = values[scaled]
-            settled &= _place_float(out["log_softmax_vjp"], target, span, rounded, decided, parts_l, None,
-                                    0.0)
+                rounded, sure = round_between(*relative_ends(np.ldexp(product, exponent), eps_scaled), fmt,
+                                              finite=True)
+                chunk.rounded[scaled], decided[scaled] = rounded[scaled], sure[scaled]
+                mant, scale = np.frexp(product)
+                chunk.mant[scaled], chunk.scale[scaled] = 2.0 * mant[scaled], (scale + exponent - 1)[scaled]
+            chunk.write()
+            settled &= decided
 
             # softmax_vjp_j = y_j ((g_j - g_k) - S): relative eps_y + 2M + A + (dS + D |g_j - g_k|) / |f_j|.
             delta = gs - column(g_k)
             difference = delta - column(s_high)
             product = high * difference
             error = eps_softmax + (column(d_spread) + u * np.abs(delta)) * SLACK / np.abs(difference)
-            rounded, decided = round_between(*relative_ends(np.ldexp(product, exponent), error), fmt)
-            settled &= _place_float(out["softmax_vjp"], target, span, rounded, decided,
-                                    _float_parts(product, exponent), _either(gs.shape, hidden, zero[:, span]),
-                                    0.0)
+            np.fmin(error, 2.0, out=error)  # a relative error of 1 or more decides nothing
+            chunk = _Chunk.of(out["softmax_vjp"], target, span, shape)
+            decided = chunk.decide(relative_ends(np.ldexp(product, exponent), error), fmt, finite)
+            chunk.split(product, exponent)
+            settled &= chunk.exact(_either(shape, hidden, zero[:, span]), 0.0, decided)
+            chunk.write()
             pending.settle(ids, span, settled)
 
             if pending.first:

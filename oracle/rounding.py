@@ -185,23 +185,31 @@ def _in_format(rounded: np.ndarray, fmt: Format) -> np.ndarray:
     return _half_table().take(single.view(np.uint32) >> 13).view(fmt.np_dtype)
 
 
-def round_between(first: np.ndarray, second: np.ndarray, fmt: Format) -> tuple[np.ndarray, np.ndarray]:
+def round_between(first: np.ndarray, second: np.ndarray, fmt: Format, out: np.ndarray | None = None,
+                  finite: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(rounded, decided) for exact values known to lie between two float64 ends (in either order),
     for formats of 24 bits or fewer: decided where both ends round alike and have the same sign, for
     rounding to nearest is monotone, so every value between them rounds there too. The ends'
-    sign is the result's (a zero between them has none: undecided). NaN ends decide nothing.
-    Outside float32 (which numpy's cast rounds to, once, to nearest even), the rounding is
-    _nearest's; numpy's float16 cast would cost 2 ns an element."""
+    sign is the result's (a zero between them has none: undecided). NaN ends decide nothing;
+    finite=True: the caller knows there are none. Outside float32 (which numpy's cast rounds to,
+    once, to nearest even), the rounding is _nearest's; numpy's float16 cast would cost 2 ns an
+    element. rounded is out (an array of fmt's dtype) where given."""
     if fmt.p > 24:
         raise ValueError(f"round_between serves formats of 24 bits or fewer, not {fmt.name}")
+    if out is None:
+        out = np.empty(np.shape(first), fmt.np_dtype)
     with np.errstate(over="ignore", invalid="ignore"):
         if fmt.name == "float32":
-            low, high = first.astype(np.float32), second.astype(np.float32)
-            # Comparing the bits compares the signs of zeros too; first == first rules out NaN.
-            return low, (low.view(np.uint32) == high.view(np.uint32)) & (first == first)
-        low, high = _nearest(first, fmt), _nearest(second, fmt)
-        decided = (low == high) & (np.signbit(first) == np.signbit(second))
-        return _in_format(np.copysign(low, first), fmt), decided
+            out[...] = first
+            # Comparing the bits compares the signs of zeros too.
+            decided = out.view(np.uint32) == second.astype(np.float32).view(np.uint32)
+        else:
+            low, high = _nearest(first, fmt), _nearest(second, fmt)
+            decided = (low == high) & (np.signbit(first) == np.signbit(second))
+            out[...] = _in_format(np.copysign(low, first), fmt)
+    if not finite:
+        decided &= first == first
+    return out, decided
 
 
 def relative_ends(value: np.ndarray, error: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
