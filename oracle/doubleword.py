@@ -94,14 +94,19 @@ def tree_sum(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return high[..., 0], low[..., 0]
 
 
-def float_tree_sum(values: np.ndarray) -> np.ndarray:
+def float_tree_sum(values: np.ndarray, overwrite: bool = False) -> np.ndarray:
     """Pairwise float64 sums along the last axis: error at most depth * u * sum |values|
     (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., section 4.2), depth =
-    ceil(log2 n). Levels as tree_sum's, in place in one buffer of half the width."""
+    ceil(log2 n). Levels as tree_sum's, in place: in values where overwrite (the caller's
+    scratch), else in one buffer of half the width."""
     width = values.shape[-1]
     half = (width + 1) // 2
-    work = values[..., :half].copy()
-    work[..., :width - half] += values[..., half:]
+    if overwrite:
+        work = values
+        work[..., :width - half] += values[..., half:width]
+    else:
+        work = values[..., :half].copy()
+        work[..., :width - half] += values[..., half:]
     while half > 1:
         width, half = half, (half + 1) // 2
         work[..., :width - half] += work[..., half:width]

@@ -189,6 +189,9 @@ def underflow_terms(x: np.ndarray, fmt: Format) -> dict[str, np.ndarray]:
     absolute error of the sum that no relative bound covers (softmax_suite.oracle.budget)."""
     with np.errstate(invalid="ignore", over="ignore"):
         top = np.max(x, axis=1, initial=-np.inf)  # NaN where a row holds one
+        # The smallest gap is fl(min x - max x) (rounding is monotone): most rows have none below.
+        if not np.any(np.min(x, axis=1, initial=np.inf) - top < fmt.exp_subnormal_below):
+            return {"n_subnormal": np.zeros(x.shape[0]), "subnormal_tail": np.zeros(x.shape[0])}
         gaps = x - top[:, None]  # NaN or -inf on rows the policy decides, -inf where masked
         below = (gaps < fmt.exp_subnormal_below) & (gaps > -np.inf)
     rows, columns = np.nonzero(below)

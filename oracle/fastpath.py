@@ -144,7 +144,10 @@ def regular_rows(x: np.ndarray) -> np.ndarray:
     if not _settings["enabled"] or n < MIN_ROW:
         return np.zeros(rows, dtype=bool)
     top = x.max(axis=1)  # NaN where the row holds one
-    bottom = np.where(np.isneginf(x), np.inf, x).min(axis=1)
+    bottom = x.min(axis=1)
+    masked = np.flatnonzero(np.isneginf(bottom))  # the smallest finite entry of these
+    if masked.size:
+        bottom[masked] = np.where(np.isneginf(x[masked]), np.inf, x[masked]).min(axis=1)
     with np.errstate(over="ignore", invalid="ignore"):
         spread = top - bottom
     return np.isfinite(top) & (bottom < top) & (spread <= MAX_GAP)
@@ -319,13 +322,13 @@ def forward_state(x: np.ndarray, tier: str, fmt: Format) -> ForwardState:
         else:
             if exponent[:, span].min() < -1021:
                 below += np.count_nonzero(exponent[:, span] < -1021, axis=1)
-            partial_high.append(dw.float_tree_sum(high))
+            partial_high.append(dw.float_tree_sum(high, overwrite=True))
     # Chunk sums, then a sum of the chunks: one more level than a single tree at most.
     if double:
         t_high, t_low = dw.tree_sum(np.stack(partial_high, 1), np.stack(partial_low, 1))
         eps_sum = dw.tree_error(2 * n)
     else:
-        t_high, t_low = dw.float_tree_sum(np.stack(partial_high, 1)), np.zeros(rows)
+        t_high, t_low = dw.float_tree_sum(np.stack(partial_high, 1), overwrite=True), np.zeros(rows)
         eps_sum = dw.float_tree_error(2 * n)
     err_t = ((eps_exp + eps_sum * widen) * t_high * SLACK + below * 2.0**-1073) * SLACK
     state.scalars = _row_scalars(t_high, t_low, err_t)
@@ -824,19 +827,21 @@ def _vjp_float(inputs: list[np.ndarray], ids: np.ndarray, fmt: Format, out: dict
     # Rows whose terms fall below float64's range (a gap of ~760 in float32) make inf * 0 in the
     # bounds: their NaN bounds decide no element, and the rows go on (see the self-test).
     with np.errstate(all="ignore"):
-        parts: dict[str, list] = {"S": [], "B": [], "G": [], "A": []}
-        spread = np.zeros(rows)
+        # S, B, G and A in one tree: the terms (g_i - g_k) y_i (0 at k, where delta is 0, and where
+        # masked, where y is), their magnitudes, g_i and |g_i|, side by side in one scratch array.
+        parts, spread = [], np.zeros(rows)
         for span in _column_chunks(n):
             _, _, y, _ = _float_softmax(state, span, rh)
             gs = g[:, span]
-            delta = gs - column(g_k)
-            product = delta * y  # 0 at k (delta 0) and where masked (y 0)
-            parts["S"].append(dw.float_tree_sum(product))
-            parts["B"].append(dw.float_tree_sum(np.abs(product)))
-            parts["G"].append(dw.float_tree_sum(gs))
-            parts["A"].append(dw.float_tree_sum(np.abs(gs)))
+            scratch = np.empty((4, *gs.shape))
+            delta = np.subtract(gs, column(g_k), out=scratch[2])
             spread = np.maximum(spread, np.abs(delta).max(axis=1))
-        s_high, weight, g_high, magnitude = (dw.float_tree_sum(np.stack(parts[name], 1)) for name in "SBGA")
+            np.multiply(delta, y, out=scratch[0])
+            np.abs(scratch[0], out=scratch[1])
+            scratch[2] = gs
+            np.abs(gs, out=scratch[3])
+            parts.append(dw.float_tree_sum(scratch, overwrite=True))
+        s_high, weight, g_high, magnitude = dw.float_tree_sum(np.stack(parts, -1), overwrite=True)
         tree = dw.float_tree_error(2 * n)
         upper = (1 + 3 * u) * (1 + tree) * SLACK
         weight = weight * upper
@@ -966,6 +971,9 @@ def _place_decided(columns: Columns, ids: np.ndarray, span: slice, fmt: Format, 
     exact_value. Which elements were decided (or exact)."""
     rounded, decided = round_certified(high, low, exponent, error, fmt, third)
     mant, mant_lo, scale = split(high, low, exponent)
-    _place(columns, ids, span, np.where(exact, exact_value, rounded),
-           (np.where(exact, exact_value, mant), np.where(exact, 0.0, mant_lo), np.where(exact, 0, scale)))
-    return decided | exact
+    if exact.any():
+        rounded, mant = np.where(exact, exact_value, rounded), np.where(exact, exact_value, mant)
+        mant_lo, scale = np.where(exact, 0.0, mant_lo), np.where(exact, 0, scale)
+        decided = decided | exact
+    _place(columns, ids, span, rounded, (mant, mant_lo, scale))
+    return decided

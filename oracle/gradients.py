@@ -122,8 +122,11 @@ def vjp_terms(x: np.ndarray, g: np.ndarray, g_row: np.ndarray, y: np.ndarray, ga
         weighted = g_abs * y
         sums = {"sum_abs_g_y": np.sum(weighted, axis=-1), "sum_abs_g": np.sum(g_abs, axis=-1)}
         # In place: a long row's VJP terms are the oracle's peak memory.
-        weighted *= np.where(finite, gap, 0.0)
-        weighted[~finite] = 0.0
+        if finite.all():
+            weighted *= gap
+        else:
+            weighted *= np.where(finite, gap, 0.0)
+            weighted[~finite] = 0.0
         sums["sum_abs_g_y_gap"] = np.sum(weighted, axis=-1)
     common = {"y": y, "gap": gap, **row_terms, **sums}
     return {op: {**common, "g_abs": g_abs if op != "logsumexp_vjp" else np.abs(g_row)} for op in VJP_OPS}
