@@ -77,21 +77,34 @@ _SHIFTER_BITS = int(np.float64(_SHIFTER).view(np.int64))
 def _reduce(dh: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(N as float, E, i, j, dh - N C1) for gaps with |dh| <= MAX_GAP."""
     constants = _constants()
-    shifted = np.ascontiguousarray(dh * constants["K"] + _SHIFTER)
+    shifted = np.ascontiguousarray(dh * constants["K"])
+    shifted += _SHIFTER  # in place, here and below: fewer temporaries, the same roundings
     n = shifted - _SHIFTER
     bits = shifted.view(np.int64)
-    exponent = ((bits >> _FRACTION_BITS) - (_SHIFTER_BITS >> _FRACTION_BITS)).astype(np.int32)
-    return n, exponent, (bits >> 6) & 4095, bits & 63, dh - n * constants["C"][0]
+    exponent = bits >> _FRACTION_BITS
+    exponent -= _SHIFTER_BITS >> _FRACTION_BITS
+    index = bits >> 6
+    index &= 4095
+    head = n * constants["C"][0]
+    np.subtract(dh, head, out=head)
+    return n, exponent.astype(np.int32), index, bits & 63, head
 
 
 def exp_float(dh: np.ndarray, dl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(m, E) with m 2^E = exp(dh + dl) within FLOAT_ERROR relative."""
     constants = _constants()
     _, c2, c3, _ = constants["C"]
-    n, exponent, i, j, head = _reduce(dh)
-    r = (head - n * c2) + (dl - n * c3)
-    p = 1.0 + r * (1.0 + 0.5 * r)
-    return constants["T"][0].take(i) * constants["S"][0].take(j) * p, exponent
+    n, exponent, i, j, r = _reduce(dh)
+    r -= n * c2
+    r += dl - n * c3  # r = ((dh - N C1) - N C2) + (dl - N C3)
+    p = 0.5 * r
+    p += 1.0
+    p *= r
+    p += 1.0  # p = 1 + r (1 + r / 2)
+    m = constants["T"][0].take(i)
+    m *= constants["S"][0].take(j)
+    m *= p
+    return m, exponent
 
 
 def exp_double(dh: np.ndarray, dl: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -266,7 +266,7 @@ def test_a_retry_recomputes_only_the_chunks_it_must_and_counts_each_element_once
     # Widened by 2^26, the float64 tier's 8u becomes 2^-24: it still decides every bfloat16 value
     # (8 bits) but those within about 2^-16 of an ULP from a rounding boundary, a few dozen of
     # these 4 x 40000 elements. The double-word tier decides them, recomputing only the chunks of
-    # 2^14 columns (three per row) that hold one.
+    # 2^15 columns (two per row) that hold one.
     x = (np.random.default_rng(3).standard_normal((4, 40_000)) * 3).astype(FORMATS["bfloat16"].np_dtype)
     widths = []
     real = fastpath.Pending.spans  # the chunks a tier computes
