@@ -49,6 +49,19 @@ Bounds (u = 2^-53, eps_exp the exponential's bound of softmax_suite.oracle.expon
 
 All error arithmetic runs in float64 and is inflated by (1 + 2^-40), which covers its own
 roundings and the second-order products of the relative bounds (all below 2^-40).
+
+Deciding. The double-word tier hands (high, low, third, relative error) to
+softmax_suite.oracle.rounding.round_certified. The float64 tier, whose outputs have 24 bits or
+fewer, turns each value v and its bound into two float64 ends outside the exact value's
+interval (rounding.relative_ends: v (1 -+ e) for a relative bound e; rounding.absolute_ends:
+v -+ w, where w holds the bound, 2^-52 |v| for v's own rounding and the ends', and a factor
+1 + 2^-40), and accepts the value where both ends round alike into the format
+(rounding.round_between): rounding to nearest is monotone. A value below 2^-1022 scaled into
+float64 errs by up to 2^-1075 there, which only moves values that round to zero in every such
+format. The float64 tier also skips two_sum for the gaps where every entry of a chunk is at
+least 2^(p - 42) in magnitude (then x_j - a is exact: ForwardState.float_gaps), and keeps the
+exact three-word split of log_softmax for rows whose L is below 2^-38, where d_j - L may lie a
+hair from a tie of the format (a tie d_j itself), which its ends could not decide.
 """
 
 from __future__ import annotations

@@ -225,9 +225,10 @@ def relative_ends(value: np.ndarray, error: np.ndarray | float) -> tuple[np.ndar
 
 
 def absolute_ends(value: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ends for an exact value within error (absolute) of value, where error already holds
-    2^-52 |value| and a factor 1 + 2^-40 over the bound: fl(value -+ error) errs by at most
-    u |value -+ error| <= u |value| + u error, which that covers."""
+    """Ends for an exact value within B (absolute) of value, given error >= (B + u |value|)
+    (1 + 2^-41), u = 2^-53: fl(value - error) <= value - error + u (|value| + error) <= value - B,
+    and likewise above (callers whose value is itself a rounding, within u |value|, pass about
+    (bound + 2^-52 |value|) (1 + 2^-40))."""
     return value - error, value + error
 
 
