@@ -1,44 +1,116 @@
-"""Speed and memory of the certified fast oracle against the naive (mpmath-only) oracle.
+"""Speed of the certified oracle against plain float64 numpy, against an earlier oracle, and
+against the naive (mpmath-only) oracle, with its peak memory.
 
-    python benchmarks/oracle_speed.py [--sizes 100000 1000000] [--naive-sample 20000]
+    python benchmarks/oracle_speed.py [--before REV] [--cases float32:1000 float32:100000 ...]
 
-For each dtype and row length n, one N(0, 9) row: the fast oracle's median time over
---repeats runs, and the naive oracle's time per element measured on the first --naive-sample
-elements of the same row in the same process (the naive oracle is linear in n: its time at
-n = 1e6 would be minutes). Each family is first run once at the largest size, untimed: the
-process is then in the state a suite run keeps it in (glibc keeps freed blocks up to the largest
-it has seen; before that, every chunk's temporaries are fresh pages, which doubles the time at
-n = 1e5). Prints a Markdown table of ns per element, the speed-up, the peak
-memory of one fast evaluation (tracemalloc, which numpy reports to), and the certificate.
-Targets (issue 4): >= 150x for float16, bfloat16, float32; >= 20x for float64; <= 200 MB peak
-at n = 1e6.
+For each case (dtype and row length n), one N(0, 9) row x, cotangents g ~ N(0, 1) and 0.5 for
+logsumexp, converted to the dtype. Per family (forward: softmax, log_softmax and logsumexp of
+the row together; vjp: their three VJPs together), in ns per element of the row:
+
+* plain: the family's formulas evaluated once in float64 numpy (the row converted first);
+* after: this checkout's oracle (forward_references, vjp_references);
+* before: the oracle of git revision REV of this repository (--before), its oracle/ modules
+  loaded from git into a package of their own, in the same process;
+* naive: the mpmath-only oracle on the first --naive-sample elements (it is linear in n).
+
+plain, after and before run interleaved, --repeats times each; the table shows medians of each
+call's CPU time (time.process_time: on a shared machine it leaves out what other processes
+take), and after / plain, before / plain and before / after. Each family first runs once
+untimed at the largest n, after a 16 MB block was allocated and freed: the process is then in
+the state a suite run keeps it in (glibc keeps freed blocks up to the largest it has seen, to
+32 MB; before that, temporaries are fresh pages, which made plain numpy 4x slower at n = 1e5
+and the oracle 2x). Peak memory: tracemalloc (which numpy
+reports to) over one evaluation of this checkout's oracle.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
-from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.formats import FORMATS
 from softmax_suite.oracle import fastpath
 from softmax_suite.oracle.exact import forward_references
 from softmax_suite.oracle.gradients import vjp_references
 
-TARGETS = {"float16": 150, "bfloat16": 150, "float32": 150, "float64": 20}
+REPOSITORY = Path(__file__).resolve().parent.parent
+DEFAULT_CASES = ["float32:1000", "float32:100000", "float32:1000000", "float16:100000", "bfloat16:100000",
+                 "float64:100000"]
 
 
-def timed(call: Callable[[], object], repeats: int) -> float:
-    times = []
+def load_oracle(revision: str) -> tuple[ModuleType, ModuleType]:
+    """(exact, gradients) of the oracle at a git revision of this repository, as the package
+    oracle_at_<revision> in a temporary folder (its imports of softmax_suite.oracle rewritten)."""
+    package = "oracle_at_" + "".join(c if c.isalnum() else "_" for c in revision)
+    folder = Path(tempfile.mkdtemp(prefix="oracle-speed-"))
+    (folder / package).mkdir()
+
+    def git(*arguments: str) -> str:
+        return subprocess.run(["git", "-C", str(REPOSITORY), *arguments], capture_output=True, text=True,
+                              check=True).stdout
+
+    for name in git("ls-tree", "--name-only", f"{revision}:oracle").split():
+        if name.endswith(".py"):
+            source = git("show", f"{revision}:oracle/{name}")
+            (folder / package / name).write_text(source.replace("softmax_suite.oracle", package))
+    sys.path.insert(0, str(folder))
+    return importlib.import_module(f"{package}.exact"), importlib.import_module(f"{package}.gradients")
+
+
+def plain_forward(x: np.ndarray) -> tuple[np.ndarray, ...]:
+    """softmax, log_softmax and logsumexp in float64 numpy, the max subtracted."""
+    y = x.astype(np.float64)
+    a = y.max()
+    e = np.exp(y - a)
+    s = e.sum()
+    lse = a + np.log(s)
+    return e / s, y - lse, lse
+
+
+def plain_vjp(x: np.ndarray, g: np.ndarray, g_row: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The three VJPs in float64 numpy: y (g - <g, y>), g - y sum(g), g_row y."""
+    y = x.astype(np.float64)
+    y = np.exp(y - y.max())
+    y /= y.sum()
+    g = g.astype(np.float64)
+    # (g * y).sum(), not np.dot: BLAS threads would add their CPU time.
+    return y * (g - (g * y).sum()), g - y * g.sum(), float(g_row) * y
+
+
+def evaluation(family: str, x: np.ndarray, g: np.ndarray, g_row: np.ndarray,
+               oracle: tuple[ModuleType, ModuleType] | str | None = None) -> Callable[[], object]:
+    """One call of the family: the oracle's (this checkout's, or the given (exact, gradients)),
+    or with oracle "plain" the float64 formulas."""
+    if oracle == "plain":
+        return (lambda: plain_forward(x)) if family == "forward" else (lambda: plain_vjp(x, g, g_row))
+    exact, gradients = oracle or (None, None)
+    if family == "forward":
+        references = forward_references if exact is None else exact.forward_references
+        return lambda: references(x, 0)
+    derivatives = vjp_references if gradients is None else gradients.vjp_references
+    return lambda: derivatives(x, g, g_row, 0)
+
+
+def cpu_times(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median CPU seconds of each call, the calls interleaved."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
-        started = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        for name, call in calls.items():
+            started = time.process_time()
+            call()
+            times[name].append(time.process_time() - started)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def peak_bytes(call: Callable[[], object]) -> int:
@@ -50,42 +122,62 @@ def peak_bytes(call: Callable[[], object]) -> int:
         tracemalloc.stop()
 
 
-def evaluation(family: str, x: np.ndarray, g: np.ndarray) -> Callable[[], dict]:
-    if family == "forward":
-        return lambda: forward_references(x, 0)
-    return lambda: vjp_references(x, g, np.array(0.5, dtype=x.dtype), 0)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--naive-sample", type=int, default=20_000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cases", nargs="+", default=DEFAULT_CASES, help="dtype:n (default: %(default)s)")
+    parser.add_argument("--before", metavar="REV", help="a git revision whose oracle to time alongside")
+    parser.add_argument("--naive-sample", type=int, default=20_000, help="0: no naive column")
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--family", choices=["forward", "vjp"], nargs="+", default=["forward", "vjp"])
     args = parser.parse_args()
+    cases = [(name, int(float(n))) for name, n in (case.split(":") for case in args.cases)]
+    before = load_oracle(args.before) if args.before else None
     rng = np.random.default_rng(0)
     forward_references(np.arange(64.0), 0)  # the exponential's tables, built once per process
-    print("| family | dtype | n | fast ns/el | naive ns/el | speed-up | target | peak MB | certificate |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    # glibc serves blocks below its mmap threshold from the heap, and raises the threshold to the
+    # size of a freed mapped block up to 32 MB: after this one, temporaries up to 16 MB reuse
+    # the heap's pages, as in a long suite run, instead of faulting in fresh ones each time.
+    np.ones(2 << 20).sum()
+    print(f"ns per element of the row, medians of {args.repeats} interleaved runs (CPU time)"
+          + (f"; before = {args.before}" if before else ""))
+    print("| family | dtype | n | plain | after | after/plain | " + ("before | before/plain | before/after | "
+                                                                     if before else "")
+          + ("naive | naive/after | " if args.naive_sample else "") + "peak MB | certificate |")
+    print("|---" * (8 + 3 * bool(before) + 2 * bool(args.naive_sample)) + "|")
     for family in args.family:
-        warm = np.zeros(max(args.sizes))
+        largest = max(n for _, n in cases)
+        warm = np.zeros(largest)
         warm[0] = 1.0
-        evaluation(family, warm, warm)()
-        for name in DTYPES:
+        (forward_references(warm, 0) if family == "forward" else vjp_references(warm, warm, np.array(0.5), 0))
+        for name, n in cases:
             dtype = FORMATS[name].np_dtype
-            for n in args.sizes:
-                x = (rng.standard_normal(n) * 3.0).astype(dtype)
-                g = rng.standard_normal(n).astype(dtype)
-                fast = timed(evaluation(family, x, g), args.repeats) / n
+            x = (rng.standard_normal(n) * 3.0).astype(dtype)
+            g = rng.standard_normal(n).astype(dtype)
+            g_row = np.array(0.5, dtype=dtype)
+
+            calls = {"plain": evaluation(family, x, g, g_row, "plain"),
+                     "after": evaluation(family, x, g, g_row)}
+            if before:
+                calls["before"] = evaluation(family, x, g, g_row, before)
+            for call in calls.values():
+                call()  # once untimed: first calls build tables and grow the allocator
+            seconds = {key: value / n * 1e9 for key, value in cpu_times(calls, args.repeats).items()}
+            row = f"| {family} | {name} | {n:.0e} | {seconds['plain']:.1f} | {seconds['after']:.1f} | " \
+                  f"{seconds['after'] / seconds['plain']:.1f}x | "
+            if before:
+                row += f"{seconds['before']:.1f} | {seconds['before'] / seconds['plain']:.1f}x | " \
+                       f"{seconds['before'] / seconds['after']:.1f}x | "
+            if args.naive_sample:
                 sample = min(n, args.naive_sample)
                 with fastpath.disabled():
-                    naive = timed(evaluation(family, x[:sample], g[:sample]), 1) / sample
-                peak = peak_bytes(evaluation(family, x, g))
-                certificate = next(iter(evaluation(family, x, g)().values())).certificate
-                shown = ", ".join(f"{k} {v}" for k, v in certificate.items() if v)
-                print(f"| {family} | {name} | {n:.0e} | {fast * 1e9:.0f} | {naive * 1e9:.0f} | "
-                      f"{naive / fast:.0f}x | {TARGETS[name]}x | {peak / 1e6:.0f} | {shown} |", flush=True)
+                    naive = cpu_times({"naive": evaluation(family, x[:sample], g[:sample], g_row)}, 1)
+                naive = naive["naive"] / (sample * 1e-9)
+                row += f"{naive:.0f} | {naive / seconds['after']:.0f}x | "
+            peak = peak_bytes(calls["after"])
+            certificate = next(iter(calls["after"]().values())).certificate
+            shown = ", ".join(f"{k} {v}" for k, v in certificate.items() if v)
+            print(row + f"{peak / 1e6:.0f} | {shown} |", flush=True)
 
 
 if __name__ == "__main__":

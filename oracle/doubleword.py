@@ -79,24 +79,35 @@ def mul(xh: np.ndarray, xl: np.ndarray, yh: np.ndarray, yl: np.ndarray) -> tuple
 
 
 def tree_sum(high: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairwise double-word sums along the last axis (module docstring for the bound)."""
+    """Pairwise double-word sums along the last axis (module docstring for the bound). Each level
+    adds entry i to entry i + ceil(w / 2); an odd width's middle entry goes up unchanged, as if
+    added to a zero: ceil(log2 n) levels."""
     while high.shape[-1] > 1:
         width = high.shape[-1]
-        if width % 2:
-            pad = [(0, 0)] * (high.ndim - 1) + [(0, 1)]
-            high, low = np.pad(high, pad), np.pad(low, pad)
-            width += 1
-        half = width // 2
-        high, low = add(high[..., :half], low[..., :half], high[..., half:], low[..., half:])
+        half = (width + 1) // 2
+        pairs = width - half
+        summed = add(high[..., :pairs], low[..., :pairs], high[..., half:], low[..., half:])
+        if pairs < half:
+            summed = tuple(np.concatenate([part, word[..., pairs:half]], axis=-1)
+                           for part, word in zip(summed, (high, low), strict=True))
+        high, low = summed
     return high[..., 0], low[..., 0]
 
 
-def float_tree_sum(values: np.ndarray) -> np.ndarray:
+def float_tree_sum(values: np.ndarray, overwrite: bool = False) -> np.ndarray:
     """Pairwise float64 sums along the last axis: error at most depth * u * sum |values|
-    (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., section 4.2)."""
-    while values.shape[-1] > 1:
-        if values.shape[-1] % 2:
-            values = np.pad(values, [(0, 0)] * (values.ndim - 1) + [(0, 1)])
-        half = values.shape[-1] // 2
-        values = values[..., :half] + values[..., half:]
-    return values[..., 0]
+    (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., section 4.2), depth =
+    ceil(log2 n). Levels as tree_sum's, in place: in values where overwrite (the caller's
+    scratch), else in one buffer of half the width."""
+    width = values.shape[-1]
+    half = (width + 1) // 2
+    if overwrite:
+        work = values
+        work[..., :width - half] += values[..., half:width]
+    else:
+        work = values[..., :half].copy()
+        work[..., :width - half] += values[..., half:]
+    while half > 1:
+        width, half = half, (half + 1) // 2
+        work[..., :width - half] += work[..., half:width]
+    return work[..., 0].copy()

@@ -122,8 +122,11 @@ def vjp_terms(x: np.ndarray, g: np.ndarray, g_row: np.ndarray, y: np.ndarray, ga
         weighted = g_abs * y
         sums = {"sum_abs_g_y": np.sum(weighted, axis=-1), "sum_abs_g": np.sum(g_abs, axis=-1)}
         # In place: a long row's VJP terms are the oracle's peak memory.
-        weighted *= np.where(finite, gap, 0.0)
-        weighted[~finite] = 0.0
+        if finite.all():
+            weighted *= gap
+        else:
+            weighted *= np.where(finite, gap, 0.0)
+            weighted[~finite] = 0.0
         sums["sum_abs_g_y_gap"] = np.sum(weighted, axis=-1)
     common = {"y": y, "gap": gap, **row_terms, **sums}
     return {op: {**common, "g_abs": g_abs if op != "logsumexp_vjp" else np.abs(g_row)} for op in VJP_OPS}
@@ -155,14 +158,24 @@ def _zero_softmax_vjp(row: np.ndarray, g: np.ndarray) -> np.ndarray:
     finite = np.isfinite(row)
     if not finite.any():
         return none
-    g_finite = g[finite]
+    entries, g_finite = (row, g) if finite.all() else (row[finite], g[finite])
     if np.all(g_finite == g_finite[0]):  # a constant cotangent: every group's mean is g_0
         return g == g_finite[0]
-    _, inverse, counts = np.unique(row[finite], return_inverse=True, return_counts=True)
-    # Float means first: groups whose means differ by more than their summation error cannot
-    # share an exact mean. Only candidates go on to exact rational means.
+    # Float means first: groups whose means differ by more than their errors cannot share an exact
+    # mean. A sum of m terms in any order errs by at most (m - 1) u sum |terms| (u = 2^-53), and
+    # (m + 4) 2^-52 covers that, the division and the comparison's own roundings. The groups of
+    # the largest and the smallest entry decide most rows without the sort below.
+    means, errors = [], []
+    for group in (entries == entries.max(), entries == entries.min()):
+        members = g_finite[group]
+        means.append(members.sum() / members.size)
+        errors.append(np.abs(members).sum() * (members.size + 4) * 2.0**-52 / members.size)
+    if abs(means[0] - means[1]) > errors[0] + errors[1]:
+        return none
+    _, inverse, counts = np.unique(entries, return_inverse=True, return_counts=True)
+    # Only candidates go on to exact rational means.
     sums = np.bincount(inverse, weights=g_finite)
-    slack = np.bincount(inverse, weights=np.abs(g_finite)) * 2.0**-50
+    slack = np.bincount(inverse, weights=np.abs(g_finite)) * (counts + 4) * 2.0**-52
     means, errors = sums / counts, slack / counts
     if np.ptp(means) > 2 * errors.max():
         return none

@@ -8,6 +8,7 @@ integer arithmetic; never through float64 first, which would round twice.
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import numpy as np
 from mpmath.libmp import (
@@ -124,13 +125,15 @@ def round_certified(high: np.ndarray, low: np.ndarray, exponent: np.ndarray, err
     """
     high, low = np.broadcast_arrays(np.asarray(high, np.float64), np.asarray(low, np.float64))
     _, binade = np.frexp(high)
-    quantum = np.maximum(binade - 1 + exponent, fmt.emin) - fmt.p + 1
+    # int32 exponents throughout: numpy's ldexp is several times slower with int64 ones.
+    quantum = np.maximum(binade - 1 + np.asarray(exponent, np.int32), fmt.emin) - (fmt.p - 1)
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        shift = (exponent - quantum).astype(np.int64)
+        shift = exponent - quantum
         whole = np.ldexp(high, shift)
         nearest = np.rint(whole)
         first, second = dw_two_sum(whole - nearest, np.ldexp(low, shift))
-        second = second + np.ldexp(third, shift)
+        if np.any(third):
+            second = second + np.ldexp(third, shift)
         # On a tie, or past it, the lower words decide which neighbour is nearest.
         step = np.where((np.abs(first) > 0.5) | ((np.abs(first) == 0.5) & (first * second > 0)),
                         np.sign(first), 0.0)
@@ -144,9 +147,89 @@ def round_certified(high: np.ndarray, low: np.ndarray, exponent: np.ndarray, err
         decided = (second + width < (0.5 - first) * margin) & (width - second < (first + below) * margin)
         decided &= error < 1
         decided |= (high == 0) & (error == 0)
-        rounded = np.copysign(np.ldexp(nearest, quantum.astype(np.int64)), high)
+        rounded = np.copysign(np.ldexp(nearest, quantum), high)
     # N 2^q beyond max is 2^(emax+1): the value reached max + ulp/2, which overflows.
     return np.where(np.abs(rounded) > fmt.max, np.copysign(np.inf, high), rounded), decided
+
+
+# The exponent field of a float64: masking it out of |v| leaves 2^floor(log2 |v|) (0 for zeros and
+# subnormals, inf for infinities and NaN).
+_EXPONENT_FIELD = np.int64(0x7FF0000000000000)
+
+
+def _nearest(values: np.ndarray, fmt: Format) -> np.ndarray:
+    """values (float64) rounded to nearest even at fmt's precision and subnormal quantum, as float64;
+    a zero's sign is lost and results past fmt's max are not made infinite. Adding
+    C = 1.5 * 2^52 * q, q the quantum of v's binade (or the subnormal one), puts v + C in C's
+    binade, whose spacing is q (p <= 50 keeps |v| below C / 3), so the addition rounds v to a
+    multiple of q, ties to even (C / q is even), and subtracting C is exact."""
+    binade = (np.ascontiguousarray(values).view(np.int64) & _EXPONENT_FIELD).view(np.float64)
+    shifter = np.maximum(binade * (1.5 * 2.0 ** (53 - fmt.p)), 1.5 * 2.0 ** (53 + fmt.emin - fmt.p))
+    return (values + shifter) - shifter
+
+
+@cache
+def _half_table() -> np.ndarray:
+    """float16 bits indexed by the upper 19 bits of a float32 that holds a float16 value exactly (its
+    lower 13 bits are zero, subnormals included) or lies beyond float16's max (inf): numpy casts
+    float32 to float16 one element at a time, ten times slower than this lookup."""
+    floats = (np.arange(1 << 19, dtype=np.uint32) << 13).view(np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return floats.astype(np.float16).view(np.uint16)
+
+
+def _in_format(rounded: np.ndarray, fmt: Format) -> np.ndarray:
+    """float64 values of fmt (or beyond its max: infinity) as an array of fmt's dtype, exactly."""
+    with np.errstate(over="ignore"):
+        single = rounded.astype(np.float32)  # exact: every value of fmt is a float32
+    if fmt.name == "bfloat16":
+        return (single.view(np.uint32) >> 16).astype(np.uint16).view(fmt.np_dtype)
+    return _half_table().take(single.view(np.uint32) >> 13).view(fmt.np_dtype)
+
+
+def round_between(first: np.ndarray, second: np.ndarray, fmt: Format, out: np.ndarray | None = None,
+                  finite: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(rounded, decided) for exact values known to lie between two float64 ends (in either order),
+    for formats of 24 bits or fewer: decided where both ends round alike and have the same sign, for
+    rounding to nearest is monotone, so every value between them rounds there too. The ends'
+    sign is the result's (a zero between them has none: undecided). NaN ends decide nothing;
+    finite=True: the caller knows there are none. Outside float32 (which numpy's cast rounds to,
+    once, to nearest even), the rounding is _nearest's; numpy's float16 cast would cost 2 ns an
+    element. rounded is out (an array of fmt's dtype) where given."""
+    if fmt.p > 24:
+        raise ValueError(f"round_between serves formats of 24 bits or fewer, not {fmt.name}")
+    if out is None:
+        out = np.empty(np.shape(first), fmt.np_dtype)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if fmt.name == "float32":
+            out[...] = first
+            # Comparing the bits compares the signs of zeros too.
+            decided = out.view(np.uint32) == second.astype(np.float32).view(np.uint32)
+        else:
+            low, high = _nearest(first, fmt), _nearest(second, fmt)
+            decided = (low == high) & (np.signbit(first) == np.signbit(second))
+            out[...] = _in_format(np.copysign(low, first), fmt)
+    if not finite:
+        decided &= first == first
+    return out, decided
+
+
+def relative_ends(value: np.ndarray, error: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """Ends for an exact value within error |value| of value (error < 1, else the ends' signs
+    differ: undecided). With e = (error + 2^-51)(1 + 2^-40), fl(1 - e) errs by at most 2^-53 and
+    fl(value fl(1 - e)) by u = 2^-53 relative (ends below 2^-1022, which err by 2^-1075, round to
+    zero in every format this serves), so the ends lie outside value (1 -+ error)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # an infinite error: NaN ends, undecided
+        widened = (np.asarray(error) + 2.0**-51) * (1 + 2.0**-40)
+        return value * (1 - widened), value * (1 + widened)
+
+
+def absolute_ends(value: np.ndarray, error: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ends for an exact value within B (absolute) of value, given error >= (B + u |value|)
+    (1 + 2^-41), u = 2^-53: fl(value - error) <= value - error + u (|value| + error) <= value - B,
+    and likewise above (callers whose value is itself a rounding, within u |value|, pass about
+    (bound + 2^-52 |value|) (1 + 2^-40))."""
+    return value - error, value + error
 
 
 def round_interval(value: tuple, err: tuple, fmt: Format, precision: int, beyond: int = 0) -> float | None:
