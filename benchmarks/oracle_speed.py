@@ -19,8 +19,8 @@ take), and after / plain, before / plain and before / after. Each family first r
 untimed at the largest n, after a 16 MB block was allocated and freed: the process is then in
 the state a suite run keeps it in (glibc keeps freed blocks up to the largest it has seen, to
 32 MB; before that, temporaries are fresh pages, which made plain numpy 4x slower at n = 1e5
-and the oracle 2x). Peak memory: tracemalloc (which numpy
-reports to) over one evaluation of this checkout's oracle.
+and the oracle 2x). Peak memory: tracemalloc (which numpy reports to) over one evaluation of
+this checkout's oracle.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from softmax_suite.oracle import exponential, fastpath
 from softmax_suite.oracle.budget import natural_scale
 from softmax_suite.oracle.exact import forward_references
 from softmax_suite.oracle.gradients import vjp_references
-from softmax_suite.oracle.rounding import round_certified, round_to_format
+from softmax_suite.oracle.rounding import round_between, round_certified, round_to_format
 
 ROWS, N = 200, 500  # 10^5 elements per dtype
 
@@ -250,6 +250,37 @@ def test_certified_rounding_agrees_with_exact_rounding(name):
                         mpf_shift(from_float(low[i]), int(exponent[i])))
         want = round_to_format(value, fmt)
         assert rounded[i] == want and math.copysign(1, rounded[i]) == math.copysign(1, want), i
+
+
+@pytest.mark.parametrize("name", ["float16", "bfloat16", "float32"])
+def test_rounding_both_ends_agrees_with_exact_rounding(name):
+    """round_between (the float64 tier's decision) against round_to_format: values across every
+    binade, subnormals, zero and overflow, half of them a hair (2^-60 relative, or exactly) off a
+    tie of the format. Decided ends give the exact rounding of every value between them, signs
+    of zeros included; ends straddling a tie (2^-50 either side of one) decide nothing."""
+    fmt = FORMATS[name]
+    rng = np.random.default_rng(6)
+    count = 6000
+    v = rng.uniform(1, 2, count) * np.exp2(rng.integers(fmt.emin - fmt.p - 3, fmt.emax + 2, count))
+    v *= rng.choice([-1, 1], count)
+    ties = slice(0, count // 2)
+    quantum = np.exp2(np.maximum(np.floor(np.log2(np.abs(v[ties]))), fmt.emin) - fmt.p + 1)
+    v[ties] = (np.floor(v[ties] / quantum) + 0.5) * quantum
+    offset = v[ties] * rng.choice([-1, 0, 1], count // 2) * 2.0**-60
+    v[ties] += offset
+    v[-4:] = [0.0, 1e-320, -1e-320, fmt.max * (1 + 2.0**-fmt.p)]
+    rounded, decided = round_between(v * (1 - 2.0**-58), v * (1 + 2.0**-58), fmt)
+    assert decided.mean() > 0.9
+    for i in np.flatnonzero(decided):
+        for end in (v[i] * (1 - 2.0**-58), v[i], v[i] * (1 + 2.0**-58)):
+            want = round_to_format(from_float(float(end)), fmt)
+            if want == 0:  # mpmath's zero has no sign: the ends' sign is the value's
+                want = math.copysign(0.0, v[i])
+            got = float(rounded[i])
+            assert got == want and math.copysign(1, got) == math.copysign(1, want), (i, end)
+    exact_ties = (offset == 0) & (np.abs(v[ties]) < fmt.max)
+    straddling = round_between(v[ties] * (1 - 2.0**-50), v[ties] * (1 + 2.0**-50), fmt)[1]
+    assert not straddling[exact_ties & (np.abs(v[ties]) >= 2.0 * fmt.min_subnormal)].any()
 
 
 def test_results_carry_a_certificate():
