@@ -136,3 +136,11 @@ def test_other_libraries_dtype_names_are_accepted(tmp_path) -> None:
     done = subprocess.run([sys.executable, "-m", "softmax_suite.runner.cli", "cases", "--dtype", "bf16",
                            "--case", "glossary"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and "glossary" in done.stdout, done.stderr
+
+
+def test_the_options_name_the_case_timeout_the_calls_use() -> None:
+    # runner.options writes the default as text so that declaring the options imports no numpy.
+    from softmax_suite.backends.calls import DEFAULT_CASE_TIMEOUT
+    from softmax_suite.runner.options import DEFAULT_CASE_TIMEOUT_TEXT
+
+    assert DEFAULT_CASE_TIMEOUT_TEXT == f"{DEFAULT_CASE_TIMEOUT:g}"
