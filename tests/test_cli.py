@@ -143,4 +143,4 @@ def test_the_options_name_the_case_timeout_the_calls_use() -> None:
     from softmax_suite.backends.calls import DEFAULT_CASE_TIMEOUT
     from softmax_suite.runner.options import DEFAULT_CASE_TIMEOUT_TEXT
 
-    assert DEFAULT_CASE_TIMEOUT_TEXT == f"{DEFAULT_CASE_TIMEOUT:g}"
+    assert f"{DEFAULT_CASE_TIMEOUT:g}" == DEFAULT_CASE_TIMEOUT_TEXT
