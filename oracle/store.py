@@ -4,10 +4,11 @@ and by parallel workers.
 An entry is one .npz file (numpy arrays only, read with allow_pickle=False) named by the
 sha256 of the oracle version, the op family, axis, dtype, shape and the exact bits of every
 input (x, and the cotangents for the VJPs). It holds every op of the family, its arrays stacked
-by kind and shape (per-row terms once per row, shared terms once), and a checksum of them; an
+by kind and shape (per-row terms once per row, shared terms once), and a CRC-32 of them; an
 entry that fails to load or to match its checksum is reported, recomputed and replaced. Files
 are written to a temporary name in the same folder and renamed into place, so a reader never
-sees half an entry and two workers writing the same entry leave one whole.
+sees half an entry and two workers writing the same entry leave one whole. No fsync: an entry
+that a power cut leaves empty or short is a damaged entry, recomputed.
 
 The folder is bounded ($SOFTMAX_SUITE_ORACLE_CACHE_LIMIT, default 2 GB): a hit touches its entry's
 mtime, and a write that takes the folder past the limit evicts the entries unused longest until
@@ -26,8 +27,11 @@ import os
 import re
 import tempfile
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -107,10 +111,22 @@ def _path(folder: Path, key: str) -> Path:
 
 
 def _checksum(arrays: dict[str, np.ndarray]) -> str:
-    digest = hashlib.sha256()
+    # Against damage, not an adversary (the entry is the user's own file): CRC-32 reads 2.3x as fast
+    # as sha256, which took 3.5 ms of a warm item's read.
+    crc = 0
     for name in sorted(arrays):
-        digest.update(name.encode() + np.ascontiguousarray(arrays[name]).tobytes())
-    return digest.hexdigest()
+        crc = zlib.crc32(np.ascontiguousarray(arrays[name]), zlib.crc32(name.encode(), crc))
+    return f"crc32:{crc:08x}"
+
+
+def _write_archive(file: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
+    """An .npz that np.load reads, deflated at level 1: the float64 stacks of narrower formats'
+    values shrink 2.7x (numpy's level 6 gives 2.9x), written 4x as fast (the default level's
+    compression was the larger part of a cold run's oracle time)."""
+    with zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
 
 
 def _compact(array: np.ndarray) -> tuple[np.ndarray, list[int]]:
@@ -225,10 +241,7 @@ def save(folder: Path, key: str, references: dict[str, Reference], limit: int | 
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:8]}.", suffix=".tmp")
         with os.fdopen(handle, "wb") as file:
-            # Compressed: the per-row terms are repeated along each row.
-            np.savez_compressed(file, **_pack(references))
-            file.flush()
-            os.fsync(file.fileno())
+            _write_archive(file, _pack(references))
             size = file.tell()
         os.replace(temporary, path)
         if limit is not None:

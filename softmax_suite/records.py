@@ -10,6 +10,7 @@ how), and for a changed field bumping SCHEMA_VERSION.
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from typing import Any, Literal, TypedDict, Union
@@ -160,6 +161,8 @@ def _schema_of(hint: Any) -> dict:
     return {"type": _JSON[hint]}
 
 
+# Once per kind: evaluating the hints cost 0.8 ms per line written, a tenth of a warm item's time.
+@functools.cache
 def _hints(kind: str) -> dict[str, Any]:
     return typing.get_type_hints(LINES[kind])
 
