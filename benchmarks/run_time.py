@@ -4,11 +4,12 @@ the same for an earlier revision beside it.
     python -m benchmarks.run_time [--selection default four] [--before REV] [--out DIR]
 
 For each selection (default: every installed backend; four: numpy, scipy, torch and jax) and each
-revision (this checkout; with --before, git revision REV installed into a virtual environment of
-its own that shares this one's libraries), it runs `softmax-suite run` twice on one oracle cache:
-cold (an empty cache folder) and then warm. Runs of the two revisions alternate, so that a spell of
-load on a shared machine falls on both. Each pass loads benchmarks/phase_probe.py, which times the
-suite's steps in every process; `softmax-suite report` is timed again alone on the run's files.
+revision (this checkout; with --before, git revision REV installed into a folder of its own, put
+first on PYTHONPATH, with this environment's libraries), it runs `softmax-suite run` twice on one
+oracle cache: cold (an empty cache folder) and then warm. Runs of the two revisions alternate, so
+that a spell of load on a shared machine falls on both. Each pass loads benchmarks/phase_probe.py,
+which times the suite's steps in every process; `softmax-suite report` is timed again alone on the
+run's files.
 
 The table is in seconds. The accuracy pass runs on several workers: its steps are summed over
 them (worker-seconds; divide by the workers for their share of the wall). Its rows:
@@ -50,27 +51,26 @@ ACCURACY_STEPS = ("backend calls", *ORACLE_STEPS, "judging", "invariants",
 
 
 def install_revision(revision: str, folder: Path) -> Path:
-    """The python of a virtual environment holding softmax-suite at revision (this environment's
-    libraries shared, the package itself installed from a git worktree)."""
+    """A folder holding softmax-suite at revision, installed from a git worktree; first on
+    PYTHONPATH, it is the softmax_suite this interpreter imports (its libraries are this one's)."""
     tree = folder / "tree"
     subprocess.run(["git", "-C", str(REPOSITORY), "worktree", "add", "--detach", str(tree), revision],
                    check=True, capture_output=True)
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(folder / "venv")], check=True)
-    python = folder / "venv" / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    str(tree)], check=True)
-    return python
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(folder / "site"), str(tree)], check=True)
+    return folder / "site"
 
 
-def timed_run(python: Path, selection: list[str], cache: Path, folder: Path) -> dict:
+def timed_run(installed: Path | None, selection: list[str], cache: Path, folder: Path) -> dict:
     """One `softmax-suite run` with the probe, in folder: its wall time, the probe's files, the
     report's time alone, the throughput records' timed rounds."""
     probes = folder / "probe"
     probes.mkdir(parents=True)
     shutil.copy(PROBE, probes / "phase_probe.py")
+    path = [str(folder) for folder in (installed, probes) if folder]
     environment = {**os.environ, "SOFTMAX_SUITE_ORACLE_CACHE": str(cache),
-                   "SOFTMAX_SUITE_PHASE_PROBE": str(probes), "PYTHONPATH": str(probes)}
-    command = [str(python), "-c", "from softmax_suite.runner.cli import main; raise SystemExit(main())"]
+                   "SOFTMAX_SUITE_PHASE_PROBE": str(probes), "PYTHONPATH": os.pathsep.join(path)}
+    command = [sys.executable, "-c", "from softmax_suite.runner.cli import main; raise SystemExit(main())"]
     out = folder / "out"
     started = time.perf_counter()
     completed = subprocess.run([*command, "run", "--out", str(out), *selection, "--", "-p", "phase_probe"],
@@ -159,17 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     folder = Path(args.out or tempfile.mkdtemp(prefix="run-time-"))
     folder.mkdir(parents=True, exist_ok=True)
-    pythons = {"after": Path(sys.executable)}
+    revisions: dict[str, Path | None] = {"after": None}
     try:
         if args.before:
-            pythons = {"before": install_revision(args.before, folder / "before"), **pythons}
+            revisions = {"before": install_revision(args.before, folder / "before"), **revisions}
         for selection in args.selection:
             columns: dict[str, dict[str, float]] = {}
             for state in ("cold", "warm"):
-                for revision, python in pythons.items():
+                for revision, installed in revisions.items():
                     cache = folder / selection / revision / "cache"
                     here = folder / selection / revision / state
-                    column = breakdown(timed_run(python, SELECTIONS[selection], cache, here))
+                    column = breakdown(timed_run(installed, SELECTIONS[selection], cache, here))
                     columns[f"{revision} {state}"] = column
                     print(f"{selection}: {revision} {state} {column['command (wall)']:.0f} s",
                           file=sys.stderr, flush=True)
