@@ -4,12 +4,21 @@ histogram, a log-log line chart and a scatter plot, each a string of escaped SVG
 Every piece of text that reaches the markup goes through markupsafe.escape; numbers are
 formatted here. Elements that the report's script can explain on click carry data-k, an index
 into the report's table of details.
+
+Any number may reach a chart: a backend that returns a non-zero where the exact value is 0 scores
+1.8e308 ULP or inf, a timing of 0 s an infinite GB/s. The log axes place what they can: a value past
+an axis (infinite, or over the caller's limit) is drawn at that axis's far edge as a triangle
+pointing out of the chart, a value with no place on a log axis (none, NaN, <= 0) is left out, and a
+note under the chart counts both. No chart raises, and no coordinate is ever NaN or infinite.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import re
+import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -51,8 +60,20 @@ def ulp_colour(ulp: float | None) -> str:
     return ULP_STOPS[-1][1]
 
 
+def real(value: object) -> float | None:
+    """value as a float, or None where it is no number (None, text, a bool). An integer too large
+    for a float (JSON reads any) is an infinity of its sign: float() would raise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
 def number(value: float | None, digits: int = 3) -> str:
-    """A compact label: 3 significant digits, 'inf', or '-' for no value."""
+    """A compact label: 3 significant digits, 'inf', 'nan', or '-' for no value."""
+    value = real(value)
     if value is None:
         return "-"
     if math.isinf(value):
@@ -64,7 +85,10 @@ def number(value: float | None, digits: int = 3) -> str:
 
 def size_label(value: float) -> str:
     """Counts with a binary prefix where exact (4096 -> 4K, 2^20 -> 1M), else 3 digits with a
-    decimal one (2516458 -> 2.52M)."""
+    decimal one (2516458 -> 2.52M); past 10^12, or not finite, as number() writes it."""
+    value = real(value)
+    if value is None or not value < 1e12:
+        return number(value)
     for unit, power in (("G", 30), ("M", 20), ("K", 10)):
         if value >= 2**power and value % 2**power == 0:
             return f"{int(value) >> power}{unit}"
@@ -74,10 +98,16 @@ def size_label(value: float) -> str:
     return number(value)
 
 
+# Characters XML 1.0 forbids (controls, lone surrogates, U+FFFE/U+FFFF): a name holding one would
+# make the SVG no XML, and a lone surrogate cannot even be written as UTF-8.
+NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def _svg(width: float, height: float, body: list[str], label: str, css_class: str) -> Markup:
-    return Markup(f'<svg class="chart {css_class}" role="img" aria-label="{escape(label)}" '
-                  f'width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
-                  f'xmlns="http://www.w3.org/2000/svg" {FONT}>' + "".join(body) + "</svg>")
+    svg = (f'<svg class="chart {css_class}" role="img" aria-label="{escape(label)}" '
+           f'width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" '
+           f'xmlns="http://www.w3.org/2000/svg" {FONT}>' + "".join(body) + "</svg>")
+    return Markup(NOT_XML.sub("\ufffd", svg))
 
 
 def _text(x: float, y: float, text: str, anchor: str = "start", extra: str = "") -> str:
@@ -190,7 +220,13 @@ class Series:
 def _log_ticks(lo: float, hi: float, base: int) -> list[float]:
     first, last = math.floor(math.log(lo, base)), math.ceil(math.log(hi, base))
     step = max(1, math.ceil((last - first) / 5))
-    return [float(base) ** k for k in range(first, last + 1, step)]
+    ticks = []
+    for k in range(first, last + 1, step):
+        try:
+            ticks.append(float(base) ** k)
+        except OverflowError:  # 2^1024 or 10^309: past the largest float, so past any axis
+            break
+    return ticks
 
 
 @dataclass(frozen=True)
@@ -213,9 +249,64 @@ class Axes:
         return self.top + self.height - (math.log10(value) - lo) / ((hi - lo) or 1) * self.height
 
 
+# Where a value goes on a log axis (_place): on it, or past its far edge; any other answer says why
+# it has no place there.
+ON, BEYOND = "on", "beyond"
+
+
+def _place(value: float | None, limit: float = math.inf) -> str:
+    if value is None:
+        return "with no value"
+    if math.isnan(value):
+        return "NaN"
+    if value == math.inf or value > limit:
+        return BEYOND
+    if value <= 0:
+        return "≤ 0"
+    return ON
+
+
+def _left_out(*places: str) -> str | None:
+    """Why a point is left out: the first place of its coordinates that is neither ON nor BEYOND."""
+    return next((place for place in places if place not in (ON, BEYOND)), None)
+
+
 def _padded(values: list[float]) -> tuple[float, float]:
+    """The range of the values on an axis, 1.6 times wider each way as far as a float goes (1.6 x
+    1e308 overflows; 5e-324 / 1.6 rounds back to 5e-324); 0.1 to 10 when every point is past it."""
+    if not values:
+        return 0.1, 10.0
     lo, hi = min(values), max(values)
-    return lo / 1.6, hi * 1.6
+    return lo / 1.6, min(hi * 1.6, sys.float_info.max)
+
+
+def _notes(beyond: int, left_out: Counter[str], limit: float = math.inf) -> list[str]:
+    """The lines under a chart that count the points it could not draw where they are."""
+    notes = []
+    if beyond:
+        past = "infinite" if limit == math.inf else f"infinite or over {number(limit)}"
+        notes.append(f"▲ ▶ {beyond} beyond the axis ({past}): drawn at its edge")
+    if left_out:
+        notes.append("left out (no place on a log axis): "
+                     + ", ".join(f"{count} {why}" for why, count in sorted(left_out.items())))
+    return notes
+
+
+def _with_notes(body: list[str], notes: list[str], width: float, height: float, label: str,
+                css_class: str) -> Markup:
+    """The chart with its notes under it, widened to hold them (11 px text: about 6 px a character)."""
+    for i, note in enumerate(notes):
+        body.append(_text(4, height + 10 + 14 * i, note, extra='class="note"'))
+    width = max([width, *(8 + 6 * len(note) for note in notes)])
+    return _svg(width, height + 14 * len(notes), body, label, css_class)
+
+
+def _nothing_drawn(title: str, notes: list[str], css_class: str) -> Markup:
+    """A chart with no point to draw: its title and the notes that say why, or nothing at all."""
+    if not notes:
+        return Markup("")
+    return _with_notes([_text(4, 13, title, extra='font-weight="bold"')], notes, 8 + 6 * len(title), 20,
+                       title, css_class)
 
 
 def _frame(axes: Axes, title: str, x_label: str, y_label: str, x_base: int,
@@ -256,31 +347,61 @@ def _marker(kind: str, x: float, y: float, fill: str, key: int | None, title: st
     return f'<circle class="point"{data} cx="{x:.1f}" cy="{y:.1f}" r="3.5" fill="{fill}">{inner}</circle>'
 
 
+def _beyond(axes: Axes, x: float | None, y: float | None, fill: str, key: int | None, title: str,
+            stroke: str | None = None) -> str:
+    """A point past an axis (x or y None: past that axis) at the axis's far edge: a triangle inside
+    the frame whose tip touches the edge, pointing out of the chart (up past the top, right past the
+    right-hand edge), clear of the title above."""
+    data = f' data-k="{key}"' if key is not None else ""
+    if stroke:
+        data += f' stroke="{stroke}" stroke-width="1.5"'
+    px = axes.x(x) if x is not None else axes.left + axes.width
+    py = axes.y(y) if y is not None else axes.top
+    shape = f"M{px:.1f} {py:.1f}l5 9h-10z" if y is None else f"M{px:.1f} {py:.1f}l-9 5v-10z"
+    return (f'<path class="point beyond"{data} d="{shape}" fill="{fill}">'
+            f"<title>{escape(title)}; beyond the axis, drawn at its edge</title></path>")
+
+
 def line_chart(series: Sequence[Series], title: str, x_label: str, y_label: str,
-               point_title=None) -> Markup:
+               point_title=None, y_limit: float = math.inf) -> Markup:
     """Log-log lines with markers (point_title(series, x, y) is each marker's hover text);
-    dashed series draw as lines only. Empty series are left out."""
-    drawn = [s for s in series if s.points]
-    xs = [x for s in drawn for x, _ in s.points]
-    ys = [y for s in drawn for _, y in s.points if y > 0]
-    if not xs or not ys:
-        return Markup("")
-    axes = Axes(_padded(xs), _padded(ys))
+    dashed series draw as lines only. A line joins a series' points on both axes; a point past an
+    axis (infinite, or y over y_limit) is drawn at its edge pointing out, a point with no place on
+    a log axis (no value, NaN, <= 0) is left out, and the note under the chart counts both. Empty
+    series draw nothing."""
+    drawn: list[tuple[Series, float, float, int | None, str, str]] = []
+    left_out: Counter[str] = Counter()
+    for s in series:
+        for i, (x, y) in enumerate(s.points):
+            x, y = real(x), real(y)
+            places = _place(x), _place(y, y_limit)
+            if why := _left_out(*places):
+                left_out[why] += 1
+            else:
+                drawn.append((s, x, y, s.keys[i] if i < len(s.keys) else None, *places))
+    notes = _notes(sum(BEYOND in (px, py) for *_, px, py in drawn), left_out, y_limit)
+    if not drawn:
+        return _nothing_drawn(title, notes, "lines")
+    axes = Axes(_padded([x for _, x, _, _, px, _ in drawn if px == ON]),
+                _padded([y for _, _, y, _, _, py in drawn if py == ON]))
     body = _frame(axes, title, x_label, y_label, 2, size_label)
-    for s in drawn:
-        points = sorted((x, y) for x, y in s.points if y > 0)
-        path = " ".join(f"{'M' if i == 0 else 'L'}{axes.x(x):.1f} {axes.y(y):.1f}"
-                        for i, (x, y) in enumerate(points))
+    for s in series:
+        mine = sorted((point for point in drawn if point[0] is s), key=lambda point: point[1])
+        on = [(x, y) for _, x, y, _, px, py in mine if px == py == ON]
         dash = ' stroke-dasharray="5 3" stroke-width="1.2"' if s.dashed else ' stroke-width="1.8"'
-        body.append(f'<path class="line" d="{path}" fill="none" stroke="{s.colour}"{dash}>'
-                    f"<title>{escape(s.name)}</title></path>")
-        if not s.dashed:
-            keys = list(s.keys) or [None] * len(s.points)
-            for (x, y), key in sorted(zip(s.points, keys, strict=False)):
-                if y > 0:
-                    text = point_title(s, x, y) if point_title else f"{s.name}: {number(y)}"
-                    body.append(_marker(s.marker, axes.x(x), axes.y(y), s.colour, key, text))
-    return _svg(axes.left + axes.width + 12, axes.top + axes.height + 34, body, title, "lines")
+        if on:
+            path = " ".join(f"{'M' if i == 0 else 'L'}{axes.x(x):.1f} {axes.y(y):.1f}"
+                            for i, (x, y) in enumerate(on))
+            body.append(f'<path class="line" d="{path}" fill="none" stroke="{s.colour}"{dash}>'
+                        f"<title>{escape(s.name)}</title></path>")
+        for _, x, y, key, px, py in mine:
+            text = point_title(s, x, y) if point_title else f"{s.name}: {number(y)}"
+            if BEYOND in (px, py):  # a dashed line's too: a limit past the axis is marked, not lost
+                body.append(_beyond(axes, x if px == ON else None, y if py == ON else None, s.colour,
+                                    key, text))
+            elif not s.dashed:
+                body.append(_marker(s.marker, axes.x(x), axes.y(y), s.colour, key, text))
+    return _with_notes(body, notes, axes.left + axes.width + 12, axes.top + axes.height + 34, title, "lines")
 
 
 @dataclass(frozen=True)
@@ -296,34 +417,59 @@ class Point:
     hollow: bool = False
 
 
-def scatter(points: Sequence[Point], title: str, x_label: str, y_label: str) -> Markup:
-    """A log-log scatter plot with a marker per point; points with a value <= 0 are left out."""
-    shown = [p for p in points if p.x > 0 and p.y > 0]
-    if not shown:
-        return Markup("")
-    axes = Axes(_padded([p.x for p in shown]), _padded([p.y for p in shown]),
-                left=76, width=520, height=300)
+def scatter(points: Sequence[Point], title: str, x_label: str, y_label: str,
+            y_limit: float = math.inf) -> Markup:
+    """A log-log scatter plot with a marker per point. A point past an axis (infinite, or y over
+    y_limit) is drawn at that axis's edge pointing out, a point with no place on a log axis (no
+    value, NaN, <= 0) is left out, and the note under the chart counts both."""
+    drawn: list[tuple[Point, float, float, str, str]] = []
+    left_out: Counter[str] = Counter()
+    for p in points:
+        x, y = real(p.x), real(p.y)
+        places = _place(x), _place(y, y_limit)
+        if why := _left_out(*places):
+            left_out[why] += 1
+        else:
+            drawn.append((p, x, y, *places))
+    notes = _notes(sum(BEYOND in (px, py) for *_, px, py in drawn), left_out, y_limit)
+    if not drawn:
+        return _nothing_drawn(title, notes, "scatter")
+    axes = Axes(_padded([x for _, x, _, px, _ in drawn if px == ON]),
+                _padded([y for _, _, y, _, py in drawn if py == ON]), left=76, width=520, height=300)
     body = _frame(axes, title, x_label, y_label, 10)
-    for p in shown:
-        body.append(_marker(p.marker, axes.x(p.x), axes.y(p.y), "#ffffff" if p.hollow else p.colour,
-                            p.key, p.title, p.colour if p.hollow else None))
-    return _svg(axes.left + axes.width + 12, axes.top + axes.height + 34, body, title, "scatter")
+    for p, x, y, px, py in drawn:
+        fill, stroke = ("#ffffff", p.colour) if p.hollow else (p.colour, None)
+        if BEYOND in (px, py):
+            body.append(_beyond(axes, x if px == ON else None, y if py == ON else None, fill, p.key,
+                                p.title, stroke))
+        else:
+            body.append(_marker(p.marker, axes.x(x), axes.y(y), fill, p.key, p.title, stroke))
+    return _with_notes(body, notes, axes.left + axes.width + 12, axes.top + axes.height + 34, title,
+                       "scatter")
 
 
 def histogram(counts: Sequence[int], labels: Sequence[str], colours: Sequence[str], label: str,
-              bar_titles: Sequence[str]) -> Markup:
+              bar_titles: Sequence[str], note: str = "") -> Markup:
     """Bars of counts on a log scale (log10(1 + count)), one per label (an empty label draws
     no tick text), with hover text; every histogram of a report has the same bins, so they
-    line up in a grid."""
+    line up in a grid. What is no count (None, NaN, negative, infinite) draws no bar, and the
+    note under the chart (after the caller's note) counts those bins."""
     width, height, top, left = 9 * len(labels), 60, 8, 38
-    peak = math.log10(1 + max(counts, default=0)) or 1
+    valid = [c if c is not None and 0 <= c < math.inf else None for c in map(real, counts)]
+    peak_count = max((c for c in valid if c is not None), default=0)
+    peak = math.log10(1 + peak_count) or 1
     body = [f'<line x1="{left}" x2="{left + width}" y1="{top + height}" y2="{top + height}" stroke="#999"/>',
-            _text(left - 3, top + 8, size_label(max(counts, default=0)), "end")]
-    for i, (count, text, fill) in enumerate(zip(counts, bar_titles, colours, strict=False)):
+            _text(left - 3, top + 8, size_label(peak_count), "end")]
+    for i, (count, text, fill) in enumerate(zip(valid, bar_titles, colours, strict=False)):
+        if count is None:
+            continue
         bar = math.log10(1 + count) / peak * height
         body.append(f'<rect class="bar" x="{left + i * 9 + 1}" y="{top + height - bar:.1f}" width="7" '
                     f'height="{bar:.1f}" fill="{fill}"><title>{escape(text)}</title></rect>')
     for i, text in enumerate(labels):
         if text:
             body.append(_text(left + i * 9 + 4.5, top + height + 12, text, "middle"))
-    return _svg(left + width + 14, top + height + 16, body, label, "histogram")
+    none = valid.count(None)
+    notes = [note] if note else []
+    notes += [f"{none} bin{'s' if none > 1 else ''} left out: not a count"] if none else []
+    return _with_notes(body, notes, left + width + 14, top + height + 16, label, "histogram")

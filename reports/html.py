@@ -35,6 +35,15 @@ STATUS_LABELS = {"pass": "passed", "fail": "failed", "known_failure": "known", "
                  "unsupported": "unsupported", "skip": "skipped"}
 BIN_LABELS = ("≤0.5", *(charts.size_label(e) for e in ULP_BIN_EDGES[1:]),
               f">{charts.size_label(ULP_BIN_EDGES[-1])}")
+# The accuracy-against-speed chart's error axis ends here; a worse error is drawn at its top edge,
+# marked. A wrong value near 1 stays far below it (float64's relative error of 1 is 2^53 ULP); past
+# it lie the errors against ulp(0), the smallest subnormal, of a non-zero where the exact value is 0
+# (1e-10 scores 7e34 ULP in float32, inf in float64), which would squash every other point into the
+# bottom of the chart.
+ULP_AXIS_LIMIT = 2.0**64
+# The throughput charts' GB/s axis ends here (a petabyte per second, 50 times any cache's bandwidth
+# today); past it lies a timing of about 0 s.
+GB_PER_S_AXIS_LIMIT = 1e6
 
 
 def check_of(record: dict) -> str:
@@ -74,9 +83,19 @@ def _plain(value: object) -> str:
     return str(value)
 
 
+def _number(value: object) -> float | None:
+    """A record's Number (softmax_suite.records): a JSON number, or "nan", "inf" or "-inf" as text
+    (JSON has no such numbers); None for anything else."""
+    if value in ("nan", "inf", "-inf"):
+        return float(value)
+    return charts.real(value)
+
+
 def _ulp(record: dict) -> float | None:
-    value = (record.get("metrics") or {}).get("max_ulp")
-    return float(value) if isinstance(value, (int, float)) else None
+    """The record's max ULP error, infinite included; None where it measured none: no metric, or
+    one that is no error (NaN, negative), which the heatmap would otherwise colour as rounded."""
+    value = _number((record.get("metrics") or {}).get("max_ulp"))
+    return value if value is not None and value >= 0 else None
 
 
 def _row_label(record: dict) -> str:
@@ -200,12 +219,16 @@ def distributions(records: list[dict]) -> list[dict]:
     """Per forward/gradient, backend/device and dtype: the summed ULP histograms of the elements."""
     sums: dict[tuple[bool, str, str], list[int]] = {}
     worst: dict[tuple[bool, str, str], float] = {}
+    unusable: dict[tuple[bool, str, str], int] = defaultdict(int)
     for record in records:
         histogram = (record.get("metrics") or {}).get("ulp_histogram")
         if not histogram:
             continue
         group = (is_vjp(record["op"]), backend_name(record), record["dtype"])
         total = sums.setdefault(group, [0] * len(BIN_LABELS))
+        if not _is_histogram(histogram):
+            unusable[group] += 1
+            continue
         for i, count in enumerate(histogram):
             total[i] += count
         worst[group] = max(worst.get(group, 0.0), _ulp(record) or 0.0)
@@ -226,16 +249,24 @@ def distributions(records: list[dict]) -> list[dict]:
                     row.append(None)
                     continue
                 total = sum(counts)
-                titles = [f"{count} elements ({count / total:.3%}) with error {_bin_range(i)} ULP"
-                          for i, count in enumerate(counts)]
+                titles = [f"{count} elements{f' ({count / total:.3%})' if total else ''} with error "
+                          f"{_bin_range(i)} ULP" for i, count in enumerate(counts)]
                 labels = [text if i % 5 == 0 else "" for i, text in enumerate(BIN_LABELS)]
+                left_out = unusable[(vjp, name, dtype)]
+                note = f"{left_out} result(s) left out: a histogram not of counts" if left_out else ""
                 row.append({"svg": charts.histogram(counts, labels, colours,
-                                                    f"ULP errors of {name} in {dtype}", titles),
-                            "elements": total, "rounded": counts[0] / total,
-                            "worst": charts.number(worst[(vjp, name, dtype)])})
+                                                    f"ULP errors of {name} in {dtype}", titles, note),
+                            "elements": total, "rounded": counts[0] / total if total else None,
+                            "worst": charts.number(worst.get((vjp, name, dtype)))})
             rows.append({"backend": name, "cells": row})
         sections.append({"vjp": vjp, "dtypes": dtypes, "rows": rows})
     return sections
+
+
+def _is_histogram(histogram: object) -> bool:
+    """A metrics.ulp_histogram the report can add up: counts (integers >= 0), at most one per bin."""
+    return (isinstance(histogram, list) and len(histogram) <= len(BIN_LABELS)
+            and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in histogram))
 
 
 def _bin_range(i: int) -> str:
@@ -333,12 +364,12 @@ def agreement(records: list[dict]) -> list[dict]:
 
 def throughput(records: list[dict], details: Details) -> list[dict]:
     """Per device: per op and dtype, GB/s against elements per backend, the copy as roofline."""
-    passed = [r for r in records if r["status"] == "pass" and r.get("gb_per_s")]
+    passed = [r for r in records if r["status"] == "pass" and r.get("gb_per_s") is not None]
     names = sorted({r["backend"] for r in passed})
-    devices = sorted({r["device"] for r in passed})
+    devices = sorted({r.get("device", "-") for r in passed})
     sections = []
     for device in devices:
-        mine = [r for r in passed if r["device"] == device]
+        mine = [r for r in passed if r.get("device", "-") == device]
         charts_ = []
         for op in ordered((r["op"] for r in mine), OPS):
             for dtype in ordered((r["dtype"] for r in mine if r["op"] == op), DTYPES):
@@ -347,23 +378,32 @@ def throughput(records: list[dict], details: Details) -> list[dict]:
                     group = [r for r in mine
                              if (r["op"], r["dtype"], r["backend"]) == (op, dtype, name)]
                     for family, marker in (("row", "circle"), ("batch", "square")):
-                        points = [r for r in group if r["shape"][0] == 1] if family == "row" else \
-                            [r for r in group if r["shape"][0] > 1]
+                        # line_chart sorts the points by size and says what it cannot draw
+                        points = [r for r in group if _family(r) == family]
                         if not points:
                             continue
-                        points.sort(key=lambda r: r["elements"])
-                        keys = [details.add("throughput", r["nodeid"], _throughput_rows(r)) for r in points]
-                        series.append(charts.Series(f"{name} {family}s", [(r["elements"], r["gb_per_s"])
-                                                                          for r in points],
+                        keys = [details.add("throughput", r.get("nodeid") or name, _throughput_rows(r))
+                                for r in points]
+                        sizes = [_number(r.get("elements")) for r in points]
+                        speeds = [_number(r["gb_per_s"]) for r in points]
+                        copies = [_number((r.get("copy") or {}).get("gb_per_s")) for r in points]
+                        series.append(charts.Series(f"{name} {family}s",
+                                                    list(zip(sizes, speeds, strict=True)),
                                                     charts.colour(i), marker=marker, keys=keys))
                         series.append(charts.Series(f"{name} copy ({family}s): the roofline",
-                                                    [(r["elements"], r["copy"]["gb_per_s"]) for r in points],
+                                                    list(zip(sizes, copies, strict=True)),
                                                     charts.colour(i), dashed=True))
                 charts_.append(charts.line_chart(series, f"{op} {dtype}", "elements", "GB/s",
-                                                 _point_title))
+                                                 _point_title, GB_PER_S_AXIS_LIMIT))
         sections.append({"device": device, "charts": charts_,
                          "legend": [(name, charts.colour(i)) for i, name in enumerate(names)]})
     return sections
+
+
+def _family(record: dict) -> str:
+    """'batch' for a timed shape of more than one row, else 'row' (a record with no shape too)."""
+    shape = record.get("shape") or [1]
+    return "batch" if isinstance(shape[0], int) and shape[0] > 1 else "row"
 
 
 def _point_title(series: charts.Series, x: float, y: float) -> str:
@@ -393,15 +433,18 @@ def trade_off(accuracy: list[dict], speed: list[dict], details: Details) -> dict
             worst[group] = max(worst.get(group, 0.0), ulp)
     fractions: dict[tuple, list[float]] = defaultdict(list)
     for record in speed:
-        if record["status"] == "pass" and record.get("roofline_fraction"):
+        fraction = _number(record.get("roofline_fraction"))
+        if record["status"] == "pass" and fraction is not None:
             group = (backend_name(record), record["op"], record["dtype"])
-            fractions[group].append(record["roofline_fraction"])
+            fractions[group].append(fraction)
     names = sorted({g[0] for g in fractions})
     markers = dict(zip(DTYPES, ("circle", "square", "diamond", "circle"), strict=True))
     points = []
     for group in sorted(set(worst) & set(fractions)):
         name, op, dtype = group
-        fraction = statistics.median(fractions[group])
+        # A NaN would make the median depend on the order; where all are NaN the chart says so.
+        measured = [f for f in fractions[group] if not math.isnan(f)]
+        fraction = statistics.median(measured) if measured else math.nan
         # A worst error under 1/8 ULP draws at 1/8: the log axis has no zero.
         ulp = max(worst[group], 0.125)
         title = (f"{name} {op} {dtype}: {charts.number(fraction)} of the copy (median of "
@@ -412,7 +455,7 @@ def trade_off(accuracy: list[dict], speed: list[dict], details: Details) -> dict
         points.append(charts.Point(fraction, ulp, charts.colour(names.index(name)),
                                    markers.get(dtype, "circle"), title, key, hollow=dtype == "float64"))
     svg = charts.scatter(points, "accuracy against speed", "fraction of the copy bandwidth (faster: right)",
-                         "max ULP error (lower is better)")
+                         "max ULP error (lower is better)", ULP_AXIS_LIMIT)
     return {"svg": svg, "legend": [(name, charts.colour(i)) for i, name in enumerate(names)]}
 
 
@@ -551,5 +594,8 @@ def write_report(headers: list[dict], results: list[dict], output: str | Path,
                  findings: Sequence[Finding] | None = None, reproducer: Reproducer | None = None) -> Path:
     output = Path(output)
     make_folder(output)
-    output.write_text(render(build(headers, results, findings, reproducer)), encoding="utf-8")
+    # errors="replace": a lone surrogate (a path decoded with surrogateescape, a "\udcff" in a
+    # results file's JSON) has no UTF-8 and would leave no report at all; it is written as "?".
+    output.write_text(render(build(headers, results, findings, reproducer)), encoding="utf-8",
+                      errors="replace")
     return output
