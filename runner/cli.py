@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", default="report.html", metavar="FILE",
                         help="the HTML file to write (default: report.html)")
     report.add_argument("--baseline", metavar="FILE", default=None,
-                        help="also show the deltas against this baseline (as `gate` judges them)")
+                        help="also show the deltas against this baseline (as `gate` judges them; the "
+                             "exit status stays 0: the verdict is `gate`'s)")
     report.add_argument("--config", metavar="PATH", default=None,
                         help="pyproject.toml with [tool.softmax-suite.gate] (default: ./pyproject.toml)")
 
@@ -474,7 +475,14 @@ def gate_command(args: argparse.Namespace) -> int:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    return _gate_and_report(args.results, args.baseline, args.config, Path(args.output))
+    """Exit 0 when the report is written, 2 when it cannot be. A baseline's comparison is shown in
+    the report; the verdict on it is `gate`'s (and `run --baseline`'s), and an exit 1 here would read
+    as a report that was not made."""
+    code = _gate_and_report(args.results, args.baseline, args.config, Path(args.output))
+    if code == EXIT_FAILED:
+        print("softmax-suite: the report shows the regressions against the baseline; `softmax-suite gate` "
+              "is the verdict that fails on them")
+    return EXIT_USAGE if code == EXIT_USAGE else EXIT_OK
 
 
 def baseline_command(args: argparse.Namespace) -> int:
