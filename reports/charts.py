@@ -32,7 +32,12 @@ PALETTE: tuple[str, ...] = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9
 ULP_STOPS: tuple[tuple[float, str], ...] = ((0.5, "#1a9850"), (2.0, "#a6d96a"), (8.0, "#fee08b"),
                                             (64.0, "#fdae61"), (1024.0, "#d73027"), (65536.0, "#67001f"))
 NO_VALUE = "#c6d3e3"
-STATUS_STROKE = {"fail": ("#b00020", "2.5", ""), "error": ("#000000", "2.5", ""),
+# Fills that say the verdict, not an error size: every unexpected failure alike (too far off, NaN or
+# inf for a number, a broken invariant), and a call that raised or timed out. The glyph tells them
+# apart from the scale's own reds without colour.
+FAIL_FILL, ERROR_FILL, NOT_RUN_FILL = "#b00020", "#222222", "#ececec"
+GLYPHS = {"fail": "×", "error": "!"}
+STATUS_STROKE = {"fail": ("#5c0010", "1.5", ""), "error": ("#000000", "1.5", ""),
                  "known_failure": ("#7a4b00", "1.5", "3 2")}
 FONT = 'font-family="system-ui, sans-serif" font-size="11"'
 
@@ -116,13 +121,15 @@ def _text(x: float, y: float, text: str, anchor: str = "start", extra: str = "")
 
 @dataclass(frozen=True)
 class Cell:
-    """One heatmap cell: an error in ULP (None: nothing measured), the record's status, the
-    hover text, and the index of its details (None: nothing to show)."""
+    """One heatmap cell: an error in ULP (None: nothing measured), the record's status and failure
+    kind (None, accuracy, semantic, invariant, error, ...), the hover text, and the index of its
+    details (None: nothing to show)."""
 
     ulp: float | None
     status: str
     title: str
     key: int | None = None
+    failure: str | None = None
 
 
 @dataclass(frozen=True)
@@ -135,52 +142,74 @@ class Panel:
 
 
 CELL_W, CELL_H = 22, 15
+# Widths of a character at the charts' 11 px font, to size the room text needs (no text metrics here).
+CHAR_W, BOLD_CHAR_W = 6.2, 7.5
+PANEL_GAP = 16
+# Column labels are turned 60 degrees: their length runs up by sin 60 and right by cos 60.
+UP, RIGHT = math.sin(math.radians(60)), math.cos(math.radians(60))
 
 
 def heatmap(rows: Sequence[str], panels: Sequence[Panel], label: str) -> Markup:
-    """Panels side by side sharing the row labels: a rectangle per cell coloured by ulp_colour,
-    outlined by status (fail, error, known_failure); unsupported cells are left blank with a
-    dash, cells not run are left out."""
+    """Panels side by side sharing the row labels: a rectangle per cell filled by cell_fill, known
+    deviations outlined; cells not run are left out. A panel is as wide as its heading, and the
+    picture as wide and tall as its turned column labels, so that one column per panel (a
+    one-backend report) neither overlaps headings nor cuts labels off."""
     label_w = 7 * max((len(r) for r in rows), default=4) + 10
-    header_h = 10 + 6.2 * max((len(c) for p in panels for c in p.columns), default=4) + 18
+    longest = max((len(c) for p in panels for c in p.columns), default=4)
+    header_h = math.ceil(22 + UP * CHAR_W * longest + 8)
     body: list[str] = []
-    x0 = label_w
+    x0, right = label_w, float(label_w)
     for i, row in enumerate(rows):
         body.append(_text(label_w - 6, header_h + i * CELL_H + 11, row, "end"))
     for panel in panels:
-        width = len(panel.columns) * CELL_W
-        body.append(_text(x0 + width / 2, 12, panel.heading, "middle", 'font-weight="bold"'))
+        columns_w = len(panel.columns) * CELL_W
+        width = max(columns_w, math.ceil(BOLD_CHAR_W * len(panel.heading)))
+        left = x0 + (width - columns_w) // 2
+        body.append(_text(x0 + width / 2, 12, panel.heading, "middle", 'class="heading" font-weight="bold"'))
         for j, column in enumerate(panel.columns):
-            cx, cy = x0 + j * CELL_W + CELL_W / 2 + 4, header_h - 4
+            cx, cy = left + j * CELL_W + CELL_W / 2 + 4, header_h - 4
             body.append(_text(cx, cy, column, "start", f'transform="rotate(-60 {cx:.1f} {cy:.1f})"'))
+            right = max(right, cx + RIGHT * CHAR_W * len(column) + 6)
         for i, row in enumerate(rows):
             for j, column in enumerate(panel.columns):
                 cell = panel.cells.get((row, column))
-                if cell is None:
-                    continue
-                x, y = x0 + j * CELL_W, header_h + i * CELL_H
-                body.append(_cell(cell, x, y))
-        x0 += width + 16
-    return _svg(x0, header_h + len(rows) * CELL_H + 4, body, label, "heatmap")
+                if cell is not None:
+                    body.append(_cell(cell, left + j * CELL_W, header_h + i * CELL_H))
+        x0 += width + PANEL_GAP
+    return _svg(max(x0, right), header_h + len(rows) * CELL_H + 4, body, label, "heatmap")
+
+
+def cell_fill(cell: Cell) -> str:
+    """An unexpected failure is one red whatever went wrong, an error black, a cell not run grey;
+    otherwise the error's colour on the ULP scale, where a value of the wrong kind (NaN or inf for a
+    number: outside the ULP statistics) counts as the largest error."""
+    if cell.status == "fail":
+        return FAIL_FILL
+    if cell.status == "error" or cell.failure in ("error", "timeout", "crash"):
+        return ERROR_FILL
+    if cell.status in ("unsupported", "skip"):
+        return NOT_RUN_FILL
+    return ulp_colour(math.inf if cell.failure == "semantic" else cell.ulp)
 
 
 def _cell(cell: Cell, x: float, y: float) -> str:
     key = f' data-k="{cell.key}"' if cell.key is not None else ""
     title = f"<title>{escape(cell.title)}</title>"
-    if cell.status in ("unsupported", "skip"):
-        return (f'<g class="cell {cell.status}"{key}><rect x="{x + 1}" y="{y + 1}" width="{CELL_W - 2}" '
-                f'height="{CELL_H - 2}" fill="#f4f4f4"/>'
-                + _text(x + CELL_W / 2, y + 11, "–", "middle", 'fill="#999"') + title + "</g>")
-    fill = "#222222" if cell.status == "error" and cell.ulp is None else ulp_colour(cell.ulp)
     stroke, width, dash = STATUS_STROKE.get(cell.status, ("none", "0", ""))
     dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-    return (f'<rect class="cell {cell.status}"{key} x="{x + 1}" y="{y + 1}" width="{CELL_W - 2}" '
-            f'height="{CELL_H - 2}" fill="{fill}" stroke="{stroke}" stroke-width="{width}"{dash_attr}>'
-            f"{title}</rect>")
+    markup = (f'<rect class="cell {cell.status}"{key} x="{x + 1}" y="{y + 1}" width="{CELL_W - 2}" '
+              f'height="{CELL_H - 2}" fill="{cell_fill(cell)}" stroke="{stroke}" stroke-width="{width}"'
+              f"{dash_attr}>{title}</rect>")
+    glyph = GLYPHS.get(cell.status) or ("–" if cell.status in ("unsupported", "skip") else None)
+    if glyph:
+        colour = "#999" if glyph == "–" else "#fff"
+        markup += _text(x + CELL_W / 2, y + 11.5, glyph, "middle",
+                        f'fill="{colour}" font-weight="bold" pointer-events="none"')
+    return markup
 
 
 def ulp_legend() -> Markup:
-    """The colour scale and the status outlines, as a small SVG."""
+    """The colour scale, the verdict fills and the known deviations' outline, as a small SVG."""
     body: list[str] = []
     steps = 48
     lo, hi = math.log2(ULP_STOPS[0][0]), math.log2(ULP_STOPS[-1][0])
@@ -191,18 +220,17 @@ def ulp_legend() -> Markup:
         x = 10 + (math.log2(ulp) - lo) / (hi - lo) * steps * 6
         body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="16" y2="20" stroke="#333"/>')
         body.append(_text(x, 31, number(ulp), "middle"))
+    body.append(_text(10, 44, "largest ULP error of the case (log scale; 0.5 = correctly rounded; "
+                              "NaN or inf for a number: the darkest)"))
     x = 320
-    for status, text in (("fail", "fail"), ("known_failure", "known"), ("error", "error")):
-        stroke, width, dash = STATUS_STROKE[status]
-        dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
-        body.append(f'<rect x="{x}" y="4" width="20" height="13" fill="{ulp_colour(1)}" stroke="{stroke}" '
-                    f'stroke-width="{width}"{dash_attr}/>')
-        body.append(_text(x + 25, 15, text))
-        x += 80
-    body.append(f'<rect x="{x}" y="4" width="20" height="13" fill="{NO_VALUE}"/>')
-    body.append(_text(x + 25, 15, "nothing measured (special values only)"))
-    body.append(_text(10, 44, "max ULP error (log scale; 0.5 = correctly rounded)"))
-    return _svg(x + 260, 50, body, "colour scale: max ULP error", "legend")
+    samples = (("fail", None, "unexpected failure (any kind)"), ("error", None, "error"),
+               ("known_failure", 64.0, "known deviation"), ("unsupported", None, "not run"),
+               ("pass", None, "nothing measured (special values only)"))
+    for status, ulp, text in samples:
+        body.append(_cell(Cell(ulp, status, text), x, 3))
+        body.append(_text(x + CELL_W + 4, 14, text))
+        x += CELL_W + 12 + CHAR_W * len(text)
+    return _svg(x, 50, body, "colour scale: largest ULP error, and the verdicts", "legend")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ for `softmax-suite report` and the end of `softmax-suite run`.
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 import statistics
@@ -21,16 +22,19 @@ from softmax_suite.ops import is_vjp
 from softmax_suite.records import ULP_BIN_EDGES
 from softmax_suite.reports import charts
 from softmax_suite.reports.agreement import agreement_matrix
+from softmax_suite.reports.choice import choices, labeller
+from softmax_suite.reports.deviations import first_groups, group_known, holders
 from softmax_suite.reports.gate import FAIL, NOTE, WARN, Finding
+from softmax_suite.reports.packing import pack
 from softmax_suite.reports.results import STATUSES, capabilities_of, make_folder, rerun_command, status_counts
 from softmax_suite.reports.semantics import DTYPES, OPS, backend_name, ordered, semantics_table
+from softmax_suite.reports.verdict import describe, severity
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 # Reproducers embed inputs up to this many bytes (the special-value cases, rows of 1000) and
-# rebuild larger ones from the catalogue, digest-checked: a full run's report lists ~400 known
-# failures, and 64 KiB each would make it 9 MB instead of 5.6.
+# rebuild larger ones from the catalogue, digest-checked: a full run's report has ~1100
+# reproducers, and embedded inputs are the one part of them that does not compress when packed.
 REPORT_EMBED_LIMIT = 8 * 1024
-FAILED = ("fail", "error")
 STATUS_LABELS = {"pass": "passed", "fail": "failed", "known_failure": "known", "error": "error",
                  "unsupported": "unsupported", "skip": "skipped"}
 BIN_LABELS = ("≤0.5", *(charts.size_label(e) for e in ULP_BIN_EDGES[1:]),
@@ -102,22 +106,29 @@ def _row_label(record: dict) -> str:
     return f"{record['case']} / {record['cotangent']}" if record.get("cotangent") else record["case"]
 
 
+# Two "worst" numbers describe a result, often of different elements: the element worst for its
+# budget (metrics.worst: the one the judge's message names, and the verdict's) and the largest error
+# of any element (metrics.max_ulp: the heatmap's colour). Their labels say which is which.
+WORST_FOR_BUDGET = "worst for its budget (the message's): element"
+LARGEST = "largest error, any element (ULP)"
+
+
 def _accuracy_rows(record: dict) -> list[tuple[str, object]]:
     metrics = record.get("metrics") or {}
     bound = record.get("bound") or {}
     worst = metrics.get("worst") or {}
     return [
         ("status", record["status"]), ("message", record.get("message")),
-        ("max ULP", metrics.get("max_ulp")), ("median ULP", metrics.get("p50_ulp")),
+        # The element's values in full: the digits are the point.
+        (WORST_FOR_BUDGET, worst.get("index")), ("its error (ULP)", worst.get("ulp")),
+        ("its budget (ULP)", bound.get("budget_ulp")), ("its error / budget", bound.get("ratio")),
+        ("got", _full(worst.get("got"))),
+        ("exact", worst.get("exact")), ("correctly rounded", _full(worst.get("rounded"))),
+        (LARGEST, metrics.get("max_ulp")), ("median ULP", metrics.get("p50_ulp")),
         ("99th percentile ULP", metrics.get("p99_ulp")),
         ("scaled error (u x natural scale)", metrics.get("max_scaled")),
         ("elements cancelling / underflowing",
          f"{metrics['n_cancellation']} / {metrics['n_underflow']}" if "n_cancellation" in metrics else None),
-        ("budget at the worst element (ULP)", bound.get("budget_ulp")),
-        ("error / budget", bound.get("ratio")),
-        # The element's values in full: the digits are the point.
-        ("worst element", worst.get("index")), ("got", _full(worst.get("got"))),
-        ("exact", worst.get("exact")), ("correctly rounded", _full(worst.get("rounded"))),
         ("categories", metrics.get("categories")), ("semantic differences", record.get("semantic")),
         ("shape", record.get("shape")),
         ("layout", record.get("layout") if record.get("layout") != "contiguous" else None),
@@ -151,8 +162,9 @@ def verdict(results: list[dict], findings: Sequence[Finding] | None, partial: Se
 
 
 def grid(records: list[dict], capabilities: Sequence[dict] = ()) -> dict:
-    """Backend/device x op rows, dtype columns: status counts and the worst ULP of each cell, or why
-    the backend cannot be asked it (the runs' capability tables)."""
+    """Backend/device x op rows, dtype columns: status counts and the largest ULP error of each cell,
+    or why the backend cannot be asked it (the runs' capability tables). An op the backend offers in
+    no dtype has no row."""
     cells: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for record in records:
         cells[(backend_name(record), record["op"], record["dtype"])].append(record)
@@ -164,11 +176,14 @@ def grid(records: list[dict], capabilities: Sequence[dict] = ()) -> dict:
     rows = []
     for name in names:
         for op in ops:
+            if not any(r["status"] not in ("unsupported", "skip")
+                       for dtype in dtypes for r in cells.get((name, op, dtype), ())):
+                continue  # an op the backend was asked in no dtype: the first screen names it
             row = []
             for dtype in dtypes:
                 if (name, op, dtype) in cannot and (name, op, dtype) not in cells:
                     row.append({"state": "unsupported", "text": f"unsupported: {cannot[(name, op, dtype)]}",
-                                "worst": "", "colour": ""})
+                                "largest": "", "colour": ""})
                     continue
                 group = cells.get((name, op, dtype), [])
                 counts = status_counts(group)
@@ -177,36 +192,51 @@ def grid(records: list[dict], capabilities: Sequence[dict] = ()) -> dict:
                               if counts.get(s)), "none")
                 text = ", ".join(f"{counts[s]} {STATUS_LABELS[s]}" for s in STATUSES if counts.get(s))
                 row.append({"state": state, "text": text or "not run",
-                            "worst": charts.number(worst) if worst is not None else "",
+                            "largest": charts.number(worst) if worst is not None else "",
                             "colour": charts.ulp_colour(worst) if worst is not None else ""})
             rows.append({"backend": name, "op": op, "cells": row})
     return {"dtypes": dtypes, "rows": rows}
 
 
+def _cell_title(record: dict, name: str) -> str:
+    ulp = _ulp(record)
+    ratio = (record.get("bound") or {}).get("ratio")
+    text = f"{name} {record['op']} {record['dtype']} {_row_label(record)}: {record['status']}"
+    if ulp is not None:
+        text += f", largest error {charts.number(ulp)} ULP"
+    if isinstance(ratio, (int, float)):
+        text += f", worst for its budget {charts.number(ratio)}x the budget"
+    if record.get("failure") == "semantic":
+        text += ", values of the wrong kind (NaN or inf for a number)"
+    if record["status"] != "pass" and record.get("message"):
+        text += f" ({record['message']})"
+    return text
+
+
 def heatmaps(records: list[dict], details: Details, anchors: dict[int, str]) -> list[dict]:
-    """One heatmap per op: a panel per dtype, a row per case (and cotangent), a column per backend."""
-    ops = ordered((r["op"] for r in records), OPS)
-    names = sorted({backend_name(r) for r in records})
+    """One heatmap per op: a panel per dtype, a row per case (and cotangent), a column per backend
+    that answered it. A backend that was asked nothing of an op or dtype (not offered, not run) has
+    no column there, and an op that no backend answered has no heatmap."""
+    answered = [r for r in records if r["status"] not in ("unsupported", "skip")]
+    offered = {(backend_name(r), r["op"], r["dtype"]) for r in answered}
+    ops = ordered((r["op"] for r in answered), OPS)
     found = []
     for op in ops:
-        mine = [r for r in records if r["op"] == op]
+        mine = [r for r in records if r["op"] == op and (backend_name(r), op, r["dtype"]) in offered]
         rows = list(dict.fromkeys(_row_label(r) for r in mine))
         panels = []
         for dtype in ordered((r["dtype"] for r in mine), DTYPES):
             cells = {}
             for record in (r for r in mine if r["dtype"] == dtype):
-                ulp = _ulp(record)
                 name = backend_name(record)
-                title = (f"{name} {op} {dtype} {_row_label(record)}: {record['status']}"
-                         + (f", max {charts.number(ulp)} ULP" if ulp is not None else "")
-                         + (f" ({record['message']})" if record["status"] in ("unsupported", "skip") else ""))
                 key = details.add("accuracy", f"{op} · {dtype} · {_row_label(record)} · {name}",
-                                  _accuracy_rows(record),
-                                  anchors.get(id(record)))
-                cells[(_row_label(record), name)] = charts.Cell(ulp, record["status"], title, key)
-            panels.append(charts.Panel(dtype, names, cells))
+                                  _accuracy_rows(record), anchors.get(id(record)))
+                cells[(_row_label(record), name)] = charts.Cell(_ulp(record), record["status"],
+                                                                _cell_title(record, name), key,
+                                                                record.get("failure"))
+            panels.append(charts.Panel(dtype, sorted({column for _, column in cells}), cells))
         found.append({"op": op, "vjp": is_vjp(op), "rows": len(rows),
-                      "svg": charts.heatmap(rows, panels, f"max ULP error of {op} per case and backend")})
+                      "svg": charts.heatmap(rows, panels, f"largest ULP error of {op} per case and backend")})
     return found
 
 
@@ -278,15 +308,19 @@ def _bin_range(i: int) -> str:
 
 
 def invariants(records: list[dict]) -> dict:
-    """Backend/device rows, invariant columns: per dtype, how many cases held the invariant."""
-    tally: dict[tuple[str, str], dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0, 0]))
+    """Backend/device rows, invariant columns: per dtype, of the cases an invariant applies to, how
+    many held it. One that does not apply to a case (ok: null, with a note why) counts apart; a
+    broken one of a known deviation is known, not a failure."""
+    tally: dict[tuple[str, str], dict[str, dict[str, int]]] = defaultdict(
+        lambda: defaultdict(lambda: dict.fromkeys(("held", "broken", "known", "na"), 0)))
     names: list[str] = []
     for record in records:
         for invariant, outcome in (record.get("invariants") or {}).items():
             names.append(invariant)
             count = tally[(backend_name(record), invariant)][record["dtype"]]
-            count[0] += bool(outcome.get("ok"))
-            count[1] += 1
+            ok = outcome.get("ok")
+            count["na" if ok is None else "held" if ok else
+                  "known" if record["status"] == "known_failure" else "broken"] += 1
     invariants_seen = list(dict.fromkeys(names))
     backends = sorted({name for name, _ in tally})
     dtypes = ordered((d for counts in tally.values() for d in counts), DTYPES)
@@ -294,13 +328,24 @@ def invariants(records: list[dict]) -> dict:
     for name in backends:
         for invariant in invariants_seen:
             counts = tally.get((name, invariant))
-            if not counts:
-                continue
-            rows.append({"backend": name, "invariant": invariant, "cells": [
-                {"text": f"{counts[d][0]}/{counts[d][1]}", "ok": counts[d][0] == counts[d][1]}
-                if d in counts else None for d in dtypes]})
+            if counts:
+                rows.append({"backend": name, "invariant": invariant,
+                             "cells": [_invariant_cell(counts[d]) if d in counts else None for d in dtypes]})
     broken = [r for r in records if r["status"] in ("fail", "error", "known_failure")]
     return {"dtypes": dtypes, "rows": rows, "broken": len(broken)}
+
+
+def _invariant_cell(count: dict[str, int]) -> dict:
+    applied = count["held"] + count["broken"] + count["known"]
+    state = ("na" if not applied else "differs" if count["broken"] else "known" if count["known"]
+             else "agrees")
+    text = f"{count['held']}/{applied}" if applied else "n/a"
+    if applied and count["na"]:
+        text += f" ({count['na']} n/a)"
+    title = (f"held in {count['held']} of the {applied} cases it applies to"
+             + (f", broken in {count['known']} known deviations" if count["known"] else "")
+             + (f"; does not apply to {count['na']}" if count["na"] else ""))
+    return {"text": text, "state": state, "title": title}
 
 
 def semantics(records: list[dict], headers: list[dict]) -> list[dict]:
@@ -424,12 +469,17 @@ def _throughput_rows(record: dict) -> list[tuple[str, object]]:
 
 def trade_off(accuracy: list[dict], speed: list[dict], details: Details) -> dict:
     """One point per backend/device, op and dtype: the median roofline fraction over the sizes
-    timed, against the worst ULP error over the accuracy cases."""
+    timed, against the worst ULP error over the accuracy cases that are not known deviations
+    (those are counted in the hover text: a float64 deviation of 1e15 ULP would squash every
+    other point to the bottom)."""
     worst: dict[tuple, float] = {}
+    known: dict[tuple, int] = defaultdict(int)
     for record in accuracy:
         ulp = _ulp(record)
-        if ulp is not None:
-            group = (backend_name(record), record["op"], record["dtype"])
+        group = (backend_name(record), record["op"], record["dtype"])
+        if record["status"] == "known_failure":
+            known[group] += 1
+        elif ulp is not None:
             worst[group] = max(worst.get(group, 0.0), ulp)
     fractions: dict[tuple, list[float]] = defaultdict(list)
     for record in speed:
@@ -448,10 +498,12 @@ def trade_off(accuracy: list[dict], speed: list[dict], details: Details) -> dict
         # A worst error under 1/8 ULP draws at 1/8: the log axis has no zero.
         ulp = max(worst[group], 0.125)
         title = (f"{name} {op} {dtype}: {charts.number(fraction)} of the copy (median of "
-                 f"{len(fractions[group])} sizes), max {charts.number(worst[group])} ULP")
+                 f"{len(fractions[group])} sizes), max {charts.number(worst[group])} ULP"
+                 + (f" ({known[group]} known deviations left out)" if known[group] else ""))
         key = details.add("trade_off", f"{name} · {op} · {dtype}", [
             ("median fraction of the copy", fraction), ("fractions", fractions[group]),
-            ("max ULP over the cases", worst[group])])
+            ("max ULP over the cases", worst[group]),
+            ("known deviations left out", known[group] or None)])
         points.append(charts.Point(fraction, ulp, charts.colour(names.index(name)),
                                    markers.get(dtype, "circle"), title, key, hollow=dtype == "float64"))
     svg = charts.scatter(points, "accuracy against speed", "fraction of the copy bandwidth (faster: right)",
@@ -466,11 +518,12 @@ Reproducer = Callable[[dict, int], str]
 
 
 def failures(results: list[dict], reproducer: Reproducer | None = None) -> tuple[list[dict], dict[int, str]]:
-    """Every failed, erring or known-failing result with its reproducer, unexpected ones first;
-    and the anchor of each by id(record)."""
+    """Every failed, erring or known-failing result with its reproducer and what went wrong in a few
+    words, unexpected ones first (the worst first); and the anchor of each by id(record)."""
     order = {"fail": 0, "error": 0, "known_failure": 1}
     chosen = sorted((r for r in results if r["status"] in order),
-                    key=lambda r: (order[r["status"]], check_of(r), r.get("nodeid", "")))
+                    key=lambda r: (order[r["status"]], check_of(r), tuple(-v for v in severity(r)),
+                                   r.get("nodeid", "")))
     listed, anchors = [], {}
     for i, record in enumerate(chosen):
         anchor = f"failure-{i}"
@@ -481,11 +534,13 @@ def failures(results: list[dict], reproducer: Reproducer | None = None) -> tuple
                 code, why = reproducer(record, REPORT_EMBED_LIMIT), None
             except ValueError as error:
                 why = str(error)
+        known = record.get("known_deviation") or {}
         listed.append({"anchor": anchor, "status": record["status"], "check": check_of(record),
                        "nodeid": record.get("nodeid") or "/".join(
                            str(record.get(k)) for k in ("backend", "device", "dtype", "op", "case")),
-                       "message": record.get("message", ""),
-                       "known": (record.get("known_deviation") or {}).get("reason"),
+                       "backend": backend_name(record), "op": record.get("op"), "dtype": record.get("dtype"),
+                       "what": describe(record), "message": record.get("message", ""),
+                       "known": known.get("reason"), "link": known.get("link"),
                        "snippet": code, "why_no_snippet": why, "rerun": rerun_command(record),
                        "expected": record["status"] == "known_failure"})
     return listed, anchors
@@ -551,14 +606,19 @@ def build(headers: list[dict], results: list[dict], findings: Sequence[Finding] 
     accuracy = by_check["accuracy"]
     details = Details()
     failed, anchors = failures(results, reproducer)
+    judged = [*accuracy, *by_check["invariants"]]
+    known = group_known(failed, labeller(judged))
     forward = [r for r in accuracy if not is_vjp(r["op"])]
+    capabilities = capabilities_of(headers)
     return {
-        "verdict": verdict(results, findings, [h.get("file") or "?" for h in headers if h.get("partial")]),
+        "verdict": {**verdict(results, findings, [h.get("file") or "?" for h in headers if h.get("partial")]),
+                    "entries": len(known)},
         "checks": {check: verdict([r for r in results if check_of(r) == check], None)
                    for check in sorted({check_of(r) for r in results})},
-        "not_run": not_run(results, capabilities_of(headers)),
+        "not_run": not_run(results, capabilities),
+        "choice": choices(judged, by_check["throughput"], capabilities, first_groups(known)),
         "runs": environments(headers),
-        "grid": grid(accuracy, capabilities_of(headers)),
+        "grid": grid(accuracy, capabilities),
         "heatmaps": heatmaps(accuracy, details, anchors),
         "legend": charts.ulp_legend(),
         "distributions": distributions(accuracy),
@@ -570,6 +630,7 @@ def build(headers: list[dict], results: list[dict], findings: Sequence[Finding] 
         "baseline": baseline_section(findings),
         "failures": failed,
         "unexpected": sum(not f["expected"] for f in failed),
+        "known": known,
         "details": details.as_dict(),
         "counts": {"forward": len(forward), "gradients": len(accuracy) - len(forward)},
     }
@@ -583,11 +644,32 @@ def _environment() -> jinja2.Environment:
     return environment
 
 
+# Unexpected failures shown open, reproducer and all, when the report opens; the rest open on a click.
+OPEN_FAILURES = 20
+
+
+def _packed(environment: jinja2.Environment, model: dict) -> Markup:
+    """The parts drawn on demand (packing), in two packs: "parts" (by the id of the element that
+    shows each, its markup; the click-to-explain table; which known deviation holds each failure's
+    anchor) and "reproducers" (half the bytes, unpacked only when one is opened)."""
+    macros = environment.get_template("parts.html.j2").module
+    markup = {f"heatmap-{h['op']}": str(h["svg"]) for h in model["heatmaps"]}
+    markup.update({group["id"]: str(macros.deviation_results(group)) for group in model["known"]})
+    reproducers = {f"reproduce-{f['anchor']}": str(macros.reproducer(f)) for f in model["failures"]}
+    packs = {"parts": pack({"markup": markup, "details": model["details"], "where": holders(model["known"])}),
+             "reproducers": pack({"markup": reproducers})}
+    # Base64 and JSON's own quotes only: safe inside a script element.
+    return Markup(json.dumps(packs))
+
+
 def render(model: dict, title: str = "softmax-suite report") -> str:
-    """The report's HTML: the template with the model, styles and script inlined."""
-    template = _environment().get_template("report.html.j2")
+    """The report's HTML: the template with the model, styles and script inlined, and the parts
+    drawn on demand packed."""
+    environment = _environment()
+    template = environment.get_template("report.html.j2")
     return template.render(model=model, title=title, style=Markup((TEMPLATES / "report.css").read_text()),
-                           script=Markup((TEMPLATES / "report.js").read_text()))
+                           script=Markup((TEMPLATES / "report.js").read_text()),
+                           packed=_packed(environment, model), open_failures=OPEN_FAILURES)
 
 
 def write_report(headers: list[dict], results: list[dict], output: str | Path,

@@ -28,7 +28,7 @@ def _number(value: object) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def _severity(record: dict) -> tuple[int, float]:
+def severity(record: dict) -> tuple[int, float]:
     """How bad an unexpected result is, for picking the worst of a row: an answer silently of the
     wrong kind (NaN for a number) first, then one that raised or timed out, then errors beyond the
     budget by their ratio to it (accuracy and invariants alike), then the rest (throughput)."""
@@ -46,7 +46,7 @@ def _severity(record: dict) -> tuple[int, float]:
     return 0, 0.0
 
 
-def _what(record: dict) -> str:
+def describe(record: dict) -> str:
     """The worst unexpected result in a few words: op, case (and cotangent), and what went wrong."""
     where = f"{record['op']} {record.get('case', '?')}"
     if record.get("cotangent"):
@@ -109,7 +109,7 @@ def _rows(records: list[dict]) -> tuple[list[list[str]], dict[str, list[str]]]:
         rows.append([backend, *([device] if show_device else []), dtype,
                      *(str(sum(counts[s] for s in statuses)) for statuses in counted.values()),
                      *([_fraction(fractions)] if timed else []),
-                     *([_what(max(bad, key=_severity)) if bad else ""] if unexpected else [])])
+                     *([describe(max(bad, key=severity)) if bad else ""] if unexpected else [])])
     return rows, idle
 
 
@@ -194,7 +194,7 @@ def format_verdict(records: Iterable[dict], list_unexpected: bool = True,
         shown = max(FEWEST_IDS, min(MOST_IDS, LINES - len(lines) - 2))  # with the title and the re-run line
         more = f" (the first {shown}; all {len(bad)} in the report)" if len(bad) > shown else ""
         lines.append(f"unexpected{more}:")
-        lines += [f"  {r.get('nodeid') or _what(r)}" for r in bad[:shown]]
+        lines += [f"  {r.get('nodeid') or describe(r)}" for r in bad[:shown]]
         specs = dict.fromkeys(str(r.get("backend_spec") or r["backend"]) for r in bad if r.get("nodeid"))
         if specs:
             spec = next(iter(specs)) if len(specs) == 1 else "SPEC (the --backend of its backend)"

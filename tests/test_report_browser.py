@@ -8,6 +8,7 @@ Without Chromium or Playwright these tests skip, unless SOFTMAX_SUITE_REQUIRE_BR
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from softmax_suite.reports import html
+from softmax_suite.reports import charts, html
 from softmax_suite.runner.reproduce import snippet
-from tests.test_report import HEADER, HOSTILE, accuracy
+from tests.test_report import HEADER, HOSTILE, accuracy, throughput
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("SOFTMAX_SUITE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -28,6 +29,7 @@ ARTIFACTS = Path(os.environ.get("SOFTMAX_SUITE_ARTIFACTS") or REPO / "test-artif
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
          "--disable-background-networking", "--disable-component-update",
          "--host-resolver-rules=MAP * ~NOTFOUND"]
+HEIGHT = 900
 
 
 def _chromium():
@@ -48,11 +50,11 @@ def _chromium():
 class Page:
     """A page opened offline, with every request, console error and dialog it caused."""
 
-    def __init__(self, browser, path: Path) -> None:
+    def __init__(self, browser, path: Path, width: int = 1400) -> None:
         self.requests: list[str] = []
         self.errors: list[str] = []
         self.dialogs: list[str] = []
-        context = browser.new_context(offline=True, viewport={"width": 1400, "height": 900})
+        context = browser.new_context(offline=True, viewport={"width": width, "height": HEIGHT})
         self.page = context.new_page()
         self.page.on("request", lambda request: self.requests.append(request.url))
         self.page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
@@ -62,6 +64,13 @@ class Page:
 
     def outside(self) -> list[str]:
         return [url for url in self.requests if not url.startswith(("file:", "data:"))]
+
+
+def open_heatmaps(page) -> None:
+    """Open every heatmap and wait until each is drawn (from the report's packed data)."""
+    for heatmap in page.locator("details.heatmap").all():
+        heatmap.locator("summary").click()
+        heatmap.locator("svg.heatmap").wait_for()
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +98,9 @@ def test_a_real_runs_report_in_chromium(browser, tmp_path: Path) -> None:
     page = shown.page
     assert shown.errors == [] and shown.outside() == []
     assert page.locator("header.verdict h1").inner_text().startswith("FAIL")
-    # The charts are drawn: elements exist and have a size on screen.
+    # The heatmaps are drawn when opened; then every chart has elements with a size on screen.
+    assert page.locator("svg.heatmap rect.cell").count() == 0
+    open_heatmaps(page)
     for selector, least in (("svg.heatmap rect.cell", 40), ("svg.histogram rect.bar", 8),
                             ("svg.lines path.line", 4), ("svg.scatter .point", 4)):
         assert page.locator(selector).count() >= least, selector
@@ -101,8 +112,9 @@ def test_a_real_runs_report_in_chromium(browser, tmp_path: Path) -> None:
     cell.click()
     assert page.locator("#details").is_visible()
     assert "NoMaxShift" in page.locator("#details-title").inner_text()
-    assert "max ULP" in page.locator("#details-rows").inner_text() or "NaN" in page.locator(
-        "#details-rows").inner_text()
+    # NaN where numbers are due: as red as any unexpected failure, and said so.
+    assert cell.get_attribute("fill") == charts.FAIL_FILL
+    assert "nan_unexpected" in page.locator("#details-rows").inner_text()
     page.locator("#details-anchor").click()
     failure = page.locator("details.failure.fail").first
     assert failure.get_attribute("open") is not None
@@ -122,7 +134,232 @@ def test_a_hostile_results_file_runs_no_script(browser, tmp_path: Path) -> None:
     path = tmp_path / "hostile.html"
     html.write_report([{**HEADER, "command": [HOSTILE]}], results, path, reproducer=snippet)
     shown = Page(browser, path)
+    open_heatmaps(shown.page)
     shown.page.locator("svg.heatmap rect.cell").first.click()
     assert shown.dialogs == [] and shown.errors == [] and shown.outside() == []
     assert HOSTILE in shown.page.locator("#details-title").inner_text()
     assert HOSTILE in shown.page.locator("#environment").inner_text()
+
+
+# A made-up run of eight backends, each of its results chosen to show one of the report's past
+# defects (issue 22): an unexpected NaN beside an unexpected 32 ULP, float64 known deviations of
+# 1e15 ULP, invariants that do not apply, a backend without an op and one without two dtypes.
+BACKENDS = ("array_api_strict", "example", "jax", "mlx", "numpy", "onnxruntime", "scipy", "torch")
+# Largest error per backend, in ULP of a budget of 8: the ranking's order among backends that pass.
+ULP = {"numpy": 0.5, "array_api_strict": 0.55, "scipy": 0.6, "example": 0.7, "onnxruntime": 0.8, "torch": 0.9,
+       "jax": 1.0, "mlx": 1.2}
+SPEED = {name: 0.1 * (i + 1) for i, name in enumerate(BACKENDS)}
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+OPS = ("softmax", "log_softmax", "logsumexp", "softmax_vjp")
+CASES = ("glossary", "random_n2", "nan", "equal_large", "long_random_n65k", "empty")
+MLX_FLOAT64 = "mlx computes float64 exp in float32"
+JAX_LOG = "log_softmax is computed as (x - max) - log(sum)"
+
+
+def offered(backend: str, op: str, dtype: str) -> bool:
+    return not (backend == "scipy" and op == "softmax_vjp") and not (
+        backend == "array_api_strict" and dtype in ("float16", "bfloat16"))
+
+
+def made_up(backend: str, dtype: str, op: str, case: str) -> dict:
+    ulp = ULP[backend]
+    extra: dict = {"bound": {"budget_ulp": 8.0, "ratio": ulp / 8}}
+    if op == "softmax_vjp":
+        extra["cotangent"] = "normal"
+    if (backend, dtype, op, case) == ("torch", "float16", "softmax", "nan"):
+        # NaN where numbers are due: outside the ULP statistics, whose largest is then 0.5.
+        extra.update(status="fail", failure="semantic", semantic={"nan_unexpected": 3},
+                     message="3 NaN where the policy wants numbers")
+    elif (backend, dtype, op, case) == ("mlx", "float32", "softmax", "equal_large"):
+        ulp = 40.0
+        extra.update(status="fail", failure="accuracy", bound={"budget_ulp": 8.0, "ratio": 4.0},
+                     message="32 ULP at index [2, 0] exceeds its budget of 8 ULP",
+                     metrics={"max_ulp": 40.0, "worst": {"ulp": 32.0, "index": [2, 0]},
+                              "ulp_histogram": [4]})
+    elif backend == "mlx" and dtype == "float64" and case != "empty":
+        ulp = 1e15
+        extra.update(status="known_failure", failure="accuracy", bound={"budget_ulp": 8.0, "ratio": 1.25e14},
+                     known_deviation={"reason": MLX_FLOAT64}, message=f"known deviation: {MLX_FLOAT64}")
+    elif (backend, op, dtype) == ("jax", "log_softmax", "float16") and case in ("random_n2", "equal_large"):
+        ulp = 60.0
+        extra.update(status="known_failure", failure="accuracy", bound={"budget_ulp": 8.0, "ratio": 7.5},
+                     known_deviation={"reason": JAX_LOG}, message=f"known deviation: {JAX_LOG}")
+    return accuracy(backend=backend, dtype=dtype, op=op, case=case, max_ulp=ulp, **extra)
+
+
+def made_up_run(backends: tuple[str, ...]) -> tuple[dict, list[dict]]:
+    results = [made_up(backend, dtype, op, case) for backend in backends for dtype in DTYPES for op in OPS
+               for case in CASES if offered(backend, op, dtype)]
+    # numpy's invariants: shift invariance held where it applies, and does not apply to "nan".
+    results += [{**accuracy(case=case), "check": "invariants",
+                 "invariants": {"shift_invariance": {"ok": None if case == "nan" else True}}}
+                for case in CASES if "numpy" in backends]
+    for backend in backends:
+        for dtype in DTYPES:
+            for op in OPS:
+                if offered(backend, op, dtype):
+                    timing = throughput(backend, 4096, SPEED[backend] * 10, 10.0)
+                    results.append({**timing, "op": op, "dtype": dtype})
+    capabilities = [{"backend": b, "device": "cpu", "op": op, "dtype": dtype,
+                     "reason": f"{b} has no {op} in {dtype}"}
+                    for b in backends for op in OPS for dtype in DTYPES if not offered(b, op, dtype)]
+    header = {**HEADER, "capabilities": capabilities,
+              "backends": {b: {"version": "1.0", "devices": ["cpu"], "absent_devices": {}} for b in backends}}
+    return header, results
+
+
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory) -> dict[int, Path]:
+    """The made-up run's report with all eight backends, and with numpy alone, by backend count."""
+    folder = tmp_path_factory.mktemp("reports")
+    made = {}
+    for backends in (BACKENDS, ("numpy",)):
+        header, results = made_up_run(backends)
+        made[len(backends)] = html.write_report([header], results, folder / f"{len(backends)}.html")
+    return made
+
+
+def words_broken(page, selector: str) -> list[str]:
+    """The words of these elements' text that the browser broke across two lines."""
+    return page.evaluate("""selector => {
+      const broken = [];
+      for (const element of document.querySelectorAll(selector)) {
+        const text = element.firstChild;
+        let at = 0;
+        for (const word of text.textContent.split(" ")) {
+          const range = document.createRange();
+          range.setStart(text, at);
+          range.setEnd(text, at + word.length);
+          const lines = new Set(Array.from(range.getClientRects()).filter(r => r.width > 0).map(r => r.top));
+          if (lines.size > 1) { broken.push(word); }
+          at += word.length + 1;
+        }
+      }
+      return broken;
+    }""", selector)
+
+
+def boxes(page, selector: str) -> list[dict]:
+    return page.evaluate("""selector => Array.from(document.querySelectorAll(selector), element => {
+      const box = element.getBoundingClientRect();
+      return {left: box.left, right: box.right, top: box.top, bottom: box.bottom};
+    })""", selector)
+
+
+def heatmap_fits(page, op: str) -> None:
+    """Within one opened heatmap: dtype headings do not overlap, every column label is inside the picture."""
+    svg = boxes(page, f"#heatmap-{op} svg.heatmap")[0]
+    headings = boxes(page, f"#heatmap-{op} svg.heatmap text.heading")
+    assert all(a["right"] <= b["left"] for a, b in itertools.pairwise(headings)), headings
+    for label in boxes(page, f"#heatmap-{op} svg.heatmap text[transform]"):
+        assert svg["left"] <= label["left"] and label["right"] <= svg["right"] + 0.5, (label, svg)
+        assert svg["top"] <= label["top"], (label, svg)
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_eight_backends_first_screen_and_defects(browser, reports, width: int) -> None:
+    shown = Page(browser, reports[8], width)
+    page = shown.page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"report-8-backends-{width}.png"))
+    assert shown.errors == [] and shown.outside() == []
+    # Nothing overflows the page sideways; wide heatmaps scroll in their own box.
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+    # The verdict counts the unexpected only: the NaN and the 32 ULP; the 20 + 2 known deviations of
+    # 2 entries are said apart, as not failing the run.
+    assert page.locator("header.verdict h1").inner_text().startswith("FAIL")
+    answer = page.locator("header.verdict .answer").inner_text()
+    assert answer.startswith("2 unexpected failures or errors")
+    assert "22 known deviations from 2 entries" in page.locator("header.verdict .counts").inner_text()
+
+    # The first screen decides: float16's ranking is in view without scrolling. For softmax: the
+    # six that pass everything by the budget they spare (their largest errors 0.5 .. 1.2 ULP), then
+    # torch with its unexpected NaN (array_api_strict has no float16). The speed is beside each.
+    card = page.locator("#choice-float16")
+    assert card.bounding_box()["y"] + 120 < HEIGHT
+    softmax = card.locator("tr", has=page.locator("th", has_text="softmax")).first
+    assert [li.get_attribute("data-backend") for li in softmax.locator("li").all()] == [
+        "numpy", "scipy", "example", "onnxruntime", "jax", "mlx", "torch"]
+    torch = softmax.locator("li[data-backend='torch']")
+    assert torch.get_attribute("class") == "fail" and "✗ 1" in torch.inner_text()
+    assert "softmax nan: 3 x nan_unexpected" in torch.inner_text()
+    assert softmax.locator("li[data-backend='numpy'] .speed").inner_text() == "0.5"
+    # jax's two known log_softmax deviations are marked, and link to their entry.
+    log_softmax = card.locator("tr", has=page.locator("th", has_text="log_softmax")).first
+    jax = log_softmax.locator("li[data-backend='jax']")
+    mark = jax.locator("a.mark.known")
+    assert jax.get_attribute("class") == "known" and mark.inner_text() == "⚑ 2"
+    # An op a backend lacks is named, not drawn.
+    vjp = card.locator("tr", has=page.locator("th", has_text="softmax_vjp")).first
+    assert "scipy" not in vjp.locator("ol").inner_text() and "not offered: scipy" in vjp.inner_text()
+    assert page.locator("#choice-float16 .absent", has_text="array_api_strict").count() == 1
+
+    # Known deviations: one line per entry with its reason and count, not one per result.
+    groups = page.locator("details.deviation")
+    assert groups.count() == 2
+    assert groups.nth(0).locator(".count").inner_text() == "20 results"
+    assert MLX_FLOAT64 in groups.nth(0).locator(".reason").inner_text()
+    assert page.locator("#known").bounding_box()["height"] < 400
+    mark.click()  # opens jax's entry and draws its two results
+    assert groups.nth(1).get_attribute("open") is not None
+    groups.nth(1).locator("details.failure").nth(1).wait_for()
+    assert groups.nth(1).locator("details.failure").count() == 2
+
+    # Heatmaps are drawn when opened: none at first.
+    assert page.locator("svg.heatmap rect.cell").count() == 0
+    open_heatmaps(page)
+    # Honest colours: the NaN failure (largest finite error 0.5 ULP) is as red as the 32 ULP one.
+    fails = page.locator("#heatmap-softmax rect.cell.fail")
+    assert fails.count() == 2
+    assert {fails.nth(i).get_attribute("fill") for i in range(2)} == {charts.FAIL_FILL}
+    # No column for scipy where it has no op.
+    labels = page.locator("#heatmap-softmax_vjp svg text[transform]").all_text_contents()
+    assert "scipy/cpu" not in labels and "numpy/cpu" in labels
+    assert "scipy/cpu" in page.locator("#heatmap-softmax svg text[transform]").all_text_contents()
+    for op in OPS:
+        heatmap_fits(page, op)
+
+    # Invariants that do not apply are grey, not broken: numpy's row has no pink cell.
+    numpy_row = page.locator("table.invariants tr", has=page.locator("th", has_text="numpy/cpu"))
+    assert numpy_row.locator("td.differs").count() == 0
+    assert numpy_row.locator("td.agrees").inner_text() == "5/5 (1 n/a)"
+
+    # The scatter's error axis ends near the unexpected and passing errors (40 ULP), not at the
+    # known deviations' 1e15.
+    ticks = [float(t) for t in page.locator("svg.scatter text[text-anchor='end']").all_text_contents()]
+    assert max(ticks) <= 100
+
+    # One result, two "worst" numbers, each labelled: mlx's largest error (40 ULP) and its element
+    # worst for its budget (32 ULP, 4x); labels break between words only.
+    cell = page.locator("#heatmap-softmax rect.cell.fail", has=page.locator("title", has_text="mlx/cpu"))
+    cell.scroll_into_view_if_needed()
+    cell.click()
+    rows = dict(zip(page.locator("#details-rows th").all_inner_texts(),
+                    page.locator("#details-rows td").all_inner_texts(), strict=True))
+    assert rows[html.LARGEST] == "40" and rows[html.WORST_FOR_BUDGET] == "[2, 0]"
+    assert rows["its error (ULP)"] == "32" and rows["its error / budget"] == "4"
+    assert rows["message"].startswith("32 ULP")
+    assert words_broken(page, "#details-rows th") == []
+    page.screenshot(path=str(ARTIFACTS / f"report-8-backends-{width}-details.png"))
+    assert shown.errors == [] and shown.outside() == []
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_one_backend(browser, reports, width: int) -> None:
+    shown = Page(browser, reports[1], width)
+    page = shown.page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"report-1-backend-{width}.png"))
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    assert page.locator("header.verdict h1").inner_text().startswith("PASS")
+    assert page.locator("#choice-float16 li").count() == len(OPS)
+    # One column per panel: headings apart, labels whole, in every heatmap.
+    open_heatmaps(page)
+    for op in OPS:
+        heatmap_fits(page, op)
+    page.locator("#heatmap-softmax").scroll_into_view_if_needed()
+    page.locator("#heatmap-softmax rect.cell").first.click()
+    assert words_broken(page, "#details-rows th") == []
+    page.screenshot(path=str(ARTIFACTS / f"report-1-backend-{width}-heatmap.png"))
+    assert shown.errors == [] and shown.outside() == []
