@@ -14,6 +14,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
+from softmax_suite.reports.charts import real
 from softmax_suite.reports.semantics import DTYPES, OPS, backend_name, ordered
 from softmax_suite.reports.verdict import describe, severity
 
@@ -22,10 +23,10 @@ JUDGED = ("pass", "known_failure", *UNEXPECTED)
 
 
 def _finite(value: object) -> float | None:
-    # Results files write non-finite numbers as text; those say nothing to rank by.
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
+    # Results files write non-finite numbers as text, and an integer past any float reads as one:
+    # those say nothing to rank by.
+    value = real(value)
+    return value if value is not None and math.isfinite(value) else None
 
 
 def labeller(records: Sequence[dict]) -> dict[str, str]:

@@ -21,7 +21,9 @@ LEVEL = 6
 def pack(value: object) -> str:
     """value as JSON, zlib-deflated (DecompressionStream's "deflate"), in base64."""
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    return base64.b64encode(zlib.compress(text.encode("utf-8"), LEVEL)).decode("ascii")
+    # "replace", as the page itself is written: a lone surrogate (a path decoded with
+    # surrogateescape) has no UTF-8 and would leave no report at all; it is packed as "?".
+    return base64.b64encode(zlib.compress(text.encode("utf-8", "replace"), LEVEL)).decode("ascii")
 
 
 def unpack(text: str) -> object:

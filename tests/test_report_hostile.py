@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from softmax_suite.records import STATUSES
 from softmax_suite.reports import charts, html
+from softmax_suite.reports.packing import unpack
 from softmax_suite.reports.semantics import DTYPES, OPS
 from softmax_suite.runner.reproduce import snippet
 from tests.test_report import HEADER, HOSTILE, accuracy, cli, throughput, write_results
@@ -261,6 +262,11 @@ def test_any_results_make_a_report(measured, timed) -> None:
         text = path.read_text(encoding="utf-8")
     well_formed(text)
     assert text.rstrip().endswith("</html>")
-    # The details table (the report's JSON script) still parses, one entry per result explained.
-    data = re.search(r'<script type="application/json" id="details-data">(.*?)</script>', text, re.S)
-    assert isinstance(json.loads(data.group(1))["entries"], list)
+    # The parts drawn on demand unpack: their charts well formed too, and the details table (one
+    # entry per result explained) a list.
+    packed = re.search(r'<script type="application/json" id="packed">(.*?)</script>', text, re.S)
+    packs = json.loads(packed[1])
+    parts = unpack(packs["parts"])
+    for markup in parts["markup"].values():
+        well_formed(markup)
+    assert isinstance(parts["details"]["entries"], list)
