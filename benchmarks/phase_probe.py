@@ -47,7 +47,7 @@ def _steps() -> list[tuple[object, str, str]]:
     """(module or class, attribute, step): each place a step is called through."""
     from softmax_suite.oracle import cache, store
     from softmax_suite.reports.results import ResultsWriter
-    from softmax_suite.suites import accuracy, invariants, throughput
+    from softmax_suite.suites import accuracy, invariants
 
     return [
         (accuracy, "call_backend", "backend calls"),
@@ -62,7 +62,6 @@ def _steps() -> list[tuple[object, str, str]]:
         (accuracy, "special_values", "judging"),
         (accuracy, "run", "accuracy item: inputs, digests, record"),
         (invariants, "run", "invariants"),
-        (throughput, "run", "throughput item"),
         (ResultsWriter, "write", "results file"),
     ]
 
