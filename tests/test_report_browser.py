@@ -256,15 +256,21 @@ def heatmap_fits(page, op: str) -> None:
         assert svg["top"] <= label["top"], (label, svg)
 
 
+def opened_at(browser, report: Path, width: int, name: str) -> Page:
+    """The report opened at width, its first screen kept as test-artifacts/report-NAME-WIDTH.png;
+    nothing overflows the page sideways (wide heatmaps scroll in their own box)."""
+    shown = Page(browser, report, width)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shown.page.screenshot(path=str(ARTIFACTS / f"report-{name}-{width}.png"))
+    assert shown.page.evaluate("document.documentElement.scrollWidth") <= width
+    return shown
+
+
 @pytest.mark.parametrize("width", [1400, 800])
 def test_eight_backends_first_screen_and_defects(browser, reports, width: int) -> None:
-    shown = Page(browser, reports[8], width)
+    shown = opened_at(browser, reports[8], width, "8-backends")
     page = shown.page
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"report-8-backends-{width}.png"))
     assert shown.errors == [] and shown.outside() == []
-    # Nothing overflows the page sideways; wide heatmaps scroll in their own box.
-    assert page.evaluate("document.documentElement.scrollWidth") <= width
 
     # The verdict counts the unexpected only: the NaN and the 32 ULP; the 20 + 2 known deviations of
     # 2 entries are said apart, as not failing the run.
@@ -347,11 +353,8 @@ def test_eight_backends_first_screen_and_defects(browser, reports, width: int) -
 
 @pytest.mark.parametrize("width", [1400, 800])
 def test_one_backend(browser, reports, width: int) -> None:
-    shown = Page(browser, reports[1], width)
+    shown = opened_at(browser, reports[1], width, "1-backend")
     page = shown.page
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"report-1-backend-{width}.png"))
-    assert page.evaluate("document.documentElement.scrollWidth") <= width
     assert page.locator("header.verdict h1").inner_text().startswith("PASS")
     assert page.locator("#choice-float16 li").count() == len(OPS)
     # One column per panel: headings apart, labels whole, in every heatmap.
