@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import time
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -258,35 +259,21 @@ def test_staleness_is_judged_on_both_passes(run_suite, tmp_path) -> None:
     assert stale_lines["alone"] == [alone]
 
 
-def test_the_suite_agrees_with_torch_utils_benchmark(run_suite, pytester: pytest.Pytester) -> None:
+def test_the_suite_agrees_with_torch_utils_benchmark(tmp_path: Path) -> None:
     # torch.softmax on 1024 x 1024 float32: the suite's fastest CPU time per call (the rounds of
     # pytest-benchmark, synchronised, interleaved with the copy: what the gate compares) and the
-    # fastest block of torch.utils.benchmark, timed with the same clock, in this process, within
-    # 10%. CPU time, on one thread each, the fastest of each: these tests run beside others
-    # (pytest-xdist), and the wall time of a call on a shared 2-core machine times the scheduler
-    # (measured: 0.35x to 19x). Up to three tries, one must agree.
-    torch = pytest.importorskip("torch")
-    from torch.utils import benchmark as torch_benchmark
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkey = pytest.MonkeyPatch()
-    monkey.setitem(throughput.SHAPES, "batch_1024x1024", Shape("batch_1024x1024", 1024, 1024))
-    monkey.setattr(throughput, "QUICK", (throughput.SHAPES["batch_1024x1024"],))
-    x = torch.randn(1024, 1024)
-    ratios = []
-    try:
-        for _ in range(3):
-            _, records = run_suite("--backend", "torch", "--device", "cpu", "--op", "softmax",
-                                   "--dtype", "float32")
-            ours = min(records[0]["cpu_rounds_s"])
-            timer = torch_benchmark.Timer("torch.softmax(x, -1)", globals={"x": x, "torch": torch},
-                                          num_threads=1, timer=time.process_time)
-            theirs = min(timer.blocked_autorange(min_run_time=0.5).times)
-            ratios.append(ours / theirs)
-            if abs(ours / theirs - 1) <= 0.10:
-                break
-    finally:
-        monkey.undo()
-        torch.set_num_threads(threads)
-    assert abs(ratios[-1] - 1) <= 0.10, ratios
+    # fastest block of torch.utils.benchmark, timed with the same clock, within 10%. CPU time, on
+    # one thread each, the fastest of each: these tests run beside others (pytest-xdist), and the
+    # wall time of a call on a shared 2-core machine times the scheduler (measured: 0.35x to 19x).
+    # Both sides run in a fresh process (tests/torch_timer_agreement.py says why: in a worker they
+    # once read 0.81x, 1.27x and 0.84x), three tries each, interleaved, the fastest of all the
+    # tries on each side: load only ever slows a measurement, so each side's best is its floor.
+    pytest.importorskip("torch")
+    out = tmp_path / "timed.json"
+    env = {k: v for k, v in os.environ.items() if k != "PYTEST_XDIST_WORKER"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run([sys.executable, "-m", "tests.torch_timer_agreement", "3", str(out)], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    timed = json.loads(out.read_text())
+    assert abs(min(timed["ours"]) / min(timed["theirs"]) - 1) <= 0.10, timed
