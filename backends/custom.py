@@ -5,6 +5,8 @@ attr is a softmax function f(x, axis), or an object (a class is instantiated wit
 of the op methods (softmax(x, axis), ..., softmax_vjp(x, g, axis), ...) and, optionally, the attributes
 name, version, devices, dtypes and the hooks to_device(x, device), to_numpy(y), synchronize(device,
 value), copy(x) (throughput's attainable bandwidth) and describe(device), which replace the framework's.
+An object whose ops take attention's keyword arguments lists them in `options` ("scale", "mask") and
+declares `fully_masked` ("nan" or "zero": softmax_suite.protocol).
 
 The framework's built-in adapter (its load(functions)) runs the user's functions: its conversions
 (bfloat16 included), devices, synchronisation and copy, and the VJPs of the forward ops through its
@@ -22,7 +24,7 @@ from typing import Any
 
 from softmax_suite.backends.builtin import BUILTIN, FRAMEWORKS
 from softmax_suite.ops import FORWARD_OPS, OPS, is_vjp
-from softmax_suite.protocol import DTYPES, Backend
+from softmax_suite.protocol import DTYPES, FULLY_MASKED, OPTIONS, Backend
 
 # The frameworks without automatic differentiation: a user's VJPs there are only the object's methods.
 NO_AUTODIFF = ("numpy", "cupy")
@@ -124,15 +126,35 @@ def wrap(target: Any, default_name: str, framework: str | None = None) -> Backen
         # On its own arrays (a to_device hook), the object's copy or none: numpy's would time another thing.
         copy=getattr(target, "copy", None if own_arrays else base.copy),
         describe=getattr(target, "describe", (lambda device: {}) if own_arrays else base.describe),
+        options=_declared_options(target),
+        fully_masked=_declared_convention(target),
     )
+
+
+def _declared_options(target: Any) -> tuple[str, ...]:
+    """The keyword arguments the object's ops take (attribute options), each one of OPTIONS."""
+    options = tuple(getattr(target, "options", ()))
+    unknown = [option for option in options if option not in OPTIONS]
+    if unknown:
+        raise SpecError(f"options {unknown!r}: an op takes only {', '.join(OPTIONS)} as keyword arguments")
+    return options
+
+
+def _declared_convention(target: Any) -> str:
+    """What the object's forward ops give on a fully masked row (attribute fully_masked)."""
+    convention = getattr(target, "fully_masked", "nan")
+    if convention not in FULLY_MASKED:
+        raise SpecError(f"fully_masked = {convention!r}: declare one of {', '.join(FULLY_MASKED)} (what "
+                        "softmax gives on a row whose every entry is masked)")
+    return convention
 
 
 def _hinted(function: Any, op: str) -> Any:
     """function, called on numpy arrays; an error that shows it wanted a framework's arrays names the
     spec that gives them (`--backend torch:package.module:attr`)."""
-    def call(*args: Any) -> Any:
+    def call(*args: Any, **options: Any) -> Any:
         try:
-            return function(*args)
+            return function(*args, **options)
         except Exception as error:
             text = f"{type(error).__name__} {error}"
             wanted = next((name for word, name in FRAMEWORK_HINTS.items() if word in text), None)

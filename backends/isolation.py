@@ -129,7 +129,7 @@ def describe(backend: Backend) -> dict:
             "devices": list(backend.devices), "absent_devices": dict(backend.absent_devices),
             "dtypes": list(backend.dtypes),
             "unsupported": [[op, dtype, why] for (op, dtype), why in backend.unsupported.items()],
-            "descriptions": devices}
+            "options": list(backend.options), "fully_masked": backend.fully_masked, "descriptions": devices}
 
 
 def serve(spec: str, conn: Connection, fault_file: str) -> None:
@@ -161,7 +161,10 @@ def serve(spec: str, conn: Connection, fault_file: str) -> None:
             except EOFError:
                 return
             try:
-                got = output_of(backend, request["op"], request["device"], request["axis"], inputs)
+                options = {"scale": request["scale"]} if request.get("scale") is not None else {}
+                if request.get("mask"):  # sent after the op's own inputs
+                    *inputs, options["mask"] = inputs
+                got = output_of(backend, request["op"], request["device"], request["axis"], inputs, options)
             except BaseException as error:  # whatever the backend does is the parent's to record
                 send(conn, {"ok": False, "text": describe_error(error), "traceback": last_frames(error)}, [])
             else:
@@ -205,16 +208,20 @@ class Worker:
         self.conn: Connection | None = None
         self.faults: Path | None = None
 
-    def call(self, op: str, device: str, axis: int, inputs: list[np.ndarray], limit: float) -> np.ndarray:
+    def call(self, op: str, device: str, axis: int, inputs: list[np.ndarray], limit: float,
+             options: dict[str, Any] | None = None) -> np.ndarray:
         """The op's output, or WorkerFailure: the backend's error, a timeout (the worker is killed at
         the limit; 0: none) or a crash."""
+        options = options or {}
+        mask = options.get("mask")
         if self.process is None:
             loaded = self.start(limit)
             if not loaded["ok"]:
                 raise WorkerFailure("error", f"could not be loaded in its worker process: {loaded['text']}",
                                     loaded["traceback"])
         try:
-            send(self.conn, {"op": op, "device": device, "axis": axis}, inputs)
+            send(self.conn, {"op": op, "device": device, "axis": axis, "scale": options.get("scale"),
+                             "mask": mask is not None}, [*inputs, *(() if mask is None else (mask,))])
         except OSError:  # the pipe broke: it died since its last answer
             raise self._died(CALL_DEATH) from None
         reply, arrays = self._reply(limit, f"no result within the case timeout of {limit:g} s", CALL_DEATH)
@@ -343,7 +350,9 @@ class Isolated(Backend):
                    to_numpy=_in_worker, devices=tuple(description["devices"]),
                    absent_devices=description["absent_devices"], dtypes=tuple(description["dtypes"]),
                    unsupported={(op, dtype): why for op, dtype, why in description["unsupported"]},
+                   options=tuple(description["options"]), fully_masked=description["fully_masked"],
                    describe=descriptions.__getitem__, spec=spec, worker=worker)
 
-    def call(self, op: str, device: str, axis: int, inputs: list[np.ndarray], limit: float) -> np.ndarray:
-        return self.worker.call(op, device, axis, inputs, limit)
+    def call(self, op: str, device: str, axis: int, inputs: list[np.ndarray], limit: float,
+             options: dict[str, Any] | None = None) -> np.ndarray:
+        return self.worker.call(op, device, axis, inputs, limit, options)

@@ -3,6 +3,9 @@ VJPs through jax.vjp, jitted as a whole (forward and pullback in one compiled fu
 runs a user's own functions f(x, axis) the same way (`--backend jax:package.module:attr`): a
 jax.custom_vjp's rule is what its VJP tests.
 
+Attention's forms go to jax's own API: the op of x * scale (jitted, the scale an argument) with
+where=mask; their VJPs through jax.vjp of that.
+
 x64 is switched on at load: without it jax silently computes float64 inputs in float32.
 Compiled functions persist in jax's compilation cache (compilation_cache_folder), so a second
 run skips XLA compilation, which is most of jax's time in a run.
@@ -17,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from softmax_suite.protocol import DTYPES, Backend, BackendUnavailable
+from softmax_suite.protocol import DTYPES, OPTIONS, Backend, BackendUnavailable
 
 PLATFORMS = ("cpu", "gpu", "tpu")
 CACHE_VARIABLE = "SOFTMAX_SUITE_JAX_CACHE"
@@ -83,20 +86,29 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
     def jitted(function: Any) -> Any:
         return jax.jit(function, static_argnames="axis")
 
+    def composed(function: Any) -> Any:
+        def call(x: Any, axis: int, scale: Any = None, mask: Any = None) -> Any:
+            if scale is not None:
+                x = x * scale
+            return function(x, axis) if mask is None else function(x, axis, where=mask)
+
+        return call
+
     forwards = dict(functions) if functions is not None else {
-        "softmax": jax.nn.softmax, "log_softmax": jax.nn.log_softmax, "logsumexp": jax.nn.logsumexp}
+        op: composed(f) for op, f in (("softmax", jax.nn.softmax), ("log_softmax", jax.nn.log_softmax),
+                                      ("logsumexp", jax.nn.logsumexp))}
 
     def forward(function: Any) -> Any:
-        compiled = jitted(lambda x, axis: function(x, axis))
-        return lambda x, axis: compiled(x, axis=axis)
+        compiled = jitted(lambda x, axis, options: function(x, axis, **options))
+        return lambda x, axis, **options: compiled(x, axis=axis, options=options)
 
     def vjp(function: Any) -> Any:
-        def pullback(x: Any, g: Any, axis: int) -> Any:
-            _, apply = jax.vjp(lambda v: function(v, axis), x)
+        def pullback(x: Any, g: Any, axis: int, options: dict) -> Any:
+            _, apply = jax.vjp(lambda v: function(v, axis, **options), x)
             return apply(g)[0]
 
         compiled = jitted(pullback)
-        return lambda x, g, axis: compiled(x, g, axis=axis)
+        return lambda x, g, axis, **options: compiled(x, g, axis=axis, options=options)
 
     unsupported = {}
     if functions is not None:
@@ -115,6 +127,9 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
         absent_devices=absent,
         synchronize=lambda device, value: jax.block_until_ready(value),
         copy=jax.jit(lambda x: x.copy()),
+        options=OPTIONS if functions is None else (),
+        # jax.nn's where= gives a row with nothing kept softmax 0 and log_softmax -inf (measured).
+        fully_masked="zero" if functions is None else "nan",
         describe=lambda device: {"platform": present[device].platform,
                                  "device_kind": present[device].device_kind,
                                  # XLA's CPU client runs one intra-op thread per core.

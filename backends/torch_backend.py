@@ -3,6 +3,9 @@ VJPs through autograd (torch.autograd.grad with the cotangent as grad_outputs). 
 user's own functions on torch tensors the same way (`--backend torch:package.module:attr`), so that a
 custom torch.autograd.Function's backward is what its VJP tests.
 
+Attention's forms are composed as a torch user writes them: (x * scale).masked_fill(~mask, -inf),
+then the op (torch's softmax has neither argument); their VJPs through autograd of that.
+
 Inputs keep their strides on the cpu (torch.from_numpy shares the numpy buffer, so a
 non-contiguous case stays non-contiguous); bfloat16 crosses as its 16-bit pattern.
 """
@@ -16,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from softmax_suite.protocol import DTYPES, Backend, BackendUnavailable
+from softmax_suite.protocol import DTYPES, OPTIONS, Backend, BackendUnavailable
 
 DEVICE_KINDS = ("cpu", "cuda", "mps")
 
@@ -106,21 +109,32 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
             torch.mps.synchronize()
 
     def forward(function: Any) -> Any:
-        return lambda x, axis: function(x, axis)
+        return lambda x, axis, **options: function(x, axis, **options)
 
     def vjp(function: Any) -> Any:
-        def pullback(x: Any, g: Any, axis: int) -> Any:
+        def pullback(x: Any, g: Any, axis: int, **options: Any) -> Any:
             with torch.enable_grad():
                 leaf = x.detach().requires_grad_(True)
-                (dx,) = torch.autograd.grad(function(leaf, axis), leaf, g)
+                (dx,) = torch.autograd.grad(function(leaf, axis, **options), leaf, g)
             return dx
 
         return pullback
 
+    def composed(function: Any) -> Any:
+        def call(x: Any, axis: int, scale: float | None = None, mask: Any = None) -> Any:
+            if scale is not None:
+                x = x * scale
+            if mask is not None:
+                x = x.masked_fill(~mask, float("-inf"))
+            return function(x, axis)
+
+        return call
+
     absent = _absent_devices(torch)
     devices = tuple(d for d in DEVICE_KINDS if d not in absent)
     forwards = dict(functions) if functions is not None else {
-        "softmax": torch.softmax, "log_softmax": torch.log_softmax, "logsumexp": torch.logsumexp}
+        op: composed(f) for op, f in (("softmax", torch.softmax), ("log_softmax", torch.log_softmax),
+                                      ("logsumexp", torch.logsumexp))}
     unsupported = {}
     if functions is not None:
         for op, function in forwards.items():
@@ -139,4 +153,5 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
         synchronize=synchronize,
         describe=lambda device: _describe(torch, device),
         copy=torch.clone,
+        options=OPTIONS if functions is None else (),
     )

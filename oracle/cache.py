@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from softmax_suite.ops import is_vjp
-from softmax_suite.oracle import store
+from softmax_suite.oracle import scaled, store
 from softmax_suite.oracle.exact import Reference, forward_references
 from softmax_suite.oracle.gradients import vjp_references
 
@@ -39,23 +40,51 @@ def content_key(family: str, x: np.ndarray, axis: int) -> tuple:
     return family, x.dtype.name, x.shape, axis % max(x.ndim, 1), _digest(x)
 
 
-def reference(op: str, x: np.ndarray, axis: int,
-              cotangents: tuple[np.ndarray, np.ndarray] | None = None) -> Reference:
-    """The exact reference of op on x along axis; a VJP needs the cotangents (g, g_row). The
+def reference(op: str, x: np.ndarray, axis: int, cotangents: tuple[np.ndarray, np.ndarray] | None = None,
+              scale: float | None = None, mask: np.ndarray | None = None) -> Reference:
+    """The exact reference of op on x along axis; a VJP needs the cotangents (g, g_row). With scale
+    or mask, of softmax(scale * x) over the entries mask keeps (softmax_suite.oracle.scaled). The
     forward ops share one computation, and so do the three VJPs of one (x, g, g_row)."""
     vjp = is_vjp(op)
     if vjp and cotangents is None:
         raise ValueError(f"{op} needs cotangents (g, g_row)")
-    key = (*content_key("vjp", x, axis), *map(_digest, cotangents)) if vjp \
-        else content_key("forward", x, axis)
+    question = Question(vjp, scale, None if mask is None else np.broadcast_to(mask, x.shape))
+    key = (*content_key(question.family, x, axis), *map(_digest, question.arrays(cotangents)))
     if key in _memory:
         _memory.move_to_end(key)
     else:
-        _memory[key] = _from_disk_or_computed(vjp, x, axis, cotangents)
+        _memory[key] = _from_disk_or_computed(question, x, axis, cotangents)
         _held[key] = sum(reference.rounded.size for reference in _memory[key].values())
         while sum(_held.values()) > MAX_ELEMENTS and len(_memory) > 1:
             del _held[_memory.popitem(last=False)[0]]
     return _memory[key][op]
+
+
+@dataclass(frozen=True)
+class Question:
+    """What a reference answers beyond x: the VJPs or the forward ops, and an attention call's
+    scale and mask; family names it in the keys."""
+
+    vjp: bool
+    scale: float | None = None
+    mask: np.ndarray | None = None
+
+    @property
+    def family(self) -> str:
+        family = "vjp" if self.vjp else "forward"
+        # repr: the float's exact value, so that two scales never share an entry.
+        return family if self.scale is None and self.mask is None else \
+            f"{family} scale={self.scale!r} mask={self.mask is not None}"
+
+    def arrays(self, cotangents: tuple[np.ndarray, np.ndarray] | None) -> list[np.ndarray]:
+        """The inputs beyond x that the reference depends on."""
+        return [*(cotangents if self.vjp else ()), *(() if self.mask is None else (self.mask,))]
+
+    def compute(self, x: np.ndarray, axis: int,
+                cotangents: tuple[np.ndarray, np.ndarray] | None) -> dict[str, Reference]:
+        if self.scale is not None or self.mask is not None:
+            return scaled.references(self.vjp, x, axis, cotangents, self.scale, self.mask)
+        return vjp_references(x, *cotangents, axis) if self.vjp else forward_references(x, axis)
 
 
 def clear() -> None:
@@ -64,17 +93,15 @@ def clear() -> None:
     _held.clear()
 
 
-def _from_disk_or_computed(vjp: bool, x: np.ndarray, axis: int,
+def _from_disk_or_computed(question: Question, x: np.ndarray, axis: int,
                            cotangents: tuple[np.ndarray, np.ndarray] | None) -> dict[str, Reference]:
-    compute = (lambda: vjp_references(x, *cotangents, axis)) if vjp else (lambda: forward_references(x, axis))
     if not _disk:
-        return compute()
+        return question.compute(x, axis, cotangents)
     folder, limit = _disk[0]
-    inputs = [x, *cotangents] if vjp else [x]
-    key = store.entry_key("vjp" if vjp else "forward", axis % max(x.ndim, 1), inputs)
+    key = store.entry_key(question.family, axis % max(x.ndim, 1), [x, *question.arrays(cotangents)])
     stored = store.load(folder, key)
     if stored is not None:
         return stored
-    references = compute()
+    references = question.compute(x, axis, cotangents)
     store.save(folder, key, references, limit)
     return references

@@ -124,9 +124,10 @@ def initial_precision(fmt: Format) -> int:
     return 2 * fmt.p + 64
 
 
-def forward_references(x: np.ndarray, axis: int) -> dict[str, Reference]:
-    """Exact softmax, log_softmax and logsumexp of x along axis, computed in one pass."""
-    fmt = format_of(x.dtype)
+def forward_references(x: np.ndarray, axis: int, fmt: Format | None = None) -> dict[str, Reference]:
+    """Exact softmax, log_softmax and logsumexp of x along axis, computed in one pass, rounded into
+    fmt (x's own format unless given: float64 x holding another format's question, oracle.scaled)."""
+    fmt = fmt or format_of(x.dtype)
     return build_references(fmt, axis, [x], lambda row, precision: _evaluate_row(row[0], precision),
                             FORWARD_OPS, fastpath.forward_fast)
 

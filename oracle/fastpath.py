@@ -107,7 +107,7 @@ FLOAT_TIER, DOUBLE_TIER = "float64", "double_double"
 PRECISION = {FLOAT_TIER: 53, DOUBLE_TIER: 106}
 SLACK = 1 + 2.0**-40
 TINY = 2.0**-1070
-_settings = {"enabled": True, "widen": 1.0}
+_settings: dict = {"enabled": True, "widen": 1.0, "input_bits": None}
 
 
 @contextmanager
@@ -132,6 +132,18 @@ def widened(factor: float) -> Iterator[None]:
         yield
     finally:
         _settings["widen"] = previous
+
+
+@contextmanager
+def inputs_of(bits: int) -> Iterator[None]:
+    """Inputs with up to bits significant bits (exact products scale * x, oracle.scaled), not
+    values of the output's format: the gaps' shortcut (ForwardState.float_gaps) needs their width."""
+    previous = _settings["input_bits"]
+    _settings["input_bits"] = bits
+    try:
+        yield
+    finally:
+        _settings["input_bits"] = previous
 
 
 @dataclass
@@ -256,9 +268,10 @@ class ForwardState:
 
     def float_gaps(self, span: slice) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """gaps() without the work a chunk does not need: dl is None where every x_j - a is exact
-        in float64, masked None where no entry of the block is masked. Entries of a format of p
-        bits at least 2^(p - 42) in magnitude (and 0) are multiples of 2^-41, and so are their
-        differences, which a regular row keeps below 2^12: 53-bit multiples of 2^-41, exact."""
+        in float64, masked None where no entry of the block is masked. Entries of p bits (the
+        format's, or those of inputs_of) at least 2^(p - 42) in magnitude (and 0) are multiples
+        of 2^-41, and so are their differences, which a regular row keeps below 2^12: 53-bit
+        multiples of 2^-41, exact."""
         x = self.x[:, span]
         if span.start not in self.inexact:
             tiny = np.abs(x) < self.exact_above
@@ -309,7 +322,8 @@ def forward_state(x: np.ndarray, tier: str, fmt: Format) -> ForwardState:
     ml = np.empty_like(x) if double else np.zeros((rows, 1))
     eps_exp = (DOUBLE_ERROR if double else FLOAT_ERROR) * widen
     state = ForwardState(x, argmax, top, mh, ml, exponent, eps_exp, None, double,
-                         masked=bool(np.isneginf(x.min())), exact_above=2.0 ** (fmt.p - 42), inexact={})
+                         masked=bool(np.isneginf(x.min())),
+                         exact_above=2.0 ** ((_settings["input_bits"] or fmt.p) - 42), inexact={})
     partial_high, partial_low, below = [], [], np.zeros(rows, dtype=np.int64)
     for span in _column_chunks(n):
         with np.errstate(under="ignore"):
@@ -789,7 +803,7 @@ def _vjp_words(inputs: list[np.ndarray], ids: np.ndarray, fmt: Format, out: dict
         # g_j = 0: the value is -y_j G, which keeps y_j's exponent (y_j may lie below float64).
         scaled = (gs == 0) & ~hidden & ~at_k & column(magnitude > 0)
         product_h, product_l = words.mul(yh, yl, -column(g_high), -column(g_low))
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 where g = 0: not selected below
             relative = column(eps_y + mul_error + d_total / np.abs(g_high)) * SLACK
         high, low = np.where(scaled, product_h, high), np.where(scaled, product_l, low)
         error = np.where(scaled, relative, error)

@@ -87,21 +87,22 @@ from mpmath.libmp import (
     round_nearest,
 )
 
-from softmax_suite.formats import format_of
+from softmax_suite.formats import Format, format_of
 from softmax_suite.ops import VJP_OPS
 from softmax_suite.oracle import fastpath
 from softmax_suite.oracle.exact import Bound, ForwardRow, Reference, build_references, forward_row, near
 
 
-def vjp_references(x: np.ndarray, g: np.ndarray, g_row: np.ndarray, axis: int) -> dict[str, Reference]:
+def vjp_references(x: np.ndarray, g: np.ndarray, g_row: np.ndarray, axis: int,
+                   fmt: Format | None = None) -> dict[str, Reference]:
     """Exact VJPs of the three ops: g (x's shape) for softmax and log_softmax, g_row (x's shape
-    without axis) for logsumexp."""
+    without axis) for logsumexp; rounded into fmt (x's own format unless given)."""
     if g.shape != x.shape:
         raise ValueError(f"cotangent shape {g.shape} differs from the input's {x.shape}")
     reduced = tuple(size for i, size in enumerate(x.shape) if i != axis % x.ndim)
     if g_row.shape != reduced:
         raise ValueError(f"logsumexp cotangent shape {g_row.shape}, expected {reduced}")
-    return build_references(format_of(x.dtype), axis, [x, g, g_row], _evaluate_vjp_row, VJP_OPS,
+    return build_references(fmt or format_of(x.dtype), axis, [x, g, g_row], _evaluate_vjp_row, VJP_OPS,
                             partial(fastpath.vjp_fast, zeros=_zero_softmax_vjp, terms=vjp_terms))
 
 

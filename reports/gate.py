@@ -172,6 +172,9 @@ def cannot_ask(name: str, capabilities: Sequence[dict]) -> str | None:
     from its capability table ("any" matches every device, op or dtype); None where it could."""
     _, backend, device, dtype, op, *_ = [*name.split("/"), "", "", "", "", ""]
     for entry in capabilities:
+        # An option's entry covers attention's cases only, which a key does not tell apart.
+        if "option" in entry:
+            continue
         if entry["backend"] == backend and all(entry[field] in ("any", value) for field, value in
                                                (("device", device), ("dtype", dtype), ("op", op))):
             return str(entry["reason"])

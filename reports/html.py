@@ -587,7 +587,7 @@ def not_run(results: list[dict], capabilities: Sequence[dict] = ()) -> list[tupl
     not installed, or absent here (the capability tables; older files recorded them as skips)."""
     found: dict[str, str] = {}
     for entry in capabilities:
-        if entry["op"] == "any":
+        if entry["op"] == "any" and "option" not in entry:
             name = entry["backend"] if entry["device"] == "any" else backend_name(entry)
             found.setdefault(name, entry["reason"])
     for record in results:

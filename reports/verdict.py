@@ -140,8 +140,12 @@ def _cannot(capabilities: list[dict], ops: set[str]) -> list[str]:
     """What the backends cannot answer, a phrase per backend (or device): "cupy", "torch/cuda",
     "scipy: softmax_vjp, logsumexp_vjp", "onnxruntime: bfloat16" (every op in it), "x: softmax (float16)"."""
     described: dict[str, dict[str, set[str]]] = {}
+    options: dict[str, list[str]] = {}
     for entry in capabilities:
         name = entry["backend"] if entry["device"] == "any" else f"{entry['backend']}/{entry['device']}"
+        if "option" in entry:
+            options.setdefault(entry["backend"], []).append(entry["option"])
+            continue
         if entry["op"] == "any":
             described.setdefault(entry["backend"] if entry["device"] == "any" else name, {})
             continue
@@ -162,6 +166,8 @@ def _cannot(capabilities: list[dict], ops: set[str]) -> list[str]:
         parts += [op if found == whole else f"{op} ({', '.join(d for d in DTYPES if d in found)})"
                   for op, found in missing.items()]
         phrases.append(f"{name}: {', '.join(parts)}")
+    phrases += [f"{name}: the cases with a {' or '.join(sorted(set(found)))}"
+                for name, found in options.items()]
     return phrases
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from softmax_suite.backends.registry import Unavailable
 from softmax_suite.ops import is_vjp
-from softmax_suite.protocol import Backend
+from softmax_suite.protocol import OPTIONS, Backend
 from softmax_suite.suites.accuracy import Target
 from softmax_suite.suites.cases import Case
 from softmax_suite.suites.throughput import Shape
@@ -52,7 +52,9 @@ def questions(name: str, backend: Backend | Unavailable, op: str, check: str, se
                     yield Question(Target(op, name, device, dtype, shape.name, None, check, spec))
                 continue
             for case in selection.cases:
-                if dtype not in case.dtypes:
+                if dtype not in case.dtypes or backend.why_not_with(case.options):
+                    continue
+                if check == "invariants" and case.options:  # measured on plain rows (docs/attention.md)
                     continue
                 kinds = [k for k in case.cotangents if k in selection.cotangents] if is_vjp(op) else [None]
                 for kind in kinds:
@@ -63,7 +65,8 @@ def questions(name: str, backend: Backend | Unavailable, op: str, check: str, se
 def capabilities(name: str, backend: Backend | Unavailable, ops: Sequence[str],
                  selection: Selection) -> list[dict]:
     """What the backend of this name cannot answer in the selection, and why: one entry per (device,
-    op, dtype), or one for a whole backend (not installed) or device (absent), named "any"."""
+    op, dtype), or one for a whole backend (not installed) or device (absent), named "any", or one
+    per keyword argument of attention's cases it does not take ("option")."""
     def entry(device: str, op: str, dtype: str, reason: str) -> dict:
         return {"backend": name, "device": device, "op": op, "dtype": dtype, "reason": reason}
 
@@ -76,4 +79,9 @@ def capabilities(name: str, backend: Backend | Unavailable, ops: Sequence[str],
             continue
         found += [entry(device, op, dtype, reason) for op in ops for dtype in selection.dtypes
                   if (reason := backend.why_unsupported(op, dtype))]
+        # Attention's cases call the ops with keyword arguments the backend may not take: one entry
+        # per option, which names it (readers that know no options see a whole-device entry otherwise).
+        asked = {option for case in selection.cases for option in case.options}
+        found += [{**entry(device, ANY, ANY, reason), "option": option} for option in OPTIONS
+                  if option in asked and (reason := backend.why_not_with((option,)))]
     return found

@@ -3,6 +3,11 @@
 Forward ops are called as op(x, axis) and VJPs as op(x, g, axis), on the backend's native
 arrays (made by to_device from numpy, read back by to_numpy). An op the backend lacks is
 simply absent from `ops`; the suite reports it as unsupported rather than faking it.
+
+Attention's forms of the ops add keyword arguments, passed only where a case asks for them and
+only to a backend that lists them in `options`: scale=s (a Python float: the op is of s * x) and
+mask=m (a boolean array of the backend's kind, broadcastable to x, True = keep). `fully_masked`
+declares what the forward ops give on a row whose every entry is masked (FULLY_MASKED).
 """
 
 from __future__ import annotations
@@ -16,8 +21,14 @@ import numpy as np
 from softmax_suite.formats import DTYPES
 from softmax_suite.ops import FORWARD_OPS, OPS, VJP_OPS
 
-__all__ = ["DTYPES", "FORWARD_OPS", "OPS", "VJP_OPS", "Backend", "BackendUnavailable"]
+__all__ = ["DTYPES", "FORWARD_OPS", "FULLY_MASKED", "OPS", "OPTIONS", "VJP_OPS", "Backend",
+           "BackendUnavailable"]
 
+OPTIONS = ("scale", "mask")
+# A fully masked row's forward ops: "nan" (IEEE: 0/0; softmax and log_softmax NaN) or "zero"
+# (softmax 0, log_softmax -inf: FlashAttention's and torch's SDPA's); logsumexp of an empty sum is
+# -inf under both, and every VJP is 0 (a masked entry's gradient: softmax_suite.suites.masking).
+FULLY_MASKED = ("nan", "zero")
 
 
 class BackendUnavailable(Exception):
@@ -49,6 +60,8 @@ class Backend:
     copy: Callable[[Any], Any] | None = None
     # What a throughput record says of the device: threads used, GPU model and driver.
     describe: Callable[[str], Mapping[str, Any]] = _nothing_to_say
+    options: tuple[str, ...] = ()
+    fully_masked: str = "nan"
 
     def why_unsupported(self, op: str, dtype: str) -> str | None:
         """None when (op, dtype) can run; otherwise the reason, phrased for a report (the backend's own
@@ -60,3 +73,10 @@ class Backend:
         if dtype not in self.dtypes:
             return f"{self.name} does not support {dtype}"
         return None
+
+    def why_not_with(self, options: tuple[str, ...]) -> str | None:
+        """None when the ops take these keyword arguments (OPTIONS); otherwise the reason."""
+        missing = [option for option in options if option not in self.options]
+        if not missing:
+            return None
+        return f"{self.name} takes no {' or '.join(missing)} (its adapter lists none in its options)"

@@ -22,7 +22,7 @@ from softmax_suite.oracle import cache
 from softmax_suite.oracle.exact import Reference
 from softmax_suite.oracle.metrics import classify
 from softmax_suite.protocol import Backend
-from softmax_suite.suites import flushing
+from softmax_suite.suites import flushing, masking
 from softmax_suite.suites.cases import CASES, Case
 from softmax_suite.suites.cotangents import build_cotangents
 from softmax_suite.suites.deviations import Deviation
@@ -71,13 +71,33 @@ def case_cotangents(case_name: str, kind: str, dtype: str) -> tuple[np.ndarray, 
     case = CASES[case_name]
     shape = case_input(case_name, dtype).shape
     arrays = build_cotangents(kind, case.resolved_seed, shape, case.axis, format_of(dtype))
+    if case.mask is not None:
+        # 0 at masked outputs, which are constants (0, -inf): what a cotangent there would mean
+        # is the framework's choice (torch's masked_fill then log_softmax adds -y_i g_j for it).
+        mask = case_options(case_name, dtype)["mask"]
+        arrays = (np.where(mask, arrays[0], arrays[0].dtype.type(0)), arrays[1])
     for array in arrays:
         array.flags.writeable = False
     return arrays
 
 
+@lru_cache(maxsize=16)
+def case_options(case_name: str, dtype: str) -> dict:
+    """The case's keyword arguments in dtype (softmax_suite.protocol.OPTIONS): its scale rounded into
+    dtype, its mask (read-only) for the input's shape; empty for a plain case."""
+    case = CASES[case_name]
+    options = {}
+    if case.scale is not None:
+        options["scale"] = case.scale_in(dtype)
+    if case.mask is not None:
+        mask = case.build_mask(case_input(case_name, dtype).shape)
+        mask.flags.writeable = False
+        options["mask"] = mask
+    return options
+
+
 def base_record(target: Target, case: Case, backend: Backend | None) -> dict:
-    return {
+    record = {
         **target.identity(),
         "backend_version": backend.version if backend else None,
         "axis": case.axis,
@@ -85,6 +105,12 @@ def base_record(target: Target, case: Case, backend: Backend | None) -> dict:
         "layout": case.layout,
         **({"special_input": case.special_input} if case.special_input else {}),
     }
+    if case.scale is not None:
+        record["scale"] = case.scale_in(target.dtype)
+    if case.mask is not None:
+        record["mask"] = masking.mask_summary(case_options(target.case, target.dtype)["mask"], case.axis)
+        record["fully_masked"] = backend.fully_masked if backend else None
+    return record
 
 
 class BackendFailure(Exception):
@@ -98,17 +124,19 @@ class BackendFailure(Exception):
 
 
 def call_backend(backend: Backend, op: str, device: str, axis: int, inputs: list[np.ndarray],
-                 expected_shape: tuple[int, ...], label: str | None = None, limit: float = 0.0) -> np.ndarray:
-    """op of backend on device for the numpy inputs (x, then the cotangent of a VJP), back as
-    numpy and checked for shape and x's dtype, within limit seconds (0: none); in its worker process
-    when the backend is Isolated. Any failure is a BackendFailure naming the call."""
+                 expected_shape: tuple[int, ...], label: str | None = None, limit: float = 0.0,
+                 options: dict | None = None) -> np.ndarray:
+    """op of backend on device for the numpy inputs (x, then the cotangent of a VJP) and options
+    (case_options), back as numpy and checked for shape and x's dtype, within limit seconds (0:
+    none); in its worker process when the backend is Isolated. Any failure is a BackendFailure
+    naming the call."""
     label = label or op
     x = inputs[0]
     try:
         if isinstance(backend, Isolated):
-            got = backend.call(op, device, axis, inputs, limit)
+            got = backend.call(op, device, axis, inputs, limit, options)
         else:
-            got = limited(limit, lambda: output_of(backend, op, device, axis, inputs))
+            got = limited(limit, lambda: output_of(backend, op, device, axis, inputs, options))
     except WorkerFailure as failure:
         raise BackendFailure(f"{label} {failure}", failure.trace, failure.kind) from None
     except (Exception, CallTimeout) as error:  # a backend's failure is a result, never a crash of the run
@@ -128,7 +156,7 @@ def run(target: Target, backend: Backend, settings: Policy,
     """Ask backend the target's question and return the result record."""
     case = CASES[target.case]
     record = base_record(target, case, backend)
-    reason = backend.why_unsupported(target.op, target.dtype)
+    reason = backend.why_unsupported(target.op, target.dtype) or backend.why_not_with(case.options)
     if reason:
         return {**record, "status": "unsupported", "message": reason}
     x = case_input(target.case, target.dtype)
@@ -140,13 +168,16 @@ def run(target: Target, backend: Backend, settings: Policy,
         cotangents = case_cotangents(target.case, target.cotangent, target.dtype)
         inputs.append(cotangent_of(target.op, *cotangents))
         record["cotangent_sha256"] = bits_digest(inputs[1])
-    reference = cache.reference(target.op, x, case.axis, cotangents)
+    options = case_options(target.case, target.dtype)
+    reference = cache.reference(target.op, x, case.axis, cotangents, **options)
     record["oracle"] = {"max_precision": reference.max_precision, **reference.certificate}
+    if "mask" in options:
+        reference = masking.under_convention(reference, options["mask"], case.axis, backend.fully_masked)
     # The backend's time only: a cold oracle takes seconds and is not the backend's.
     started = time.perf_counter()
     try:
         got = call_backend(backend, target.op, target.device, case.axis, inputs, reference.shape,
-                           limit=settings.case_timeout)
+                           limit=settings.case_timeout, options=options)
     except BackendFailure as failure:
         return judged({**record, "status": "error", "failure": failure.kind, "message": str(failure),
                        **({"traceback": failure.trace} if failure.trace else {})}, deviations)

@@ -23,6 +23,7 @@ from softmax_suite.oracle.rounding import round_values
 from softmax_suite.suites import corpus, cotangents
 
 Generator = Callable[[np.random.Generator, Format], np.ndarray]
+MaskGenerator = Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]
 LAYOUTS = ("contiguous", "strided", "transposed")
 
 
@@ -39,6 +40,32 @@ class Case:
     cotangents: tuple[str, ...] = cotangents.ALL
     # The special input this case stands for in the special-value table (docs/invariants.md, policy).
     special_input: str | None = None
+    # Attention's forms: the op is of scale * x (the scale rounded into each dtype: the one a
+    # framework multiplies by), over the entries mask(rng, shape) keeps (True = keep).
+    scale: float | None = None
+    mask: MaskGenerator | None = None
+    # Masked entries hold garbage (the format's max, +inf, -inf and NaN in turn), which must not
+    # count; False keeps the generated values there (a kernel's own sentinels).
+    garbage_under_mask: bool = True
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The keyword arguments its ops are called with (softmax_suite.protocol.OPTIONS)."""
+        given = (("scale", self.scale), ("mask", self.mask))
+        return tuple(name for name, value in given if value is not None)
+
+    def scale_in(self, dtype: str) -> float | None:
+        """The scale rounded once into dtype, as a Python float; None for no scale."""
+        if self.scale is None:
+            return None
+        return float(round_values(np.array([self.scale]), format_of(dtype))[0])
+
+    def build_mask(self, shape: tuple[int, ...]) -> np.ndarray | None:
+        """The mask for an input of shape (its own seed, one past the values'); None for no mask."""
+        if self.mask is None:
+            return None
+        mask = np.asarray(self.mask(np.random.default_rng(self.resolved_seed + 1), shape), dtype=bool)
+        return np.broadcast_to(mask, shape).copy()
 
     @property
     def resolved_seed(self) -> int:
@@ -49,6 +76,10 @@ class Case:
         """The input in dtype (values rounded once from float64), in the case's memory layout."""
         fmt = format_of(dtype)
         values = np.asarray(self.generate(np.random.default_rng(self.resolved_seed), fmt))
+        if self.mask is not None and self.garbage_under_mask:
+            values = values.astype(np.float64)
+            dropped = ~self.build_mask(values.shape)
+            values[dropped] = np.resize([fmt.max, math.inf, -math.inf, math.nan], int(dropped.sum()))
         # Values already in the dtype (a found case's bits) are kept as they are: a NaN's payload
         # would not survive the way through float64 in every format.
         x = values if values.dtype == fmt.np_dtype else round_values(values, fmt)
@@ -187,6 +218,84 @@ def constant(shape: tuple[int, ...], value: float) -> Generator:
     return lambda rng, fmt: np.full(shape, value)
 
 
+# Attention's cases: generators of the logits and of their masks (True = keep; a mask has its own
+# seed, and Case.build writes garbage where it drops entries).
+
+def causal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Query i keeps keys 0..i (a square's lower triangle)."""
+    return np.tril(np.ones(shape[-2:], dtype=bool))
+
+
+def some_rows_fully_masked(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Random masks keeping about half, with rows 1 and 4 keeping nothing and row 6 one entry."""
+    mask = rng.random(shape) < 0.5
+    mask[:, 0] |= True
+    mask[1] = mask[4] = False
+    mask[6] = False
+    mask[6, shape[-1] // 3] = True
+    return mask
+
+
+def leading_columns_masked(count: int) -> MaskGenerator:
+    """The first count columns masked: the first tile of every width up to count holds nothing."""
+    return lambda rng, shape: np.arange(shape[-1]) >= count
+
+
+def tile_aligned(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Row r masks every other block of w = 16, 32, 64, 128, 256 columns (in turn), starting with
+    the first or the second block: masked slices that begin and end on tile boundaries."""
+    columns = np.arange(shape[-1])
+    widths = np.resize([16, 32, 64, 128, 256], shape[0])
+    return np.array([(columns // w + r // 5) % 2 == 1 for r, w in enumerate(widths)])
+
+
+def only_columns(*kept: int) -> MaskGenerator:
+    """Every row keeps only these columns (negative: from the end)."""
+
+    def mask(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        keep = np.zeros(shape[-1], dtype=bool)
+        keep[list(kept)] = True
+        return np.broadcast_to(keep, shape)
+
+    return mask
+
+
+def rising(rows: int, n: int, rise: float) -> Generator:
+    """A row maximum rising slowly from tile to tile (by rise over the row), with noise below it:
+    an online softmax rescales its running sum at almost every tile."""
+    return lambda rng, fmt: np.linspace(0.0, rise, n) - rng.uniform(0.0, 0.5, size=(rows, n))
+
+
+def large_products(rng: np.random.Generator, fmt: Format) -> np.ndarray:
+    """Logits of 2^10 to 2^40 (within the format) beside 0 and each other: where a compiler fuses
+    x * c - max into one FMA, the argmax's own difference is the product's rounding error, not 0
+    (jax.jit's softmax of 0.1 * [2^35 1.2345, 0] in float32 gave NaN)."""
+    top = min(40, int(math.log2(fmt.max)) - 2)
+    rows = []
+    for k in (10, 20, 30, top):
+        m = 1.2345 * 2.0 ** min(k, top)
+        rows += [[m, 0.0, 0.0, 0.0], [0.0, m, -m, 1.0], [m, m / 2, m / 3, -m]]
+    return np.array(rows)
+
+
+def below_sentinels(rng: np.random.Generator, fmt: Format) -> np.ndarray:
+    """Kept logits (the odd columns) below the finite sentinels kernels write into masked entries
+    (the even columns hold them: -1e4, -5e4 and the format's lowest), so that a kernel that masks
+    with its sentinel instead of -inf gives the masked entries most of the weight."""
+    rows = []
+    for sentinel, kept in ((-1e4, -2e4), (-5e4, -6e4), (-fmt.max, -fmt.max)):
+        sentinel, kept = max(sentinel, -fmt.max), max(kept, -fmt.max)
+        row = np.empty(256)
+        row[0::2] = sentinel
+        row[1::2] = kept + rng.uniform(0.0, 4.0, 128) * (kept != -fmt.max)
+        rows.append(row)
+    return np.array(rows)
+
+
+def odd_columns(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return np.broadcast_to(np.arange(shape[-1]) % 2 == 1, shape)
+
+
 def short_count(n: int) -> str:
     """A count as case names write it: 512, 65k, 1M."""
     return f"{n}" if n < 1000 else f"{n // 1000}k" if n < 10**6 else f"{n // 10**6}M"
@@ -199,6 +308,41 @@ ABSORB_GAP_ROWS = ((0, 1023), (0, 500), (511, 500), (1023, 500))
 LONG_ROW_COTANGENTS = ("random", "constant")
 SPECIAL = frozenset({"special"})
 FOUND = frozenset({"found"})
+
+# softmax(scale * x) over a mask, as attention computes it (docs/attention.md). A non-power-of-two
+# scale only where its products with the format's values are exact in float64 (oracle.scaled):
+# 16-bit and float32 inputs. Masked entries hold garbage (Case.build).
+NOT_FLOAT64 = ("float16", "bfloat16", "float32")
+ATTENTION_TAGS = frozenset({"attention"})
+ATTENTION: tuple[Case, ...] = (
+    Case("attention_scaled_d96", "16 rows of 128 logits, N(0, 8^2), scale 1/sqrt(96)",
+         normal((16, 128), 8.0), dtypes=NOT_FLOAT64, tags=ATTENTION_TAGS, scale=1 / math.sqrt(96)),
+    Case("attention_scaled_d64", "16 rows of 128 logits, N(0, 8^2), scale 1/sqrt(64) = 0.125 (exact)",
+         normal((16, 128), 8.0), tags=ATTENTION_TAGS, scale=0.125),
+    Case("attention_large_products", "logits of 1.2345 * 2^10 to 2^40 beside 0, scale 0.1: the FMA of "
+         "x * c - max", large_products, dtypes=NOT_FLOAT64, tags=ATTENTION_TAGS, scale=0.1),
+    Case("attention_causal", "a 64 x 64 causal mask over N(0, 3^2) logits, scale 0.125; masked entries "
+         "hold max, +inf, -inf, NaN", normal((64, 64), 3.0), tags=ATTENTION_TAGS,
+         scale=0.125, mask=causal),
+    Case("attention_fully_masked", "random masks, rows 1 and 4 fully masked, row 6 one entry kept",
+         normal((8, 32), 3.0), tags=ATTENTION_TAGS,
+         mask=some_rows_fully_masked, special_input="fully masked row"),
+    Case("online_first_tile_masked", "4 rows of 512, the first 256 columns masked (the first tile of "
+         "every width to 256)", normal((4, 512), 3.0),
+         tags=ATTENTION_TAGS, mask=leading_columns_masked(256)),
+    Case("online_rising_max", "4 rows of 1024 whose maximum rises by 30 over the row, tile by tile",
+         rising(4, 1024, 30.0), tags=ATTENTION_TAGS),
+    Case("online_tile_aligned", "10 rows of 512, every other block of 16 to 256 columns masked",
+         normal((10, 512), 3.0), tags=ATTENTION_TAGS, mask=tile_aligned),
+    Case("online_last_tile_one", "4 rows of 512 keeping only the last column",
+         normal((4, 512), 3.0), tags=ATTENTION_TAGS, mask=only_columns(-1)),
+    Case("online_below_sentinel", "kept logits below the masked entries' sentinels -1e4, -5e4 and the "
+         "format's lowest", below_sentinels, tags=ATTENTION_TAGS, mask=odd_columns,
+         garbage_under_mask=False),
+    Case("online_long_one_kept", "one row of 65536 with every entry masked but one (index 40000)",
+         normal((1, 65536), 3.0), tags=ATTENTION_TAGS | {"long"},
+         mask=only_columns(40000), cotangents=LONG_ROW_COTANGENTS),
+)
 
 FIXED: tuple[Case, ...] = (
     Case("glossary", "the worked example [1.5, 2.2, -0.3, 0.8]; softmax ~ [0.272, 0.548, 0.045, 0.135]",
@@ -257,6 +401,7 @@ FIXED: tuple[Case, ...] = (
          normal((1, 2**20), 2.0), tags=frozenset({"long"}), cotangents=("random",)),
     Case(f"long_random_n{short_count(2**22)}", "one row of 2^22 logits, N(0, 4)",
          normal((1, 2**22), 2.0), tags=frozenset({"long", "slow"}), cotangents=("random",)),
+    *ATTENTION,
     Case("axis1_3d", "reduce the middle axis of a (6, 64, 5) array", normal((6, 64, 5), 4.0), axis=1),
     Case("axis0_4d", "reduce the first axis of a (48, 3, 4, 5) array", normal((48, 3, 4, 5), 4.0),
          axis=0),
