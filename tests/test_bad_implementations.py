@@ -38,7 +38,8 @@ def assert_flagged(record: dict, failure: str) -> None:
 
 # Cases in catalogue order, so that each input's oracle is computed once and then reused by the
 # targeted tests below (the oracle cache is per process and keyed by the input bits).
-@pytest.mark.parametrize("case", [case.name for case in select_cases(None)])
+# (Attention's cases pass a scale or a mask, which these functions do not take: tests/test_attention.py.)
+@pytest.mark.parametrize("case", [case.name for case in select_cases(None) if not case.options])
 def test_correct_implementation_passes_every_case(case: str) -> None:
     failures = []
     for dtype in CASES[case].dtypes:
@@ -247,7 +248,8 @@ F16_LOG_SUM = {("log_softmax_vjp", "constant")}
 F16_BOTH_SUMS = {("softmax_vjp", "constant"), ("log_softmax_vjp", "constant")}
 F16_CAUGHT = {
     **{f"{case}/{dtype}": F16_LOG_SUM for dtype in SIXTEEN_BIT
-       for case in ("random_n1k_s1", "random_n1k_s10", "random_n1k_s100", "random_n100k_s10")},
+       for case in ("random_n1k_s1", "random_n1k_s10", "random_n1k_s100", "random_n100k_s10",
+                    "online_rising_max")},  # (rows of 1024, like the n1k rows)
     "long_random_n65k/float16": F16_BOTH_SUMS, "long_random_n65k/bfloat16": F16_BOTH_SUMS,
     "long_equal_n65k/float16": F16_BOTH_SUMS, "long_equal_n65k/bfloat16": F16_BOTH_SUMS,
     "strided/bfloat16": F16_LOG_SUM,
@@ -296,7 +298,8 @@ def _spread(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
 # VJP is 0, and so is its negation). Float16GradientAccumulation fails 15 of its 800 results.
 @pytest.mark.parametrize(("case", "dtype"), [
     pytest.param(*pair, id="-".join(pair))
-    for pair in _spread([(case.name, dtype) for case in select_cases(None) for dtype in case.dtypes])])
+    for pair in _spread([(case.name, dtype) for case in select_cases(None) if not case.options
+                         for dtype in case.dtypes])])
 def test_correct_gradients_pass_and_wrong_ones_are_caught(case: str, dtype: str) -> None:
     failures = []
     caught: dict[str, set] = {name: set() for name in WRONG_GRADIENTS}

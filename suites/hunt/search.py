@@ -96,11 +96,12 @@ class Outcome:
 
 
 def catalogue_rows(fmt: Format, max_length: int) -> list[np.ndarray]:
-    """The rows of the fixed catalogue's cases in the format (short enough, reduced along the last
-    axis, without NaN or +inf: those are the special-value table's questions)."""
+    """The rows of the fixed catalogue's plain cases in the format (short enough, reduced along the
+    last axis, without NaN or +inf: those are the special-value table's questions)."""
     rows = []
     for case in FIXED:
-        if fmt.name not in case.dtypes or "long" in case.tags:
+        # Attention's cases ask about scale * x over a mask: their raw rows are not their question.
+        if fmt.name not in case.dtypes or "long" in case.tags or case.options:
             continue
         x = case.build(fmt.name)
         if x.ndim != 2 or case.axis % 2 != 1 or not 1 <= x.shape[1] <= max_length:
