@@ -5,6 +5,7 @@ script judges with the suite's own code (suites.judging.judge, suites.invariants
 from __future__ import annotations
 
 import textwrap
+from typing import Any
 
 import numpy as np
 
@@ -57,16 +58,18 @@ def unusable(backend: Backend | Unavailable, op: str, dtype: str, device: str) -
     return None
 
 
-def exact(op: str, x: np.ndarray, axis: int, g: np.ndarray | None = None) -> Reference:
-    """The suite's exact reference of op on x along axis, with g the cotangent a VJP takes."""
+def exact(op: str, x: np.ndarray, axis: int, g: np.ndarray | None = None, **options: Any) -> Reference:
+    """The suite's exact reference of op on x along axis, with g the cotangent a VJP takes and
+    options attention's scale and mask (softmax_suite.oracle.scaled)."""
     if not is_vjp(op):
-        return cache.reference(op, x, axis)
+        return cache.reference(op, x, axis, **options)
     # The oracle evaluates the three VJPs of one (x, g, g_row) together, and op reads only its own
     # cotangent: the other is zeros (finite, as every cotangent kind is: a non-finite cotangent makes
     # the oracle's whole row NaN).
     if op_named(op).cotangent == PER_ROW:
-        return cache.reference(op, x, axis, (np.zeros_like(x), g))
-    return cache.reference(op, x, axis, (g, np.zeros(shaped(PER_ROW, x.shape, axis), dtype=x.dtype)))
+        return cache.reference(op, x, axis, (np.zeros_like(x), g), **options)
+    return cache.reference(op, x, axis, (g, np.zeros(shaped(PER_ROW, x.shape, axis), dtype=x.dtype)),
+                           **options)
 
 
 def _row(index: Index, ndim: int, axis: int) -> tuple[Index, int | None]:

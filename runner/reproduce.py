@@ -15,7 +15,7 @@ from softmax_suite.backends.registry import BUILTIN
 from softmax_suite.formats import DTYPES
 from softmax_suite.ops import OPS, PER_ROW, VJP_OPS, cotangent_of, op_named, output_shape, shaped
 from softmax_suite.oracle.budget import BudgetConstants
-from softmax_suite.suites.accuracy import bits_digest, case_cotangents, case_input
+from softmax_suite.suites.accuracy import bits_digest, case_cotangents, case_input, case_options
 from softmax_suite.suites.cases import CASES, LAYOUTS
 from softmax_suite.suites.cotangents import COTANGENTS
 from softmax_suite.suites.invariants import OP_INVARIANTS
@@ -83,8 +83,11 @@ def snippet(record: dict, embed_limit: int = EMBED_LIMIT_BYTES) -> str:
     if kind is not None:
         g = cotangent_of(op, *case_cotangents(case_name, kind, dtype))
     _check_catalogue(record, case_name, x, g)
+    options = case_options(case_name, dtype)
+    mask = options.get("mask")
 
-    embed = x.nbytes + (g.nbytes if g is not None else 0) <= embed_limit
+    embed = x.nbytes + (g.nbytes if g is not None else 0) + (mask.nbytes if mask is not None else 0) \
+        <= embed_limit
     worst = _worst(record, x.shape, op, case.axis)
     values = {
         "check": check, "backend": backend, "name": name, "device": device, "op": op, "dtype": dtype,
@@ -96,13 +99,17 @@ def snippet(record: dict, embed_limit: int = EMBED_LIMIT_BYTES) -> str:
         "the_run": _the_run(record, worst),
         "worst": worst["index"] if worst else _broken_at(record, x.shape, case.axis),
         "flush": record.get("flushes") is True, "known": _known(record),
+        "scale": options.get("scale"), "masked": mask is not None,
+        # The convention the run judged a fully masked row by (the backend's declaration).
+        "fully_masked": str(record.get("fully_masked") or "nan"),
+        "per_row_cotangent": kind is not None and op_named(op).cotangent == PER_ROW,
         **_budget(record),
     }
     parts = [
         _header(record, values, embed, embed_limit),
         _imports(values, embed),
         _constants(values),
-        _rebuild_embedded(values, x, g) if embed else _rebuild_from_catalogue(values),
+        _rebuild_embedded(values, x, g, mask) if embed else _rebuild_from_catalogue(values),
         _checks(values),
         _load(values),
         _run_accuracy(values) if check == "accuracy" else _run_invariants(values),
@@ -307,7 +314,7 @@ def _imports(values: dict, embed: bool) -> str:
         "try:",
     ]
     imports = []
-    if embed:
+    if embed or values["masked"]:
         imports.append("import numpy as np")
         if values["dtype"] == "bfloat16":
             imports.append("from ml_dtypes import bfloat16")
@@ -327,6 +334,8 @@ def _imports(values: dict, embed: bool) -> str:
         imports.append("from softmax_suite.suites.cases import CASES")
         if values["kind"] is not None:
             imports.append("from softmax_suite.suites.cotangents import build_cotangents")
+    if values["masked"]:
+        imports.append("from softmax_suite.suites.masking import under_convention")
     if values["check"] == "accuracy":
         imports.append("from softmax_suite.suites.judging import judge")
     imports.append("from softmax_suite.suites.policy import Policy")
@@ -345,6 +354,10 @@ def _constants(values: dict) -> str:
     accuracy = values["check"] == "accuracy"
     if accuracy:
         lines.append(f"OUTPUT_SHAPE = {values['expected_shape']!r}")
+    if values["scale"] is not None:
+        lines.append(f"SCALE = {values['scale']!r}  # the op is of SCALE * x (attention's form)")
+    if values["masked"]:
+        lines.append(f"FULLY_MASKED = {values['fully_masked']!r}  # the backend's declared convention")
     lines.append(f"INPUT_SHA256 = {values['input_sha256']!r}")
     if values["kind"] is not None:
         lines.append(f"COTANGENT_SHA256 = {values['cotangent_sha256']!r}")
@@ -393,16 +406,18 @@ def _layout(layout: str) -> list[str]:
     return []
 
 
-def _rebuild_embedded(values: dict, x: np.ndarray, g: np.ndarray | None) -> str:
+def _rebuild_embedded(values: dict, x: np.ndarray, g: np.ndarray | None, mask: np.ndarray | None) -> str:
     dtype = "bfloat16" if values["dtype"] == "bfloat16" else f"np.{values['dtype']}"
     lines = [_literal("X_BITS", x)]
     if g is not None:
         lines.append(_literal("G_BITS", g))
+    if mask is not None:
+        lines.append(_literal("MASK_BITS", mask))
     lines += [
         "",
         "",
-        "def unpack(data: str, shape: tuple) -> np.ndarray:",
-        f"    return np.frombuffer(zlib.decompress(base64.b64decode(data)), dtype={dtype}).reshape(shape)",
+        f"def unpack(data: str, shape: tuple, dtype: type = {dtype}) -> np.ndarray:",
+        "    return np.frombuffer(zlib.decompress(base64.b64decode(data)), dtype=dtype).reshape(shape)",
         "",
         "",
         "x = unpack(X_BITS, SHAPE)",
@@ -410,7 +425,17 @@ def _rebuild_embedded(values: dict, x: np.ndarray, g: np.ndarray | None) -> str:
     ]
     if g is not None:
         lines.append(f"g = unpack(G_BITS, {tuple(g.shape)!r})")
+    if mask is not None:
+        lines.append("MASK = unpack(MASK_BITS, SHAPE, np.bool_)  # True = keep")
+    lines.append(_options_line(values))
     return "\n".join(lines) + "\n"
+
+
+def _options_line(values: dict) -> str:
+    """OPTIONS: the keyword arguments the op is called with (attention's scale and mask; none)."""
+    given = [f'"{name}": {name.upper()}' for name, present in (("scale", values["scale"] is not None),
+                                                              ("mask", values["masked"])) if present]
+    return f"OPTIONS = {{{', '.join(given)}}}"
 
 
 def _rebuild_from_catalogue(values: dict) -> str:
@@ -427,6 +452,11 @@ def _rebuild_from_catalogue(values: dict) -> str:
             f"g = build_cotangents(COTANGENT, CASES[CASE].resolved_seed, x.shape, AXIS, "
             f"format_of(DTYPE))[{which}]",
         ]
+    if values["masked"]:
+        lines.append("MASK = CASES[CASE].build_mask(x.shape)  # True = keep")
+        if values["kind"] is not None and not values["per_row_cotangent"]:
+            lines.append("g = np.where(MASK, g, g.dtype.type(0))  # 0 at masked outputs, as the suite has it")
+    lines.append(_options_line(values))
     return "\n".join(lines) + "\n"
 
 
@@ -487,7 +517,7 @@ def _run_accuracy(values: dict) -> str:
         "try:",
         "    # As the suite calls it: each input to the device, the op, synchronize, back to numpy; then the",
         "    # suite's checks of the output's shape and dtype.",
-        f"    got = call_backend(backend, OP, DEVICE, AXIS, {inputs}, OUTPUT_SHAPE)",
+        f"    got = call_backend(backend, OP, DEVICE, AXIS, {inputs}, OUTPUT_SHAPE, options=OPTIONS)",
         "except BackendFailure as failure:",
         '    print(failure.trace.rstrip() or "(no traceback)")',
         *("    " + line for line in _still_fails(values, "failure")),
@@ -498,7 +528,8 @@ def _run_accuracy(values: dict) -> str:
         '    print(f"output: sha256 {digest}, the run\'s {RECORDED_OUTPUT_SHA256}")',
         "",
         "# The exact values from the suite's oracle; the verdict of the suite's judge, by the run's budget.",
-        f"reference = explain.exact(OP, x, AXIS, {g})",
+        f"reference = explain.exact(OP, x, AXIS, {g}, **OPTIONS)",
+        *(["reference = under_convention(reference, MASK, AXIS, FULLY_MASKED)"] if values["masked"] else []),
         "verdict = judge(reference, got, POLICY, AXIS, FLUSH)",
         f"explain.show_output(OP, x, {g}, got, reference, verdict, POLICY, FLUSH, AXIS, WORST)",
         'if verdict["status"] == "pass":',

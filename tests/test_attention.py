@@ -5,6 +5,10 @@ fused kernels (tests/online_softmax.py) are each caught by the catalogue's atten
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import mpmath
 import numpy as np
@@ -18,6 +22,7 @@ from softmax_suite.runner.api import check
 from softmax_suite.suites.cases import CASES
 from tests import online_softmax
 
+REPO = Path(__file__).resolve().parents[1]
 ATTENTION_CASES = "attention_*,online_*"
 D96 = float(np.float32(1 / math.sqrt(96)))  # the scale a float32 framework multiplies by
 
@@ -180,3 +185,21 @@ def test_every_attention_case_names_its_options() -> None:
     for case in attention:
         if case.scale is not None and scaled.significant_bits(case.scale) > 1:
             assert "float64" not in case.dtypes, case.name
+
+
+@pytest.mark.parametrize("case, op", [("attention_causal", "softmax_vjp"),  # embedded: x, g and the mask
+                                      ("online_long_one_kept", "log_softmax_vjp")])  # rebuilt: 65536 columns
+def test_a_reproducer_passes_the_scale_and_mask_and_judges_like_the_run(tmp_path, case, op) -> None:
+    checked = check(online_softmax.NanGradientUnderMask, cases=case, ops=op, dtypes="float32",
+                    cotangents="random", invariants=False)
+    (record,) = checked.failures
+    script = checked.reproducer(record)
+    assert ("MASK_BITS" in script) == (case == "attention_causal")
+    paths = [str(REPO), os.environ.get("PYTHONPATH")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
+    for backend, expected in (("NanGradientUnderMask", 1), ("OnlineSoftmax", 0)):
+        path = tmp_path / f"{backend}.py"
+        path.write_text(script.replace("online_softmax:NanGradientUnderMask", f"online_softmax:{backend}"))
+        done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, cwd=tmp_path,
+                              env=env, timeout=300)
+        assert done.returncode == expected, done.stdout[-2000:] + done.stderr[-2000:]
