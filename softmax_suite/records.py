@@ -47,7 +47,8 @@ class RunHeader(_RunRequired, total=False):
     cpu_count: int
     environment: dict
     backends: dict
-    # What the backends cannot answer here, and why: {backend, device, op, dtype, reason}, "any" for all.
+    # What the backends cannot answer here, and why: {backend, device, op, dtype, reason}, "any" for all;
+    # an entry with "option" (scale, mask) covers attention's cases that pass it.
     capabilities: list
     settings: dict
     flush_probe: dict
@@ -82,6 +83,11 @@ class Result(_ResultRequired, total=False):
     seed: int
     layout: str
     special_input: str
+    # attention's forms (docs/attention.md): the scale in the dtype, the mask's counts (kept, masked,
+    # fully_masked_rows) and the convention a fully masked row was judged by
+    scale: Number
+    mask: dict
+    fully_masked: str
     message: str
     failure: str | None
     traceback: str
