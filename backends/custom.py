@@ -6,7 +6,7 @@ of the op methods (softmax(x, axis), ..., softmax_vjp(x, g, axis), ...) and, opt
 name, version, devices, dtypes and the hooks to_device(x, device), to_numpy(y), synchronize(device,
 value), copy(x) (throughput's attainable bandwidth) and describe(device), which replace the framework's.
 An object whose ops take attention's keyword arguments lists them in `options` ("scale", "mask") and
-declares `fully_masked` ("nan" or "zero": softmax_suite.protocol).
+declares `fully_masked` ("nan" or "zero": softmax_suite.protocol); `max_length` bounds the rows it takes.
 
 The framework's built-in adapter (its load(functions)) runs the user's functions: its conversions
 (bfloat16 included), devices, synchronisation and copy, and the VJPs of the forward ops through its
@@ -128,6 +128,7 @@ def wrap(target: Any, default_name: str, framework: str | None = None) -> Backen
         describe=getattr(target, "describe", (lambda device: {}) if own_arrays else base.describe),
         options=_declared_options(target),
         fully_masked=_declared_convention(target),
+        max_length=_declared_length(target),
     )
 
 
@@ -138,6 +139,14 @@ def _declared_options(target: Any) -> tuple[str, ...]:
     if unknown:
         raise SpecError(f"options {unknown!r}: an op takes only {', '.join(OPTIONS)} as keyword arguments")
     return options
+
+
+def _declared_length(target: Any) -> int | None:
+    """The longest row the object's ops take (attribute max_length: a kernel's head dimension)."""
+    length = getattr(target, "max_length", None)
+    if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+        raise SpecError(f"max_length = {length!r}: give the longest row the ops take, a positive integer")
+    return length
 
 
 def _declared_convention(target: Any) -> str:

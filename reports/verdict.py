@@ -141,8 +141,12 @@ def _cannot(capabilities: list[dict], ops: set[str]) -> list[str]:
     "scipy: softmax_vjp, logsumexp_vjp", "onnxruntime: bfloat16" (every op in it), "x: softmax (float16)"."""
     described: dict[str, dict[str, set[str]]] = {}
     options: dict[str, list[str]] = {}
+    lengths: list[str] = []
     for entry in capabilities:
         name = entry["backend"] if entry["device"] == "any" else f"{entry['backend']}/{entry['device']}"
+        if entry.get("option") == "length":
+            lengths.append(str(entry["reason"]))  # it names the backend
+            continue
         if "option" in entry:
             options.setdefault(entry["backend"], []).append(entry["option"])
             continue
@@ -168,7 +172,7 @@ def _cannot(capabilities: list[dict], ops: set[str]) -> list[str]:
         phrases.append(f"{name}: {', '.join(parts)}")
     phrases += [f"{name}: the cases with a {' or '.join(sorted(set(found)))}"
                 for name, found in options.items()]
-    return phrases
+    return phrases + sorted(set(lengths))
 
 
 def format_verdict(records: Iterable[dict], list_unexpected: bool = True,

@@ -52,7 +52,8 @@ def questions(name: str, backend: Backend | Unavailable, op: str, check: str, se
                     yield Question(Target(op, name, device, dtype, shape.name, None, check, spec))
                 continue
             for case in selection.cases:
-                if dtype not in case.dtypes or backend.why_not_with(case.options):
+                if dtype not in case.dtypes or backend.why_not_with(case.options) \
+                        or backend.why_not_length(case.row_length):
                     continue
                 if check == "invariants" and case.options:  # measured on plain rows (docs/attention.md)
                     continue
@@ -66,7 +67,8 @@ def capabilities(name: str, backend: Backend | Unavailable, ops: Sequence[str],
                  selection: Selection) -> list[dict]:
     """What the backend of this name cannot answer in the selection, and why: one entry per (device,
     op, dtype), or one for a whole backend (not installed) or device (absent), named "any", or one
-    per keyword argument of attention's cases it does not take ("option")."""
+    per keyword argument of attention's cases it does not take ("option"), and one for the cases
+    whose rows are longer than it takes ("option": "length")."""
     def entry(device: str, op: str, dtype: str, reason: str) -> dict:
         return {"backend": name, "device": device, "op": op, "dtype": dtype, "reason": reason}
 
@@ -84,4 +86,8 @@ def capabilities(name: str, backend: Backend | Unavailable, ops: Sequence[str],
         asked = {option for case in selection.cases for option in case.options}
         found += [{**entry(device, ANY, ANY, reason), "option": option} for option in OPTIONS
                   if option in asked and (reason := backend.why_not_with((option,)))]
+        longest = max((case.row_length for case in selection.cases), default=0)
+        if reason := backend.why_not_length(longest):
+            found.append({**entry(device, ANY, ANY, f"{reason}: the cases with longer rows are not asked"),
+                          "option": "length"})
     return found

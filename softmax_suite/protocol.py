@@ -62,6 +62,8 @@ class Backend:
     describe: Callable[[str], Mapping[str, Any]] = _nothing_to_say
     options: tuple[str, ...] = ()
     fully_masked: str = "nan"
+    # The longest row (the reduced axis) its ops take: a fused attention kernel's head dimension.
+    max_length: int | None = None
 
     def why_unsupported(self, op: str, dtype: str) -> str | None:
         """None when (op, dtype) can run; otherwise the reason, phrased for a report (the backend's own
@@ -73,6 +75,12 @@ class Backend:
         if dtype not in self.dtypes:
             return f"{self.name} does not support {dtype}"
         return None
+
+    def why_not_length(self, length: int) -> str | None:
+        """None when the ops take rows of this length; otherwise the reason."""
+        if self.max_length is None or length <= self.max_length:
+            return None
+        return f"{self.name} takes rows of at most {self.max_length} entries"
 
     def why_not_with(self, options: tuple[str, ...]) -> str | None:
         """None when the ops take these keyword arguments (OPTIONS); otherwise the reason."""

@@ -54,6 +54,12 @@ class Case:
         given = (("scale", self.scale), ("mask", self.mask))
         return tuple(name for name, value in given if value is not None)
 
+    @functools.cached_property
+    def row_length(self) -> int:
+        """The length of its rows (the reduced axis), from its values before rounding."""
+        values = np.asarray(self.generate(np.random.default_rng(self.resolved_seed), format_of("float64")))
+        return int(values.shape[self.axis]) if values.ndim else 1
+
     def scale_in(self, dtype: str) -> float | None:
         """The scale rounded once into dtype, as a Python float; None for no scale."""
         if self.scale is None:

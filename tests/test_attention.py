@@ -203,3 +203,21 @@ def test_a_reproducer_passes_the_scale_and_mask_and_judges_like_the_run(tmp_path
         done = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, cwd=tmp_path,
                               env=env, timeout=300)
         assert done.returncode == expected, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+class ShortRows(online_softmax.OnlineSoftmax):
+    """A kernel whose head dimension is at most 64."""
+
+    name = "short-rows"
+    max_length = 64
+
+
+def test_a_kernel_is_asked_only_rows_it_takes_and_the_capabilities_say_so() -> None:
+    checked = check(ShortRows, cases="attention_causal,attention_scaled_d64,glossary", dtypes="float32",
+                    ops="softmax", invariants=False)
+    # attention_causal's rows are 64 long, attention_scaled_d64's 128.
+    assert {record["case"] for record in checked.records} == {"attention_causal", "glossary"}
+    (entry,) = [entry for entry in checked.capabilities if entry.get("option") == "length"]
+    assert entry["reason"] == ("short-rows takes rows of at most 64 entries: the cases with longer rows are "
+                               "not asked")
+    assert "not run: short-rows takes rows of at most 64 entries" in " ".join(checked.summary().split())
