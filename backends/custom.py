@@ -129,6 +129,7 @@ def wrap(target: Any, default_name: str, framework: str | None = None) -> Backen
         options=_declared_options(target),
         fully_masked=_declared_convention(target),
         max_length=_declared_length(target),
+        finite_only=bool(getattr(target, "finite_only", False)),
     )
 
 

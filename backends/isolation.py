@@ -130,7 +130,7 @@ def describe(backend: Backend) -> dict:
             "dtypes": list(backend.dtypes),
             "unsupported": [[op, dtype, why] for (op, dtype), why in backend.unsupported.items()],
             "options": list(backend.options), "fully_masked": backend.fully_masked,
-            "max_length": backend.max_length, "descriptions": devices}
+            "max_length": backend.max_length, "finite_only": backend.finite_only, "descriptions": devices}
 
 
 def serve(spec: str, conn: Connection, fault_file: str) -> None:
@@ -352,7 +352,7 @@ class Isolated(Backend):
                    absent_devices=description["absent_devices"], dtypes=tuple(description["dtypes"]),
                    unsupported={(op, dtype): why for op, dtype, why in description["unsupported"]},
                    options=tuple(description["options"]), fully_masked=description["fully_masked"],
-                   max_length=description["max_length"],
+                   max_length=description["max_length"], finite_only=description["finite_only"],
                    describe=descriptions.__getitem__, spec=spec, worker=worker)
 
     def call(self, op: str, device: str, axis: int, inputs: list[np.ndarray], limit: float,

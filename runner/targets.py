@@ -53,7 +53,7 @@ def questions(name: str, backend: Backend | Unavailable, op: str, check: str, se
                 continue
             for case in selection.cases:
                 if dtype not in case.dtypes or backend.why_not_with(case.options) \
-                        or backend.why_not_length(case.row_length):
+                        or backend.why_not_length(case.row_length) or backend.why_not_finite(case.finite):
                     continue
                 if check == "invariants" and case.options:  # measured on plain rows (docs/attention.md)
                     continue
@@ -68,7 +68,7 @@ def capabilities(name: str, backend: Backend | Unavailable, ops: Sequence[str],
     """What the backend of this name cannot answer in the selection, and why: one entry per (device,
     op, dtype), or one for a whole backend (not installed) or device (absent), named "any", or one
     per keyword argument of attention's cases it does not take ("option"), and one for the cases
-    whose rows are longer than it takes ("option": "length")."""
+    whose rows are longer than it takes ("option": "length") or that hold inf or NaN ("finite")."""
     def entry(device: str, op: str, dtype: str, reason: str) -> dict:
         return {"backend": name, "device": device, "op": op, "dtype": dtype, "reason": reason}
 
@@ -90,4 +90,7 @@ def capabilities(name: str, backend: Backend | Unavailable, ops: Sequence[str],
         if reason := backend.why_not_length(longest):
             found.append({**entry(device, ANY, ANY, f"{reason}: the cases with longer rows are not asked"),
                           "option": "length"})
+        if reason := backend.why_not_finite(all(case.finite for case in selection.cases)):
+            found.append({**entry(device, ANY, ANY, f"{reason}: the cases with inf or NaN are not asked"),
+                          "option": "finite"})
     return found

@@ -64,6 +64,8 @@ class Backend:
     fully_masked: str = "nan"
     # The longest row (the reduced axis) its ops take: a fused attention kernel's head dimension.
     max_length: int | None = None
+    # Only finite kept entries (an exact embedding into a matmul, where 0 * inf is NaN).
+    finite_only: bool = False
 
     def why_unsupported(self, op: str, dtype: str) -> str | None:
         """None when (op, dtype) can run; otherwise the reason, phrased for a report (the backend's own
@@ -81,6 +83,10 @@ class Backend:
         if self.max_length is None or length <= self.max_length:
             return None
         return f"{self.name} takes rows of at most {self.max_length} entries"
+
+    def why_not_finite(self, finite: bool) -> str | None:
+        """None when the ops take the case's kept entries (finite, or anything); otherwise the reason."""
+        return None if finite or not self.finite_only else f"{self.name} takes only finite kept entries"
 
     def why_not_with(self, options: tuple[str, ...]) -> str | None:
         """None when the ops take these keyword arguments (OPTIONS); otherwise the reason."""

@@ -56,9 +56,16 @@ class Case:
 
     @functools.cached_property
     def row_length(self) -> int:
-        """The length of its rows (the reduced axis), from its values before rounding."""
-        values = np.asarray(self.generate(np.random.default_rng(self.resolved_seed), format_of("float64")))
+        """The length of its rows (the reduced axis), from its float64 values."""
+        values = self.build("float64")
         return int(values.shape[self.axis]) if values.ndim else 1
+
+    @functools.cached_property
+    def finite(self) -> bool:
+        """Whether every entry its mask keeps is finite (in float64: a dtype may overflow more)."""
+        values = self.build("float64")
+        kept = values if self.mask is None else values[self.build_mask(values.shape)]
+        return bool(np.isfinite(kept).all())
 
     def scale_in(self, dtype: str) -> float | None:
         """The scale rounded once into dtype, as a Python float; None for no scale."""

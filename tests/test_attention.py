@@ -206,18 +206,22 @@ def test_a_reproducer_passes_the_scale_and_mask_and_judges_like_the_run(tmp_path
 
 
 class ShortRows(online_softmax.OnlineSoftmax):
-    """A kernel whose head dimension is at most 64."""
+    """A kernel whose head dimension is at most 64, through an embedding that needs finite entries."""
 
     name = "short-rows"
     max_length = 64
+    finite_only = True
 
 
 def test_a_kernel_is_asked_only_rows_it_takes_and_the_capabilities_say_so() -> None:
-    checked = check(ShortRows, cases="attention_causal,attention_scaled_d64,glossary", dtypes="float32",
+    checked = check(ShortRows, cases="attention_causal,attention_scaled_d64,glossary,pos_inf", dtypes="float32",
                     ops="softmax", invariants=False)
-    # attention_causal's rows are 64 long, attention_scaled_d64's 128.
+    # attention_causal's rows are 64 long (its masked inf and NaN do not count), attention_scaled_d64's
+    # 128; pos_inf keeps +inf entries.
     assert {record["case"] for record in checked.records} == {"attention_causal", "glossary"}
     (entry,) = [entry for entry in checked.capabilities if entry.get("option") == "length"]
     assert entry["reason"] == ("short-rows takes rows of at most 64 entries: the cases with longer rows are "
                                "not asked")
-    assert "not run: short-rows takes rows of at most 64 entries" in " ".join(checked.summary().split())
+    summary = " ".join(checked.summary().split())
+    assert "short-rows takes rows of at most 64 entries" in summary
+    assert "short-rows takes only finite kept entries: the cases with inf or NaN are not asked" in summary
