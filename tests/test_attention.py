@@ -214,8 +214,8 @@ class ShortRows(online_softmax.OnlineSoftmax):
 
 
 def test_a_kernel_is_asked_only_rows_it_takes_and_the_capabilities_say_so() -> None:
-    checked = check(ShortRows, cases="attention_causal,attention_scaled_d64,glossary,pos_inf", dtypes="float32",
-                    ops="softmax", invariants=False)
+    checked = check(ShortRows, cases="attention_causal,attention_scaled_d64,glossary,pos_inf",
+                    dtypes="float32", ops="softmax", invariants=False)
     # attention_causal's rows are 64 long (its masked inf and NaN do not count), attention_scaled_d64's
     # 128; pos_inf keeps +inf entries.
     assert {record["case"] for record in checked.records} == {"attention_causal", "glossary"}
