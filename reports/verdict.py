@@ -144,7 +144,7 @@ def _cannot(capabilities: list[dict], ops: set[str]) -> list[str]:
     lengths: list[str] = []
     for entry in capabilities:
         name = entry["backend"] if entry["device"] == "any" else f"{entry['backend']}/{entry['device']}"
-        if entry.get("option") in ("length", "finite"):
+        if entry.get("option") in ("length", "finite", "throughput"):
             lengths.append(str(entry["reason"]))  # it names the backend
             continue
         if "option" in entry:

@@ -48,8 +48,11 @@ def questions(name: str, backend: Backend | Unavailable, op: str, check: str, se
             if backend.why_unsupported(op, dtype):
                 continue
             if check == "throughput":
+                if backend.copy is None:  # nothing to measure the attainable bandwidth with
+                    continue
                 for shape in selection.shapes:
-                    yield Question(Target(op, name, device, dtype, shape.name, None, check, spec))
+                    if not backend.why_not_length(shape.n):
+                        yield Question(Target(op, name, device, dtype, shape.name, None, check, spec))
                 continue
             for case in selection.cases:
                 if dtype not in case.dtypes or backend.why_not_with(case.options) \
@@ -68,7 +71,8 @@ def capabilities(name: str, backend: Backend | Unavailable, ops: Sequence[str],
     """What the backend of this name cannot answer in the selection, and why: one entry per (device,
     op, dtype), or one for a whole backend (not installed) or device (absent), named "any", or one
     per keyword argument of attention's cases it does not take ("option"), and one for the cases
-    whose rows are longer than it takes ("option": "length") or that hold inf or NaN ("finite")."""
+    whose rows are longer than it takes ("option": "length") or that hold inf or NaN ("finite"), and
+    one when it cannot be timed ("throughput": no copy)."""
     def entry(device: str, op: str, dtype: str, reason: str) -> dict:
         return {"backend": name, "device": device, "op": op, "dtype": dtype, "reason": reason}
 
@@ -86,7 +90,11 @@ def capabilities(name: str, backend: Backend | Unavailable, ops: Sequence[str],
         asked = {option for case in selection.cases for option in case.options}
         found += [{**entry(device, ANY, ANY, reason), "option": option} for option in OPTIONS
                   if option in asked and (reason := backend.why_not_with((option,)))]
-        longest = max((case.row_length for case in selection.cases), default=0)
+        if selection.shapes and backend.copy is None:
+            found.append({**entry(device, ANY, ANY, f"{name} has no copy to measure the attainable bandwidth "
+                                  "with: its speed is not timed"), "option": "throughput"})
+        longest = max([case.row_length for case in selection.cases] + [shape.n for shape in selection.shapes],
+                      default=0)
         if reason := backend.why_not_length(longest):
             found.append({**entry(device, ANY, ANY, f"{reason}: the cases with longer rows are not asked"),
                           "option": "length"})

@@ -88,3 +88,28 @@ def test_a_merge_keeps_each_hosts_table(run) -> None:
 
     merged = {"kind": "run", "merged_from": [header, {**header, "capabilities": []}]}
     assert capabilities_of([merged]) == header["capabilities"]
+
+
+def test_a_backend_without_a_copy_is_not_timed_and_rows_past_its_length_are_not_asked() -> None:
+    from dataclasses import replace
+
+    from softmax_suite.backends.numpy_backend import load
+    from softmax_suite.runner.targets import Selection, capabilities, questions
+    from softmax_suite.suites.cases import CASES
+    from softmax_suite.suites.throughput import sweep
+
+    numpy = load()
+    shapes = sweep("quick")  # rows of 4096 and 2^20, and 4096 x 256
+    selection = Selection(devices=(), dtypes=("float32",), cases=[CASES["glossary"]], cotangents=(),
+                          shapes=shapes)
+    timed = {q.target.case for q in questions("numpy", numpy, "softmax", "throughput", selection)}
+    assert timed == {shape.name for shape in shapes}
+    # A kernel whose rows stop at 4096 is timed at the sizes it takes; one without a copy is not timed.
+    short = replace(numpy, max_length=4096)
+    assert {q.target.case for q in questions("short", short, "softmax", "throughput", selection)} == {
+        "row_n4k", "batch_4096x256"}
+    uncopied = replace(numpy, copy=None)
+    assert not list(questions("uncopied", uncopied, "softmax", "throughput", selection))
+    (entry,) = capabilities("uncopied", uncopied, ["softmax"], selection)
+    assert entry["option"] == "throughput"
+    assert "no copy to measure the attainable bandwidth" in entry["reason"]
