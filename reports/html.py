@@ -22,6 +22,7 @@ from softmax_suite.ops import is_vjp
 from softmax_suite.records import ULP_BIN_EDGES
 from softmax_suite.reports import charts
 from softmax_suite.reports.agreement import agreement_matrix
+from softmax_suite.reports.attention import attention
 from softmax_suite.reports.choice import choices, labeller
 from softmax_suite.reports.deviations import first_groups, group_known, holders
 from softmax_suite.reports.gate import FAIL, NOTE, WARN, Finding
@@ -623,6 +624,7 @@ def build(headers: list[dict], results: list[dict], findings: Sequence[Finding] 
         "legend": charts.ulp_legend(),
         "distributions": distributions(accuracy),
         "semantics": semantics(accuracy, headers),
+        "attention": attention(accuracy, capabilities),
         "invariants": invariants(by_check["invariants"]),
         "agreement": agreement(accuracy),
         "throughput": throughput(by_check["throughput"], details),

@@ -84,10 +84,12 @@ class Result(_ResultRequired, total=False):
     layout: str
     special_input: str
     # attention's forms (docs/attention.md): the scale in the dtype, the mask's counts (kept, masked,
-    # fully_masked_rows) and the convention a fully masked row was judged by
+    # fully_masked_rows), the convention a fully masked row was judged by, and what the op returned
+    # there (suites.masking.returned_convention)
     scale: Number
     mask: dict
     fully_masked: str
+    fully_masked_returned: Literal["nan", "zero", "other"]
     message: str
     failure: str | None
     traceback: str

@@ -183,6 +183,10 @@ def run(target: Target, backend: Backend, settings: Policy,
                        **({"traceback": failure.trace} if failure.trace else {})}, deviations)
     record["duration_s"] = time.perf_counter() - started
     record["output_sha256"] = output_digest(got)
+    if "mask" in options:
+        returned = masking.returned_convention(target.op, got, options["mask"], case.axis)
+        if returned is not None:
+            record["fully_masked_returned"] = returned
     if case.special_input:
         record["special_values"] = special_values(case, x, reference, got)
     record["flushes"] = flushes(backend, target, settings)

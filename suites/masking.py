@@ -52,3 +52,18 @@ def mask_summary(mask: np.ndarray, axis: int) -> dict:
     """A record's account of a case's mask: entries kept and masked, rows with none kept."""
     return {"kept": int(mask.sum()), "masked": int(mask.size - mask.sum()),
             "fully_masked_rows": int(fully_masked_rows(mask, axis).sum())}
+
+
+def returned_convention(op: str, got: np.ndarray, mask: np.ndarray, axis: int) -> str | None:
+    """What op returned on the fully masked rows: "nan" (every element NaN), "zero" (the "zero"
+    convention's values: 0, or -inf for log_softmax and logsumexp) or "other"; None without such rows."""
+    rows = fully_masked_rows(mask, axis)
+    if not rows.any():
+        return None
+    where = rows if got.shape == rows.shape else np.broadcast_to(np.expand_dims(rows, axis % mask.ndim),
+                                                                  got.shape)
+    values = got[where].astype(np.float64)
+    if np.isnan(values).all():
+        return "nan"
+    zero = -np.inf if op in ("log_softmax", "logsumexp") else 0.0
+    return "zero" if np.all(values == zero) else "other"

@@ -366,3 +366,40 @@ def test_one_backend(browser, reports, width: int) -> None:
     assert words_broken(page, "#details-rows th") == []
     page.screenshot(path=str(ARTIFACTS / f"report-1-backend-{width}-heatmap.png"))
     assert shown.errors == [] and shown.outside() == []
+
+
+@pytest.fixture(scope="module")
+def attention_report(tmp_path_factory) -> Path:
+    # numpy (declares "nan") and a model of a fused kernel with the max taken before the mask
+    # (declares "zero"; its logsumexp of a fully masked row is NaN, not -inf): float32.
+    out = tmp_path_factory.mktemp("attention")
+    done = subprocess.run(
+        [sys.executable, "-m", "softmax_suite.runner.cli", "run", "--backend",
+         "numpy,tests.online_softmax:MaxBeforeMask", "--case", "attention_fully_masked,online_tile_aligned",
+         "--dtype", "float32", "--throughput", "off", "--out", str(out), "-n", "0"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    return out / "report.html"
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_the_attention_section_shows_conventions_and_cases(browser, attention_report, width: int) -> None:
+    shown = opened_at(browser, attention_report, width, "attention")
+    page = shown.page
+    section = page.locator("#attention")
+    section.scroll_into_view_if_needed()
+    section.screenshot(path=str(ARTIFACTS / f"report-attention-section-{width}.png"))
+    rows = {row.locator("th").inner_text(): row for row in section.locator("table.conventions tr").all()[1:]}
+    assert set(rows) == {"numpy", "online-max-before-mask"}
+    numpy = rows["numpy"].locator("td").all_inner_texts()
+    assert numpy[0] == "nan" and "softmax: NaN" in numpy[1] and "logsumexp: -inf" in numpy[1]
+    assert rows["numpy"].locator("span.differs").count() == 0
+    planted = rows["online-max-before-mask"]
+    assert planted.locator("td").first.inner_text() == "zero"
+    assert planted.locator("span.differs").all_inner_texts() == ["logsumexp: NaN"]
+    # The cases by backend: numpy passes both, the planted kernel fails both.
+    cells = section.locator("table.attention td")
+    assert cells.count() == 4
+    assert [c.get_attribute("class") for c in cells.all()] == ["pass", "fail", "pass", "fail"]
+    assert "2 rows fully masked" in section.locator("table.attention").inner_text()
+    assert shown.errors == []
