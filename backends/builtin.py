@@ -5,6 +5,7 @@ BUILTIN: dict[str, str] = {
     "numpy": "softmax_suite.backends.numpy_backend",
     "scipy": "softmax_suite.backends.scipy_backend",
     "torch": "softmax_suite.backends.torch_backend",
+    "torch-compile": "softmax_suite.backends.torch_compile_backend",
     "jax": "softmax_suite.backends.jax_backend",
     "array_api_strict": "softmax_suite.backends.array_api_backend",
     "onnxruntime": "softmax_suite.backends.onnxruntime_backend",

@@ -74,9 +74,11 @@ def _not_differentiable(torch: Any, op: str, function: Any, devices: tuple[str, 
     return None
 
 
-def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
+def load(functions: Mapping[str, Callable[..., Any]] | None = None,
+         compiler: Callable[[Any], Any] | None = None, name: str = "torch") -> Backend:
     """torch's own ops, or the user's forward functions f(x, dim) on torch tensors (functions), with
-    their VJPs through autograd."""
+    their VJPs through autograd; each forward passed through compiler where one is given
+    (torch_compile_backend)."""
     try:
         import ml_dtypes
         import torch
@@ -140,8 +142,10 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
         for op, function in forwards.items():
             reason = _not_differentiable(torch, op, function, devices)
             unsupported.update({(f"{op}_vjp", dtype): reason for dtype in DTYPES if reason})
+    if compiler is not None:
+        forwards = {op: compiler(function) for op, function in forwards.items()}
     return Backend(
-        name="torch",
+        name=name,
         version=str(torch.__version__),
         ops={**{op: forward(f) for op, f in forwards.items()},
              **{f"{op}_vjp": vjp(f) for op, f in forwards.items()}},

@@ -259,3 +259,22 @@ def test_triton_kernel_is_right_under_the_interpreter() -> None:
     # Both compute in float32 (float64) and round once into the dtype: measured at most 5.3 u apart,
     # well inside the suite's budgets for these rows (above 10 u).
     assert float(done.stdout.split()[-1]) <= 8
+
+
+def test_torch_compile_is_torch_compiled_and_judged_on_its_own() -> None:
+    torch = pytest.importorskip("torch")
+    from torch._dynamo.utils import counters
+
+    backend = load("torch-compile")
+    assert backend.name == "torch-compile" and backend.options == ("scale", "mask")
+    before = counters["stats"]["unique_graphs"]
+    # The scaled row whose jitted jax softmax is NaN (an FMA of x * c - max): inductor keeps [1, 0].
+    record = run(Target("softmax", "torch-compile", "cpu", "float32", "attention_large_products"), backend,
+                 Settings(), DEVIATIONS)
+    assert record["status"] == "pass", record["message"]
+    assert counters["stats"]["unique_graphs"] > before  # dynamo traced and compiled it
+    # Its VJP goes through autograd of the compiled forward.
+    record = run(Target("softmax_vjp", "torch-compile", "cpu", "float32", "attention_causal", "random"),
+                 backend, Settings(), DEVIATIONS)
+    assert record["status"] == "pass", record["message"]
+    assert torch.__version__ in backend.version
