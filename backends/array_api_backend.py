@@ -1,5 +1,11 @@
 """Any array API namespace (2023.12 standard functions only) as a backend: built in as
-`array_api_strict`, and `--backend array-api:<module>` for any other (torch through array_api_compat)."""
+`array_api_strict`, and `--backend array-api:<module>` for any other (torch through array_api_compat).
+
+The standard has no scale or mask argument: attention's forms are composed as a user of the standard
+writes them, xp.where(mask, x * scale, -inf) on the rows, then the shifted formulas; the VJPs (computed
+in closed form, as numpy_backend's) times scale and 0 where masked, their cotangent 0 where masked.
+A row with nothing kept gives softmax and log_softmax NaN (0/0), logsumexp -inf.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import ml_dtypes
 import numpy as np
 
 from softmax_suite.backends.custom import SpecError
-from softmax_suite.protocol import DTYPES, OPS, Backend, BackendUnavailable
+from softmax_suite.protocol import DTYPES, OPS, OPTIONS, Backend, BackendUnavailable
 
 SPEC_PREFIX = "array-api:"
 HALF = ("float16", "bfloat16")
@@ -32,21 +38,52 @@ def _float_dtypes(xp: Any, device: Any) -> dict[str, Any]:
 
 class _Ops:
     """The six ops on one namespace; rows are moved to the last axis, half precision is computed
-    in float32 and rounded once at the end (a float16 sum of 65536 ones overflows)."""
+    in float32 and rounded once at the end (a float16 sum of 65536 ones overflows).
+
+    Attention's forms are composed on those rows as numpy_backend composes them, with the namespace's
+    own functions: xp.where(mask, rows * scale, -inf); a VJP's cotangent is 0 where masked, its result
+    times scale (the chain rule) and 0 where masked."""
 
     def __init__(self, xp: Any, dtypes: dict[str, Any]) -> None:
         self.xp = xp
         self.half = tuple(dtypes[name] for name in HALF if name in dtypes)
         self.float32 = xp.float32
 
-    def _rows(self, x: Any, axis: int) -> Any:
+    def _rows(self, x: Any, axis: int, scale: float | None = None, mask: Any = None) -> Any:
+        """x with the reduction axis last, widened, times scale, -inf where mask is False."""
         xp = self.xp
         rows = xp.moveaxis(x, axis, -1)
-        return xp.astype(rows, self.float32) if x.dtype in self.half else rows
+        rows = xp.astype(rows, self.float32) if x.dtype in self.half else rows
+        if scale is not None:
+            # scale is already rounded into x's dtype: exact in the widened one too.
+            rows = rows * scale
+        if mask is not None:
+            rows = xp.where(self._kept(mask, x, axis), rows, self._constant(-xp.inf, rows))
+        return rows
+
+    def _kept(self, mask: Any, x: Any, axis: int) -> Any:
+        """mask broadcast to x, the reduction axis last (as _rows lays x out)."""
+        xp = self.xp
+        return xp.moveaxis(xp.broadcast_to(mask, x.shape), axis, -1)
 
     def _back(self, rows: Any, x: Any, axis: int) -> Any:
         xp = self.xp
         return xp.astype(xp.moveaxis(rows, -1, axis), x.dtype)
+
+    def _gradient(self, dx: Any, x: Any, axis: int, scale: float | None, mask: Any) -> Any:
+        """A VJP's rows back in x's layout and dtype: times scale (the chain rule), 0 where masked."""
+        if scale is not None:
+            dx = dx * scale
+        if mask is not None:
+            dx = self.xp.where(self._kept(mask, x, axis), dx, self._constant(0.0, dx))
+        return self._back(dx, x, axis)
+
+    def _cotangent(self, g: Any, axis: int, mask: Any) -> Any:
+        """g's rows, 0 where masked: a masked output is a constant, its cotangent reaches nothing."""
+        rows = self._rows(g, axis)
+        if mask is None:
+            return rows
+        return self.xp.where(self._kept(mask, g, axis), rows, self._constant(0.0, rows))
 
     def _constant(self, value: float, like: Any) -> Any:
         # The 2023.12 where() takes arrays only; python scalars came in 2024.12.
@@ -71,12 +108,12 @@ class _Ops:
         t = xp.sum(xp.where(first, self._constant(0.0, rows), xp.exp(d)), axis=-1, keepdims=True)
         return a, d, t
 
-    def softmax(self, x: Any, axis: int) -> Any:
-        return self._back(self._softmax_rows(self._rows(x, axis)), x, axis)
+    def softmax(self, x: Any, axis: int, scale: float | None = None, mask: Any = None) -> Any:
+        return self._back(self._softmax_rows(self._rows(x, axis, scale, mask)), x, axis)
 
-    def log_softmax(self, x: Any, axis: int) -> Any:
+    def log_softmax(self, x: Any, axis: int, scale: float | None = None, mask: Any = None) -> Any:
         xp = self.xp
-        rows = self._rows(x, axis)
+        rows = self._rows(x, axis, scale, mask)
         if rows.shape[-1] == 0:
             return self._back(rows, x, axis)
         a, d, t = self._shifted(rows)
@@ -85,9 +122,9 @@ class _Ops:
         z = xp.where((a > 0) & xp.isinf(a), self._constant(xp.nan, rows), d - xp.log1p(t))
         return self._back(z, x, axis)
 
-    def logsumexp(self, x: Any, axis: int) -> Any:
+    def logsumexp(self, x: Any, axis: int, scale: float | None = None, mask: Any = None) -> Any:
         xp = self.xp
-        rows = self._rows(x, axis)
+        rows = self._rows(x, axis, scale, mask)
         if rows.shape[-1] == 0:
             return xp.full(rows.shape[:-1], -xp.inf, dtype=x.dtype, device=x.device)
         a, _, t = self._shifted(rows)
@@ -95,21 +132,23 @@ class _Ops:
         lse = xp.where(xp.isinf(a), a, a + xp.log1p(t))
         return xp.astype(lse[..., 0], x.dtype)
 
-    def softmax_vjp(self, x: Any, g: Any, axis: int) -> Any:
+    def softmax_vjp(self, x: Any, g: Any, axis: int, scale: float | None = None, mask: Any = None) -> Any:
         xp = self.xp
-        y, gr = self._softmax_rows(self._rows(x, axis)), self._rows(g, axis)
-        return self._back(y * (gr - xp.sum(gr * y, axis=-1, keepdims=True)), x, axis)
+        y, gr = self._softmax_rows(self._rows(x, axis, scale, mask)), self._cotangent(g, axis, mask)
+        return self._gradient(y * (gr - xp.sum(gr * y, axis=-1, keepdims=True)), x, axis, scale, mask)
 
-    def log_softmax_vjp(self, x: Any, g: Any, axis: int) -> Any:
+    def log_softmax_vjp(self, x: Any, g: Any, axis: int, scale: float | None = None,
+                        mask: Any = None) -> Any:
         xp = self.xp
-        y, gr = self._softmax_rows(self._rows(x, axis)), self._rows(g, axis)
-        return self._back(gr - y * xp.sum(gr, axis=-1, keepdims=True), x, axis)
+        y, gr = self._softmax_rows(self._rows(x, axis, scale, mask)), self._cotangent(g, axis, mask)
+        return self._gradient(gr - y * xp.sum(gr, axis=-1, keepdims=True), x, axis, scale, mask)
 
-    def logsumexp_vjp(self, x: Any, g: Any, axis: int) -> Any:
+    def logsumexp_vjp(self, x: Any, g: Any, axis: int, scale: float | None = None,
+                      mask: Any = None) -> Any:
         xp = self.xp
-        rows = self._rows(x, axis)
+        rows = self._rows(x, axis, scale, mask)
         gr = xp.expand_dims(xp.astype(g, rows.dtype), axis=-1)
-        return self._back(self._softmax_rows(rows) * gr, x, axis)
+        return self._gradient(self._softmax_rows(rows) * gr, x, axis, scale, mask)
 
 
 def _converters(xp: Any, device: Any, dtypes: dict[str, Any]) -> tuple[Callable, Callable]:
@@ -154,6 +193,10 @@ def adapter(xp: Any, name: str, device: Any = None, device_name: str = "cpu",
         devices=(device_name,),
         dtypes=tuple(dtypes),
         copy=lambda x: xp.asarray(x, copy=True),
+        options=OPTIONS,
+        # A row with nothing kept is all -inf: the shifted softmax gives 0/0, NaN (measured on
+        # array_api_strict and array-api:numpy), log_softmax NaN, logsumexp -inf.
+        fully_masked="nan",
     )
 
 

@@ -1,6 +1,13 @@
 """mlx: mx.softmax, mlx.nn.log_softmax's formula and mx.logsumexp on mlx's cpu (and gpu where mlx
 has one); their VJPs through mx.vjp. Every dtype crosses as its bit pattern, unconverted. load(functions)
 runs a user's own functions f(x, axis) the same way (`--backend mlx:package.module:attr`).
+
+Attention's forms are composed as an mlx user writes them (mx.softmax and mx.logsumexp have neither a
+scale nor a mask argument): mx.where(mask, x * scale, -inf), then the op; their VJPs through mx.vjp of
+that composition. A row with nothing kept gives softmax and log_softmax NaN (0/0), logsumexp -inf
+(measured, mlx 0.32.4): the "nan" convention. mx.where's VJP multiplies the cotangent by the condition
+(Select::vjp: cond * ct) instead of selecting it, so a NaN the op's VJP gives on such a row reaches
+the masked inputs' gradient as 0 * NaN = NaN: a real mlx deviation, left for the suite to report.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from softmax_suite.protocol import DTYPES, Backend, BackendUnavailable
+from softmax_suite.protocol import DTYPES, OPTIONS, Backend, BackendUnavailable
 
 # Unsigned integers of each width: arrays cross between numpy and mlx as these, then are
 # reinterpreted. mx.array(float64 array) would silently round to float32, its default float.
@@ -59,6 +66,10 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
         # mlx arrays live in unified memory and its device is the stream its ops run on: placing
         # an input makes that device the default for the ops called on it next.
         mx.set_default_device(streams[device])
+        if x.dtype == np.bool_:  # a mask: one byte a value, no bit pattern to keep
+            array = mx.array(x)
+            mx.eval(array)
+            return array
         array = mx.array(x.view(UNSIGNED[x.dtype.itemsize])).view(to_mlx[x.dtype])
         mx.eval(array)
         return array
@@ -73,16 +84,28 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
         shifted = x - mx.stop_gradient(mx.max(x, axis=axis, keepdims=True))
         return shifted - mx.logsumexp(shifted, axis=axis, keepdims=True)
 
+    def composed(function: Any) -> Any:
+        def call(x: Any, axis: int, scale: float | None = None, mask: Any = None) -> Any:
+            # A Python scalar keeps x's dtype in mlx (float16, bfloat16 and float64 alike).
+            if scale is not None:
+                x = x * scale
+            if mask is not None:
+                x = mx.where(mask, x, float("-inf"))
+            return function(x, axis)
+
+        return call
+
     forwards = dict(functions) if functions is not None else {
-        "softmax": lambda x, axis: mx.softmax(x, axis=axis), "log_softmax": log_softmax,
-        "logsumexp": lambda x, axis: mx.logsumexp(x, axis=axis)}
+        op: composed(f) for op, f in (("softmax", lambda x, axis: mx.softmax(x, axis=axis)),
+                                      ("log_softmax", log_softmax),
+                                      ("logsumexp", lambda x, axis: mx.logsumexp(x, axis=axis)))}
 
     def forward(function: Any) -> Any:
-        return lambda x, axis: function(x, axis)
+        return lambda x, axis, **options: function(x, axis, **options)
 
     def vjp(function: Any) -> Any:
-        def pullback(x: Any, g: Any, axis: int) -> Any:
-            _, (dx,) = mx.vjp(lambda v: function(v, axis), [x], [g])
+        def pullback(x: Any, g: Any, axis: int, **options: Any) -> Any:
+            _, (dx,) = mx.vjp(lambda v: function(v, axis, **options), [x], [g])
             return dx
 
         return pullback
@@ -106,4 +129,7 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
         synchronize=lambda device, value: mx.eval(value),
         copy=mx.array,
         describe=lambda device: {"device": device, **mx.device_info()},
+        options=OPTIONS if functions is None else (),
+        # Measured (mlx 0.32.4): a fully masked row gives softmax and log_softmax NaN, logsumexp -inf.
+        fully_masked="nan",
     )

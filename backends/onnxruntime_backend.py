@@ -5,6 +5,12 @@ The graphs are built with the `onnx` helper API and checked by onnx.checker: ORT
 model builder. Which dtypes each op supports is measured at load, by building and running every
 (op, dtype) once: a missing CPU kernel (bfloat16 in ORT 1.32) is reported as unsupported with
 ORT's own message.
+
+Attention's forms are built into the graph as an ONNX user builds them (Softmax has neither a scale nor
+a mask input): Mul by the scale, a scalar initializer in the input's dtype, then Where(mask, x, -inf)
+with the mask a bool input and -inf a scalar initializer, then the op; one session per option set
+(the scale's value, the mask's rank). A row with nothing kept gives Softmax and LogSoftmax NaN (0/0),
+ReduceLogSumExp -inf (measured, onnxruntime 1.32): the "nan" convention.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from softmax_suite.protocol import DTYPES, FORWARD_OPS, Backend, BackendUnavailable
+from softmax_suite.protocol import DTYPES, FORWARD_OPS, OPTIONS, Backend, BackendUnavailable
 
 OPSET = 13
 NODES = {"softmax": "Softmax", "log_softmax": "LogSoftmax", "logsumexp": "ReduceLogSumExp"}
@@ -29,7 +35,7 @@ def load() -> Backend:
         import ml_dtypes
         import onnx
         import onnxruntime as ort
-        from onnx import TensorProto, helper
+        from onnx import TensorProto, helper, numpy_helper
     except ImportError as error:
         raise BackendUnavailable(
             f"onnxruntime or onnx is not installed ({error}); pip install onnxruntime onnx") from None
@@ -49,20 +55,37 @@ def load() -> Backend:
         chosen.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         return chosen
 
+    def constant(name: str, value: float, dtype: str) -> Any:
+        """A scalar initializer of the input's dtype."""
+        return numpy_helper.from_array(np.array(value, dtype=numpy_types[dtype]), name)
+
     @cache
-    def session(op: str, dtype: str, axis: int, rank: int) -> Any:
+    def session(op: str, dtype: str, axis: int, rank: int, scale: float | None = None,
+                mask_rank: int | None = None) -> Any:
         element = element_types[dtype]
+        nodes, initializers, source = [], [], "x"
+        inputs = [helper.make_tensor_value_info("x", element, [f"d{i}" for i in range(rank)])]
+        if scale is not None:
+            initializers.append(constant("scale", scale, dtype))
+            nodes.append(helper.make_node("Mul", [source, "scale"], ["scaled"]))
+            source = "scaled"
+        if mask_rank is not None:
+            # Its own symbolic dimensions: a mask broadcastable to x, as Where broadcasts.
+            inputs.append(helper.make_tensor_value_info("mask", TensorProto.BOOL,
+                                                        [f"m{i}" for i in range(mask_rank)]))
+            initializers.append(constant("minus_inf", -np.inf, dtype))
+            nodes.append(helper.make_node("Where", ["mask", source, "minus_inf"], ["masked"]))
+            source = "masked"
         if op == "logsumexp":
-            node = helper.make_node(NODES[op], ["x"], ["y"], axes=[axis], keepdims=0)
+            nodes.append(helper.make_node(NODES[op], [source], ["y"], axes=[axis], keepdims=0))
             out_rank = rank - 1
         else:
-            node = helper.make_node(NODES[op], ["x"], ["y"], axis=axis)
+            nodes.append(helper.make_node(NODES[op], [source], ["y"], axis=axis))
             out_rank = rank
         # Every dimension symbolic: one session serves every shape of this rank.
         graph = helper.make_graph(
-            [node], f"{op}_{dtype}_axis{axis}_rank{rank}",
-            [helper.make_tensor_value_info("x", element, [f"d{i}" for i in range(rank)])],
-            [helper.make_tensor_value_info("y", element, [None] * out_rank)])
+            nodes, f"{op}_{dtype}_axis{axis}_rank{rank}", inputs,
+            [helper.make_tensor_value_info("y", element, [None] * out_rank)], initializer=initializers)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                                   producer_name="softmax-suite")
         onnx.checker.check_model(model)
@@ -70,8 +93,13 @@ def load() -> Backend:
                                     providers=["CPUExecutionProvider"])
 
     def forward(op: str) -> Any:
-        def call(x: np.ndarray, axis: int) -> np.ndarray:
-            return session(op, names[x.dtype], axis, x.ndim).run(None, {"x": x})[0]
+        def call(x: np.ndarray, axis: int, scale: float | None = None,
+                 mask: np.ndarray | None = None) -> np.ndarray:
+            feeds = {"x": x}
+            if mask is not None:
+                feeds["mask"] = mask
+            chosen = session(op, names[x.dtype], axis, x.ndim, scale, None if mask is None else mask.ndim)
+            return chosen.run(None, feeds)[0]
 
         return call
 
@@ -99,4 +127,8 @@ def load() -> Backend:
         copy=np.copy,
         describe=lambda device: {"threads": THREADS, "inter_op_threads": 1, "execution_mode": "sequential",
                                  "provider": "CPUExecutionProvider"},
+        options=OPTIONS,
+        # Measured (onnxruntime 1.32): a fully masked row gives Softmax and LogSoftmax NaN,
+        # ReduceLogSumExp -inf.
+        fully_masked="nan",
     )

@@ -1,5 +1,13 @@
 """tensorflow: tf.nn.softmax, tf.nn.log_softmax and tf.reduce_logsumexp, eager, on the cpu and the
 gpu TF reports; their VJPs through tf.GradientTape. Every dtype crosses as its bit pattern (tf.bitcast).
+
+Attention's forms are composed as a tensorflow user writes them (tf.nn.softmax has neither a scale nor a
+mask argument): tf.where(mask, x * scale, -inf), the scale and -inf as constants of x's dtype, then the
+op; their VJPs through tf.GradientTape of that composition (tf.where's gradient selects the cotangent,
+0 at the unselected entries). A row with nothing kept is all -inf: tf.nn.softmax and log_softmax
+subtract the row max, -inf - -inf = NaN, and tf.reduce_logsumexp replaces a non-finite max by 0 and
+gives log(0) = -inf: the "nan" convention, read from tensorflow's source (not measured here: the
+development machine has no tensorflow).
 """
 
 from __future__ import annotations
@@ -9,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from softmax_suite.protocol import Backend, BackendUnavailable
+from softmax_suite.protocol import OPTIONS, Backend, BackendUnavailable
 
 DEVICES = {"cpu": "/CPU:0", "gpu": "/GPU:0"}
 
@@ -33,6 +41,8 @@ def load() -> Backend:
 
     def to_device(x: np.ndarray, device: str) -> Any:
         with tf.device(DEVICES[device]):
+            if x.dtype == np.bool_:  # a mask: tf.bool, no bit pattern to keep
+                return tf.constant(x)
             bits = tf.constant(x.view(unsigned[x.dtype.itemsize][0]))
             return tf.bitcast(bits, floats[x.dtype])
 
@@ -45,19 +55,30 @@ def load() -> Backend:
         if device == "gpu":
             tf.test.experimental.sync_devices()
 
+    def composed(function: Any) -> Any:
+        def call(x: Any, axis: int, scale: float | None = None, mask: Any = None) -> Any:
+            # The scale is already rounded into x's dtype: its constant is exact.
+            if scale is not None:
+                x = x * tf.constant(scale, dtype=x.dtype)
+            if mask is not None:
+                x = tf.where(mask, x, tf.constant(float("-inf"), dtype=x.dtype))
+            return function(x, axis=axis)
+
+        return call
+
     def forward(function: Any) -> Any:
-        def call(x: Any, axis: int) -> Any:
+        def call(x: Any, axis: int, **options: Any) -> Any:
             # Eager ops would otherwise go to a GPU when one exists, wherever x lies.
             with tf.device(x.device):
-                return function(x, axis=axis)
+                return function(x, axis, **options)
 
         return call
 
     def vjp(function: Any) -> Any:
-        def pullback(x: Any, g: Any, axis: int) -> Any:
+        def pullback(x: Any, g: Any, axis: int, **options: Any) -> Any:
             with tf.device(x.device), tf.GradientTape() as tape:
                 tape.watch(x)
-                y = function(x, axis=axis)
+                y = function(x, axis, **options)
             return tape.gradient(y, x, output_gradients=g)
 
         return pullback
@@ -73,8 +94,8 @@ def load() -> Backend:
             info.update(tf.config.experimental.get_device_details(gpus[0]))
         return info
 
-    forwards = {"softmax": tf.nn.softmax, "log_softmax": tf.nn.log_softmax,
-                "logsumexp": tf.reduce_logsumexp}
+    forwards = {op: composed(f) for op, f in (("softmax", tf.nn.softmax), ("log_softmax", tf.nn.log_softmax),
+                                              ("logsumexp", tf.reduce_logsumexp))}
     return Backend(
         name="tensorflow",
         version=tf.__version__,
@@ -88,4 +109,8 @@ def load() -> Backend:
         # tf.identity may hand back the same buffer; DeepCopy always writes a new one.
         copy=lambda x: tf.raw_ops.DeepCopy(x=x),
         describe=describe,
+        options=OPTIONS,
+        # Read from tensorflow's source, not measured here (see the docstring): NaN softmax and
+        # log_softmax, -inf logsumexp on a fully masked row.
+        fully_masked="nan",
     )
