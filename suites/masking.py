@@ -38,6 +38,10 @@ def under_convention(reference: Reference, mask: np.ndarray, axis: int, conventi
         return reference
     where = np.broadcast_to(np.expand_dims(rows, axis % mask.ndim), reference.shape)
     value = ZERO_CONVENTION[reference.op]
+    # The oracle's terms there are NaN (its row is 0/0), and a NaN budget would let any value pass: an
+    # exact 0 owes nothing but an underflow's unit, so every term is 0.
+    terms = {name: np.where(where, 0.0, term) if np.shape(term) == reference.shape else term
+             for name, term in reference.terms.items()}
     return dataclasses.replace(
         reference,
         rounded=np.where(where, reference.rounded.dtype.type(value), reference.rounded),
@@ -45,6 +49,7 @@ def under_convention(reference: Reference, mask: np.ndarray, axis: int, conventi
         mant=np.where(where, value, reference.mant),
         mant_lo=np.where(where, 0.0, reference.mant_lo),
         scale=np.where(where, 0, reference.scale),
+        terms=terms,
     )
 
 

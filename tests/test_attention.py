@@ -225,3 +225,29 @@ def test_a_kernel_is_asked_only_rows_it_takes_and_the_capabilities_say_so() -> N
     summary = " ".join(checked.summary().split())
     assert "short-rows takes rows of at most 64 entries" in summary
     assert "short-rows takes only finite kept entries: the cases with inf or NaN are not asked" in summary
+
+
+class FiveOnFullyMaskedRows(online_softmax.OnlineSoftmax):
+    """Right everywhere but on rows with nothing kept, where every output is 5."""
+
+    name = "five"
+
+    def _planted(self, y, x, axis, mask):
+        rows = ~np.broadcast_to(mask, x.shape).any(axis=axis, keepdims=True)
+        return np.where(rows, np.float32(5), y)
+
+    def softmax(self, x, axis, *, scale=None, mask=None):
+        return self._planted(super().softmax(x, axis, scale=scale, mask=mask), x, axis, mask)
+
+    def softmax_vjp(self, x, g, axis, *, scale=None, mask=None):
+        return self._planted(super().softmax_vjp(x, g, axis, scale=scale, mask=mask), x, axis, mask)
+
+
+@pytest.mark.parametrize("op", ["softmax", "softmax_vjp"])
+def test_a_wrong_value_on_a_fully_masked_row_fails(op) -> None:
+    # The oracle's row is 0/0 (NaN terms); the convention's exact 0 must come with a finite budget,
+    # or any value would pass there (a NaN ratio is no failure).
+    checked = check(FiveOnFullyMaskedRows, cases="attention_fully_masked", ops=op, dtypes="float32",
+                    cotangents="random", invariants=False)
+    (record,) = checked.records
+    assert record["status"] == "fail" and record["metrics"]["worst"]["got"] == 5.0, record["message"]
