@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"the longest row to try (default: {hunting.MAX_LENGTH})")
     hunt.add_argument("--device", metavar="NAME", default=None,
                       help="the backend's device (default: its first)")
+    hunt.add_argument("--no-attention", action="store_true",
+                      help="hunt plain rows only: no search over scale and mask, even where the backend "
+                           "lists them in its options (by default a row may carry a scale and a mask)")
     faults = dict(FAULTS)  # run's type and default, with the hunt's own help
     hunt.add_argument("--case-timeout", **{**faults["--case-timeout"], "help":
                       "the longest one backend call may take; past it the call failed, its rows are "
@@ -585,7 +588,7 @@ def _hunt_plan(args: argparse.Namespace) -> hunting.Plan:
     if args.seed < 0:
         raise ValueError(f"--seed {args.seed}: must be >= 0")
     return hunting.Plan(args.op, args.dtype, kind, args.seed, args.evaluations, seconds,
-                        args.max_length, args.keep)
+                        args.max_length, args.keep, attention=not args.no_attention)
 
 
 def hunt_command(args: argparse.Namespace) -> int:
@@ -618,7 +621,9 @@ def hunt_command(args: argparse.Namespace) -> int:
                                        plan.evaluations and f"{plan.evaluations} rows"]))
     seed_note = " (the default)" if plan.seed == hunting.DEFAULT_SEED else ""
     question = plan.op + (f" with {plan.cotangent} cotangents" if plan.cotangent else "")
-    print(f"hunting {args.backend} {question} in {plan.dtype} on {device} for {limits}, "
+    searched = hunting.attention_options(backend, plan)
+    over = f" over rows, {' and '.join(searched)}" if searched else ""
+    print(f"hunting {args.backend} {question} in {plan.dtype} on {device}{over} for {limits}, "
           f"seed {plan.seed}{seed_note}", flush=True)
     outcome = hunting.hunt(backend, args.backend, device, settings, plan)
     try:
@@ -634,8 +639,9 @@ def hunt_command(args: argparse.Namespace) -> int:
         print(f"failed backend calls: {counts} (a batch's rows scored again one by one; a row whose "
               "own call failed scored above any error)")
     print(hunting.format_report(outcome))
+    plain = "" if plan.attention else " --no-attention"
     print(f"saved {len(added)} new of {len(outcome.found)} cases to {path}; reproduce this hunt with "
-          f"--seed {plan.seed} --evaluations {outcome.evaluations}")
+          f"--seed {plan.seed} --evaluations {outcome.evaluations}{plain}")
     return EXIT_FAILED if any(found.fails for found in outcome.found) else EXIT_OK
 
 

@@ -428,9 +428,14 @@ FIXED: tuple[Case, ...] = (
 
 def found_case(entry: corpus.Entry) -> Case:
     """A corpus entry as a case: its dtype only, and build(dtype) gives back exactly its bits. The
-    seed is the hunt's, from which a VJP hunt built its cotangents: the catalogue builds the same."""
+    seed is the hunt's, from which a VJP hunt built its cotangents: the catalogue builds the same.
+    An entry found with attention's options asks with them: its scale (already in its dtype, which
+    scale_in keeps) and its mask; the bits already hold what lay under the mask, so no garbage is
+    written there."""
+    mask = entry.mask
     return Case(entry.name, entry.description, lambda rng, fmt: entry.x.copy(), dtypes=(entry.dtype,),
-                tags=FOUND, seed=entry.seed)
+                tags=FOUND, seed=entry.seed, scale=entry.scale,
+                mask=None if mask is None else (lambda rng, shape: mask.copy()), garbage_under_mask=False)
 
 
 @functools.cache

@@ -11,6 +11,12 @@ seed (the hunt's; the catalogue builds the case's cotangents from it), max_ulp, 
 budget at the worst element), failure (null, accuracy, semantic or error), message, shape, axis
 (-1), bits (the input's bit patterns, one hexadecimal word per element in C order, separated by
 spaces; the words are authoritative) and description.
+
+An entry found with attention's options (docs/attention.md) has two more keys, each only when it has
+that option: scale (the number the op multiplies by, already in the entry's dtype, one the exact
+oracle takes for it: oracle.scaled.check_scale) and mask (one character per element in C order, 1 =
+keep, 0 = masked; bits holds what lay under the mask). Their name's digest covers them too. A file
+without them (an older one) reads as ever.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ import pytest
 
 from softmax_suite.formats import format_of
 from softmax_suite.ops import is_vjp
+from softmax_suite.oracle.rounding import round_values
+from softmax_suite.oracle.scaled import check_scale
 from softmax_suite.protocol import DTYPES, OPS
 from softmax_suite.suites.cotangents import COTANGENTS
 
@@ -51,7 +59,8 @@ class CorpusError(pytest.UsageError):
 
 @dataclass(frozen=True)
 class Entry:
-    """One found case. x is read-only, in its dtype, in the shape it was saved with."""
+    """One found case. x is read-only, in its dtype, in the shape it was saved with; scale (in the dtype)
+    and mask (bool of x's shape, True = keep, read-only) where the hunt found it with them."""
 
     op: str
     dtype: str
@@ -67,10 +76,12 @@ class Entry:
     x: np.ndarray
     description: str
     axis: int = -1
+    scale: float | None = None
+    mask: np.ndarray | None = None
 
     @property
     def digest(self) -> str:
-        return input_digest(self.x)
+        return question_digest(self.x, self.scale, self.mask)
 
     @property
     def name(self) -> str:
@@ -81,13 +92,46 @@ class Entry:
                 "backend": self.backend, "backend_version": self.backend_version, "date": self.date,
                 "seed": self.seed, "max_ulp": self.max_ulp, "ratio": self.ratio, "failure": self.failure,
                 "message": self.message, "shape": list(self.x.shape), "axis": self.axis,
-                "bits": encode_bits(self.x), "description": self.description}
+                "bits": encode_bits(self.x), **self.options_json(), "description": self.description}
+
+    def options_json(self) -> dict:
+        """The scale and mask keys, for the options it has."""
+        given = {}
+        if self.scale is not None:
+            given["scale"] = self.scale
+        if self.mask is not None:
+            given["mask"] = encode_mask(self.mask)
+        return given
 
 
 def input_digest(x: np.ndarray) -> str:
     """sha256 of the dtype, the shape and the bits in C order: equal digests, the same input."""
     header = f"{np.dtype(x.dtype).name}:{list(x.shape)}:".encode()
     return hashlib.sha256(header + np.ascontiguousarray(x).tobytes()).hexdigest()
+
+
+def question_digest(x: np.ndarray, scale: float | None = None, mask: np.ndarray | None = None) -> str:
+    """input_digest of x, with the scale and the mask where given (equal digests, the same question):
+    for an input alone, its input_digest."""
+    if scale is None and mask is None:
+        return input_digest(x)
+    options = f"scale={scale!r}:mask={'-' if mask is None else encode_mask(mask)}".encode()
+    return hashlib.sha256(input_digest(x).encode() + b":" + options).hexdigest()
+
+
+def encode_mask(mask: np.ndarray) -> str:
+    """The mask's elements in C order, 1 = keep, 0 = masked."""
+    return "".join("1" if keep else "0" for keep in np.asarray(mask, dtype=bool).reshape(-1).tolist())
+
+
+def decode_mask(text: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The mask encode_mask wrote, read-only (ValueError naming what does not fit)."""
+    if len(text) != math.prod(shape) or set(text) - {"0", "1"}:
+        raise ValueError(f"'mask' must be {math.prod(shape)} characters 0 or 1 (1 = keep), one per "
+                         f"element of shape {list(shape)}")
+    mask = np.frombuffer(text.encode("ascii"), dtype=np.uint8).reshape(shape) == ord("1")
+    mask.flags.writeable = False
+    return mask
 
 
 def _unsigned(dtype: np.dtype) -> np.dtype:
@@ -187,6 +231,8 @@ def read(path: Path) -> list[Entry]:
 
 KEYS = ("name", "op", "dtype", "cotangent", "backend", "backend_version", "date", "seed", "max_ulp",
         "ratio", "failure", "message", "shape", "axis", "bits", "description")
+# Keys an entry has only with those options (older files have none).
+OPTIONAL_KEYS = ("scale", "mask")
 
 
 def _entry(item: object) -> Entry:
@@ -194,7 +240,7 @@ def _entry(item: object) -> Entry:
     if not isinstance(item, dict):
         raise TypeError(f"an entry must be an object, not {type(item).__name__}")
     missing = [key for key in KEYS if key not in item]
-    unknown = [key for key in item if key not in KEYS]
+    unknown = [key for key in item if key not in KEYS + OPTIONAL_KEYS]
     if missing or unknown:
         raise ValueError("; ".join(filter(None, [missing and f"lacks {', '.join(missing)}",
                                                  unknown and f"has unknown keys {', '.join(unknown)}"])))
@@ -217,12 +263,22 @@ def _entry(item: object) -> Entry:
            "shape", item, "a list of sizes")
     _check(item["axis"] == -1, "axis", item, "-1 (found cases are rows)")
     x = decode_bits(item["bits"], item["dtype"], tuple(shape))
+    scale = item.get("scale")
+    if scale is not None:
+        _check(_is_number(scale) and _in_dtype(scale, item["dtype"]), "scale", item,
+               f"a number in {item['dtype']} (the scale the op multiplies by)")
+        check_scale(float(scale), format_of(item["dtype"]))
+    mask = item.get("mask")
+    _check(mask is None or isinstance(mask, str), "mask", item, "a string of 0 and 1")
     entry = Entry(op=item["op"], dtype=item["dtype"], cotangent=item["cotangent"], backend=item["backend"],
                   backend_version=item["backend_version"], date=item["date"], seed=item["seed"],
                   max_ulp=item["max_ulp"], ratio=item["ratio"], failure=item["failure"],
-                  message=item["message"], x=x, description=item["description"])
+                  message=item["message"], x=x, description=item["description"],
+                  scale=None if scale is None else float(scale),
+                  mask=None if mask is None else decode_mask(mask, tuple(shape)))
     if item["name"] != entry.name:
-        raise ValueError(f"the name {item['name']!r} does not match its op, dtype and bits "
+        options = "" if entry.scale is None and entry.mask is None else " (with its scale and mask)"
+        raise ValueError(f"the name {item['name']!r} does not match its op, dtype and bits{options} "
                          f"({entry.name!r}): the entry was edited or damaged")
     return entry
 
@@ -238,6 +294,11 @@ def _is_int(value: object) -> bool:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _in_dtype(value: float, dtype: str) -> bool:
+    """Whether value is one of dtype's numbers (rounding it into dtype leaves it)."""
+    return float(round_values(np.array([float(value)]), format_of(dtype))[0]) == float(value)
 
 
 def _is_date(value: object) -> bool:

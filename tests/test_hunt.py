@@ -1,10 +1,14 @@
 """`softmax-suite hunt` finds what the fixed catalogue misses (the planted bug of tests.narrow_bug),
 shrinks and saves it; the corpus round-trips bits, merges, and refuses bad files; hunts are
-reproducible; a correct backend shows nothing over budget."""
+reproducible; a correct backend shows nothing over budget. Over attention's scale and mask: a hunt
+finds the planted online-softmax bugs (tests.online_softmax) with the mask or scale they need, and the
+catalogue replays them with those options."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -16,12 +20,14 @@ import pytest
 from softmax_suite.backends import isolation
 from softmax_suite.backends.registry import load
 from softmax_suite.formats import DTYPES, format_of
+from softmax_suite.oracle.scaled import check_scale
 from softmax_suite.runner import cli
 from softmax_suite.runner.config import Settings
-from softmax_suite.suites import accuracy, corpus
+from softmax_suite.suites import accuracy, cases, corpus
 from softmax_suite.suites.accuracy import Target
-from softmax_suite.suites.cases import CATALOGUE, found_case, select_cases
+from softmax_suite.suites.cases import CATALOGUE, FIXED, found_case, select_cases
 from softmax_suite.suites.cotangents import build_cotangents
+from softmax_suite.suites.hunt.attention import SCALES, Row, scales
 from softmax_suite.suites.hunt.fitness import WORST, Evaluator
 from softmax_suite.suites.hunt.search import OFFSPRING, Plan, hunt, parse_duration, search
 from softmax_suite.suites.hunt.shrink import shrink
@@ -34,6 +40,8 @@ CORRECT = "tests.bad_softmax:Float64Upcast"
 FAULTY = "tests.faulty_backend:FaultsOnShortRows"
 HANGS = "tests.faulty_backend:HangsOnShortRows"
 LIMIT = 1.0  # seconds: a hang must cost about this
+ONLINE = "tests.online_softmax:OnlineSoftmax"  # correct, takes scale and mask, the "zero" convention
+MAX_BEFORE_MASK = "tests.online_softmax:MaxBeforeMask"
 
 
 def run_cli(*args: str, cwd: Path, corpus_variable: str | None = None) -> subprocess.CompletedProcess:
@@ -360,3 +368,209 @@ def test_a_corpus_in_the_current_folder_does_not_reach_the_self_tests(tmp_path: 
                            "-p", "no:hypothesispytest", test], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# Attention's scale and mask.
+
+def replayed(entry: corpus.Entry, backend: str, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The accuracy path's record of a corpus entry, asked of backend from a catalogue that holds it
+    (the fixed cases and found_case(entry), as `run` reads a corpus)."""
+    case = found_case(entry)
+    catalogue = (*FIXED, case)
+    monkeypatch.setattr(cases, "_catalogue", lambda: (catalogue, {c.name: c for c in catalogue}))
+    target = Target(entry.op, backend, "cpu", entry.dtype, case.name, entry.cotangent)
+    return accuracy.run(target, load(backend), Settings())
+
+
+@pytest.mark.parametrize(("planted", "op", "kind", "needs"), [
+    # The max taken before masking: a masked huge, +inf or NaN entry becomes the row's max and every
+    # kept exponential 0 (0/0 = NaN); nothing but a mask over such garbage shows it.
+    (MAX_BEFORE_MASK, "softmax", None, "mask"),
+    # The backward's mask applied after the product (0 * NaN): a NaN gradient under the mask.
+    ("tests.online_softmax:NanGradientUnderMask", "softmax_vjp", "random", "mask"),
+    # The scale rounded to bfloat16: 0.1 is off by 9.8e-5 relative, so a logit of -512 (-51.2 scaled)
+    # moves by 5e-3 and the small share by as much relative: thousands of times its budget.
+    ("tests.online_softmax:ScaleInBfloat16", "softmax", None, "scale"),
+])
+def test_a_short_hunt_over_scale_and_mask_finds_the_planted_bug_and_the_catalogue_replays_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, planted: str, op: str, kind: str | None,
+        needs: str) -> None:
+    monkeypatch.chdir(tmp_path)  # the default settings, as Settings() below
+    saved = tmp_path / "found.json"
+    # Measured (seed 1): the first generation (128 rows, half the fresh ones given a scale or a mask)
+    # holds the bug for every seed from 1 to 10, so 256 rows (0.2 s) leave it no chance to miss.
+    args = ["hunt", "--backend", planted, "--op", op, "--dtype", "float32", "--evaluations", "256",
+            "--keep", "1", "--corpus", str(saved), *(["--cotangent", kind] if kind else [])]
+    assert cli.main(args) == 1  # the saved case fails
+    (entry,) = corpus.read(saved)
+    assert entry.backend == planted and entry.cotangent == kind
+    if needs == "mask":
+        # A semantic failure (NaN where the policy expects a number), with entries masked.
+        assert entry.failure == "semantic" and entry.mask is not None and not entry.mask.all()
+        assert entry.mask.shape == entry.x.shape and entry.x.size <= 2  # shrunk to its core
+    else:
+        # About 4.5e5 ULP at 7554 x its budget: [0, -512] or [-512, 0] with scale 0.1 (float32's).
+        assert entry.failure == "accuracy" and entry.ratio > 1000
+        assert entry.scale == float(np.float32(0.1)) and entry.mask is None
+    # It needs its option: without it (the same row unscaled, or 0 where it was masked and no mask)
+    # the planted backend passes.
+    evaluate = Evaluator(load(planted), op, "float32", "cpu", Settings(), kind, entry.seed)
+    x = entry.x if needs == "scale" else np.where(entry.mask, entry.x, np.float32(0))
+    assert evaluate([Row(x.copy())])[0] <= 1
+
+    # The catalogue's case asks with the entry's options and bits (no garbage of its own).
+    case = found_case(entry)
+    assert case.options == tuple(o for o in ("scale", "mask") if getattr(entry, o) is not None)
+    assert case.build("float32").tobytes() == entry.x.tobytes() and not case.garbage_under_mask
+    assert case.scale_in("float32") == entry.scale
+    # Replayed through the accuracy path: the planted backend fails it as the hunt judged it, the
+    # correct online softmax passes it.
+    failed = replayed(entry, planted, monkeypatch)
+    assert failed["status"] == "fail" and failed["failure"] == entry.failure, failed["message"]
+    assert failed["message"] == entry.message
+    if entry.mask is not None:
+        assert failed["mask"]["masked"] == int((~entry.mask).sum()) and failed["fully_masked"] == "zero"
+    # (The VJP's find is one fully masked entry: the correct backend's exact 0 there is judged against
+    # a finite budget, masking.under_convention.)
+    passed = replayed(entry, ONLINE, monkeypatch)
+    assert passed["status"] == "pass", passed["message"]
+
+
+def test_without_the_search_over_scale_and_mask_the_max_before_mask_bug_hides(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    # The same hunt with --no-attention: plain rows only (their -inf masks are no masks), which the
+    # planted backend gets right.
+    monkeypatch.chdir(tmp_path)
+    args = ["hunt", "--backend", MAX_BEFORE_MASK, "--op", "softmax", "--dtype", "float32", "--evaluations",
+            "256", "--keep", "1", "--corpus", str(tmp_path / "found.json")]
+    assert cli.main([*args, "--no-attention"]) == 0
+    out = capsys.readouterr().out
+    assert "over rows, scale and mask" not in out and "--evaluations 256 --no-attention" in out
+    assert " masked " not in out.splitlines()[2]  # the table has no scale or mask columns
+    (entry,) = corpus.read(tmp_path / "found.json")
+    assert entry.scale is None and entry.mask is None and "scale" not in entry.as_json()
+    assert cli.main(args) == 1
+    out = capsys.readouterr().out
+    assert "on cpu over rows, scale and mask for 256 rows" in out
+    assert "scale  masked  status" in out and "     1/2  semantic" in out  # a row of 2, 1 masked
+
+
+def test_shrinking_keeps_the_mask_with_its_entries_and_drops_the_scale_it_does_not_need() -> None:
+    evaluate = Evaluator(load(MAX_BEFORE_MASK), "softmax", "float32", "cpu", Settings())
+    keep = np.array([True, True, False, True, False, True])
+    row = Row(np.array([-1.5, 0.25, -3.0, -2.0, 0.0, -0.75], dtype=np.float32), scale=scales(
+        format_of("float32"))[3], mask=keep, garbage="inf")
+    assert row.x[2] == row.x[4] == np.inf  # the garbage under the mask
+    score = evaluate([row])[0]
+    assert score == WORST  # every kept share NaN
+    shrunk = shrink(evaluate, row, score)
+    # Two entries, one kept and one masked +inf; no scale (the bug does not need it); the kept value
+    # simplified to 0.
+    kept, masked = shrunk.row.x[shrunk.row.mask], shrunk.row.x[~shrunk.row.mask]
+    assert shrunk.row.mask.size == shrunk.row.values.size == 2 and shrunk.row.scale is None
+    assert kept.tolist() == [0.0] and masked.tolist() == [np.inf] and shrunk.score == WORST
+    assert (shrunk.before.length, shrunk.after.length) == (6, 2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_scales_a_hunt_tries_are_rounded_into_the_dtype_and_taken_by_the_oracle(dtype: str) -> None:
+    fmt = format_of(dtype)
+    expected = {float(x) for x in np.array(SCALES).astype(fmt.np_dtype)} if dtype != "float64" \
+        else {0.125, 0.0625}  # for float64 only the powers of two (1/sqrt(64), 1/sqrt(256))
+    assert set(scales(fmt)) == expected
+    for scale in scales(fmt):
+        check_scale(scale, fmt)
+
+    class Recording(Evaluator):
+        def __call__(self, rows):
+            self.seen.extend(rows)
+            return super().__call__(rows)
+
+    # numpy takes scale and mask: two generations of a hunt give its rows both.
+    evaluate = Recording(load("numpy"), "softmax", dtype, "cpu", Settings())
+    evaluate.seen = []
+    search(evaluate, Plan("softmax", dtype, evaluations=256))
+    tried = {row.scale for row in evaluate.seen} - {None}
+    assert tried and tried <= set(scales(fmt))
+    assert any(row.mask is not None for row in evaluate.seen)
+    assert any(row.mask is not None and not row.mask.any() for row in evaluate.seen)  # fully masked
+
+
+def test_a_corpus_entry_round_trips_its_scale_and_mask(tmp_path: Path) -> None:
+    x = np.array([0.0, np.inf, -3.0, np.nan], dtype=np.float32)
+    mask = np.array([True, False, True, False])
+    mask.flags.writeable = False
+    entry = entry_of(x, scale=float(np.float32(1 / math.sqrt(96))), mask=mask)
+    plain = entry_of(x)
+    assert entry.name != plain.name  # the same bits, another question
+    path = tmp_path / "corpus.json"
+    corpus.merge(path, [entry, plain])
+    back, back_plain = corpus.read(path)
+    assert back.scale == entry.scale and back.mask.tolist() == mask.tolist() and back.name == entry.name
+    assert back.x.tobytes() == x.tobytes() and back_plain.scale is None and back_plain.mask is None
+    assert json.loads(path.read_text())["cases"][0]["mask"] == "1010"
+    case = found_case(back)
+    assert case.options == ("scale", "mask") and case.build_mask((4,)).tolist() == mask.tolist()
+
+
+def test_a_corpus_file_without_scale_or_mask_still_loads(tmp_path: Path) -> None:
+    # As a softmax-suite before the search over scale and mask wrote it: no "scale", no "mask".
+    x = np.array([0.0, -9.0], dtype=np.float32)
+    name = f"found_softmax_float32_{corpus.input_digest(x)[:8]}"
+    old = {"format": "softmax-suite corpus", "version": 1, "cases": [{
+        "name": name, "op": "softmax", "dtype": "float32", "cotangent": None, "backend": "numpy",
+        "backend_version": "2.0", "date": "2026-10-01", "seed": 1, "max_ulp": 2070.0, "ratio": 273.0,
+        "failure": "accuracy", "message": "", "shape": [2], "axis": -1, "bits": "00000000 c1100000",
+        "description": "an entry of an older corpus"}]}
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    (entry,) = corpus.read(path)
+    assert entry.name == name and entry.scale is None and entry.mask is None
+    assert found_case(entry).options == () and found_case(entry).build("float32").tobytes() == x.tobytes()
+    corpus.merge(path, [])  # rewritten as it was: no new keys for an entry without options
+    assert json.loads(path.read_text()) == old
+
+
+EDITED = "does not match its op, dtype and bits (with its scale and mask)"
+
+
+def with_options() -> str:
+    mask = np.array([True, False])
+    return corpus.dumps([entry_of(np.array([0.0, np.inf], dtype=np.float32), scale=0.125, mask=mask)])
+
+
+def edited_options(change) -> str:
+    document = json.loads(with_options())
+    change(document["cases"][0])
+    return json.dumps(document)
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    (edited_options(lambda e: e.update(mask="1")), ["'mask' must be 2 characters 0 or 1"]),
+    (edited_options(lambda e: e.update(mask="1x")), ["'mask' must be 2 characters 0 or 1"]),
+    (edited_options(lambda e: e.update(mask=[1, 0])), ["'mask' is [1, 0], expected a string of 0 and 1"]),
+    (edited_options(lambda e: e.update(scale=0.1)), ["'scale' is 0.1, expected a number in float32"]),
+    (edited_options(lambda e: e.update(scale=-0.125)), ["use a positive finite number"]),
+    (edited_options(lambda e: e.update(mask="11")), [EDITED]),
+    (edited_options(lambda e: e.update(scale=0.25)), [EDITED]),
+    (edited_options(lambda e: e.update(colour="red")), ["has unknown keys colour"]),
+], ids=["short_mask", "bad_mask", "mask_not_text", "scale_not_in_dtype", "negative_scale", "edited_mask",
+        "edited_scale", "unknown_key"])
+def test_bad_scales_and_masks_in_a_corpus_are_named(tmp_path: Path, text: str, words: list[str]) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(corpus.CorpusError) as raised:
+        corpus.read(path)
+    for word in [str(path), *words]:
+        assert word in str(raised.value)
+
+
+def test_a_float64_row_the_oracle_cannot_scale_exactly_is_no_question() -> None:
+    # 0.125 * 2^-1074 lies below 2^-969, where the oracle's product would not be exact: the row is
+    # refused (scored below everything, never saved) rather than judged, and its batch still scored.
+    evaluate = Evaluator(load("numpy"), "softmax", "float64", "cpu", Settings())
+    tiny = Row(np.array([0.0, 5e-324]), scale=0.125)
+    fine = Row(np.array([0.0, -1.0]), scale=0.125)
+    scores = evaluate([tiny, fine])
+    assert scores[0] == -math.inf and 0 <= scores[1] <= 1
+    assert evaluate([dataclasses.replace(tiny, scale=None)])[0] <= 1  # unscaled, it is a question

@@ -8,6 +8,13 @@ of the ELITE worst), all scored in batches by suites.hunt.fitness. The first gen
 of the fixed catalogue, so the hunt starts where the catalogue stops. It stops at the first
 generation boundary after --evaluations rows or --time seconds; one seed and one number of
 evaluations give one hunt.
+
+A backend that takes attention's options (Backend.options: scale, mask) is hunted over them too,
+unless the plan says not (--no-attention): a row then carries a scale and a mask
+(suites.hunt.attention), an immigrant gets them half the time, an offspring has its row mutated
+(the mask fitted to a new length), its scale and mask mutated, or both, and the archive keeps rows
+with and without them apart. A backend without options is hunted as before: the same rows for the
+same seed.
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from softmax_suite.formats import Format
 from softmax_suite.protocol import Backend
 from softmax_suite.suites import corpus
 from softmax_suite.suites.cases import FIXED
-from softmax_suite.suites.hunt.fitness import Evaluator
+from softmax_suite.suites.hunt.attention import OPTIONS, Row, mutate_options, settled
+from softmax_suite.suites.hunt.fitness import REFUSED, Evaluator
 from softmax_suite.suites.hunt.mutations import mutate, random_row
 from softmax_suite.suites.hunt.shrink import Shrunk, shrink
 from softmax_suite.suites.policy import Policy
@@ -36,6 +44,11 @@ MAX_LENGTH = 1024
 ELITE = 32
 OFFSPRING = 128
 IMMIGRANTS = 32
+# Of the offspring of a hunt over scale and mask: the share with only their row mutated, and with only
+# their scale and mask (the rest: both); and the share of immigrants given a scale and a mask.
+ROW_ONLY = 0.45
+OPTIONS_ONLY = 0.8
+DRESSED = 0.5
 DURATION = re.compile(r"(?P<amount>\d+(\.\d*)?|\.\d+)\s*(?P<unit>s|m|h)?")
 UNITS = {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -62,12 +75,18 @@ class Plan:
     seconds: float | None = None
     max_length: int = MAX_LENGTH
     keep: int = 3
+    # Search over scale and mask where the backend takes them (attention_options).
+    attention: bool = True
 
 
 @dataclass(frozen=True)
 class Candidate:
-    x: np.ndarray
+    row: Row
     score: float
+
+    @property
+    def x(self) -> np.ndarray:
+        return self.row.x
 
 
 @dataclass(frozen=True)
@@ -121,10 +140,10 @@ class Archive:
     cheaper to score."""
 
     def __init__(self) -> None:
-        self.cells: dict[tuple[int, int], Candidate] = {}
+        self.cells: dict[tuple[int, ...], Candidate] = {}
 
     def add(self, candidate: Candidate) -> None:
-        cell = _cell(candidate.x)
+        cell = _cell(candidate.row)
         held = self.cells.get(cell)
         if held is None or _key(candidate) < _key(held):
             self.cells[cell] = candidate
@@ -133,29 +152,63 @@ class Archive:
         """The count highest-scoring rows, worst error first."""
         return sorted(self.cells.values(), key=_key)[:count]
 
-    def parent(self, rng: np.random.Generator) -> np.ndarray:
+    def parent(self, rng: np.random.Generator) -> Row:
         """Half the time any cell's row; else one of the ELITE worst, the worst most often."""
         if rng.random() < 0.5:
             cells = list(self.cells.values())
-            return cells[rng.integers(len(cells))].x
+            return cells[rng.integers(len(cells))].row
         elite = self.best(ELITE)
-        return elite[int(len(elite) * rng.random() ** 2)].x
+        return elite[int(len(elite) * rng.random() ** 2)].row
 
 
-def _key(candidate: Candidate) -> tuple[float, int]:
-    return -candidate.score, candidate.x.size
+def _key(candidate: Candidate) -> tuple[float, int, int]:
+    """Worst first; of equal scores the shorter row, then the one with fewer options."""
+    row = candidate.row
+    return -candidate.score, row.values.size, (row.scale is not None) + (row.mask is not None)
 
 
-def _cell(x: np.ndarray) -> tuple[int, int]:
-    """(binade of the length, binade of the top gap: -100 for a single finite entry, -99 for a tie)."""
-    values = x.astype(np.float64)
-    finite = np.sort(values[np.isfinite(values)])
+def _cell(row: Row) -> tuple[int, ...]:
+    """(binade of the length, binade of the top gap of the kept entries: -100 for a single finite
+    entry, -99 for a tie), and for a row with a scale or a mask: whether it has a scale, and what its
+    mask keeps (0: no mask, 1: some entries, 2: one, 3: none)."""
+    n = row.values.size
+    finite = np.sort(row.kept()[np.isfinite(row.kept())])
     if finite.size < 2:
-        return x.size.bit_length(), -100
-    top_gap = finite[-1] - finite[-2]
-    if top_gap == 0:
-        return x.size.bit_length(), -99
-    return x.size.bit_length(), int(np.clip(np.floor(np.log2(top_gap)), -12, 12))
+        cell: tuple[int, ...] = (n.bit_length(), -100)
+    elif finite[-1] == finite[-2]:
+        cell = (n.bit_length(), -99)
+    else:
+        cell = (n.bit_length(), int(np.clip(np.floor(np.log2(finite[-1] - finite[-2])), -12, 12)))
+    if row.plain:
+        return cell
+    kept = -1 if row.mask is None else int(row.mask.sum())
+    return *cell, int(row.scale is not None), 0 if kept < 0 else 3 if kept == 0 else 2 if kept == 1 else 1
+
+
+def attention_options(backend: Backend, plan: Plan) -> tuple[str, ...]:
+    """The options the hunt searches over: those of scale and mask the backend takes, unless the plan
+    says not."""
+    return tuple(option for option in OPTIONS if option in backend.options) if plan.attention else ()
+
+
+def _immigrant(rng: np.random.Generator, fmt: Format, plan: Plan, options: tuple[str, ...]) -> Row:
+    """A fresh row; with options, given a scale or a mask DRESSED of the time."""
+    row = Row(random_row(rng, fmt, plan.max_length))
+    return mutate_options(rng, fmt, row, options) if options and rng.random() < DRESSED else row
+
+
+def _offspring(rng: np.random.Generator, fmt: Format, row: Row, other: Row, plan: Plan,
+               options: tuple[str, ...]) -> Row:
+    """row after mutations of its values (other: a second parent for crossing), of its scale and mask,
+    or of both; without options, of its values only (as ever)."""
+    if not options:
+        return Row(mutate(rng, fmt, row.values, other.values, plan.max_length))
+    pick = rng.random()
+    if pick < OPTIONS_ONLY:
+        row = row.with_values(mutate(rng, fmt, row.values, other.values, plan.max_length))
+    if pick >= ROW_ONLY:
+        row = mutate_options(rng, fmt, row, options)
+    return settled(row)
 
 
 def search(evaluate: Evaluator, plan: Plan, clock: Callable[[], float] = time.monotonic
@@ -163,11 +216,12 @@ def search(evaluate: Evaluator, plan: Plan, clock: Callable[[], float] = time.mo
     """The ELITE worst rows after the search, worst first, and the number of generations."""
     rng = np.random.default_rng(plan.seed)
     fmt = evaluate.fmt
+    options = attention_options(evaluate.backend, plan)
     started = clock()
     seeds = catalogue_rows(fmt, plan.max_length)
     picked = rng.choice(len(seeds), size=min(len(seeds), OFFSPRING // 2), replace=False) if seeds else []
-    rows = [seeds[i] for i in picked]
-    rows += [random_row(rng, fmt, plan.max_length) for _ in range(OFFSPRING - len(rows))]
+    rows = [Row(seeds[i]) for i in picked]
+    rows += [_immigrant(rng, fmt, plan, options) for _ in range(OFFSPRING - len(rows))]
     archive = Archive()
     generations = 0
     while True:
@@ -178,8 +232,8 @@ def search(evaluate: Evaluator, plan: Plan, clock: Callable[[], float] = time.mo
             break
         if plan.seconds is not None and clock() - started >= plan.seconds:
             break
-        rows = [random_row(rng, fmt, plan.max_length) for _ in range(IMMIGRANTS)]
-        rows += [mutate(rng, fmt, archive.parent(rng), archive.parent(rng), plan.max_length)
+        rows = [_immigrant(rng, fmt, plan, options) for _ in range(IMMIGRANTS)]
+        rows += [_offspring(rng, fmt, archive.parent(rng), archive.parent(rng), plan, options)
                  for _ in range(OFFSPRING - IMMIGRANTS)]
     return archive.best(ELITE), generations
 
@@ -195,25 +249,32 @@ def hunt(backend: Backend, backend_name: str, device: str, settings: Policy, pla
     found: list[Found] = []
     digests = set()
     # Worst first; two rows often shrink to one input, so a few more are tried than are kept.
-    for candidate in elite[:2 * plan.keep]:
+    for candidate in [c for c in elite if c.score != REFUSED][:2 * plan.keep]:
         if len(found) == plan.keep:
             break
-        shrunk = shrink(evaluate, candidate.x, candidate.score)
-        x = shrunk.x.copy()
-        x.flags.writeable = False
-        if corpus.input_digest(x) in digests:
+        shrunk = shrink(evaluate, candidate.row, candidate.score)
+        x, mask = _read_only(shrunk.x), None if shrunk.row.mask is None else _read_only(shrunk.row.mask)
+        digest = corpus.question_digest(x, shrunk.row.scale, mask)
+        if digest in digests:
             continue
-        digests.add(corpus.input_digest(x))
-        record = evaluate.judged(x)
+        digests.add(digest)
+        record = evaluate.judged(shrunk.row)
         entry = corpus.Entry(
             op=plan.op, dtype=plan.dtype, cotangent=plan.cotangent, backend=backend_name,
             backend_version=backend.version, date=today, seed=plan.seed,
             max_ulp=record["metrics"].get("max_ulp"), ratio=record["bound"].get("ratio"),
             failure=record["failure"], message=record["message"], x=x,
-            description=_describe(backend_name, backend.version, today, plan, record, shrunk))
+            description=_describe(backend_name, backend.version, today, plan, record, shrunk),
+            scale=shrunk.row.scale, mask=mask)
         found.append(Found(entry, record, shrunk))
     return Outcome(found, searched, generations, seconds, evaluate.evaluations - searched,
                    dict(evaluate.failed_calls))
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    copy = array.copy()
+    copy.flags.writeable = False
+    return copy
 
 
 def _describe(backend_name: str, version: str, today: str, plan: Plan, record: dict, shrunk: Shrunk) -> str:
@@ -227,7 +288,18 @@ def _describe(backend_name: str, version: str, today: str, plan: Plan, record: d
     shown = ", ".join(repr(v) for v in values[:4]) + (", ..." if len(values) > 4 else "")
     return (f"found by {backend_name} {version} on {today} hunting {plan.dtype} {question} (seed "
             f"{plan.seed}): {error}; shrunk from {shrunk.before.length} to {shrunk.after.length} "
-            f"entries: [{shown}]")
+            f"entries: [{shown}]{_options_text(shrunk.row)}")
+
+
+def _options_text(row: Row) -> str:
+    """', scale S, K of N entries masked' for what the row has (nothing for a plain row)."""
+    parts = [f"scale {row.scale!r}" if row.scale is not None else "",
+             f"{row.masked} of {row.values.size} entries masked" if row.mask is not None else ""]
+    return "".join(f", {part}" for part in parts if part)
+
+
+def _masked_text(row: Row) -> str:
+    return "-" if row.mask is None else f"{row.masked}/{row.values.size}"
 
 
 def _number(value: float | None) -> str:
@@ -236,16 +308,25 @@ def _number(value: float | None) -> str:
 
 def format_report(outcome: Outcome) -> str:
     """The table of saved cases, worst first: error, ratio to budget, length before and after
-    shrinking, significant bits before and after, status and name."""
-    rows = [("max ULP", "ratio", "length", "shrunk", "bits", "status", "name")]
+    shrinking, significant bits before and after, status and name; where a saved row has a scale or
+    a mask, its scale and its masked entries (of its length) too, before the status."""
+    attention = any(not found.shrunk.row.plain for found in outcome.found)
+    extra = ("scale", "masked") if attention else ()
+    rows = [("max ULP", "ratio", "length", "shrunk", "bits", *extra, "status", "name")]
     for found in outcome.found:
         record, shrunk = found.record, found.shrunk
+        shown = (_scale_text(shrunk.row.scale), _masked_text(shrunk.row)) if attention else ()
         rows.append((_number(record["metrics"].get("max_ulp")), _number(record["bound"].get("ratio")),
                      str(shrunk.before.length), str(shrunk.after.length),
-                     f"{shrunk.before.bits} -> {shrunk.after.bits}",
+                     f"{shrunk.before.bits} -> {shrunk.after.bits}", *shown,
                      record["failure"] or record["status"], found.entry.name))
+    right = len(rows[0]) - 2  # numbers to the right, the status and name to the left
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(width) if i < 5 else cell.ljust(width)
+    lines = ["  ".join(cell.rjust(width) if i < right else cell.ljust(width)
                        for i, (cell, width) in enumerate(zip(row, widths, strict=True))).rstrip()
              for row in rows]
     return "\n".join(lines)
+
+
+def _scale_text(scale: float | None) -> str:
+    return "-" if scale is None else f"{scale:.6g}"
