@@ -22,7 +22,7 @@ import os
 import sys
 from typing import Any
 
-from softmax_suite.backends.builtin import BUILTIN, FRAMEWORKS
+from softmax_suite.backends.builtin import BUILTIN, FRAMEWORKS, loader
 from softmax_suite.ops import FORWARD_OPS, OPS, is_vjp
 from softmax_suite.protocol import DTYPES, FULLY_MASKED, OPTIONS, Backend
 
@@ -92,9 +92,13 @@ def wrap(target: Any, default_name: str, framework: str | None = None) -> Backen
                             f"methods {', '.join(OPS)}")
         methods = {"softmax": target}
     forwards = {op: function for op, function in methods.items() if not is_vjp(op)}
-    adapter = importlib.import_module(BUILTIN[framework or "numpy"])
-    base: Backend = adapter.load(forwards)
-    ops = {**base.ops, **methods}
+    make = loader(framework or "numpy")
+    base: Backend = make(forwards)
+    # An adapter that embeds the user's functions (torch-attention: an attention function, through
+    # Q = X, K = V = I) makes its ops of them; the functions given replace none of its ops.
+    embeds = bool(getattr(make, "embeds_functions", False))
+    ops = {**base.ops, **{op: function for op, function in methods.items()
+                          if not (embeds and op in forwards)}}
     if framework is None:
         ops = {op: _hinted(function, op) for op, function in ops.items()}
     unsupported = {key: why for key, why in base.unsupported.items() if key[0] not in methods}
@@ -126,33 +130,36 @@ def wrap(target: Any, default_name: str, framework: str | None = None) -> Backen
         # On its own arrays (a to_device hook), the object's copy or none: numpy's would time another thing.
         copy=getattr(target, "copy", None if own_arrays else base.copy),
         describe=getattr(target, "describe", (lambda device: {}) if own_arrays else base.describe),
-        options=_declared_options(target),
-        fully_masked=_declared_convention(target),
-        max_length=_declared_length(target),
-        finite_only=bool(getattr(target, "finite_only", False)),
+        options=_declared_options(target, base.options),
+        fully_masked=_declared_convention(target, base.fully_masked),
+        max_length=_declared_length(target, base.max_length),
+        finite_only=bool(getattr(target, "finite_only", base.finite_only)),
     )
 
 
-def _declared_options(target: Any) -> tuple[str, ...]:
-    """The keyword arguments the object's ops take (attribute options), each one of OPTIONS."""
-    options = tuple(getattr(target, "options", ()))
+def _declared_options(target: Any, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The keyword arguments the object's ops take (attribute options; else the framework's), each one of
+    OPTIONS."""
+    options = tuple(getattr(target, "options", default))
     unknown = [option for option in options if option not in OPTIONS]
     if unknown:
         raise SpecError(f"options {unknown!r}: an op takes only {', '.join(OPTIONS)} as keyword arguments")
     return options
 
 
-def _declared_length(target: Any) -> int | None:
-    """The longest row the object's ops take (attribute max_length: a kernel's head dimension)."""
-    length = getattr(target, "max_length", None)
+def _declared_length(target: Any, default: int | None = None) -> int | None:
+    """The longest row the object's ops take (attribute max_length: a kernel's head dimension; else the
+    framework's)."""
+    length = getattr(target, "max_length", default)
     if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
         raise SpecError(f"max_length = {length!r}: give the longest row the ops take, a positive integer")
     return length
 
 
-def _declared_convention(target: Any) -> str:
-    """What the object's forward ops give on a fully masked row (attribute fully_masked)."""
-    convention = getattr(target, "fully_masked", "nan")
+def _declared_convention(target: Any, default: str = "nan") -> str:
+    """What the object's forward ops give on a fully masked row (attribute fully_masked; else the
+    framework's)."""
+    convention = getattr(target, "fully_masked", default)
     if convention not in FULLY_MASKED:
         raise SpecError(f"fully_masked = {convention!r}: declare one of {', '.join(FULLY_MASKED)} (what "
                         "softmax gives on a row whose every entry is masked)")

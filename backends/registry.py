@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import inspect
 import warnings
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from importlib import metadata
 from typing import Any
 
 from softmax_suite.backends.array_api_backend import SPEC_PREFIX, load_namespace
-from softmax_suite.backends.builtin import BUILTIN
+from softmax_suite.backends.builtin import BUILTIN, loader
 from softmax_suite.backends.custom import load_spec, wrap
 from softmax_suite.protocol import OPS, Backend, BackendUnavailable
 
@@ -108,7 +107,7 @@ def load(name: str) -> Backend | Unavailable:
             if name in found:
                 return _load_plugin(found[name])
             check_names([name])
-        return importlib.import_module(BUILTIN[name]).load()
+        return loader(name)()
     except BackendUnavailable as error:
         return Unavailable(name, str(error))
 
