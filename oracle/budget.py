@@ -11,6 +11,9 @@ Alg. 4.1 and Thm 4.3, applied componentwise, with u = 2^-p the unit roundoff of 
   summation in the output format, with its (n - 1) u worst case, is outside the budget on
   purpose: that is the "float16 accumulation" bug.
 * Each term's own exp error weighs in by its share of the sum: W = sum_i y_i |x_i - a|.
+* Those two move exp's argument by up to t = c_exp (|x_j - a| + W) u, a relative error of e^t - 1:
+  below, read each such c_exp (...) u as expm1 of it, which is the same to first order and stays a
+  bound where t is not small (a scaled logit's rounding, oracle.scaled, can move it by nats).
 * c0 covers the O(1) roundings (exp, division, log1p, the final rounding).
 
     softmax_j:      |err| <= [(c0 + c_exp (|x_j - a| + W) + c_sum sigma(n)) u + D_sub] y_j + ulp_min
@@ -209,7 +212,9 @@ def budget(reference: Reference, constants: BudgetConstants = BudgetConstants(),
         log_error = (terms["log_tail"] + terms["tail"] * (c0 + summation)
                      + c_exp * terms["weighted_gap"]) * u + underflowed
         if reference.op == "softmax":
-            rel = (c0 + c_exp * (terms["gap"] + terms["weighted_gap"]) + summation) * u + underflowed
+            # The gaps' error moves exp's argument: a relative error of e^t - 1, not t, once t is not small.
+            rel = (c0 + summation) * u + np.expm1(c_exp * (terms["gap"] + terms["weighted_gap"]) * u) \
+                + underflowed
             spread = np.where(magnitude == 0, 0.0, rel * relative_units)
             # A flushed exp or quotient gives a flushed result, which is counted apart
             # (flushed_subnormal): the unit stays the smallest subnormal here.
@@ -221,9 +226,10 @@ def budget(reference: Reference, constants: BudgetConstants = BudgetConstants(),
             absolute = c_exp * terms["gap"] * u + log_error
             units = 0.5 + np.ldexp(absolute, -quantum) + u * relative_units
         elif reference.op in VJP_BUDGETS:
-            rho = c0 + c_exp * (terms["gap"] + terms["weighted_gap"]) + summation + underflowed / u
+            shift = terms["gap"] + terms["weighted_gap"]
             if reference.op == "log_softmax_vjp":  # y_j = exp(z_j^) from the rounded output
-                rho = rho + c_exp * (terms["gap"] + terms["log_tail"])
+                shift = shift + terms["gap"] + terms["log_tail"]
+            rho = c0 + np.expm1(c_exp * shift * u) / u + summation + underflowed / u
             allowance = u * VJP_BUDGETS[reference.op](terms, rho, constants, summation) \
                 + vjp_underflow(reference.op, terms, fmt, flush_to_zero)
             unit = np.maximum(quantum, np.frexp(allowance)[1] - 61)

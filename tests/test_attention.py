@@ -81,7 +81,8 @@ def test_a_scale_the_oracle_cannot_multiply_exactly_is_refused_with_the_fix() ->
 
 def test_the_products_rounding_widens_each_softmax_budget_by_u_p_j() -> None:
     # The same logits and scale with and without the product's term: softmax_j's budget grows by
-    # u P_j |y_j| / ulp(y_j) ULP (c_exp = 1), P_j = (1 - y_j)|z_j| + sum_{k != j} y_k |z_k|.
+    # [expm1(u (G_j + P_j)) - expm1(u G_j)] |y_j| / ulp(y_j) ULP (c_exp = 1; G_j = |z_j - a| + W, the
+    # terms it had; about u P_j for small ones), P_j = (1 - y_j)|z_j| + sum_{k != j} y_k |z_k|.
     x = np.array([[40.0, 0.0, -1.0, 1.0], [30000.0, 0.0, -1.0, 1.0]], dtype=np.float32)
     z = x.astype(np.float64) * D96
     with fastpath.inputs_of(24 + scaled.significant_bits(D96)):
@@ -91,13 +92,33 @@ def test_the_products_rounding_widens_each_softmax_budget_by_u_p_j() -> None:
     y = without["softmax"].rounded.astype(np.float64)
     p = (1 - y) * np.abs(z) + (np.sum(y * np.abs(z), axis=1, keepdims=True) - y * np.abs(z))
     ulp = np.ldexp(1.0, np.frexp(y)[1] - 24)
+    u = 2.0**-24
+    had = without["softmax"].terms["gap"] + without["softmax"].terms["weighted_gap"]
     # (rtol: the budget takes |v| unrounded, this test the rounded y.)
-    np.testing.assert_allclose(grown[0], 2.0**-24 * p[0] * y[0] / ulp[0], rtol=1e-7)
+    np.testing.assert_allclose(grown[0], (np.expm1(u * (had + p)) - np.expm1(u * had))[0] * y[0] / ulp[0],
+                               rtol=1e-7)
     # Row 0: y_0 ~ 0.95 gains ~0.19 ULP; y_1 ~ 0.016 (z = 0) gains ~2 ULP from the argmax's 4.08.
     assert grown[0, 0] < 0.25 and 1.5 < grown[0, 1] < 2.5
     # Row 1: the argmax of 3060 takes every share; its own rounding moves all logits alike, so its
     # budget does not grow at all (the others underflow to 0 either way).
     assert grown[1, 0] == 0
+
+
+def test_a_products_rounding_of_nats_is_budgeted_as_exp_moves_it() -> None:
+    # bfloat16 [-1456, -1544] at scale 1/sqrt(32) (0.1767578125 in bfloat16): the products -257.4 and
+    # -272.9 round with errors of up to 0.5 and 1 (u = 2^-8), so a correct softmax's second entry,
+    # e^-15.6 = 1.76e-7, may come back e^(+-1.5) times it: torch gives 8.31e-7 (4.7x, 703 ULP). The
+    # first-order u P_j (P_1 = 530: 2.07) would allow 3.07x; exp's e^2.07 - 1 = 6.9 allows it.
+    torch = pytest.importorskip("torch")
+    import ml_dtypes
+
+    scale = float(np.float32(1 / math.sqrt(32)).astype(ml_dtypes.bfloat16))
+    x = np.array([[-1456, -1544]], dtype=ml_dtypes.bfloat16)
+    softmax = scaled.references(False, x, -1, None, scale, None)["softmax"]
+    got = torch.softmax(torch.tensor([[-1456.0, -1544.0]], dtype=torch.bfloat16) * scale, -1)
+    got = got.float().numpy()[0, 1]
+    ulps = abs(got - float(softmax.rounded[0, 1])) / 2.0**-30  # ulp of 1.76e-7 in bfloat16: 2^-22-8
+    assert 600 < ulps < budget_ulp(softmax)[0, 1] < 1500
 
 
 @pytest.mark.parametrize("planted, case, why", [
