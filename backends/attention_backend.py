@@ -34,7 +34,8 @@ The backends (softmax_suite.backends.builtin.BUILTIN):
 - mlx-attention: mlx.core.fast.scaled_dot_product_attention (on Linux's CPU: mlx's composed fallback);
   its VJP through mx.vjp.
 
-Conversions, devices, synchronisation, copy and describe are the framework's own adapter's.
+Conversions, devices, synchronisation and describe are the framework's own adapter's. None is timed
+(no copy): through the embedding a call's time is two n x n matmuls', not the kernel's softmax.
 
 Each name's loader is a function of this module (builtin.BUILTIN names it as module:function).
 """
@@ -245,7 +246,8 @@ def _load_torch(kernel: TorchKernel | None, functions: Mapping[str, Callable[...
         absent_devices=absent,
         unsupported=unsupported,
         synchronize=base.synchronize,
-        copy=base.copy,
+        # Not timed: a call's time is the embedding's two n x n matmuls, not the kernel's softmax.
+        copy=None,
         describe=base.describe,
         options=options,
         # A user's function declares its own (an attribute fully_masked of it, read by custom.wrap); torch's
@@ -317,7 +319,8 @@ def load_jax_attention() -> Backend:
         devices=base.devices,
         absent_devices=base.absent_devices,
         synchronize=base.synchronize,
-        copy=base.copy,
+        # Not timed: a call's time is the embedding's two n x n matmuls, not the kernel's softmax.
+        copy=None,
         describe=base.describe,
         options=OPTIONS if measured.takes_mask else ("scale",),
         # Measured: a fully masked row gives 1/n everywhere (XLA's implementation fills masked logits with
@@ -381,7 +384,8 @@ def load_mlx_attention() -> Backend:
         devices=base.devices,
         absent_devices=base.absent_devices,
         synchronize=base.synchronize,
-        copy=base.copy,
+        # Not timed: a call's time is the embedding's two n x n matmuls, not the kernel's softmax.
+        copy=None,
         describe=base.describe,
         options=OPTIONS if measured.takes_mask else ("scale",),
         # Measured: a fully masked row gives 1/n everywhere (the masked scores are set to the format's

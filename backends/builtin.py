@@ -11,7 +11,6 @@ BUILTIN: dict[str, str] = {
     "numpy": "softmax_suite.backends.numpy_backend",
     "scipy": "softmax_suite.backends.scipy_backend",
     "torch": "softmax_suite.backends.torch_backend",
-    "torch-compile": "softmax_suite.backends.torch_compile_backend",
     "jax": "softmax_suite.backends.jax_backend",
     "array_api_strict": "softmax_suite.backends.array_api_backend",
     "onnxruntime": "softmax_suite.backends.onnxruntime_backend",
@@ -19,6 +18,7 @@ BUILTIN: dict[str, str] = {
     "tensorflow": "softmax_suite.backends.tensorflow_backend",
     "cupy": "softmax_suite.backends.cupy_backend",
     "triton": "softmax_suite.backends.triton_backend",
+    "torch-compile": "softmax_suite.backends.torch_compile_backend",
     # Fused attention kernels through the exact embedding (Q = X, K = V = I): one module, a loader each.
     "torch-sdpa-math": "softmax_suite.backends.attention_backend:load_torch_sdpa_math",
     "torch-sdpa-flash": "softmax_suite.backends.attention_backend:load_torch_sdpa_flash",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from softmax_suite.backends.isolation import Isolated
 from softmax_suite.backends.registry import Unavailable
 from softmax_suite.ops import is_vjp
 from softmax_suite.protocol import OPTIONS, Backend
@@ -48,7 +49,7 @@ def questions(name: str, backend: Backend | Unavailable, op: str, check: str, se
             if backend.why_unsupported(op, dtype):
                 continue
             if check == "throughput":
-                if backend.copy is None:  # nothing to measure the attainable bandwidth with
+                if not timeable(backend):
                     continue
                 for shape in selection.shapes:
                     if not backend.why_not_length(shape.n):
@@ -64,6 +65,12 @@ def questions(name: str, backend: Backend | Unavailable, op: str, check: str, se
                 for kind in kinds:
                     yield Question(Target(op, name, device, dtype, case.name, kind, check, spec),
                                    slow="slow" in case.tags)
+
+
+def timeable(backend: Backend) -> bool:
+    """Whether the backend has a copy to measure the attainable bandwidth with; one in its worker
+    process (--isolate) has its own there, and the session skips its timings with why."""
+    return backend.copy is not None or isinstance(backend, Isolated)
 
 
 def capabilities(name: str, backend: Backend | Unavailable, ops: Sequence[str],
@@ -90,7 +97,7 @@ def capabilities(name: str, backend: Backend | Unavailable, ops: Sequence[str],
         asked = {option for case in selection.cases for option in case.options}
         found += [{**entry(device, ANY, ANY, reason), "option": option} for option in OPTIONS
                   if option in asked and (reason := backend.why_not_with((option,)))]
-        if selection.shapes and backend.copy is None:
+        if selection.shapes and not timeable(backend):
             found.append({**entry(device, ANY, ANY, f"{name} has no copy to measure the attainable bandwidth "
                                   "with: its speed is not timed"), "option": "throughput"})
         longest = max([case.row_length for case in selection.cases] + [shape.n for shape in selection.shapes],
