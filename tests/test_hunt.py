@@ -28,7 +28,7 @@ from softmax_suite.suites.accuracy import Target
 from softmax_suite.suites.cases import CATALOGUE, FIXED, found_case, select_cases
 from softmax_suite.suites.cotangents import build_cotangents
 from softmax_suite.suites.hunt.attention import SCALES, Row, scales
-from softmax_suite.suites.hunt.fitness import WORST, Evaluator
+from softmax_suite.suites.hunt.fitness import REFUSED, WORST, Evaluator
 from softmax_suite.suites.hunt.search import OFFSPRING, Plan, hunt, parse_duration, search
 from softmax_suite.suites.hunt.shrink import shrink
 from tests.narrow_bug import BAND, SHORT_ROW
@@ -580,3 +580,16 @@ def test_a_float64_row_the_oracle_cannot_scale_exactly_is_no_question() -> None:
     scores = evaluate([tiny, fine])
     assert scores[0] == -math.inf and 0 <= scores[1] <= 1
     assert evaluate([dataclasses.replace(tiny, scale=None)])[0] <= 1  # unscaled, it is a question
+
+
+def test_the_hunt_asks_a_kernel_only_the_rows_a_run_would() -> None:
+    # tests.test_attention:ShortRows takes rows of at most 64 entries, all of them finite where kept
+    # (an exact embedding's limits): longer rows, and rows with a kept inf or NaN, score as refused,
+    # never as a failure of the kernel; a masked inf is no kept entry.
+    evaluate = Evaluator(load("tests.test_attention:ShortRows"), "softmax", "float32", "cpu", Settings())
+    f32 = np.float32
+    rows = [Row(np.zeros(65, f32)), Row(np.array([0, np.inf], f32)), Row(np.array([0, np.nan], f32)),
+            Row(np.array([0, 1], f32)), Row(np.array([0, np.inf], f32), mask=np.array([True, False]))]
+    scores = evaluate(rows)
+    assert scores[:3] == [REFUSED] * 3
+    assert all(0 <= score <= 1 for score in scores[3:])  # asked, and within budget

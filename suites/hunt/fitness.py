@@ -68,12 +68,23 @@ class Evaluator:
         scores = [0.0] * len(rows)
         by_question: dict[tuple, list[int]] = {}
         for index, row in enumerate(rows):
+            if not self.askable(row):
+                scores[index] = REFUSED
+                continue
             by_question.setdefault((row.values.shape[0], row.scale, row.mask is not None), []).append(index)
         for indices in by_question.values():
             for index, score in zip(indices, self._batch([rows[i] for i in indices]), strict=True):
                 scores[index] = score
         self.evaluations += len(rows)
         return scores
+
+    def askable(self, row: Row) -> bool:
+        """Whether the run would ask the backend this row: no longer than its max_length and, for a
+        backend that takes only finite kept entries (an exact embedding), none inf or NaN."""
+        if self.backend.why_not_length(row.values.shape[0]):
+            return False
+        kept = row.x.astype(np.float64) if row.mask is None else row.x.astype(np.float64)[row.mask]
+        return not self.backend.why_not_finite(bool(np.isfinite(kept).all()))
 
     def inputs(self, x: np.ndarray, scale: float | None = None, mask: np.ndarray | None = None
                ) -> tuple[Reference, list[np.ndarray], dict]:
