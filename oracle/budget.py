@@ -93,6 +93,18 @@ class BudgetConstants:
         return asdict(self)
 
 
+# e^600 - 1 = 3.8e260 is past any relative error a correct value can show (a float64 in (0, 1] is
+# at least 4.9e-324; a wider gap makes the exact value itself round to 0), and times a value's
+# ULP count (at most 2^64) it stays finite, where e^710 would be inf and inf * 0 NaN.
+EXP_ERROR_CAP = 600.0
+
+
+def _exp_error(t: np.ndarray) -> np.ndarray:
+    """The relative error e^t - 1 of exp under an argument error t (module docstring), capped at
+    EXP_ERROR_CAP."""
+    return np.expm1(np.minimum(t, EXP_ERROR_CAP))
+
+
 def summation_depth(n: int) -> int:
     """sigma(n) = ceil(log2 n): the depth of a pairwise summation tree over n terms."""
     return math.ceil(math.log2(n)) if n > 1 else 0
@@ -213,7 +225,7 @@ def budget(reference: Reference, constants: BudgetConstants = BudgetConstants(),
                      + c_exp * terms["weighted_gap"]) * u + underflowed
         if reference.op == "softmax":
             # The gaps' error moves exp's argument: a relative error of e^t - 1, not t, once t is not small.
-            rel = (c0 + summation) * u + np.expm1(c_exp * (terms["gap"] + terms["weighted_gap"]) * u) \
+            rel = (c0 + summation) * u + _exp_error(c_exp * (terms["gap"] + terms["weighted_gap"]) * u) \
                 + underflowed
             spread = np.where(magnitude == 0, 0.0, rel * relative_units)
             # A flushed exp or quotient gives a flushed result, which is counted apart
@@ -229,7 +241,7 @@ def budget(reference: Reference, constants: BudgetConstants = BudgetConstants(),
             shift = terms["gap"] + terms["weighted_gap"]
             if reference.op == "log_softmax_vjp":  # y_j = exp(z_j^) from the rounded output
                 shift = shift + terms["gap"] + terms["log_tail"]
-            rho = c0 + np.expm1(c_exp * shift * u) / u + summation + underflowed / u
+            rho = c0 + _exp_error(c_exp * shift * u) / u + summation + underflowed / u
             allowance = u * VJP_BUDGETS[reference.op](terms, rho, constants, summation) \
                 + vjp_underflow(reference.op, terms, fmt, flush_to_zero)
             unit = np.maximum(quantum, np.frexp(allowance)[1] - 61)

@@ -272,3 +272,16 @@ def test_a_wrong_value_on_a_fully_masked_row_fails(op) -> None:
                     cotangents="random", invariants=False)
     (record,) = checked.records
     assert record["status"] == "fail" and record["metrics"]["worst"]["got"] == 5.0, record["message"]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_exp_errors_past_any_value_stay_finite_budgets(dtype) -> None:
+    # huge_range holds gaps of up to 2 max: exp's argument error there is ~1e31 nats in float32, and
+    # e^t - 1 of it is inf, which times the exact value's vanishing ULP count made the budget NaN
+    # (a NaN budget fails every invariant that sums budgets). Capped, the budget is the underflow's.
+    from softmax_suite.oracle import cache
+    from softmax_suite.suites.accuracy import case_input
+
+    for op in ("softmax", "log_softmax", "logsumexp"):
+        budgets = budget_ulp(cache.reference(op, case_input("huge_range", dtype), -1))
+        assert not np.isnan(budgets).any(), op
