@@ -68,8 +68,11 @@ def logits(x: np.ndarray, scale: float | None, mask: np.ndarray | None) -> np.nd
         check_scale(scale, format_of(x.dtype))
         with np.errstate(invalid="ignore", under="ignore"):
             z *= scale
-            # Below 2^-969 a product of 53 bits or fewer would lose its last bits to underflow.
+            # Below 2^-969 a product of 53 bits or fewer would lose its last bits to underflow (a
+            # masked entry's does not count: it is -inf below).
             lost = (np.abs(z) < 2.0**-969) & (x != 0)
+            if mask is not None:
+                lost &= np.broadcast_to(mask, x.shape)
         if lost.any():
             raise ValueError(f"scale {scale!r} takes an input entry ({float(x[lost][0])!r}) below 2^-969, "
                              "where the product is not exact; use a larger scale or larger logits")

@@ -29,7 +29,6 @@ from softmax_suite.formats import Format, format_of
 from softmax_suite.oracle.rounding import round_values
 from softmax_suite.oracle.scaled import check_scale
 
-OPTIONS = ("scale", "mask")
 HEAD_DIMENSIONS = (32, 64, 80, 96, 128, 256)
 SCALES = (*(1 / math.sqrt(d) for d in HEAD_DIMENSIONS), 0.1)
 TILES = (16, 32, 64, 128, 256)

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from softmax_suite.formats import Format
-from softmax_suite.protocol import Backend
+from softmax_suite.protocol import OPTIONS, Backend
 from softmax_suite.suites import corpus
 from softmax_suite.suites.cases import FIXED
-from softmax_suite.suites.hunt.attention import OPTIONS, Row, mutate_options, settled
+from softmax_suite.suites.hunt.attention import Row, mutate_options, settled
 from softmax_suite.suites.hunt.fitness import REFUSED, Evaluator
 from softmax_suite.suites.hunt.mutations import mutate, random_row
 from softmax_suite.suites.hunt.shrink import Shrunk, shrink
