@@ -156,7 +156,9 @@ def run(target: Target, backend: Backend, settings: Policy,
     """Ask backend the target's question and return the result record."""
     case = CASES[target.case]
     record = base_record(target, case, backend)
-    reason = backend.why_unsupported(target.op, target.dtype) or backend.why_not_with(case.options)
+    # The runner asks none of these (runner.targets); a direct call is answered the same way.
+    reason = (backend.why_unsupported(target.op, target.dtype) or backend.why_not_with(case.options)
+              or backend.why_not_length(case.row_length) or backend.why_not_finite(case.finite))
     if reason:
         return {**record, "status": "unsupported", "message": reason}
     x = case_input(target.case, target.dtype)

@@ -285,3 +285,16 @@ def test_exp_errors_past_any_value_stay_finite_budgets(dtype) -> None:
     for op in ("softmax", "log_softmax", "logsumexp"):
         budgets = budget_ulp(cache.reference(op, case_input("huge_range", dtype), -1))
         assert not np.isnan(budgets).any(), op
+
+
+def test_a_direct_call_past_a_kernels_limits_is_unsupported_with_why() -> None:
+    # accuracy.run outside the runner (a user's own loop): the same answers as the capabilities give.
+    from softmax_suite.backends.registry import load
+    from softmax_suite.runner.config import Settings
+    from softmax_suite.suites.accuracy import Target, run
+
+    backend = load("tests.test_attention:ShortRows")
+    for case, why in (("attention_scaled_d64", "takes rows of at most 64 entries"),
+                      ("pos_inf", "takes only finite kept entries")):
+        record = run(Target("softmax", "short-rows", "cpu", "float32", case), backend, Settings())
+        assert record["status"] == "unsupported" and why in record["message"], record
