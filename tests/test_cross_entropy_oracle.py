@@ -1,0 +1,96 @@
+"""The exact cross-entropy oracle (softmax_suite.oracle.cross_entropy) against an independent 400-bit
+evaluation of torch.nn.functional.cross_entropy's definition, its options and special rows."""
+
+from __future__ import annotations
+
+import math
+
+import ml_dtypes
+import mpmath
+import numpy as np
+import pytest
+
+from softmax_suite.oracle.cross_entropy import cross_entropy
+
+DTYPES = (np.float16, ml_dtypes.bfloat16, np.float32, np.float64)
+
+
+def naive(x: np.ndarray, targets, *, reduction="mean", ignore_index=-100, label_smoothing=0.0,
+          weight=None) -> float | list:
+    """The definition, term by term at 400 bits: -w_t log p_t mixed with the smoothed mean of
+    -w_c log p_c, summed or averaged over the kept rows' weights."""
+    with mpmath.workprec(400):
+        rows = x.astype(np.float64)
+        c = rows.shape[1]
+        w = [mpmath.mpf(1)] * c if weight is None else [mpmath.mpf(float(v)) for v in weight]
+        losses, weights = [], []
+        for row, t in zip(rows, targets, strict=True):
+            if t == ignore_index:
+                losses.append(mpmath.mpf(0))
+                continue
+            lse = mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(float(v))) for v in row))
+            nll = [lse - mpmath.mpf(float(v)) for v in row]
+            smooth = mpmath.fsum(wc * v for wc, v in zip(w, nll, strict=True)) / c
+            e = mpmath.mpf(label_smoothing)
+            losses.append((1 - e) * w[t] * nll[t] + e * smooth)
+            weights.append(w[t])
+        if reduction == "none":
+            return [float(v) for v in losses]
+        total = mpmath.fsum(losses)
+        return float(total) if reduction == "sum" else float(total / mpmath.fsum(weights))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("options", [
+    {}, {"reduction": "none"}, {"reduction": "sum"}, {"label_smoothing": 0.1},
+    {"weight": "random"}, {"weight": "random", "label_smoothing": 0.25, "reduction": "none"},
+    {"ignore_index": 2}, {"ignore_index": -1, "reduction": "sum"},
+])
+def test_the_oracle_rounds_the_definition_correctly(dtype, options) -> None:
+    rng = np.random.default_rng(5)
+    x = (rng.normal(scale=4.0, size=(12, 7))).astype(dtype)
+    targets = rng.integers(0, 7, size=12)
+    targets[3] = options.get("ignore_index", -100)
+    if options.get("weight") == "random":
+        options = {**options, "weight": rng.uniform(0.0, 2.0, size=7)}
+    got = cross_entropy(x, targets, **options)
+    # Correctly rounded: the 400-bit value rounded once into the dtype, bit for bit.
+    expected = np.asarray(naive(x, list(targets), **options), dtype=np.float64).astype(dtype)
+    assert got.dtype == np.dtype(dtype) and np.array_equal(got, expected)
+
+
+def test_a_confident_correct_row_keeps_its_relative_accuracy() -> None:
+    # [0, -80, -80]: the loss is log1p(2 e^-80) = 3.6097e-35, which -log(softmax[t]) computed in float32
+    # (torch's cross_entropy gives -0.0) loses entirely; the log1p form keeps every bit.
+    x = np.array([[0.0, -80.0, -80.0]], dtype=np.float32)
+    loss = cross_entropy(x, [0], reduction="none")[0]
+    assert loss == np.float32(2 * math.exp(-80))
+    # Down to the subnormal range: log1p(e^-100) = 3.72e-44, 27 units of float32's smallest subnormal.
+    loss = cross_entropy(np.array([[0.0, -100.0]], np.float32), [0], reduction="sum")
+    assert loss == np.float32(math.exp(-100)) == 27 * np.float32(2.0**-149)
+
+
+def test_special_rows_follow_the_policy() -> None:
+    x = np.array([[0.0, -np.inf, 1.0], [0.0, 1.0, 2.0], [np.nan, 0.0, 0.0]], dtype=np.float32)
+    none = cross_entropy(x, [1, 2, 0], reduction="none")
+    assert np.isposinf(none[0]) and np.isfinite(none[1]) and np.isnan(none[2])
+    # A -inf logit that is not the target is a class of probability 0: no loss from it, unless label
+    # smoothing puts weight on it (then its -log p is +inf).
+    assert np.isfinite(cross_entropy(x[:1], [2], reduction="sum"))
+    assert np.isposinf(cross_entropy(x[:1], [2], reduction="sum", label_smoothing=0.1))
+    # Every row ignored under mean: 0/0.
+    assert np.isnan(cross_entropy(x[1:2], [-100], reduction="mean"))
+    # One class: L = log1p(0) = 0 exactly.
+    assert cross_entropy(np.array([[3.0]], np.float32), [0], reduction="sum") == 0.0
+
+
+def test_bad_arguments_say_what_to_give() -> None:
+    x = np.zeros((2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"give one integer class index per row, shape \(2,\)"):
+        cross_entropy(x, [0.5, 1.0])
+    with pytest.raises(ValueError, match=r"a target outside 0\.\.2 that is not ignore_index"):
+        cross_entropy(x, [0, 3])
+    with pytest.raises(ValueError, match="reduction 'avg': use one of none, mean, sum"):
+        cross_entropy(x, [0, 1], reduction="avg")
+    with pytest.raises(ValueError, match="one finite, non-negative weight per class"):
+        cross_entropy(x, [0, 1], weight=np.array([1.0, -1.0, 1.0]))
