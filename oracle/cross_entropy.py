@@ -20,6 +20,12 @@ value; D and W are exact. A value is accepted when both ends of its interval rou
 S > 0 is transcendental (Lindemann-Weierstrass: a log of an algebraic number other than 1, plus a
 rational), so the loop ends; S = 0 (one class, or every other logit -inf) gives L = 0 exactly.
 
+The gradient (cross_entropy_vjp) of a kept row, times the loss's cotangent g (over the kept rows'
+weight for "mean"), is p_c K - e w_c / C for c != t and e (W - w_t) / C - K S / (1 + S) for the
+target, K = (1 - e) w_t + e W / C: 1 - p_t is formed as S / (1 + S), so a confident row's
+-3.6e-35 keeps its bits where softmax - onehot gives 0. Its values are transcendental but where a
+term vanishes exactly (p_c = 0 at a -inf logit), and the same loop decides them.
+
 Special values (the policy the op will be judged by): any NaN or +inf logit in a kept row makes its
 loss NaN; a -inf logit is a class of probability 0: as the target, the loss is +inf; under label
 smoothing with a positive weight on it, the smoothed term is +inf too.
@@ -99,8 +105,8 @@ def _row_loss(x: np.ndarray, t: int, w: np.ndarray, smoothing: float, precision:
     spread_err = _bound_add(_bound_add(mpf_mul(log_err, (0, *total_weight[1:]), 64, round_ceiling),
                                        _eps(precision, mpf_mul(log_tail, total_weight, 64), 2)),
                             _eps(precision, spread, 2))
-    keep = from_float(1.0 - smoothing) if smoothing != 1.0 else fzero  # 1 - e is exact for e in [0, 1]
     e = from_float(smoothing)
+    keep = mpf_sub(from_int(1), e)  # 1 - e, exact in mpf (in float64 1 - 0.1 would round)
     smooth = mpf_div(mpf_mul(e, spread, precision, round_nearest), classes, precision, round_nearest)
     smooth_err = _bound_add(mpf_div(mpf_mul(e, spread_err, 64, round_ceiling), classes, 64, round_ceiling),
                             _eps(precision, smooth, 4))
@@ -117,12 +123,10 @@ def _losses(x: np.ndarray, targets: np.ndarray, w: np.ndarray, ignore_index: int
             for row, t in zip(x, targets, strict=True)]
 
 
-def cross_entropy(x: np.ndarray, targets: Sequence[int] | np.ndarray, *, reduction: str = "mean",
-                  ignore_index: int = -100, label_smoothing: float = 0.0,
-                  weight: np.ndarray | None = None) -> np.ndarray:
-    """The correctly rounded cross-entropy of logits x (N, C) in x's dtype, with targets (N,) class
-    indices: a loss per row ("none", 0 for an ignored row) or one value ("mean", "sum")."""
-    fmt = format_of(x.dtype)
+def _checked(x: np.ndarray, targets: Sequence[int] | np.ndarray, reduction: str, ignore_index: int,
+             label_smoothing: float, weight: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x in float64, targets, class weights) after checking each argument; a ValueError that says
+    what to give."""
     x64 = np.asarray(x, dtype=np.float64)
     if x64.ndim != 2:
         raise ValueError(f"logits of shape {x64.shape}: give (N, C), one row of C class logits per sample")
@@ -141,6 +145,16 @@ def cross_entropy(x: np.ndarray, targets: Sequence[int] | np.ndarray, *, reducti
     if w.shape != (x64.shape[1],) or not (np.isfinite(w).all() and (w >= 0).all()):
         raise ValueError(f"weight of shape {w.shape}: give one finite, non-negative weight per class "
                          f"({x64.shape[1]})")
+    return x64, targets, w
+
+
+def cross_entropy(x: np.ndarray, targets: Sequence[int] | np.ndarray, *, reduction: str = "mean",
+                  ignore_index: int = -100, label_smoothing: float = 0.0,
+                  weight: np.ndarray | None = None) -> np.ndarray:
+    """The correctly rounded cross-entropy of logits x (N, C) in x's dtype, with targets (N,) class
+    indices: a loss per row ("none", 0 for an ignored row) or one value ("mean", "sum")."""
+    fmt = format_of(x.dtype)
+    x64, targets, w = _checked(x, targets, reduction, ignore_index, label_smoothing, weight)
     precision = initial_precision(fmt)
     while True:
         losses = _losses(x64, targets, w, ignore_index, label_smoothing, precision)
@@ -188,3 +202,110 @@ def _rounded(losses: list, targets: np.ndarray, w: np.ndarray, reduction: str, f
         return math.nan  # every row ignored (or of weight 0): 0/0
     mean = mpf_div(total, denominator, precision, round_nearest)
     return decide(mean, _bound_add(mpf_div(err, denominator, 64, round_ceiling), _eps(precision, mean, 2)))
+
+
+def _row_gradient(x: np.ndarray, t: int, w: np.ndarray, smoothing: float, factor: tuple,
+                  precision: int) -> list[tuple[tuple, tuple]]:
+    """(value, absolute error bound) of d loss / d x_c for every class c of one kept row, times factor
+    (the cotangent, with the reduction's 1 / sum of weights for mean), exact in mpf."""
+    c_count = x.size
+    if np.isnan(x).any() or np.isposinf(x).any() or np.isneginf(x[t]) or factor == fnan:
+        return [(fnan, fzero)] * c_count
+    top = from_float(float(x[t]))
+    finite = np.isfinite(x)
+    exps = [mpf_exp(mpf_sub(from_float(float(v)), top), precision, round_nearest) if ok and c != t else fzero
+            for c, (v, ok) in enumerate(zip(x, finite, strict=True))]
+    total = mpf_sum(exps, precision, round_nearest)  # S, within 8 eps S (exact.py's bound)
+    denominator = mpf_add(from_int(1), total, precision, round_nearest)
+    weights = [from_float(float(v)) for v in w]
+    e = from_float(smoothing)
+    classes = from_int(c_count)
+    # K = (1 - e) w_t + e W / C: what multiplies p_c; exact but for the division by C.
+    keep = mpf_sub(from_int(1), e)  # exact
+    total_weight = mpf_sum(weights, 0)  # exact
+    spread = mpf_div(mpf_mul(e, total_weight), classes, precision, round_nearest)
+    k = mpf_add(mpf_mul(keep, weights[t]), spread, precision, round_nearest)
+    k_err = _eps(precision, k, 4)
+    out = []
+    for c in range(c_count):
+        share = mpf_div(mpf_mul(e, weights[c]), classes, precision, round_nearest)  # e w_c / C
+        share_err = _eps(precision, share, 2)
+        if c != t:
+            # p_c K - e w_c / C, with p_c = e_c / (1 + S) within 24 eps (exp, sum, division).
+            p = mpf_div(exps[c], denominator, precision, round_nearest)
+            p_err = _eps(precision, p, 24)
+            product = mpf_mul(p, k, precision, round_nearest)
+            value = mpf_sub(product, share, precision, round_nearest)
+            err = _bound_add(_bound_add(mpf_mul(p_err, (0, *k[1:]), 64, round_ceiling),
+                                        mpf_mul((0, *p[1:]), k_err, 64, round_ceiling)),
+                             _bound_add(_eps(precision, product, 2), share_err))
+        else:
+            # p_t K - (1 - e) w_t - e w_t / C = e (W - w_t) / C - K S / (1 + S): no 1 - p_t formed.
+            rest = mpf_div(total, denominator, precision, round_nearest)  # 1 - p_t, within 24 eps
+            rest_err = _eps(precision, rest, 24)
+            product = mpf_mul(k, rest, precision, round_nearest)
+            # e (W - w_t) / C, one rounding: W - w_t and e (W - w_t) are exact.
+            others = mpf_div(mpf_mul(e, mpf_sub(total_weight, weights[t])), classes, precision, round_nearest)
+            value = mpf_sub(others, product, precision, round_nearest)
+            err = _bound_add(_bound_add(mpf_mul(rest_err, (0, *k[1:]), 64, round_ceiling),
+                                        mpf_mul((0, *rest[1:]), k_err, 64, round_ceiling)),
+                             _bound_add(_eps(precision, product, 2), _eps(precision, others, 2)))
+        err = _bound_add(err, _eps(precision, value, 2))
+        scaled = mpf_mul(value, factor, precision, round_nearest)
+        # 4 eps: the product's rounding and the factor's own (mean's division by the kept weight).
+        out.append((scaled, _bound_add(mpf_mul(err, (0, *factor[1:]), 64, round_ceiling),
+                                       _eps(precision, scaled, 4))))
+    return out
+
+
+def cross_entropy_vjp(x: np.ndarray, targets: Sequence[int] | np.ndarray, g: float | np.ndarray, *,
+                      reduction: str = "mean", ignore_index: int = -100, label_smoothing: float = 0.0,
+                      weight: np.ndarray | None = None) -> np.ndarray:
+    """The correctly rounded gradient of cross_entropy with respect to x, for the cotangent g of the
+    loss (one per row for "none", a scalar for "mean" and "sum"): per kept row
+    g ((1 - e) w_t (p - onehot_t) + e / C sum_k w_k (p - onehot_k)), divided by the kept rows' weight
+    for "mean"; 0 on ignored rows."""
+    fmt = format_of(x.dtype)
+    x64, targets, w = _checked(x, targets, reduction, ignore_index, label_smoothing, weight)
+    g64 = np.asarray(g, dtype=np.float64)
+    wanted = (x64.shape[0],) if reduction == "none" else ()
+    if g64.shape != wanted:
+        raise ValueError(f"cotangent of shape {g64.shape}: reduction {reduction!r} takes one of shape "
+                         f"{wanted}")
+    precision = initial_precision(fmt)
+    while True:
+        out, undecided = _gradients(x64, targets, w, g64, reduction, ignore_index, label_smoothing, fmt,
+                                    precision, force=precision >= MAX_PRECISION)
+        if not undecided:
+            return np.asarray(out, dtype=np.float64).astype(fmt.np_dtype)
+        precision *= 2
+
+
+def _gradients(x: np.ndarray, targets: np.ndarray, w: np.ndarray, g: np.ndarray, reduction: str,
+               ignore_index: int, smoothing: float, fmt, precision: int,
+               force: bool) -> tuple[list[list[float]], bool]:
+    """The gradient rows rounded into fmt, and whether any element was left undecided."""
+    kept = [int(t) != ignore_index for t in targets]
+    factor_all = from_float(float(g)) if reduction != "none" else None
+    if reduction == "mean":
+        weights = [from_float(float(w[int(t)])) for t, k in zip(targets, kept, strict=True) if k]
+        denominator = mpf_sum(weights, 0)
+        # Every row ignored: the loss is 0/0 and so is its gradient.
+        factor_all = fnan if denominator == fzero else \
+            mpf_div(factor_all, denominator, precision, round_nearest)
+    rows, undecided = [], False
+    for i, (row, t) in enumerate(zip(x, targets, strict=True)):
+        if not kept[i]:
+            rows.append([0.0] * row.size)
+            continue
+        factor = from_float(float(g[i])) if reduction == "none" else factor_all
+        rounded = []
+        for value, err in _row_gradient(row, int(t), w, smoothing, factor, precision):
+            found = round_interval(value, err, fmt, precision)
+            if found is None:
+                if not force:
+                    undecided = True
+                found = round_interval(value, fzero, fmt, precision)
+            rounded.append(found)
+        rows.append(rounded)
+    return rows, undecided

@@ -10,7 +10,7 @@ import mpmath
 import numpy as np
 import pytest
 
-from softmax_suite.oracle.cross_entropy import cross_entropy
+from softmax_suite.oracle.cross_entropy import cross_entropy, cross_entropy_vjp
 
 DTYPES = (np.float16, ml_dtypes.bfloat16, np.float32, np.float64)
 
@@ -94,3 +94,60 @@ def test_bad_arguments_say_what_to_give() -> None:
         cross_entropy(x, [0, 1], reduction="avg")
     with pytest.raises(ValueError, match="one finite, non-negative weight per class"):
         cross_entropy(x, [0, 1], weight=np.array([1.0, -1.0, 1.0]))
+
+
+def naive_vjp(x: np.ndarray, targets, g, *, reduction="mean", ignore_index=-100, label_smoothing=0.0,
+              weight=None) -> np.ndarray:
+    """The gradient's definition at 400 bits: g ((1 - e) w_t (p - onehot_t) + e / C sum_k w_k
+    (p - onehot_k)) per kept row, over the kept rows' weight for mean."""
+    with mpmath.workprec(400):
+        rows = x.astype(np.float64)
+        c = rows.shape[1]
+        w = [mpmath.mpf(1)] * c if weight is None else [mpmath.mpf(float(v)) for v in weight]
+        e = mpmath.mpf(label_smoothing)
+        kept = [t != ignore_index for t in targets]
+        scale = [mpmath.mpf(float(v)) for v in np.broadcast_to(g, (rows.shape[0],))]
+        if reduction == "mean":
+            scale = [s / mpmath.fsum(w[t] for t, k in zip(targets, kept, strict=True) if k) for s in scale]
+        out = np.zeros(rows.shape)
+        for i, (row, t) in enumerate(zip(rows, targets, strict=True)):
+            if not kept[i]:
+                continue
+            exps = [mpmath.exp(mpmath.mpf(float(v))) for v in row]
+            total = mpmath.fsum(exps)
+            p = [v / total for v in exps]
+            for j in range(c):
+                value = (1 - e) * w[t] * (p[j] - (j == t)) + e / c * mpmath.fsum(
+                    w[k] * (p[j] - (j == k)) for k in range(c))
+                out[i, j] = float(scale[i] * value)
+        return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("options", [
+    {}, {"reduction": "none"}, {"reduction": "sum"}, {"label_smoothing": 0.1},
+    {"weight": "random", "label_smoothing": 0.25}, {"ignore_index": 2, "reduction": "none"},
+])
+def test_the_gradient_oracle_rounds_the_definition_correctly(dtype, options) -> None:
+    rng = np.random.default_rng(6)
+    x = rng.normal(scale=4.0, size=(10, 6)).astype(dtype)
+    targets = rng.integers(0, 6, size=10)
+    targets[4] = options.get("ignore_index", -100)
+    if options.get("weight") == "random":
+        options = {**options, "weight": rng.uniform(0.0, 2.0, size=6)}
+    g = rng.normal(size=10) if options.get("reduction") == "none" else np.array(0.75)
+    got = cross_entropy_vjp(x, targets, g, **options)
+    expected = naive_vjp(x, list(targets), g, **options).astype(dtype)
+    assert got.dtype == np.dtype(dtype) and np.array_equal(got, expected)
+    assert not got[4].any()  # the ignored row's gradient is 0
+
+
+def test_a_confident_rows_gradient_keeps_its_relative_accuracy() -> None:
+    # [0, -80, -80], target 0: dx_0 = -(1 - p_0) = -2 e^-80 / (1 + 2 e^-80) = -3.6e-35, which
+    # softmax - onehot computed in float32 gives as 0 (p_0 rounds to 1); the oracle forms 1 - p_0 as
+    # S / (1 + S) and keeps every bit.
+    x = np.array([[0.0, -80.0, -80.0]], dtype=np.float32)
+    dx = cross_entropy_vjp(x, [0], np.array([1.0]), reduction="none")[0]
+    assert dx[0] == np.float32(-2 * math.exp(-80)) and dx[1] == dx[2] == np.float32(math.exp(-80))
+    with pytest.raises(ValueError, match=r"reduction 'mean' takes one of shape \(\)"):
+        cross_entropy_vjp(x, [0], np.array([1.0]))
