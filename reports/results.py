@@ -250,6 +250,6 @@ def capabilities_of(headers: list[dict]) -> list[dict]:
     for header in headers:
         for run in header.get("merged_from") or [header]:
             for entry in run.get("capabilities") or []:
-                key = tuple(str(entry.get(k)) for k in ("backend", "device", "op", "dtype"))
+                key = tuple(str(entry.get(k)) for k in ("backend", "device", "op", "dtype", "option"))
                 entries.setdefault(key, entry)
     return list(entries.values())

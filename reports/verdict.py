@@ -136,43 +136,55 @@ def _headline(records: list[dict]) -> str:
     return f"verdict: nothing unexpected; {rest}"
 
 
+# The capability entries of a case's option or a backend's limit (runner.targets), as short phrases.
+LIMITS = {"length": lambda entry: f"rows over {entry.get('limit', 'its length')}",
+          "finite": lambda entry: "cases with inf or NaN", "throughput": lambda entry: "not timed"}
+
+
 def _cannot(capabilities: list[dict], ops: set[str]) -> list[str]:
-    """What the backends cannot answer, a phrase per backend (or device): "cupy", "torch/cuda",
-    "scipy: softmax_vjp, logsumexp_vjp", "onnxruntime: bfloat16" (every op in it), "x: softmax (float16)"."""
+    """What the backends cannot answer, a phrase per backend (or device), backends with the same
+    phrase together: "cupy", "torch/cuda", "scipy: softmax_vjp, logsumexp_vjp", "onnxruntime:
+    bfloat16" (every op in it), "x: softmax (float16)", "a, b: log_softmax; rows over 4096"."""
     described: dict[str, dict[str, set[str]]] = {}
     options: dict[str, list[str]] = {}
-    lengths: list[str] = []
+    limits: dict[str, list[str]] = {}
     for entry in capabilities:
         name = entry["backend"] if entry["device"] == "any" else f"{entry['backend']}/{entry['device']}"
-        if entry.get("option") in ("length", "finite", "throughput"):
-            lengths.append(str(entry["reason"]))  # it names the backend
-            continue
-        if "option" in entry:
-            options.setdefault(entry["backend"], []).append(entry["option"])
-            continue
-        if entry["op"] == "any":
+        option = entry.get("option")
+        if option in LIMITS:
+            limits.setdefault(entry["backend"], []).append(LIMITS[option](entry))
+        elif option:
+            options.setdefault(entry["backend"], []).append(option)
+        elif entry["op"] == "any":
             described.setdefault(entry["backend"] if entry["device"] == "any" else name, {})
-            continue
-        described.setdefault(entry["backend"], {}).setdefault(entry["op"], set()).add(entry["dtype"])
-    phrases = []
-    for name, missing in described.items():
-        if not missing:
-            phrases.append(name)
-            continue
-        dtypes = set().union(*missing.values())
-        every_op = {dtype for dtype in dtypes if all(dtype in found for found in missing.values())}
-        if set(missing) >= ops and every_op:
-            parts = [dtype for dtype in DTYPES if dtype in every_op]
-            missing = {op: found - every_op for op, found in missing.items() if found - every_op}
         else:
-            parts = []
-        whole = {dtype for found in missing.values() for dtype in found}
-        parts += [op if found == whole else f"{op} ({', '.join(d for d in DTYPES if d in found)})"
-                  for op, found in missing.items()]
-        phrases.append(f"{name}: {', '.join(parts)}")
-    phrases += [f"{name}: the cases with a {' or '.join(sorted(set(found)))}"
-                for name, found in options.items()]
-    return phrases + sorted(set(lengths))
+            described.setdefault(entry["backend"], {}).setdefault(entry["op"], set()).add(entry["dtype"])
+    bodies: dict[str, list[str]] = {}
+    for name, missing in described.items():
+        bodies[name] = [_missing(missing, ops)] if missing else []
+    for name, found in options.items():
+        bodies.setdefault(name, []).append(f"the cases with a {' or '.join(dict.fromkeys(found))}")
+    for name, found in limits.items():
+        bodies.setdefault(name, []).extend(dict.fromkeys(found))
+    grouped: dict[str, list[str]] = {}
+    for name, body in bodies.items():
+        grouped.setdefault("; ".join(body), []).append(name)
+    return [", ".join(names) + (f": {body}" if body else "") for body, names in grouped.items()]
+
+
+def _missing(missing: dict[str, set[str]], ops: set[str]) -> str:
+    """The ops (and dtypes) a backend lacks: "bfloat16" where it lacks every op in it."""
+    dtypes = set().union(*missing.values())
+    every_op = {dtype for dtype in dtypes if all(dtype in found for found in missing.values())}
+    if set(missing) >= ops and every_op:
+        parts = [dtype for dtype in DTYPES if dtype in every_op]
+        missing = {op: found - every_op for op, found in missing.items() if found - every_op}
+    else:
+        parts = []
+    whole = {dtype for found in missing.values() for dtype in found}
+    parts += [op if found == whole else f"{op} ({', '.join(d for d in DTYPES if d in found)})"
+              for op, found in missing.items()]
+    return ", ".join(parts)
 
 
 def format_verdict(records: Iterable[dict], list_unexpected: bool = True,

@@ -104,7 +104,7 @@ def capabilities(name: str, backend: Backend | Unavailable, ops: Sequence[str],
                       default=0)
         if reason := backend.why_not_length(longest):
             found.append({**entry(device, ANY, ANY, f"{reason}: the cases with longer rows are not asked"),
-                          "option": "length"})
+                          "option": "length", "limit": backend.max_length})
         if reason := backend.why_not_finite(all(case.finite for case in selection.cases)):
             found.append({**entry(device, ANY, ANY, f"{reason}: the cases with inf or NaN are not asked"),
                           "option": "finite"})

@@ -113,3 +113,20 @@ def test_a_backend_without_a_copy_is_not_timed_and_rows_past_its_length_are_not_
     (entry,) = capabilities("uncopied", uncopied, ["softmax"], selection)
     assert entry["option"] == "throughput"
     assert "no copy to measure the attainable bandwidth" in entry["reason"]
+
+
+def test_the_tables_keep_a_backends_limits_apart() -> None:
+    # One backend and device, three entries of op and dtype "any": its throughput, its row length and
+    # its finite-only limit. Read back from a header they stay three, and the verdict groups the
+    # backends that share them in one phrase.
+    def limits(name: str) -> list[dict]:
+        base = {"backend": name, "device": "cpu", "op": "any", "dtype": "any"}
+        return [{**base, "option": "throughput", "reason": f"{name} has no copy"},
+                {**base, "option": "length", "limit": 4096, "reason": f"{name} takes rows of at most 4096"},
+                {**base, "option": "finite", "reason": f"{name} takes only finite kept entries"}]
+
+    header = {"kind": "run", "schema": 1, "capabilities": limits("a") + limits("b")}
+    entries = capabilities_of([header])
+    assert len(entries) == 6
+    verdict = " ".join(format_verdict([], capabilities=entries).split())
+    assert "not run: a, b: not timed; rows over 4096; cases with inf or NaN" in verdict
