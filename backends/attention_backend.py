@@ -83,6 +83,16 @@ TORCH_KERNELS = (
 )
 
 
+def _kernel_backend(base: Backend, **fields: Any) -> Backend:
+    """A kernel's Backend: the framework adapter's conversions, devices, synchronisation and
+    description unless fields replace them; finite kept entries only; not timed (through the
+    embedding a call's time is two n x n matmuls', not the kernel's softmax)."""
+    adapter = {"to_device": base.to_device, "to_numpy": base.to_numpy, "devices": base.devices,
+               "absent_devices": base.absent_devices, "synchronize": base.synchronize,
+               "describe": base.describe}
+    return Backend(**{**adapter, **fields, "copy": None, "finite_only": True})
+
+
 # -- torch -----------------------------------------------------------------------------------------------
 
 def _torch_embedding(torch: Any, attend: Callable[..., Any],
@@ -236,26 +246,12 @@ def _load_torch(kernel: TorchKernel | None, functions: Mapping[str, Callable[...
     elif functions is not None:
         reason = torch_backend._not_differentiable(torch, "softmax", ops["softmax"], wired)
         unsupported = {("softmax_vjp", dtype): reason for dtype in DTYPES if reason}
-    return Backend(
-        name=name,
-        version=str(torch.__version__),
-        ops=ops,
-        to_device=base.to_device,
-        to_numpy=base.to_numpy,
-        devices=wired,
-        absent_devices=absent,
-        unsupported=unsupported,
-        synchronize=base.synchronize,
-        # Not timed: a call's time is the embedding's two n x n matmuls, not the kernel's softmax.
-        copy=None,
-        describe=base.describe,
-        options=options,
+    return _kernel_backend(
+        base, name=name, version=str(torch.__version__), ops=ops, devices=wired, absent_devices=absent,
+        unsupported=unsupported, options=options, max_length=longest,
         # A user's function declares its own (an attribute fully_masked of it, read by custom.wrap); torch's
         # SDPA, whichever kernel it picks on the cpu, gives 0 (measured).
-        fully_masked=kernel.fully_masked if kernel else ("zero" if functions is None else "nan"),
-        max_length=longest,
-        finite_only=True,
-    )
+        fully_masked=kernel.fully_masked if kernel else ("zero" if functions is None else "nan"))
 
 
 def load_torch_attention(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
@@ -309,27 +305,13 @@ def load_jax_attention() -> Backend:
     # Measured, as the suite calls it (jitted): on the cpu, float16's dot with F16_F16_F32 precision is
     # refused at compilation (eager calls fall back to the default precision; jitted ones cannot).
     measured = _measure("jax-attention", ops, base.to_device, base.synchronize, base.devices)
-    return Backend(
-        name="jax-attention",
-        version=jax.__version__,
-        ops=ops,
-        unsupported=measured.unsupported,
-        to_device=base.to_device,
-        to_numpy=base.to_numpy,
-        devices=base.devices,
-        absent_devices=base.absent_devices,
-        synchronize=base.synchronize,
-        # Not timed: a call's time is the embedding's two n x n matmuls, not the kernel's softmax.
-        copy=None,
-        describe=base.describe,
-        options=OPTIONS if measured.takes_mask else ("scale",),
+    return _kernel_backend(
+        base, name="jax-attention", version=jax.__version__, ops=ops, unsupported=measured.unsupported,
+        options=OPTIONS if measured.takes_mask else ("scale",), max_length=measured.max_length,
         # Measured: a fully masked row gives 1/n everywhere (XLA's implementation fills masked logits with
         # -0.7 * float32's max, so such a row is uniform), neither convention. "zero" is the nearer truth
         # (a finite row meant to be ignored, never NaN); the suite reports the 1/n as the failure it is.
-        fully_masked="zero",
-        max_length=measured.max_length,
-        finite_only=True,
-    )
+        fully_masked="zero")
 
 
 # -- mlx -------------------------------------------------------------------------------------------------
@@ -374,27 +356,14 @@ def load_mlx_attention() -> Backend:
 
     ops = {"softmax": softmax, "softmax_vjp": softmax_vjp}
     measured = _measure("mlx-attention", ops, to_device, base.synchronize, base.devices)
-    return Backend(
-        name="mlx-attention",
-        version=mx.__version__,
-        ops=ops,
-        unsupported=measured.unsupported,
-        to_device=to_device,
-        to_numpy=base.to_numpy,
-        devices=base.devices,
-        absent_devices=base.absent_devices,
-        synchronize=base.synchronize,
-        # Not timed: a call's time is the embedding's two n x n matmuls, not the kernel's softmax.
-        copy=None,
-        describe=base.describe,
-        options=OPTIONS if measured.takes_mask else ("scale",),
-        # Measured: a fully masked row gives 1/n everywhere (the masked scores are set to the format's
-        # lowest finite value, so such a row is uniform), neither convention; "zero" is the nearer truth, and
-        # the suite reports the 1/n.
-        fully_masked="zero",
+    return _kernel_backend(
+        base, name="mlx-attention", version=mx.__version__, ops=ops, unsupported=measured.unsupported,
+        to_device=to_device, options=OPTIONS if measured.takes_mask else ("scale",),
         max_length=measured.max_length,
-        finite_only=True,
-    )
+        # Measured: a fully masked row gives 1/n everywhere (the masked scores are set to the format's
+        # lowest finite value, so such a row is uniform), neither convention; "zero" is the nearer truth,
+        # and the suite reports the 1/n.
+        fully_masked="zero")
 
 
 # -- the built-in names' loaders (softmax_suite.backends.builtin.BUILTIN: "module:function") -----------

@@ -141,13 +141,16 @@ class OnlineSoftmax:
             y = self._backward_softmax(result, z, keep)
         return y, keep, np.asarray(g, dtype=np.float32), self._scale(scale), shape
 
+    def _cotangent_rows(self, g: np.ndarray, axis: int, y: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+        """A cotangent of x's shape as rows, 0 under the mask (a masked output is a constant: its
+        cotangent takes no part in the row's sums)."""
+        return self._zero_masked(np.ascontiguousarray(np.moveaxis(g, axis, -1).reshape(y.shape)), keep)
+
     def softmax_vjp(self, x: np.ndarray, g: np.ndarray, axis: int, *, scale: float | None = None,
                     mask: np.ndarray | None = None) -> np.ndarray:
         y, keep, g, s, shape = self._vjp_rows(x, g, axis, scale, mask)
-        g = np.ascontiguousarray(np.moveaxis(g, axis, -1).reshape(y.shape))
+        g = self._cotangent_rows(g, axis, y, keep)
         with np.errstate(all="ignore"):
-            # g under the mask is never read: its output there is a constant 0.
-            g = self._zero_masked(g, keep)
             dot = np.sum(g * y, axis=1, keepdims=True, dtype=np.float32)
             values = self._zero_masked(s * (y * (g - dot)), keep)
         return _from_rows(values, shape, axis)
@@ -155,10 +158,8 @@ class OnlineSoftmax:
     def log_softmax_vjp(self, x: np.ndarray, g: np.ndarray, axis: int, *, scale: float | None = None,
                         mask: np.ndarray | None = None) -> np.ndarray:
         y, keep, g, s, shape = self._vjp_rows(x, g, axis, scale, mask)
-        g = np.ascontiguousarray(np.moveaxis(g, axis, -1).reshape(y.shape))
+        g = self._cotangent_rows(g, axis, y, keep)
         with np.errstate(all="ignore"):
-            # Masked outputs are the constant -inf: their cotangents take no part in the row's total.
-            g = self._zero_masked(g, keep)
             total = np.sum(g, axis=1, keepdims=True, dtype=np.float32)
             values = self._zero_masked(s * (g - y * total), keep)
         return _from_rows(values, shape, axis)

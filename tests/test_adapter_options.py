@@ -7,20 +7,19 @@ ReduceLogSumExp) are real library behaviour, measured with mlx 0.32.4 and onnxru
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
 import pytest
 
 from softmax_suite.backends.calls import output_of
-from softmax_suite.backends.registry import Unavailable, load
 from softmax_suite.ops import FORWARD_OPS, VJP_OPS
 from softmax_suite.protocol import OPTIONS, Backend
 from softmax_suite.runner.config import DEFAULT_DEVIATIONS, Settings
 from softmax_suite.suites.accuracy import Target, run
 from softmax_suite.suites.cases import CASES
 from softmax_suite.suites.deviations import load_deviations
+from tests.test_more_backends import backend
 
 DEVIATIONS = load_deviations(DEFAULT_DEVIATIONS)
 # Every adapter given the options here; tensorflow and cupy are skipped where they are not installed.
@@ -28,19 +27,6 @@ ADAPTERS = ("scipy", "array_api_strict", "array-api:numpy", "mlx", "onnxruntime"
 CASES_ASKED = ("attention_causal", "attention_scaled_d96", "attention_fully_masked")
 # attention_fully_masked's rows 1 and 4 keep nothing: 2 rows of 32 entries.
 FULLY_MASKED_ENTRIES = 2 * 32
-
-
-@functools.cache
-def loaded(name: str) -> Backend | Unavailable:
-    return load(name)
-
-
-def backend(name: str) -> Backend:
-    """The loaded backend, or a skip that carries load()'s reason."""
-    found = loaded(name)
-    if isinstance(found, Unavailable):
-        pytest.skip(found.reason)
-    return found
 
 
 def call(chosen: Backend, op: str, inputs: list[np.ndarray], **options: Any) -> np.ndarray:
