@@ -17,7 +17,7 @@ import ml_dtypes
 import numpy as np
 
 from softmax_suite.backends.custom import SpecError
-from softmax_suite.protocol import DTYPES, OPS, OPTIONS, Backend, BackendUnavailable
+from softmax_suite.protocol import ATTENTION_OPTIONS, DTYPES, OPS, Backend, BackendUnavailable
 
 SPEC_PREFIX = "array-api:"
 HALF = ("float16", "bfloat16")
@@ -187,13 +187,13 @@ def adapter(xp: Any, name: str, device: Any = None, device_name: str = "cpu",
     return Backend(
         name=name,
         version=version or str(getattr(xp, "__version__", "unversioned")),
-        ops={op: getattr(ops, op) for op in OPS},
+        ops={op: getattr(ops, op) for op in OPS if hasattr(ops, op)},
         to_device=to_device,
         to_numpy=to_numpy,
         devices=(device_name,),
         dtypes=tuple(dtypes),
         copy=lambda x: xp.asarray(x, copy=True),
-        options=OPTIONS,
+        options=ATTENTION_OPTIONS,
         # A row with nothing kept is all -inf: the shifted softmax gives 0/0, NaN (measured on
         # array_api_strict and array-api:numpy), log_softmax NaN, logsumexp -inf.
         fully_masked="nan",

@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 
 from softmax_suite.backends import jax_backend, mlx_backend, torch_backend
-from softmax_suite.protocol import DTYPES, OPTIONS, Backend, BackendUnavailable
+from softmax_suite.protocol import ATTENTION_OPTIONS, DTYPES, Backend, BackendUnavailable
 
 # K = V = I_n hold n^2 entries: 4096^2 float64 is 128 MiB (and autograd keeps more), while the catalogue's
 # 65536-column row would need 32 GiB. No CPU kernel here refuses longer rows; the cap is memory's.
@@ -238,11 +238,11 @@ def _load_torch(kernel: TorchKernel | None, functions: Mapping[str, Callable[...
         attend = functions["softmax"]
     ops = _torch_embedding(torch, attend, context)
     unsupported: dict[tuple[str, str], str] = {}
-    options, longest = OPTIONS, MAX_LENGTH
+    options, longest = ATTENTION_OPTIONS, MAX_LENGTH
     if kernel is not None:
         measured = _measure(name, ops, base.to_device, base.synchronize, wired)
         unsupported, longest = measured.unsupported, measured.max_length
-        options = OPTIONS if measured.takes_mask else ("scale",)
+        options = ATTENTION_OPTIONS if measured.takes_mask else ("scale",)
     elif functions is not None:
         reason = torch_backend._not_differentiable(torch, "softmax", ops["softmax"], wired)
         unsupported = {("softmax_vjp", dtype): reason for dtype in DTYPES if reason}
@@ -307,7 +307,7 @@ def load_jax_attention() -> Backend:
     measured = _measure("jax-attention", ops, base.to_device, base.synchronize, base.devices)
     return _kernel_backend(
         base, name="jax-attention", version=jax.__version__, ops=ops, unsupported=measured.unsupported,
-        options=OPTIONS if measured.takes_mask else ("scale",), max_length=measured.max_length,
+        options=ATTENTION_OPTIONS if measured.takes_mask else ("scale",), max_length=measured.max_length,
         # Measured: a fully masked row gives 1/n everywhere (XLA's implementation fills masked logits with
         # -0.7 * float32's max, so such a row is uniform), neither convention. "zero" is the nearer truth
         # (a finite row meant to be ignored, never NaN); the suite reports the 1/n as the failure it is.
@@ -358,7 +358,7 @@ def load_mlx_attention() -> Backend:
     measured = _measure("mlx-attention", ops, to_device, base.synchronize, base.devices)
     return _kernel_backend(
         base, name="mlx-attention", version=mx.__version__, ops=ops, unsupported=measured.unsupported,
-        to_device=to_device, options=OPTIONS if measured.takes_mask else ("scale",),
+        to_device=to_device, options=ATTENTION_OPTIONS if measured.takes_mask else ("scale",),
         max_length=measured.max_length,
         # Measured: a fully masked row gives 1/n everywhere (the masked scores are set to the format's
         # lowest finite value, so such a row is uniform), neither convention; "zero" is the nearer truth,

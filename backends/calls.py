@@ -32,14 +32,15 @@ class CallTimeout(BaseException):
 def output_of(backend: Backend, op: str, device: str, axis: int, inputs: list[np.ndarray],
               options: dict[str, Any] | None = None) -> np.ndarray:
     """op of backend on device for the numpy inputs (x, then a VJP's cotangent) and options (scale,
-    a float, and mask, a numpy array, passed by keyword: softmax_suite.protocol), synchronised and
-    back as numpy. Raises what the backend raises, or WrongOutput."""
+    a float, mask, a loss's target and weight, numpy arrays, and its other keywords, passed by
+    keyword: softmax_suite.protocol), synchronised and back as numpy. Raises what the backend
+    raises, or WrongOutput."""
     # inf - inf and overflow are what the extreme cases are for: numpy need not warn.
     with np.errstate(all="ignore"):
         arrays = [backend.to_device(a, device) for a in inputs]
-        keywords = dict(options or {})
-        if keywords.get("mask") is not None:
-            keywords["mask"] = backend.to_device(keywords["mask"], device)
+        # Arrays among the keywords (a mask, a loss's targets and weights) go where x goes.
+        keywords = {name: backend.to_device(value, device) if isinstance(value, np.ndarray) else value
+                    for name, value in (options or {}).items()}
         out = backend.ops[op](*arrays, axis, **keywords)
         # Before synchronize and to_numpy, whose errors on a None or a list would hide what came back.
         problem = foreign(out, arrays[0])

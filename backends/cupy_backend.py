@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from softmax_suite.protocol import OPS, OPTIONS, Backend, BackendUnavailable
+from softmax_suite.protocol import ATTENTION_OPTIONS, OPS, Backend, BackendUnavailable
 
 BFLOAT16_REASON = ("cupy has no bfloat16: its kernels are generated for numpy's own dtypes, and "
                    "ml_dtypes' bfloat16 is an extension type cupy cannot hold or compute in")
@@ -154,7 +154,7 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
         synchronize=synchronize,
         copy=on_device_of_input(cupy.copy),
         describe=describe,
-        options=OPTIONS if functions is None else (),
+        options=ATTENTION_OPTIONS if functions is None else (),
         # Read from cupyx's source, not measured here (see the docstring): NaN softmax and log_softmax,
         # -inf logsumexp on a fully masked row.
         fully_masked="nan",

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from softmax_suite.protocol import DTYPES, OPTIONS, Backend, BackendUnavailable
+from softmax_suite.protocol import ATTENTION_OPTIONS, DTYPES, Backend, BackendUnavailable
 
 PLATFORMS = ("cpu", "gpu", "tpu")
 CACHE_VARIABLE = "SOFTMAX_SUITE_JAX_CACHE"
@@ -127,7 +127,7 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
         absent_devices=absent,
         synchronize=lambda device, value: jax.block_until_ready(value),
         copy=jax.jit(lambda x: x.copy()),
-        options=OPTIONS if functions is None else (),
+        options=ATTENTION_OPTIONS if functions is None else (),
         # jax.nn's where= gives a row with nothing kept softmax 0 and log_softmax -inf (measured).
         fully_masked="zero" if functions is None else "nan",
         describe=lambda device: {"platform": present[device].platform,

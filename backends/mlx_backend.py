@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from softmax_suite.protocol import DTYPES, OPTIONS, Backend, BackendUnavailable
+from softmax_suite.protocol import ATTENTION_OPTIONS, DTYPES, Backend, BackendUnavailable
 
 # Unsigned integers of each width: arrays cross between numpy and mlx as these, then are
 # reinterpreted. mx.array(float64 array) would silently round to float32, its default float.
@@ -129,7 +129,7 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
         synchronize=lambda device, value: mx.eval(value),
         copy=mx.array,
         describe=lambda device: {"device": device, **mx.device_info()},
-        options=OPTIONS if functions is None else (),
+        options=ATTENTION_OPTIONS if functions is None else (),
         # Measured (mlx 0.32.4): a fully masked row gives softmax and log_softmax NaN, logsumexp -inf.
         fully_masked="nan",
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from softmax_suite.protocol import OPTIONS, Backend
+from softmax_suite.protocol import ATTENTION_OPTIONS, Backend
 
 
 def _rows(x: np.ndarray, axis: int, scale: float | None = None,
@@ -132,5 +132,5 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
         copy=np.copy,
         # numpy's ufuncs and reductions run on one thread; a user's function may call more.
         describe=lambda device: {"threads": 1} if own else {},
-        options=OPTIONS if own else (),
+        options=ATTENTION_OPTIONS if own else (),
     )

@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from softmax_suite.protocol import DTYPES, FORWARD_OPS, OPTIONS, Backend, BackendUnavailable
+from softmax_suite.ops import SOFTMAX_FORWARD_OPS
+from softmax_suite.protocol import ATTENTION_OPTIONS, DTYPES, Backend, BackendUnavailable
 
 OPSET = 13
 NODES = {"softmax": "Softmax", "log_softmax": "LogSoftmax", "logsumexp": "ReduceLogSumExp"}
@@ -103,9 +104,9 @@ def load() -> Backend:
 
         return call
 
-    ops = {op: forward(op) for op in FORWARD_OPS}
+    ops = {op: forward(op) for op in SOFTMAX_FORWARD_OPS}
     unsupported = {}
-    for op in FORWARD_OPS:
+    for op in SOFTMAX_FORWARD_OPS:
         for dtype in DTYPES:
             probe = np.array([[0.5, -1.0, 2.0]], dtype=numpy_types[dtype])
             try:
@@ -127,7 +128,7 @@ def load() -> Backend:
         copy=np.copy,
         describe=lambda device: {"threads": THREADS, "inter_op_threads": 1, "execution_mode": "sequential",
                                  "provider": "CPUExecutionProvider"},
-        options=OPTIONS,
+        options=ATTENTION_OPTIONS,
         # Measured (onnxruntime 1.32): a fully masked row gives Softmax and LogSoftmax NaN,
         # ReduceLogSumExp -inf.
         fully_masked="nan",

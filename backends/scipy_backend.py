@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from softmax_suite.protocol import OPTIONS, Backend, BackendUnavailable
+from softmax_suite.protocol import ATTENTION_OPTIONS, Backend, BackendUnavailable
 
 
 def composed(x: np.ndarray, scale: float | None = None, mask: np.ndarray | None = None) -> np.ndarray:
@@ -53,7 +53,7 @@ def load() -> Backend:
         to_numpy=np.asarray,
         copy=np.copy,
         describe=lambda device: {"threads": 1},  # numpy's ufuncs and reductions run on one thread
-        options=OPTIONS,
+        options=ATTENTION_OPTIONS,
         # Measured (scipy 1.17): a fully masked row gives softmax and log_softmax NaN, logsumexp -inf.
         fully_masked="nan",
     )

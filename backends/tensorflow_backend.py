@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from softmax_suite.protocol import OPTIONS, Backend, BackendUnavailable
+from softmax_suite.protocol import ATTENTION_OPTIONS, Backend, BackendUnavailable
 
 DEVICES = {"cpu": "/CPU:0", "gpu": "/GPU:0"}
 
@@ -109,7 +109,7 @@ def load() -> Backend:
         # tf.identity may hand back the same buffer; DeepCopy always writes a new one.
         copy=lambda x: tf.raw_ops.DeepCopy(x=x),
         describe=describe,
-        options=OPTIONS,
+        options=ATTENTION_OPTIONS,
         # Read from tensorflow's source, not measured here (see the docstring): NaN softmax and
         # log_softmax, -inf logsumexp on a fully masked row.
         fully_masked="nan",

@@ -5,6 +5,7 @@ custom torch.autograd.Function's backward is what its VJP tests.
 
 Attention's forms are composed as a torch user writes them: (x * scale).masked_fill(~mask, -inf),
 then the op (torch's softmax has neither argument); their VJPs through autograd of that.
+cross_entropy is torch.nn.functional.cross_entropy with every option (its VJP through autograd).
 
 Inputs keep their strides on the cpu (torch.from_numpy shares the numpy buffer, so a
 non-contiguous case stays non-contiguous); bfloat16 crosses as its 16-bit pattern.
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from softmax_suite.protocol import DTYPES, OPTIONS, Backend, BackendUnavailable
+from softmax_suite.protocol import ATTENTION_OPTIONS, DTYPES, LOSS_OPTIONS, Backend, BackendUnavailable
 
 DEVICE_KINDS = ("cpu", "cuda", "mps")
 
@@ -132,11 +133,19 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None,
 
         return call
 
+    def cross_entropy(x: Any, axis: int, target: Any, reduction: str, ignore_index: int = -100,
+                      label_smoothing: float = 0.0, weight: Any = None) -> Any:
+        # torch takes the classes along dim 1.
+        return torch.nn.functional.cross_entropy(x.movedim(axis, 1), target, weight=weight,
+                                                 ignore_index=ignore_index, reduction=reduction,
+                                                 label_smoothing=label_smoothing)
+
     absent = _absent_devices(torch)
     devices = tuple(d for d in DEVICE_KINDS if d not in absent)
     forwards = dict(functions) if functions is not None else {
-        op: composed(f) for op, f in (("softmax", torch.softmax), ("log_softmax", torch.log_softmax),
-                                      ("logsumexp", torch.logsumexp))}
+        **{op: composed(f) for op, f in (("softmax", torch.softmax), ("log_softmax", torch.log_softmax),
+                                         ("logsumexp", torch.logsumexp))},
+        "cross_entropy": cross_entropy}
     unsupported = {}
     if functions is not None:
         for op, function in forwards.items():
@@ -157,5 +166,5 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None,
         synchronize=synchronize,
         describe=lambda device: _describe(torch, device),
         copy=torch.clone,
-        options=OPTIONS if functions is None else (),
+        options=(*ATTENTION_OPTIONS, *LOSS_OPTIONS) if functions is None else (),
     )

@@ -110,6 +110,10 @@ def summation_depth(n: int) -> int:
     return math.ceil(math.log2(n)) if n > 1 else 0
 
 
+# The VJPs made like log_softmax's, g - y sum(g): cross-entropy's gradient is one (oracle.losses).
+LOG_SOFTMAX_VJPS = ("log_softmax_vjp", "cross_entropy_vjp")
+
+
 def _softmax_vjp(terms: dict, rho: np.ndarray, k: BudgetConstants, summation: float) -> np.ndarray:
     y, g, weight = terms["y"], terms["g_abs"], terms["sum_abs_g_y"]
     inner = (k.c0 + k.c_exp * terms["weighted_gap"] + 2 * summation) * weight \
@@ -120,6 +124,12 @@ def _softmax_vjp(terms: dict, rho: np.ndarray, k: BudgetConstants, summation: fl
 def _log_softmax_vjp(terms: dict, rho: np.ndarray, k: BudgetConstants, summation: float) -> np.ndarray:
     y = terms["y"]
     return terms["g_abs"] + np.where(y > 0, y * terms["sum_abs_g"] * (rho + summation + 2), 0.0)
+
+
+def _cross_entropy_vjp(terms: dict, rho: np.ndarray, k: BudgetConstants, summation: float) -> np.ndarray:
+    # log_softmax's VJP at the smoothed target's cotangent, and the rounding of its factor (a mean's
+    # 1 / N): one more unit of the natural scale (oracle.losses).
+    return _log_softmax_vjp(terms, rho, k, summation) + natural_scale("log_softmax_vjp", terms)
 
 
 def _logsumexp_vjp(terms: dict, rho: np.ndarray, k: BudgetConstants, summation: float) -> np.ndarray:
@@ -133,14 +143,14 @@ def natural_scale(op: str, terms: dict) -> np.ndarray:
     y, g = terms["y"], terms["g_abs"]
     if op == "softmax_vjp":
         return y * (g + terms["sum_abs_g_y"])
-    return g + y * terms["sum_abs_g"] if op == "log_softmax_vjp" else g * y
+    return g + y * terms["sum_abs_g"] if op in LOG_SOFTMAX_VJPS else g * y
 
 
 def vjp_multiplier(op: str, terms: dict) -> np.ndarray:
     """What multiplies y_j in the VJP: an underflow of y_j (up to ulp_min) is scaled by it."""
     if op == "softmax_vjp":
         return terms["g_abs"] + terms["sum_abs_g_y"]
-    return terms["sum_abs_g"] if op == "log_softmax_vjp" else terms["g_abs"]
+    return terms["sum_abs_g"] if op in LOG_SOFTMAX_VJPS else terms["g_abs"]
 
 
 def vjp_underflow(op: str, terms: dict, fmt: Format, flush_to_zero: bool) -> np.ndarray:
@@ -176,10 +186,14 @@ BUDGET_FORMULAS = {
     "log_softmax_vjp": "u [|g_j| + y_j sum|g| (rho_j + c_exp |z_j| + c_sum ceil(log2 n) + 2)] "
                        "+ ulp_min (1 + sum|g|)",
     "logsumexp_vjp": "u |g| y_j (rho_j + 1) + ulp_min (1 + |g|)",
+    "cross_entropy": "sum_c h_c (c_exp |x_c - a| u + E_L + u |z_c|) + c_sum ceil(log2 C) u [e > 0] loss "
+                     "+ c0 u loss; over rows: + c_sum ceil(log2 N) u sum (sum), + c0 u mean (mean)",
+    "cross_entropy_vjp": "log_softmax_vjp's at g = -F h (h_c = (1 - e) w_t [c = t] + e w_c / C) "
+                         "+ u (|g_j| + y_j sum|g|)",
 }
 
 VJP_BUDGETS = {"softmax_vjp": _softmax_vjp, "log_softmax_vjp": _log_softmax_vjp,
-               "logsumexp_vjp": _logsumexp_vjp}
+               "logsumexp_vjp": _logsumexp_vjp, "cross_entropy_vjp": _cross_entropy_vjp}
 
 
 @dataclass(frozen=True)
@@ -220,6 +234,8 @@ def budget(reference: Reference, constants: BudgetConstants = BudgetConstants(),
     magnitude = np.abs(reference.mant)  # |v| / 2^scale, in [1, 2) or 0
     with np.errstate(all="ignore"):
         relative_units = np.ldexp(magnitude, scale - quantum)  # |v| / ulp(v)
+        if reference.op == "cross_entropy":  # its terms are the multipliers (oracle.losses)
+            return _loss_budget(terms, constants, fmt, quantum, flush_to_zero, np.isfinite(reference.mant))
         underflowed = sum_underflow(terms, fmt, flush_to_zero)
         log_error = (terms["log_tail"] + terms["tail"] * (c0 + summation)
                      + c_exp * terms["weighted_gap"]) * u + underflowed
@@ -239,7 +255,7 @@ def budget(reference: Reference, constants: BudgetConstants = BudgetConstants(),
             units = 0.5 + np.ldexp(absolute, -quantum) + u * relative_units
         elif reference.op in VJP_BUDGETS:
             shift = terms["gap"] + terms["weighted_gap"]
-            if reference.op == "log_softmax_vjp":  # y_j = exp(z_j^) from the rounded output
+            if reference.op in LOG_SOFTMAX_VJPS:  # y_j = exp(z_j^) from the rounded output
                 shift = shift + terms["gap"] + terms["log_tail"]
             rho = c0 + _exp_error(c_exp * shift * u) / u + summation + underflowed / u
             allowance = u * VJP_BUDGETS[reference.op](terms, rho, constants, summation) \
@@ -251,3 +267,14 @@ def budget(reference: Reference, constants: BudgetConstants = BudgetConstants(),
     finite = np.isfinite(reference.mant)
     return Budget(units=np.where(finite, units, np.inf), exponent=np.where(finite, unit, quantum),
                   ulp_exponent=quantum)
+
+
+def _loss_budget(terms: dict, k: BudgetConstants, fmt: Format, quantum: np.ndarray, flush_to_zero: bool,
+                 finite: np.ndarray) -> Budget:
+    """cross_entropy's budget in ULPs of its exact value, from the multipliers of each constant."""
+    with np.errstate(all="ignore"):
+        absolute = fmt.u * (k.c0 * terms["k_c0"] + k.c_exp * terms["k_exp"] + k.c_sum * terms["k_sum"]
+                            + terms["k_one"]) + fmt.min_subnormal * terms["k_sub"] \
+            + (terms["k_tail"] if flush_to_zero else 0.0)
+        units = 0.5 + np.ldexp(absolute, -quantum)
+    return Budget(units=np.where(finite, units, np.inf), exponent=quantum, ulp_exponent=quantum)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from softmax_suite.ops import is_vjp
-from softmax_suite.oracle import scaled, store
+from softmax_suite.ops import cotangent_of, is_vjp, op_named
+from softmax_suite.oracle import losses, scaled, store
 from softmax_suite.oracle.exact import Reference, forward_references
 from softmax_suite.oracle.gradients import vjp_references
 
@@ -41,14 +41,19 @@ def content_key(family: str, x: np.ndarray, axis: int) -> tuple:
 
 
 def reference(op: str, x: np.ndarray, axis: int, cotangents: tuple[np.ndarray, np.ndarray] | None = None,
-              scale: float | None = None, mask: np.ndarray | None = None) -> Reference:
+              scale: float | None = None, mask: np.ndarray | None = None, **loss) -> Reference:
     """The exact reference of op on x along axis; a VJP needs the cotangents (g, g_row). With scale
     or mask, of softmax(scale * x) over the entries mask keeps (softmax_suite.oracle.scaled). The
-    forward ops share one computation, and so do the three VJPs of one (x, g, g_row)."""
+    forward ops share one computation, and so do the three VJPs of one (x, g, g_row). A loss op
+    takes its keyword arguments (target, reduction and the loss's options: oracle.losses)."""
     vjp = is_vjp(op)
     if vjp and cotangents is None:
         raise ValueError(f"{op} needs cotangents (g, g_row)")
-    question = Question(vjp, scale, None if mask is None else np.broadcast_to(mask, x.shape))
+    if op_named(op).loss != bool(loss):
+        raise ValueError(f"{op} takes {'a target and a reduction' if op_named(op).loss else 'no target'}: "
+                         f"got {', '.join(loss) or 'none'}")
+    question = Question(vjp, scale, None if mask is None else np.broadcast_to(mask, x.shape),
+                        Loss.of(loss) if loss else None)
     key = (*content_key(question.family, x, axis), *map(_digest, question.arrays(cotangents)))
     if key in _memory:
         _memory.move_to_end(key)
@@ -61,6 +66,34 @@ def reference(op: str, x: np.ndarray, axis: int, cotangents: tuple[np.ndarray, n
 
 
 @dataclass(frozen=True)
+class Loss:
+    """A loss op's question beyond x: its targets, reduction and options (oracle.losses)."""
+
+    target: np.ndarray
+    reduction: str
+    ignore_index: int | None = None
+    label_smoothing: float | None = None
+    weight: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, given: dict) -> Loss:
+        unknown = set(given) - {"target", "reduction", "ignore_index", "label_smoothing", "weight"}
+        if unknown or "target" not in given or "reduction" not in given:
+            raise ValueError("a loss takes target=, reduction= and optionally ignore_index=, "
+                             f"label_smoothing=, weight=; got {', '.join(sorted(given))}")
+        return cls(**given)
+
+    @property
+    def family(self) -> str:
+        return (f"loss reduction={self.reduction} ignore_index={self.ignore_index!r} "
+                f"label_smoothing={self.label_smoothing!r} weight={self.weight is not None}")
+
+    def arrays(self) -> list[np.ndarray]:
+        return [np.asarray(self.target, dtype=np.int64),
+                *(() if self.weight is None else (np.asarray(self.weight),))]
+
+
+@dataclass(frozen=True)
 class Question:
     """What a reference answers beyond x: the VJPs or the forward ops, and an attention call's
     scale and mask; family names it in the keys."""
@@ -68,20 +101,29 @@ class Question:
     vjp: bool
     scale: float | None = None
     mask: np.ndarray | None = None
+    loss: Loss | None = None
 
     @property
     def family(self) -> str:
         family = "vjp" if self.vjp else "forward"
+        if self.loss is not None:
+            return f"{family} {self.loss.family}"
         # repr: the float's exact value, so that two scales never share an entry.
         return family if self.scale is None and self.mask is None else \
             f"{family} scale={self.scale!r} mask={self.mask is not None}"
 
     def arrays(self, cotangents: tuple[np.ndarray, np.ndarray] | None) -> list[np.ndarray]:
         """The inputs beyond x that the reference depends on."""
-        return [*(cotangents if self.vjp else ()), *(() if self.mask is None else (self.mask,))]
+        return [*(cotangents if self.vjp else ()), *(() if self.mask is None else (self.mask,)),
+                *(() if self.loss is None else self.loss.arrays())]
 
     def compute(self, x: np.ndarray, axis: int,
                 cotangents: tuple[np.ndarray, np.ndarray] | None) -> dict[str, Reference]:
+        if self.loss is not None:
+            loss = self.loss
+            cotangent = cotangent_of("cross_entropy_vjp", *cotangents, loss.reduction) if self.vjp else None
+            return losses.references(self.vjp, x, axis, cotangent, loss.target, loss.reduction,
+                                     loss.ignore_index, loss.label_smoothing, loss.weight)
         if self.scale is not None or self.mask is not None:
             return scaled.references(self.vjp, x, axis, cotangents, self.scale, self.mask)
         return vjp_references(x, *cotangents, axis) if self.vjp else forward_references(x, axis)

@@ -26,9 +26,12 @@ target, K = (1 - e) w_t + e W / C: 1 - p_t is formed as S / (1 + S), so a confid
 -3.6e-35 keeps its bits where softmax - onehot gives 0. Its values are transcendental but where a
 term vanishes exactly (p_c = 0 at a -inf logit), and the same loop decides them.
 
-Special values (the policy the op will be judged by): any NaN or +inf logit in a kept row makes its
-loss NaN; a -inf logit is a class of probability 0: as the target, the loss is +inf; under label
-smoothing with a positive weight on it, the smoothed term is +inf too.
+Special values (the policy the ops are judged by, docs/cross-entropy.md): any NaN or +inf logit in a
+kept row, or a row of only -inf, makes its loss NaN; a -inf logit is a class of probability 0: as
+the target, the loss is +inf; under label smoothing with a positive weight on it, the smoothed
+term is +inf too. The gradient is log_softmax's VJP at the smoothed target's cotangent, and its
+special values are that VJP's: NaN for a row holding a NaN or a +inf or only -inf; finite where the
+loss is +inf (the limit as the target's logit goes to -inf: p - onehot).
 """
 
 from __future__ import annotations
@@ -55,11 +58,13 @@ from mpmath.libmp import (
 )
 
 from softmax_suite.formats import format_of
+from softmax_suite.ops import REDUCTIONS
 from softmax_suite.oracle import fastpath
 from softmax_suite.oracle.exact import MAX_PRECISION, initial_precision
 from softmax_suite.oracle.rounding import round_interval
 
-REDUCTIONS = ("none", "mean", "sum")
+# An exact value and its rounding into the output format.
+Decided = tuple[tuple, float]
 
 
 def _bound_add(a: tuple, b: tuple) -> tuple:
@@ -73,7 +78,7 @@ def _eps(precision: int, magnitude: tuple, multiple: int) -> tuple:
 
 def _row_loss(x: np.ndarray, t: int, w: np.ndarray, smoothing: float, precision: int) -> tuple[tuple, tuple]:
     """(loss, absolute error bound) of one kept row at precision."""
-    if np.isnan(x).any() or np.isposinf(x).any():
+    if np.isnan(x).any() or np.isposinf(x).any() or np.isneginf(x).all():
         return fnan, fzero
     if np.isneginf(x[t]):
         return finf, fzero
@@ -153,6 +158,17 @@ def cross_entropy(x: np.ndarray, targets: Sequence[int] | np.ndarray, *, reducti
                   weight: np.ndarray | None = None) -> np.ndarray:
     """The correctly rounded cross-entropy of logits x (N, C) in x's dtype, with targets (N,) class
     indices: a loss per row ("none", 0 for an ignored row) or one value ("mean", "sum")."""
+    decided, _ = exact_cross_entropy(x, targets, reduction=reduction, ignore_index=ignore_index,
+                                     label_smoothing=label_smoothing, weight=weight)
+    rounded = np.asarray([found for _, found in decided], dtype=format_of(x.dtype).np_dtype)
+    return rounded if reduction == "none" else rounded.reshape(())
+
+
+def exact_cross_entropy(x: np.ndarray, targets: Sequence[int] | np.ndarray, *, reduction: str = "mean",
+                        ignore_index: int = -100, label_smoothing: float = 0.0,
+                        weight: np.ndarray | None = None) -> tuple[list[Decided], int]:
+    """cross_entropy's values, each exact (an mpf within the last precision's bound) and rounded,
+    one per row or one in all, and the precision that decided them."""
     fmt = format_of(x.dtype)
     x64, targets, w = _checked(x, targets, reduction, ignore_index, label_smoothing, weight)
     precision = initial_precision(fmt)
@@ -164,31 +180,38 @@ def cross_entropy(x: np.ndarray, targets: Sequence[int] | np.ndarray, *, reducti
         precision *= 2
     if decided is None:  # no known input gets here (module docstring); rounded as computed
         decided = _rounded(losses, targets, w, reduction, fmt, precision, force=True)
-    return np.asarray(decided, dtype=fmt.np_dtype)
+    return decided, precision
 
 
 def _rounded(losses: list, targets: np.ndarray, w: np.ndarray, reduction: str, fmt, precision: int,
-             force: bool = False) -> list[float] | float | None:
-    """The losses rounded into fmt for the reduction, or None where one is undecided."""
-    def decide(value: tuple, err: tuple) -> float | None:
+             force: bool = False) -> list[Decided] | None:
+    """The losses for the reduction with their roundings into fmt, or None where one is undecided."""
+    def decide(value: tuple, err: tuple) -> Decided | None:
         found = round_interval(value, err, fmt, precision)
         if found is None and force:
             found = round_interval(value, fzero, fmt, precision)
-        return found
+        return None if found is None else (value, found)
 
     if reduction == "none":
         out = []
         for item in losses:
-            found = 0.0 if item is None else decide(*item)
+            found = (fzero, 0.0) if item is None else decide(*item)
             if found is None:
                 return None
             out.append(found)
         return out
+    decided = _reduced(losses, targets, w, reduction, precision, decide)
+    return None if decided is None else [decided]
+
+
+def _reduced(losses: list, targets: np.ndarray, w: np.ndarray, reduction: str, precision: int,
+             decide) -> Decided | None:
+    """The sum or the mean of the kept rows' losses."""
     kept = [item for item in losses if item is not None]
     if any(value == fnan for value, _ in kept):
-        return math.nan
+        return fnan, math.nan
     if any(value == finf for value, _ in kept):
-        return math.inf
+        return finf, math.inf
     total = mpf_sum([value for value, _ in kept], precision, round_nearest) if kept else fzero
     err = fzero
     for _, e in kept:
@@ -199,7 +222,7 @@ def _rounded(losses: list, targets: np.ndarray, w: np.ndarray, reduction: str, f
     denominator = mpf_sum([from_float(float(w[int(t)])) for t, item in zip(targets, losses, strict=True)
                            if item is not None], 0)
     if denominator == fzero:
-        return math.nan  # every row ignored (or of weight 0): 0/0
+        return fnan, math.nan  # every row ignored (or of weight 0): 0/0
     mean = mpf_div(total, denominator, precision, round_nearest)
     return decide(mean, _bound_add(mpf_div(err, denominator, 64, round_ceiling), _eps(precision, mean, 2)))
 
@@ -209,14 +232,16 @@ def _row_gradient(x: np.ndarray, t: int, w: np.ndarray, smoothing: float, factor
     """(value, absolute error bound) of d loss / d x_c for every class c of one kept row, times factor
     (the cotangent, with the reduction's 1 / sum of weights for mean), exact in mpf."""
     c_count = x.size
-    if np.isnan(x).any() or np.isposinf(x).any() or np.isneginf(x[t]) or factor == fnan:
+    if np.isnan(x).any() or np.isposinf(x).any() or np.isneginf(x).all() or factor == fnan:
         return [(fnan, fzero)] * c_count
-    top = from_float(float(x[t]))
     finite = np.isfinite(x)
+    # The target's logit is the pivot; a -inf target (p_t = 0, 1 - p_t = 1) pivots on the largest.
+    pivoted = bool(finite[t])
+    top = from_float(float(x[t] if pivoted else np.max(x[finite])))
     exps = [mpf_exp(mpf_sub(from_float(float(v)), top), precision, round_nearest) if ok and c != t else fzero
             for c, (v, ok) in enumerate(zip(x, finite, strict=True))]
     total = mpf_sum(exps, precision, round_nearest)  # S, within 8 eps S (exact.py's bound)
-    denominator = mpf_add(from_int(1), total, precision, round_nearest)
+    denominator = mpf_add(from_int(1), total, precision, round_nearest) if pivoted else total
     weights = [from_float(float(v)) for v in w]
     e = from_float(smoothing)
     classes = from_int(c_count)
@@ -241,8 +266,8 @@ def _row_gradient(x: np.ndarray, t: int, w: np.ndarray, smoothing: float, factor
                              _bound_add(_eps(precision, product, 2), share_err))
         else:
             # p_t K - (1 - e) w_t - e w_t / C = e (W - w_t) / C - K S / (1 + S): no 1 - p_t formed.
-            rest = mpf_div(total, denominator, precision, round_nearest)  # 1 - p_t, within 24 eps
-            rest_err = _eps(precision, rest, 24)
+            rest = mpf_div(total, denominator, precision, round_nearest) if pivoted else from_int(1)
+            rest_err = _eps(precision, rest, 24) if pivoted else fzero  # 1 - p_t
             product = mpf_mul(k, rest, precision, round_nearest)
             # e (W - w_t) / C, one rounding: W - w_t and e (W - w_t) are exact.
             others = mpf_div(mpf_mul(e, mpf_sub(total_weight, weights[t])), classes, precision, round_nearest)
@@ -265,6 +290,17 @@ def cross_entropy_vjp(x: np.ndarray, targets: Sequence[int] | np.ndarray, g: flo
     loss (one per row for "none", a scalar for "mean" and "sum"): per kept row
     g ((1 - e) w_t (p - onehot_t) + e / C sum_k w_k (p - onehot_k)), divided by the kept rows' weight
     for "mean"; 0 on ignored rows."""
+    rows, _ = exact_cross_entropy_vjp(x, targets, g, reduction=reduction, ignore_index=ignore_index,
+                                      label_smoothing=label_smoothing, weight=weight)
+    return np.asarray([[found for _, found in row] for row in rows],
+                      dtype=np.float64).reshape(x.shape).astype(x.dtype)
+
+
+def exact_cross_entropy_vjp(x: np.ndarray, targets: Sequence[int] | np.ndarray, g: float | np.ndarray, *,
+                            reduction: str = "mean", ignore_index: int = -100, label_smoothing: float = 0.0,
+                            weight: np.ndarray | None = None) -> tuple[list[list[Decided]], int]:
+    """cross_entropy_vjp's values row by row, each exact (an mpf) and rounded, and the precision
+    that decided them."""
     fmt = format_of(x.dtype)
     x64, targets, w = _checked(x, targets, reduction, ignore_index, label_smoothing, weight)
     g64 = np.asarray(g, dtype=np.float64)
@@ -277,14 +313,14 @@ def cross_entropy_vjp(x: np.ndarray, targets: Sequence[int] | np.ndarray, g: flo
         out, undecided = _gradients(x64, targets, w, g64, reduction, ignore_index, label_smoothing, fmt,
                                     precision, force=precision >= MAX_PRECISION)
         if not undecided:
-            return np.asarray(out, dtype=np.float64).astype(fmt.np_dtype)
+            return out, precision
         precision *= 2
 
 
 def _gradients(x: np.ndarray, targets: np.ndarray, w: np.ndarray, g: np.ndarray, reduction: str,
                ignore_index: int, smoothing: float, fmt, precision: int,
-               force: bool) -> tuple[list[list[float]], bool]:
-    """The gradient rows rounded into fmt, and whether any element was left undecided."""
+               force: bool) -> tuple[list[list[Decided]], bool]:
+    """The gradient rows, exact and rounded into fmt, and whether any element was left undecided."""
     kept = [int(t) != ignore_index for t in targets]
     factor_all = from_float(float(g)) if reduction != "none" else None
     if reduction == "mean":
@@ -296,7 +332,7 @@ def _gradients(x: np.ndarray, targets: np.ndarray, w: np.ndarray, g: np.ndarray,
     rows, undecided = [], False
     for i, (row, t) in enumerate(zip(x, targets, strict=True)):
         if not kept[i]:
-            rows.append([0.0] * row.size)
+            rows.append([(fzero, 0.0)] * row.size)
             continue
         factor = from_float(float(g[i])) if reduction == "none" else factor_all
         rounded = []
@@ -306,6 +342,6 @@ def _gradients(x: np.ndarray, targets: np.ndarray, w: np.ndarray, g: np.ndarray,
                 if not force:
                     undecided = True
                 found = round_interval(value, fzero, fmt, precision)
-            rounded.append(found)
+            rounded.append((value, found))
         rows.append(rounded)
     return rows, undecided

@@ -73,7 +73,7 @@ from mpmath.libmp import (
 )
 
 from softmax_suite.formats import Format, format_of
-from softmax_suite.ops import FORWARD_OPS, PER_ROW, TABLE
+from softmax_suite.ops import PER_ROW, SOFTMAX_FORWARD_OPS, TABLE
 from softmax_suite.oracle import fastpath
 from softmax_suite.oracle.progress import progress
 from softmax_suite.oracle.rounding import round_interval, round_to_format, split_mpf
@@ -129,7 +129,7 @@ def forward_references(x: np.ndarray, axis: int, fmt: Format | None = None) -> d
     fmt (x's own format unless given: float64 x holding another format's question, oracle.scaled)."""
     fmt = fmt or format_of(x.dtype)
     return build_references(fmt, axis, [x], lambda row, precision: _evaluate_row(row[0], precision),
-                            FORWARD_OPS, fastpath.forward_fast)
+                            SOFTMAX_FORWARD_OPS, fastpath.forward_fast)
 
 
 RowEvaluation = Callable[[list[np.ndarray], int], dict]

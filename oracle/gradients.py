@@ -88,7 +88,7 @@ from mpmath.libmp import (
 )
 
 from softmax_suite.formats import Format, format_of
-from softmax_suite.ops import VJP_OPS
+from softmax_suite.ops import SOFTMAX_VJP_OPS
 from softmax_suite.oracle import fastpath
 from softmax_suite.oracle.exact import Bound, ForwardRow, Reference, build_references, forward_row, near
 
@@ -102,7 +102,8 @@ def vjp_references(x: np.ndarray, g: np.ndarray, g_row: np.ndarray, axis: int,
     reduced = tuple(size for i, size in enumerate(x.shape) if i != axis % x.ndim)
     if g_row.shape != reduced:
         raise ValueError(f"logsumexp cotangent shape {g_row.shape}, expected {reduced}")
-    return build_references(fmt or format_of(x.dtype), axis, [x, g, g_row], _evaluate_vjp_row, VJP_OPS,
+    return build_references(fmt or format_of(x.dtype), axis, [x, g, g_row], _evaluate_vjp_row,
+                            SOFTMAX_VJP_OPS,
                             partial(fastpath.vjp_fast, zeros=_zero_softmax_vjp, terms=vjp_terms))
 
 
@@ -130,7 +131,8 @@ def vjp_terms(x: np.ndarray, g: np.ndarray, g_row: np.ndarray, y: np.ndarray, ga
             weighted[~finite] = 0.0
         sums["sum_abs_g_y_gap"] = np.sum(weighted, axis=-1)
     common = {"y": y, "gap": gap, **row_terms, **sums}
-    return {op: {**common, "g_abs": g_abs if op != "logsumexp_vjp" else np.abs(g_row)} for op in VJP_OPS}
+    return {op: {**common, "g_abs": g_abs if op != "logsumexp_vjp" else np.abs(g_row)}
+            for op in SOFTMAX_VJP_OPS}
 
 
 def _evaluate_vjp_row(rows: list[np.ndarray], precision: int) -> dict:
@@ -144,7 +146,7 @@ def _evaluate_vjp_row(rows: list[np.ndarray], precision: int) -> dict:
     terms = {op: {name: value.tolist() if np.ndim(value) else float(value) for name, value in named.items()}
              for op, named in built.items()}
     if nan_row:
-        values = {op: [Bound(fnan, fzero)] * n for op in VJP_OPS}
+        values = {op: [Bound(fnan, fzero)] * n for op in SOFTMAX_VJP_OPS}
     elif len(np.unique(row[finite])) == 1:
         values = _rational_row(row, g, g_scalar, precision)
     else:
@@ -273,7 +275,7 @@ def _rational_row(row: np.ndarray, g: np.ndarray, g_scalar: float,
     gs = [Fraction(v) for v in g.tolist()]
     inner = sum((gj for gj, f in zip(gs, finite, strict=True) if f), Fraction(0)) / m
     total = sum(gs, Fraction(0))
-    outputs: dict[str, list[tuple]] = {op: [] for op in VJP_OPS}
+    outputs: dict[str, list[tuple]] = {op: [] for op in SOFTMAX_VJP_OPS}
     for gj, f in zip(gs, finite, strict=True):
         yj = Fraction(1, m) if f else Fraction(0)
         outputs["softmax_vjp"].append(_rational(yj * (gj - inner), precision))

@@ -36,7 +36,7 @@ import math
 import numpy as np
 
 from softmax_suite.formats import Format, format_of
-from softmax_suite.ops import VJP_OPS
+from softmax_suite.ops import SOFTMAX_VJP_OPS
 from softmax_suite.oracle import fastpath
 from softmax_suite.oracle.exact import Reference, forward_references
 from softmax_suite.oracle.gradients import vjp_references
@@ -115,7 +115,7 @@ def with_product_rounding(found: dict[str, Reference], z: np.ndarray, axis: int)
     with np.errstate(invalid="ignore", over="ignore"):
         size = np.where(np.isfinite(z), np.abs(z), 0.0)
         y = found["softmax"].rounded.astype(np.float64) if "softmax" in found \
-            else np.asarray(found[VJP_OPS[0]].terms["y"])
+            else np.asarray(found[SOFTMAX_VJP_OPS[0]].terms["y"])
         y = np.where(np.isfinite(y), y, 0.0)
         share = y * size
         weighted = np.sum(share, axis=axis, keepdims=True)

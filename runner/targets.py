@@ -10,7 +10,7 @@ from softmax_suite.backends.isolation import Isolated
 from softmax_suite.backends.registry import Unavailable
 from softmax_suite.ops import is_vjp
 from softmax_suite.protocol import OPTIONS, Backend
-from softmax_suite.suites.accuracy import Target
+from softmax_suite.suites.accuracy import Target, why_not_case
 from softmax_suite.suites.cases import Case
 from softmax_suite.suites.throughput import Shape
 
@@ -56,11 +56,11 @@ def questions(name: str, backend: Backend | Unavailable, op: str, check: str, se
                         yield Question(Target(op, name, device, dtype, shape.name, None, check, spec))
                 continue
             for case in selection.cases:
-                if dtype not in case.dtypes or backend.why_not_with(case.options) \
+                if why_not_case(op, case) or dtype not in case.dtypes or backend.why_not_with(case.options) \
                         or backend.why_not_length(case.row_length) or backend.why_not_finite(case.finite):
                     continue
-                if check == "invariants" and case.options:  # measured on plain rows (docs/attention.md)
-                    continue
+                if check == "invariants" and (case.scale is not None or case.mask is not None):
+                    continue  # measured on plain rows (docs/attention.md)
                 kinds = [k for k in case.cotangents if k in selection.cotangents] if is_vjp(op) else [None]
                 for kind in kinds:
                     yield Question(Target(op, name, device, dtype, case.name, kind, check, spec),

@@ -8,6 +8,13 @@ Attention's forms of the ops add keyword arguments, passed only where a case ask
 only to a backend that lists them in `options`: scale=s (a Python float: the op is of s * x) and
 mask=m (a boolean array of the backend's kind, broadcastable to x, True = keep). `fully_masked`
 declares what the forward ops give on a row whose every entry is masked (FULLY_MASKED).
+
+The loss ops (cross_entropy and its VJP) take logits x of shape (N, C), classes along axis, and
+always target= (N integer class indices, an array of the backend's kind) and reduction= ("none",
+"mean" or "sum"); the loss's cotangent g of cross_entropy_vjp is one per row for "none" and a
+scalar otherwise. Where a case sets them, they also take ignore_index= (an int), label_smoothing=
+(a float) and weight= (C class weights, an array of the backend's kind in x's dtype), with the
+semantics of torch.nn.functional.cross_entropy; a backend lists those it takes in `options`.
 """
 
 from __future__ import annotations
@@ -21,10 +28,22 @@ import numpy as np
 from softmax_suite.formats import DTYPES
 from softmax_suite.ops import FORWARD_OPS, OPS, VJP_OPS
 
-__all__ = ["DTYPES", "FORWARD_OPS", "FULLY_MASKED", "OPS", "OPTIONS", "VJP_OPS", "Backend",
-           "BackendUnavailable"]
+__all__ = [
+    "ATTENTION_OPTIONS",
+    "DTYPES",
+    "FORWARD_OPS",
+    "FULLY_MASKED",
+    "LOSS_OPTIONS",
+    "OPS",
+    "OPTIONS",
+    "VJP_OPS",
+    "Backend",
+    "BackendUnavailable",
+]
 
-OPTIONS = ("scale", "mask")
+ATTENTION_OPTIONS = ("scale", "mask")
+LOSS_OPTIONS = ("ignore_index", "label_smoothing", "weight")
+OPTIONS = (*ATTENTION_OPTIONS, *LOSS_OPTIONS)
 # A fully masked row's forward ops: "nan" (IEEE: 0/0; softmax and log_softmax NaN) or "zero"
 # (softmax 0, log_softmax -inf: FlashAttention's and torch's SDPA's); logsumexp of an empty sum is
 # -inf under both, and every VJP is 0 (a masked entry's gradient: softmax_suite.suites.masking).

@@ -17,12 +17,12 @@ import numpy as np
 from softmax_suite.backends.calls import CallTimeout, describe_error, last_frames, limited, output_of
 from softmax_suite.backends.isolation import Isolated, WorkerFailure
 from softmax_suite.formats import format_of
-from softmax_suite.ops import cotangent_of
+from softmax_suite.ops import cotangent_of, op_named
 from softmax_suite.oracle import cache
 from softmax_suite.oracle.exact import Reference
 from softmax_suite.oracle.metrics import classify
 from softmax_suite.protocol import Backend
-from softmax_suite.suites import flushing, masking
+from softmax_suite.suites import flushing, losses, masking
 from softmax_suite.suites.cases import CASES, Case
 from softmax_suite.suites.cotangents import build_cotangents
 from softmax_suite.suites.deviations import Deviation
@@ -81,12 +81,31 @@ def case_cotangents(case_name: str, kind: str, dtype: str) -> tuple[np.ndarray, 
     return arrays
 
 
+def why_not_case(op: str, case: Case) -> str | None:
+    """None when op is asked on the case: the loss ops on the loss cases, the others on the rest."""
+    if op_named(op).loss == (case.loss is not None):
+        return None
+    return f"{op} is asked on the loss cases only" if op_named(op).loss else \
+        f"{case.name} is a loss case: only the loss ops ask it"
+
+
+def case_cotangent(op: str, case_name: str, kind: str, dtype: str) -> np.ndarray:
+    """The cotangent op takes of the case's cotangents of kind (a reduced loss's: a scalar)."""
+    reduction = CASES[case_name].loss.reduction if CASES[case_name].loss else "none"
+    return cotangent_of(op, *case_cotangents(case_name, kind, dtype), reduction)
+
+
 @lru_cache(maxsize=16)
 def case_options(case_name: str, dtype: str) -> dict:
-    """The case's keyword arguments in dtype (softmax_suite.protocol.OPTIONS): its scale rounded into
-    dtype, its mask (read-only) for the input's shape; empty for a plain case."""
+    """The case's keyword arguments in dtype (softmax_suite.protocol): its scale rounded into dtype,
+    its mask (read-only) for the input's shape, a loss case's target, reduction and options; empty
+    for a plain case."""
     case = CASES[case_name]
     options = {}
+    for name, value in case.loss_arguments(dtype).items():
+        if isinstance(value, np.ndarray):
+            value.flags.writeable = False
+        options[name] = value
     if case.scale is not None:
         options["scale"] = case.scale_in(dtype)
     if case.mask is not None:
@@ -110,6 +129,8 @@ def base_record(target: Target, case: Case, backend: Backend | None) -> dict:
     if case.mask is not None:
         record["mask"] = masking.mask_summary(case_options(target.case, target.dtype)["mask"], case.axis)
         record["fully_masked"] = backend.fully_masked if backend else None
+    if case.loss is not None:
+        record["loss"] = losses.summary(case_options(target.case, target.dtype))
     return record
 
 
@@ -157,7 +178,8 @@ def run(target: Target, backend: Backend, settings: Policy,
     case = CASES[target.case]
     record = base_record(target, case, backend)
     # The runner asks none of these (runner.targets); a direct call is answered the same way.
-    reason = (backend.why_unsupported(target.op, target.dtype) or backend.why_not_with(case.options)
+    reason = (why_not_case(target.op, case) or backend.why_unsupported(target.op, target.dtype)
+              or backend.why_not_with(case.options)
               or backend.why_not_length(case.row_length) or backend.why_not_finite(case.finite))
     if reason:
         return {**record, "status": "unsupported", "message": reason}
@@ -168,7 +190,7 @@ def run(target: Target, backend: Backend, settings: Policy,
     inputs = [x]
     if target.cotangent is not None:
         cotangents = case_cotangents(target.case, target.cotangent, target.dtype)
-        inputs.append(cotangent_of(target.op, *cotangents))
+        inputs.append(case_cotangent(target.op, target.case, target.cotangent, target.dtype))
         record["cotangent_sha256"] = bits_digest(inputs[1])
     options = case_options(target.case, target.dtype)
     reference = cache.reference(target.op, x, case.axis, cotangents, **options)

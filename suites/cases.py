@@ -20,7 +20,8 @@ import numpy as np
 
 from softmax_suite.formats import DTYPES, Format, format_of
 from softmax_suite.oracle.rounding import round_values
-from softmax_suite.suites import corpus, cotangents
+from softmax_suite.suites import corpus, cotangents, losses
+from softmax_suite.suites.losses import Loss
 
 Generator = Callable[[np.random.Generator, Format], np.ndarray]
 MaskGenerator = Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]
@@ -37,7 +38,7 @@ class Case:
     layout: str = "contiguous"
     tags: frozenset[str] = field(default_factory=frozenset)
     seed: int | None = None
-    cotangents: tuple[str, ...] = cotangents.ALL
+    cotangents: tuple[str, ...] = cotangents.FAMILY
     # The special input this case stands for in the special-value table (docs/invariants.md, policy).
     special_input: str | None = None
     # Attention's forms: the op is of scale * x (the scale rounded into each dtype: the one a
@@ -47,12 +48,20 @@ class Case:
     # Masked entries hold garbage (the format's max, +inf, -inf and NaN in turn), which must not
     # count; False keeps the generated values there (a kernel's own sentinels).
     garbage_under_mask: bool = True
+    # A loss case (asked of the loss ops only, and only they ask it): its targets and options.
+    loss: Loss | None = None
 
     @property
     def options(self) -> tuple[str, ...]:
-        """The keyword arguments its ops are called with (softmax_suite.protocol.OPTIONS)."""
+        """The optional keyword arguments its ops are called with (softmax_suite.protocol.OPTIONS)."""
         given = (("scale", self.scale), ("mask", self.mask))
-        return tuple(name for name, value in given if value is not None)
+        loss = self.loss.options if self.loss else ()
+        return tuple(name for name, value in given if value is not None) + loss
+
+    def loss_arguments(self, dtype: str) -> dict:
+        """A loss case's target, reduction and options in dtype (Loss.arguments); {} for another case."""
+        return {} if self.loss is None else self.loss.arguments(self.generate(
+            np.random.default_rng(self.resolved_seed), format_of(dtype)), self.resolved_seed, dtype)
 
     @functools.cached_property
     def row_length(self) -> int:
@@ -357,6 +366,52 @@ ATTENTION: tuple[Case, ...] = (
          mask=only_columns(40000), cotangents=LONG_ROW_COTANGENTS),
 )
 
+# Cross-entropy as training calls it (docs/cross-entropy.md): logits (N, C), targets and the loss's
+# options; asked of the loss ops only. The vocabularies are a language model's at initialisation.
+LOSS_TAGS = frozenset({"loss"})
+
+
+def _loss_case(name: str, description: str, generate: Generator, loss: Loss, **more) -> Case:
+    return Case(name, description, generate, tags=LOSS_TAGS | more.pop("tags", frozenset()), loss=loss,
+                cotangents=more.pop("cotangents", losses.LOSS_COTANGENTS), **more)
+
+
+LOSS: tuple[Case, ...] = (
+    _loss_case("loss_typical", "64 rows of 1000 logits N(0, 2^2), random targets, mean",
+               normal((64, 1000), 2.0), Loss(losses.random_targets)),
+    _loss_case("loss_sum", "32 rows of 100 logits N(0, 4^2), random targets, sum",
+               normal((32, 100), 4.0), Loss(losses.random_targets, reduction="sum")),
+    _loss_case("loss_confident_correct", "16 rows of 8 whose target leads by 1 to past the gap where "
+               "exp rounds to 0: losses from normal to subnormal to 0, per row",
+               losses.confident(16, 8), Loss(losses.argmax_targets, reduction="none")),
+    _loss_case("loss_confident_wrong", "rows of 64 N(0, 1) whose target trails by 10 to 1e4: losses "
+               "up to 1e4, per row", losses.wrong_by((10.0, 100.0, 1000.0, 1e4), 64),
+               Loss(losses.argmin_targets, reduction="none")),
+    *(_loss_case(f"vocab_{short_count(n)}", f"{rows} rows of a {n}-class vocabulary at initialisation, "
+                 "N(0, 0.02^2), mean", normal((rows, n), 0.02), Loss(losses.random_targets),
+                 dtypes=SIXTEEN_BIT, tags=frozenset({"long"}), cotangents=("ones",))
+      for rows, n in ((4, 32000), (2, 128256), (2, 256000))),
+    _loss_case("loss_target_masked", "rows of 16 with -inf logits (a vocabulary mask), targets on them "
+               "where a row has one: loss +inf, per row", losses.with_masked,
+               Loss(losses.on_masked, reduction="none")),
+    _loss_case("loss_special", "rows holding a NaN, a +inf, only -inf, one -inf, and a plain row, per "
+               "row", losses.with_special_rows, Loss(losses.random_targets, reduction="none"),
+               special_input="NaN, +inf, -inf logits"),
+    _loss_case("loss_all_ignored", "every row's target is the ignore_index -100, mean: 0/0 = NaN",
+               normal((8, 10), 1.0), Loss(losses.every_row(-100), ignore_index=-100)),
+    _loss_case("loss_ignore_negative", "ignore_index -1 on every third row, mean over the others",
+               normal((24, 50), 2.0), Loss(losses.with_ignored(-1, 3), ignore_index=-1)),
+    _loss_case("loss_ignore_in_range", "ignore_index 3, a class index, on every fourth row, mean",
+               normal((24, 50), 2.0), Loss(losses.with_ignored(3, 4), ignore_index=3)),
+    _loss_case("loss_smoothing", "label smoothing 0.1 over 32 rows of 100 logits N(0, 3^2), mean",
+               normal((32, 100), 3.0), Loss(losses.random_targets, label_smoothing=0.1)),
+    _loss_case("loss_smoothing_masked", "label smoothing 0.1 with -inf logits (the smoothed term is "
+               "+inf), per row", losses.with_masked,
+               Loss(losses.random_targets, reduction="none", label_smoothing=0.1)),
+    _loss_case("loss_weights", "class weights in [0.5, 2] with every third 0, 48 rows of 30, mean",
+               normal((48, 30), 2.0), Loss(losses.random_targets, weight=losses.some_zero_weights)),
+)
+
 FIXED: tuple[Case, ...] = (
     Case("glossary", "the worked example [1.5, 2.2, -0.3, 0.8]; softmax ~ [0.272, 0.548, 0.045, 0.135]",
          fixed([1.5, 2.2, -0.3, 0.8])),
@@ -415,6 +470,7 @@ FIXED: tuple[Case, ...] = (
     Case(f"long_random_n{short_count(2**22)}", "one row of 2^22 logits, N(0, 4)",
          normal((1, 2**22), 2.0), tags=frozenset({"long", "slow"}), cotangents=("random",)),
     *ATTENTION,
+    *LOSS,
     Case("axis1_3d", "reduce the middle axis of a (6, 64, 5) array", normal((6, 64, 5), 4.0), axis=1),
     Case("axis0_4d", "reduce the first axis of a (48, 3, 4, 5) array", normal((48, 3, 4, 5), 4.0),
          axis=0),

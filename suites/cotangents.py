@@ -1,7 +1,8 @@
 """The cotangents g that the VJP cases pair with an input: named, seeded, built in the dtype.
 
 Each kind gives a full cotangent (the input's shape, for softmax_vjp and log_softmax_vjp) and
-a per-row one (the shape without the reduction axis, for logsumexp_vjp).
+a per-row one (the shape without the reduction axis, for logsumexp_vjp and a per-row loss; a
+reduced loss takes the first of these as its scalar).
 """
 
 from __future__ import annotations
@@ -60,8 +61,11 @@ COTANGENTS: dict[str, Cotangent] = {c.name: c for c in (
     Cotangent("constant", "g = 0.75 everywhere: the exact softmax VJP is 0 (shift invariance)",
               _constant, _constant),
     Cotangent("mixed", "random signs, magnitudes spread over many binades", _mixed, _mixed),
+    Cotangent("ones", "g = 1 everywhere: a loss's own gradient, as backward() starts it", _ones, _ones),
 )}
 ALL: tuple[str, ...] = tuple(COTANGENTS)
+# The softmax family's cases' (a loss case's are softmax_suite.suites.losses.LOSS_COTANGENTS).
+FAMILY: tuple[str, ...] = ("random", "one_hot", "constant", "mixed")
 
 
 def build_cotangents(name: str, seed: int, shape: tuple[int, ...], axis: int,

@@ -18,7 +18,8 @@ where the backend's softmax does: its y is that softmax. (Probed from the VJP's 
 flushed y and a formula that drops y's term, g - y g, look alike.)
 log_softmax and logsumexp have subnormal results only as -log1p(t) and log1p(t) with t
 subnormal, where the log(sum) form returns 0 whatever the mode: they take the verdict of
-softmax on the same backend, device and dtype.
+softmax on the same backend, device and dtype. The loss ops take the verdict of the op they are
+made of: cross_entropy softmax's, cross_entropy_vjp log_softmax_vjp's.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from softmax_suite.oracle import cache
 from softmax_suite.oracle.rounding import round_values
 from softmax_suite.protocol import Backend
 
-STANDS_FOR = {"log_softmax": "softmax", "logsumexp": "softmax"}
+STANDS_FOR = {"log_softmax": "softmax", "logsumexp": "softmax", "cross_entropy": "softmax",
+              "cross_entropy_vjp": "log_softmax_vjp"}
 ENTRIES = 8
 # A backend call: (op, inputs, expected output shape) -> output, raising on any failure.
 Call = Callable[[str, list[np.ndarray], tuple[int, ...]], np.ndarray]
@@ -89,7 +91,9 @@ def probe(call: Call, op: str, dtype: str) -> dict:
 def measured(backend: Backend, device: str, dtype: str, op: str, call: Call) -> dict:
     """The evidence for op (or the op it stands for) of backend on device in dtype, measured once
     per process; call runs the backend (softmax_suite.suites.accuracy.call_backend)."""
-    probed = STANDS_FOR.get(op, op)
+    if op in STANDS_FOR:
+        return {**measured(backend, device, dtype, STANDS_FOR[op], call), "measured_on": STANDS_FOR[op]}
+    probed = op
     key = (backend.name, device, dtype, probed)
     if key not in _measured:
         if backend.why_unsupported(probed, dtype):
@@ -97,8 +101,6 @@ def measured(backend: Backend, device: str, dtype: str, op: str, call: Call) -> 
         else:
             _measured[key] = probe(call, probed, dtype)
     evidence = _measured[key]
-    if probed != op:
-        return {**evidence, "measured_on": probed}
     if is_vjp(op):
         y = measured(backend, device, dtype, "softmax", call)["flushes"]
         return {**evidence, "flushes": evidence["flushes"] or y, "softmax_flushes": y}

@@ -13,11 +13,12 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from softmax_suite.formats import Format, format_of
-from softmax_suite.ops import output_shape
+from softmax_suite.ops import op_named, output_shape
 from softmax_suite.oracle import cache
 from softmax_suite.oracle.exact import Reference
 from softmax_suite.oracle.rounding import ulp
 from softmax_suite.protocol import Backend
+from softmax_suite.suites import loss_invariants
 from softmax_suite.suites.accuracy import (
     BackendFailure,
     Target,
@@ -25,7 +26,9 @@ from softmax_suite.suites.accuracy import (
     bits_digest,
     call_backend,
     case_input,
+    case_options,
     flushes,
+    why_not_case,
 )
 from softmax_suite.suites.cases import CASES
 from softmax_suite.suites.deviations import Deviation
@@ -42,6 +45,7 @@ INVARIANTS: dict[str, str] = {
     "exp_agrees_with_softmax": "exp(log_softmax(x)) = softmax(x), both from the backend",
     "at_least_max": "logsumexp(x) >= max x",
     "deterministic": f"{CALLS} calls on the same input return the same bits (NaN = NaN)",
+    **loss_invariants.INVARIANTS,
 }
 OP_INVARIANTS: dict[str, tuple[str, ...]] = {
     "softmax": ("sum_to_one", "shift_invariance", "permutation_equivariance", "argmax_preserved",
@@ -49,6 +53,7 @@ OP_INVARIANTS: dict[str, tuple[str, ...]] = {
     "log_softmax": ("shift_invariance", "permutation_equivariance", "argmax_preserved", "nonpositive",
                     "exp_agrees_with_softmax", "deterministic"),
     "logsumexp": ("shift_invariance", "permutation_equivariance", "at_least_max", "deterministic"),
+    "cross_entropy": ("nonnegative", "agrees_with_log_softmax", "gradient_sums_to_0", "deterministic"),
 }
 # Shifts tried in order; each is a number of every format. The first that keeps every finite entry
 # exact is used; when none does (a random row spans more binades than p bits hold), x is first
@@ -106,7 +111,7 @@ def run(target: Target, backend: Backend, settings: Policy,
     """
     case = CASES[target.case]
     record = base_record(target, case, backend)
-    reason = backend.why_unsupported(target.op, target.dtype)
+    reason = why_not_case(target.op, case) or backend.why_unsupported(target.op, target.dtype)
     if reason:
         return {**record, "status": "unsupported", "message": reason}
     x = case_input(target.case, target.dtype)
@@ -127,13 +132,15 @@ def run(target: Target, backend: Backend, settings: Policy,
                     "failure": "invariant" if failed else None, "message": "; ".join(failed)}, deviations)
 
 
-def caller(backend: Backend, device: str, axis: int, x: np.ndarray, limit: float = 0.0) -> Call:
+def caller(backend: Backend, device: str, axis: int, x: np.ndarray, limit: float = 0.0,
+           options: dict | None = None) -> Call:
     """call(op, input, label): the backend's op on the input, back as numpy, checked for x's shape
     (less the axis for a reduced op: the op table) and dtype, within limit seconds (0: none); any failure is a
-    BackendFailure naming the call."""
+    BackendFailure naming the call. A loss op is called with a loss case's options."""
     def call(op: str, values: np.ndarray, label: str) -> np.ndarray:
-        expected = output_shape(op, x.shape, axis)
-        return call_backend(backend, op, device, axis, [values], expected, label, limit)
+        given = options if op_named(op).loss else None
+        expected = output_shape(op, x.shape, axis, (given or {}).get("reduction", "none"))
+        return call_backend(backend, op, device, axis, [values], expected, label, limit, given)
 
     return call
 
@@ -142,11 +149,16 @@ def measure(target: Target, backend: Backend, settings: Policy, x: np.ndarray, a
             into: dict[str, dict]) -> None:
     """Fill `into` with the op's invariants, one at a time (what was measured survives an error)."""
     op, fmt = target.op, format_of(x.dtype)
-    call = caller(backend, target.device, axis, x, settings.case_timeout)
+    loss = op_named(op).loss
+    call = caller(backend, target.device, axis, x, settings.case_timeout,
+                  case_options(target.case, target.dtype) if loss else None)
     rows = Rows.of(x, axis)
     out = call(op, x, f"{op}(x)")
     again = [call(op, x, f"{op}(x), call {k}") for k in range(2, CALLS + 1)]
     into["deterministic"] = deterministic(out, again)
+    if loss:
+        loss_invariants.measure(target, backend, settings, x, axis, out, into, not_applicable)
+        return
     xr = rows.rows(x.astype(np.float64))
     finite = np.flatnonzero(np.isfinite(xr).all(axis=-1)) if rows.n else np.array([], dtype=np.int64)
     names = [name for name in OP_INVARIANTS[op] if name != "deterministic"]
@@ -174,7 +186,7 @@ def measure(target: Target, backend: Backend, settings: Policy, x: np.ndarray, a
 
 _UNITS = {"sum_to_one": "ulp of 1", "shift_invariance": "ulp", "permutation_equivariance": "ulp",
           "argmax_preserved": "rows", "nonpositive": "elements", "exp_agrees_with_softmax": "ulp",
-          "at_least_max": "rows", "deterministic": "elements"}
+          "at_least_max": "rows", "deterministic": "elements", **loss_invariants.UNITS}
 
 
 def not_applicable(units: str, note: str) -> dict:

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from softmax_suite.backends.calls import output_of
-from softmax_suite.ops import FORWARD_OPS, VJP_OPS
+from softmax_suite.ops import SOFTMAX_FORWARD_OPS as FORWARD_OPS
+from softmax_suite.ops import SOFTMAX_VJP_OPS as VJP_OPS
 from softmax_suite.protocol import OPTIONS, Backend
 from softmax_suite.runner.config import DEFAULT_DEVIATIONS, Settings
 from softmax_suite.suites.accuracy import Target, run

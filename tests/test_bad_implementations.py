@@ -11,8 +11,9 @@ import pytest
 
 from softmax_suite.backends.custom import load_spec, wrap
 from softmax_suite.formats import DTYPES, format_of
+from softmax_suite.ops import SOFTMAX_FORWARD_OPS as FORWARD_OPS
 from softmax_suite.oracle import cache
-from softmax_suite.protocol import FORWARD_OPS, Backend
+from softmax_suite.protocol import Backend
 from softmax_suite.runner.config import Settings
 from softmax_suite.suites.accuracy import Target, case_cotangents, case_input, run
 from softmax_suite.suites.cases import CASES, select_cases
@@ -38,8 +39,12 @@ def assert_flagged(record: dict, failure: str) -> None:
 
 # Cases in catalogue order, so that each input's oracle is computed once and then reused by the
 # targeted tests below (the oracle cache is per process and keyed by the input bits).
-# (Attention's cases pass a scale or a mask, which these functions do not take: tests/test_attention.py.)
-@pytest.mark.parametrize("case", [case.name for case in select_cases(None) if not case.options])
+# (Attention's cases pass a scale or a mask, which these functions do not take: tests/test_attention.py;
+# the loss cases are the loss ops': tests/test_losses.py.)
+PLAIN = [case.name for case in select_cases(None) if not case.options and not case.loss]
+
+
+@pytest.mark.parametrize("case", PLAIN)
 def test_correct_implementation_passes_every_case(case: str) -> None:
     failures = []
     for dtype in CASES[case].dtypes:

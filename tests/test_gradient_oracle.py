@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 
 from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.ops import SOFTMAX_VJP_OPS as VJP_OPS
 from softmax_suite.oracle import exact, fastpath, gradients, theory
 from softmax_suite.oracle.budget import BudgetConstants, budget, natural_scale, summation_depth
 from softmax_suite.oracle.exact import initial_precision
-from softmax_suite.oracle.gradients import VJP_OPS, vjp_references
+from softmax_suite.oracle.gradients import vjp_references
 from softmax_suite.oracle.metrics import compare
 from softmax_suite.oracle.rounding import round_interval
 from tests.reference_rounding import UNSIGNED, reference_round

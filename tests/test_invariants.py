@@ -15,7 +15,8 @@ import pytest
 from softmax_suite.backends.custom import wrap
 from softmax_suite.backends.registry import load
 from softmax_suite.formats import DTYPES, format_of
-from softmax_suite.protocol import FORWARD_OPS, Backend
+from softmax_suite.ops import SOFTMAX_FORWARD_OPS as FORWARD_OPS
+from softmax_suite.protocol import Backend
 from softmax_suite.runner.config import Settings
 from softmax_suite.suites.accuracy import Target, case_input
 from softmax_suite.suites.cases import CASES, select_cases

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.ops import SOFTMAX_FORWARD_OPS as FORWARD_OPS
 from softmax_suite.oracle.budget import budget_ulp
-from softmax_suite.oracle.exact import FORWARD_OPS, forward_references
+from softmax_suite.oracle.exact import forward_references
 from softmax_suite.oracle.metrics import CATEGORIES, compare, summarize, ulp_histogram
 from softmax_suite.oracle.rounding import ulp
 

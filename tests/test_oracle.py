@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.ops import SOFTMAX_FORWARD_OPS as FORWARD_OPS
 from softmax_suite.oracle import exact, fastpath
-from softmax_suite.oracle.exact import FORWARD_OPS, forward_references, initial_precision
+from softmax_suite.oracle.exact import forward_references, initial_precision
 from softmax_suite.oracle.rounding import round_interval
 from tests.reference_rounding import UNSIGNED, reference_round
 

@@ -13,7 +13,7 @@ import pytest
 
 from softmax_suite.backends.registry import Unavailable, load
 from softmax_suite.formats import DTYPES
-from softmax_suite.protocol import FORWARD_OPS
+from softmax_suite.ops import SOFTMAX_FORWARD_OPS as FORWARD_OPS
 from softmax_suite.runner.config import ConfigError, load_settings
 from softmax_suite.runner.options import any_project
 from softmax_suite.suites.cases import CASES

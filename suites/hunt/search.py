@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from softmax_suite.formats import Format
-from softmax_suite.protocol import OPTIONS, Backend
+from softmax_suite.protocol import ATTENTION_OPTIONS, Backend
 from softmax_suite.suites import corpus
 from softmax_suite.suites.cases import FIXED
 from softmax_suite.suites.hunt.attention import Row, mutate_options, settled
@@ -188,7 +188,9 @@ def _cell(row: Row) -> tuple[int, ...]:
 def attention_options(backend: Backend, plan: Plan) -> tuple[str, ...]:
     """The options the hunt searches over: those of scale and mask the backend takes, unless the plan
     says not."""
-    return tuple(option for option in OPTIONS if option in backend.options) if plan.attention else ()
+    if not plan.attention:
+        return ()
+    return tuple(option for option in ATTENTION_OPTIONS if option in backend.options)
 
 
 def _immigrant(rng: np.random.Generator, fmt: Format, plan: Plan, options: tuple[str, ...]) -> Row:
