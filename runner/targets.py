@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from softmax_suite.backends.isolation import Isolated
 from softmax_suite.backends.registry import Unavailable
-from softmax_suite.ops import is_vjp
+from softmax_suite.ops import TIMED_OPS, is_vjp
 from softmax_suite.protocol import OPTIONS, Backend
 from softmax_suite.suites.accuracy import Target, why_not_case
 from softmax_suite.suites.cases import Case
@@ -85,6 +85,9 @@ def capabilities(name: str, backend: Backend | Unavailable, ops: Sequence[str],
 
     if isinstance(backend, Unavailable):
         return [entry(ANY, ANY, ANY, backend.reason)]
+    # Only the ops the selection would ask: the loss ops where it holds a loss case, and so on.
+    ops = [op for op in ops if any(not why_not_case(op, case) for case in selection.cases)
+           or (selection.shapes and op in TIMED_OPS)]
     found = [entry(device, ANY, ANY, reason) for device, reason in backend.absent_devices.items()
              if not selection.devices or device in selection.devices]
     for device in backend.devices:
@@ -94,7 +97,8 @@ def capabilities(name: str, backend: Backend | Unavailable, ops: Sequence[str],
                   if (reason := backend.why_unsupported(op, dtype))]
         # Attention's cases call the ops with keyword arguments the backend may not take: one entry
         # per option, which names it (readers that know no options see a whole-device entry otherwise).
-        asked = {option for case in selection.cases for option in case.options}
+        asked = {option for case in selection.cases for option in case.options
+                 if any(not why_not_case(op, case) and op in backend.ops for op in ops)}
         found += [{**entry(device, ANY, ANY, reason), "option": option} for option in OPTIONS
                   if option in asked and (reason := backend.why_not_with((option,)))]
         if selection.shapes and not timeable(backend):

@@ -68,6 +68,9 @@ LOSS_OPS: tuple[str, ...] = tuple(op.name for op in TABLE if op.loss)
 SOFTMAX_FORWARD_OPS: tuple[str, ...] = tuple(op for op in FORWARD_OPS if op not in LOSS_OPS)
 SOFTMAX_VJP_OPS: tuple[str, ...] = tuple(op for op in VJP_OPS if op not in LOSS_OPS)
 REDUCTIONS = ("none", "mean", "sum")
+# The ops the throughput check times: a throughput shape has no targets, so the loss ops are not
+# timed (docs/cross-entropy.md).
+TIMED_OPS: tuple[str, ...] = tuple(op for op in OPS if op not in LOSS_OPS)
 
 
 # Names other libraries give these ops: never accepted (a gradient is not always a VJP of the same

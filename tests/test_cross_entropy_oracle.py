@@ -82,6 +82,27 @@ def test_special_rows_follow_the_policy() -> None:
     assert np.isnan(cross_entropy(x[1:2], [-100], reduction="mean"))
     # One class: L = log1p(0) = 0 exactly.
     assert cross_entropy(np.array([[3.0]], np.float32), [0], reduction="sum") == 0.0
+    # A row of only -inf has no distribution: NaN, as log_softmax's policy gives (not the +inf of a
+    # -inf target beside finite logits).
+    assert np.isnan(cross_entropy(np.full((1, 3), -np.inf, np.float32), [1], reduction="none")[0])
+
+
+def test_the_gradients_special_rows_are_log_softmax_vjps() -> None:
+    # A -inf target beside finite logits: the loss is +inf, its gradient the limit p - onehot (what
+    # log_softmax's VJP at -onehot gives): p = softmax([0, 1]) on the finite classes and -1 at the
+    # target, exactly representable where p's are not: compared to float64's rounding.
+    x = np.array([[0.0, -np.inf, 1.0]], dtype=np.float64)
+    dx = cross_entropy_vjp(x, [1], np.array([1.0]), reduction="none")[0]
+    p = np.exp([0.0, 1.0]) / np.sum(np.exp([0.0, 1.0]))
+    assert dx[1] == -1.0 and np.allclose(dx[[0, 2]], p, rtol=1e-15, atol=0)
+    # With smoothing on a -inf class (loss +inf): its own gradient is -e/C (p_c = 0), the float 0.3
+    # over 3 correctly rounded (0.09999999999999999, not 0.1).
+    smoothed = cross_entropy_vjp(x, [0], np.array([1.0]), reduction="none", label_smoothing=0.3)[0]
+    assert smoothed[1] == -(0.3 / 3)
+    # NaN, +inf or only -inf: NaN everywhere in the row.
+    for row in ([np.nan, 0.0, 1.0], [np.inf, 0.0, 1.0], [-np.inf] * 3):
+        got = cross_entropy_vjp(np.array([row]), [1], np.array([1.0]), reduction="none")
+        assert np.isnan(got).all(), row
 
 
 def test_bad_arguments_say_what_to_give() -> None:

@@ -21,16 +21,20 @@ def test_every_room_has_a_formula_for_every_op() -> None:
     assert set(budget.BUDGET_FORMULAS) == set(ops.OPS)
     assert set(budget.VJP_BUDGETS) == set(ops.VJP_OPS)
     assert set(theory.FORMULAS) <= set(ops.OPS) and set(invariants.OP_INVARIANTS) <= set(ops.FORWARD_OPS)
-    # today's ops have both
-    assert set(theory.FORMULAS) == set(ops.OPS) and set(invariants.OP_INVARIANTS) == set(ops.FORWARD_OPS)
+    # today's ops have invariants; the softmax family has an a-priori bound, the loss ops not (their
+    # budget is log_softmax's, summed: oracle.losses)
+    assert set(theory.FORMULAS) == set(ops.SOFTMAX_FORWARD_OPS + ops.SOFTMAX_VJP_OPS)
+    assert set(invariants.OP_INVARIANTS) == set(ops.FORWARD_OPS)
     assert {op.name: op.short for op in ops.TABLE} == SHORT_OPS
     # the oracle answers every op, the VJPs from their forward op's row
     x = np.array([[1.5, 2.2, -0.3, 0.8]])
     g = np.array([[0.5, -1.0, 0.25, 2.0]])
     for op in ops.TABLE:
         cotangents = (g, g[:, 0]) if op.vjp else None
-        reference = cache.reference(op.name, x, -1, cotangents)
-        assert reference.rounded.shape == ops.output_shape(op.name, x.shape, -1), op.name
+        for reduction in ops.REDUCTIONS if op.loss else ("none",):
+            loss = {"target": np.array([1]), "reduction": reduction} if op.loss else {}
+            reference = cache.reference(op.name, x, -1, cotangents, **loss)
+            assert reference.rounded.shape == ops.output_shape(op.name, x.shape, -1, reduction), op.name
 
 
 def test_the_numpy_backend_has_every_op() -> None:
@@ -44,6 +48,9 @@ def test_the_numpy_backend_has_every_op() -> None:
     ("logsumexp", (4,), None, 36),
     ("softmax_vjp", (4, 8), (4, 8), 96),
     ("logsumexp_vjp", (4, 8), (4,), 68),
+    # a loss reads x and the targets (one per row) and writes a loss per row ("none")
+    ("cross_entropy", (4,), None, 40),
+    ("cross_entropy_vjp", (4, 8), (4,), 72),
 ])
 def test_shapes_and_traffic_follow_the_table(name: str, output: tuple, cotangent: tuple | None,
                                              moved: int) -> None:
@@ -75,5 +82,7 @@ def test_the_ops_are_the_public_vocabulary() -> None:
     import softmax_suite
 
     assert softmax_suite.OPS == ops.OPS == ("softmax", "log_softmax", "logsumexp", "softmax_vjp",
-                                            "log_softmax_vjp", "logsumexp_vjp")
-    assert softmax_suite.FORWARD_OPS + softmax_suite.VJP_OPS == ops.OPS
+                                            "log_softmax_vjp", "logsumexp_vjp", "cross_entropy",
+                                            "cross_entropy_vjp")
+    assert set(softmax_suite.FORWARD_OPS + softmax_suite.VJP_OPS) == set(ops.OPS)
+    assert ops.LOSS_OPS == ("cross_entropy", "cross_entropy_vjp")

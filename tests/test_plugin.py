@@ -303,4 +303,4 @@ def test_an_unknown_cotangent_is_a_usage_error(suite) -> None:
     result = suite("--cotangent", "onehot", module=GRADIENTS)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*no cotangent matches 'onehot'*valid are random, one_hot, constant, "
-                                 "mixed; did you mean 'one_hot'?*"])
+                                 "mixed, ones; did you mean 'one_hot'?*"])
