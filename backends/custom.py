@@ -7,6 +7,10 @@ name, version, devices, dtypes and the hooks to_device(x, device), to_numpy(y), 
 value), copy(x) (throughput's attainable bandwidth) and describe(device), which replace the framework's.
 An object whose ops take attention's keyword arguments lists them in `options` ("scale", "mask") and
 declares `fully_masked` ("nan" or "zero": softmax_suite.protocol); `max_length` bounds the rows it takes.
+A loss is a cross_entropy(x, axis, target, reduction, ...) method (and, optionally, cross_entropy_vjp(x,
+g, axis, target, reduction, ...)): it always gets target= and reduction=, and only the loss options it
+lists in `options` ("ignore_index", "label_smoothing", "weight"); a case that sets another is not asked
+of it. A plain function is only ever a softmax, never a loss.
 
 The framework's built-in adapter (its load(functions)) runs the user's functions: its conversions
 (bfloat16 included), devices, synchronisation and copy, and the VJPs of the forward ops through its
@@ -23,7 +27,7 @@ import sys
 from typing import Any
 
 from softmax_suite.backends.builtin import BUILTIN, FRAMEWORKS, loader
-from softmax_suite.ops import FORWARD_OPS, OPS, is_vjp
+from softmax_suite.ops import FORWARD_OPS, LOSS_OPS, OPS, is_vjp
 from softmax_suite.protocol import DTYPES, FULLY_MASKED, OPTIONS, Backend
 
 # The frameworks without automatic differentiation: a user's VJPs there are only the object's methods.
@@ -106,8 +110,9 @@ def wrap(target: Any, default_name: str, framework: str | None = None) -> Backen
     for op in FORWARD_OPS:
         vjp = f"{op}_vjp"
         if op in ops and vjp not in ops and without in NO_AUTODIFF:
+            signature = "x, g, axis, target, reduction, ..." if op in LOSS_OPS else "x, g, axis"
             unsupported.update({(vjp, dtype): f"{without} has no automatic differentiation to take {vjp} "
-                                f"through the {op} given: give the object a {vjp}(x, g, axis) method"
+                                f"through the {op} given: give the object a {vjp}({signature}) method"
                                 for dtype in DTYPES})
     version = str(getattr(target, "version", None) or getattr(
         inspect.getmodule(target), "__version__", "unversioned"))

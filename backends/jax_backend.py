@@ -6,6 +6,14 @@ jax.custom_vjp's rule is what its VJP tests.
 Attention's forms go to jax's own API: the op of x * scale (jitted, the scale an argument) with
 where=mask; their VJPs through jax.vjp of that.
 
+cross_entropy is optax.softmax_cross_entropy_with_integer_labels (one loss per row), reduced as a jax
+user reduces it, jnp.mean or jnp.sum of the rows; its VJP through jax.vjp. optax is an optional extra
+(pip install softmax-suite[optax]): without it the loss ops are absent and unsupported, with the
+command. optax's function takes no class weights, no label smoothing and no ignore_index, so none is
+listed in `options` (its `where` masks logits, not targets). A loss's reduction, ignore_index and
+label_smoothing are static arguments of the jitted function (a user's loss may branch on them); its
+target and weight are traced.
+
 x64 is switched on at load: without it jax silently computes float64 inputs in float32.
 Compiled functions persist in jax's compilation cache (compilation_cache_folder), so a second
 run skips XLA compilation, which is most of jax's time in a run.
@@ -20,10 +28,14 @@ from typing import Any
 
 import numpy as np
 
+from softmax_suite.ops import LOSS_OPS
 from softmax_suite.protocol import ATTENTION_OPTIONS, DTYPES, Backend, BackendUnavailable
 
 PLATFORMS = ("cpu", "gpu", "tpu")
 CACHE_VARIABLE = "SOFTMAX_SUITE_JAX_CACHE"
+# The loss's keyword arguments that are Python values, passed to the jitted function as static ones.
+STATIC_OPTIONS = ("reduction", "ignore_index", "label_smoothing")
+WITHOUT_OPTAX = "jax's cross_entropy is optax's: pip install softmax-suite[optax] (or pip install optax)"
 
 
 def compilation_cache_folder(configured: str | None) -> Path | None:
@@ -54,18 +66,35 @@ def _not_differentiable(jax: Any, op: str, function: Any) -> str | None:
     """Why jax cannot take the VJP of a user's function (a kernel with no differentiation rule), or
     None; undecided (None) when the forward itself fails on the probe, as its own results then show."""
     probe = jax.numpy.asarray([[0.5, 1.0, 2.0]], dtype=jax.numpy.float32)
+    # A loss op is probed on one row whose target is class 0, summed.
+    keywords = {"target": jax.numpy.asarray([0]), "reduction": "sum"} if op in LOSS_OPS else {}
     try:
-        jax.jit(lambda x: function(x, -1))(probe)
+        jax.jit(lambda x: function(x, -1, **keywords))(probe)
     except Exception:  # the forward's own results report it
         return None
     try:
-        _, pullback = jax.vjp(lambda x: function(x, -1), probe)
-        pullback(jax.numpy.ones_like(function(probe, -1)))
+        _, pullback = jax.vjp(lambda x: function(x, -1, **keywords), probe)
+        pullback(jax.numpy.ones_like(function(probe, -1, **keywords)))
     except Exception as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        signature = "x, g, axis, target, reduction, ..." if keywords else "x, g, axis"
         return (f"jax cannot differentiate {op} ({type(error).__name__}: {first}); give it a rule "
-                f"(jax.custom_vjp), or the object an {op}_vjp(x, g, axis) method, to test its VJP")
+                f"(jax.custom_vjp), or the object an {op}_vjp({signature}) method, to test its VJP")
     return None
+
+
+def _optax_cross_entropy(jax: Any) -> Callable[..., Any] | None:
+    """optax's cross-entropy of integer labels, reduced as a jax user reduces it; None without optax."""
+    try:
+        import optax
+    except ImportError:
+        return None
+    reduce = {"none": lambda losses: losses, "mean": jax.numpy.mean, "sum": jax.numpy.sum}
+
+    def cross_entropy(x: Any, axis: int, target: Any, reduction: str) -> Any:
+        return reduce[reduction](optax.softmax_cross_entropy_with_integer_labels(x, target, axis=axis))
+
+    return cross_entropy
 
 
 def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
@@ -83,9 +112,6 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
     present, absent = _platform_devices(jax)
 
-    def jitted(function: Any) -> Any:
-        return jax.jit(function, static_argnames="axis")
-
     def composed(function: Any) -> Any:
         def call(x: Any, axis: int, scale: Any = None, mask: Any = None) -> Any:
             if scale is not None:
@@ -97,20 +123,42 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
     forwards = dict(functions) if functions is not None else {
         op: composed(f) for op, f in (("softmax", jax.nn.softmax), ("log_softmax", jax.nn.log_softmax),
                                       ("logsumexp", jax.nn.logsumexp))}
+    unsupported = {}
+    if functions is None:
+        loss = _optax_cross_entropy(jax)
+        if loss is None:
+            unsupported.update({(op, dtype): WITHOUT_OPTAX for op in LOSS_OPS for dtype in DTYPES})
+        else:
+            forwards["cross_entropy"] = loss
+
+    def split(options: dict) -> tuple[dict, tuple]:
+        """The options as traced arrays (scale, mask, target, weight) and static Python values."""
+        static = tuple(sorted((name, value) for name, value in options.items() if name in STATIC_OPTIONS))
+        return {name: value for name, value in options.items() if name not in STATIC_OPTIONS}, static
 
     def forward(function: Any) -> Any:
-        compiled = jitted(lambda x, axis, options: function(x, axis, **options))
-        return lambda x, axis, **options: compiled(x, axis=axis, options=options)
+        compiled = jax.jit(lambda x, axis, options, static: function(x, axis, **options, **dict(static)),
+                           static_argnames=("axis", "static"))
+
+        def call(x: Any, axis: int, **options: Any) -> Any:
+            traced, static = split(options)
+            return compiled(x, axis=axis, options=traced, static=static)
+
+        return call
 
     def vjp(function: Any) -> Any:
-        def pullback(x: Any, g: Any, axis: int, options: dict) -> Any:
-            _, apply = jax.vjp(lambda v: function(v, axis, **options), x)
+        def pullback(x: Any, g: Any, axis: int, options: dict, static: tuple) -> Any:
+            _, apply = jax.vjp(lambda v: function(v, axis, **options, **dict(static)), x)
             return apply(g)[0]
 
-        compiled = jitted(pullback)
-        return lambda x, g, axis, **options: compiled(x, g, axis=axis, options=options)
+        compiled = jax.jit(pullback, static_argnames=("axis", "static"))
 
-    unsupported = {}
+        def call(x: Any, g: Any, axis: int, **options: Any) -> Any:
+            traced, static = split(options)
+            return compiled(x, g, axis=axis, options=traced, static=static)
+
+        return call
+
     if functions is not None:
         for op, function in forwards.items():
             reason = _not_differentiable(jax, op, function)

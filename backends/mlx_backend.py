@@ -8,6 +8,11 @@ that composition. A row with nothing kept gives softmax and log_softmax NaN (0/0
 (measured, mlx 0.32.4): the "nan" convention. mx.where's VJP multiplies the cotangent by the condition
 (Select::vjp: cond * ct) instead of selecting it, so a NaN the op's VJP gives on such a row reaches
 the masked inputs' gradient as 0 * NaN = NaN: a real mlx deviation, left for the suite to report.
+
+cross_entropy is mlx.nn.losses.cross_entropy with its reduction and label_smoothing (mlx takes
+smoothing in [0, 1)); its VJP through mx.vjp. mlx's `weights` are one per sample, not torch's class
+weights, and it has no ignore_index: neither is listed in `options`, so those cases are not asked.
+Integer targets cross as they are (mx.array of the int64 array).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from softmax_suite.ops import LOSS_OPS
 from softmax_suite.protocol import ATTENTION_OPTIONS, DTYPES, Backend, BackendUnavailable
 
 # Unsigned integers of each width: arrays cross between numpy and mlx as these, then are
@@ -28,16 +34,19 @@ def _not_differentiable(mx: Any, op: str, function: Any) -> str | None:
     """Why mx.vjp cannot differentiate a user's function, or None; undecided (None) when the forward
     itself fails on the probe, as its own results then show."""
     probe = mx.array([[0.5, 1.0, 2.0]])
+    # A loss op is probed on one row whose target is class 0, summed.
+    keywords = {"target": mx.array([0]), "reduction": "sum"} if op in LOSS_OPS else {}
     try:
-        out = function(probe, -1)
+        out = function(probe, -1, **keywords)
         mx.eval(out)
     except Exception:  # the forward's own results report it
         return None
     try:
-        mx.eval(mx.vjp(lambda x: function(x, -1), [probe], [mx.ones_like(out)]))
+        mx.eval(mx.vjp(lambda x: function(x, -1, **keywords), [probe], [mx.ones_like(out)]))
     except Exception as error:
+        signature = "x, g, axis, target, reduction, ..." if keywords else "x, g, axis"
         return (f"mlx cannot differentiate {op} ({type(error).__name__}: {error}); give the object an "
-                f"{op}_vjp(x, g, axis) method to test its VJP")
+                f"{op}_vjp({signature}) method to test its VJP")
     return None
 
 
@@ -47,6 +56,7 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
     try:
         import ml_dtypes
         import mlx.core as mx
+        import mlx.nn as nn
     except ImportError as error:
         raise BackendUnavailable(
             f"mlx is not installed ({error}); pip install 'mlx[cpu]' (Linux) or mlx (macOS)") from None
@@ -66,7 +76,7 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
         # mlx arrays live in unified memory and its device is the stream its ops run on: placing
         # an input makes that device the default for the ops called on it next.
         mx.set_default_device(streams[device])
-        if x.dtype == np.bool_:  # a mask: one byte a value, no bit pattern to keep
+        if x.dtype.kind in "biu":  # a mask or a loss's targets: no bit pattern to keep
             array = mx.array(x)
             mx.eval(array)
             return array
@@ -95,10 +105,15 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
 
         return call
 
+    def cross_entropy(x: Any, axis: int, target: Any, reduction: str, label_smoothing: float = 0.0) -> Any:
+        return nn.losses.cross_entropy(x, target, axis=axis, label_smoothing=label_smoothing,
+                                       reduction=reduction)
+
     forwards = dict(functions) if functions is not None else {
-        op: composed(f) for op, f in (("softmax", lambda x, axis: mx.softmax(x, axis=axis)),
-                                      ("log_softmax", log_softmax),
-                                      ("logsumexp", lambda x, axis: mx.logsumexp(x, axis=axis)))}
+        **{op: composed(f) for op, f in (("softmax", lambda x, axis: mx.softmax(x, axis=axis)),
+                                         ("log_softmax", log_softmax),
+                                         ("logsumexp", lambda x, axis: mx.logsumexp(x, axis=axis)))},
+        "cross_entropy": cross_entropy}
 
     def forward(function: Any) -> Any:
         return lambda x, axis, **options: function(x, axis, **options)
@@ -129,7 +144,8 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
         synchronize=lambda device, value: mx.eval(value),
         copy=mx.array,
         describe=lambda device: {"device": device, **mx.device_info()},
-        options=ATTENTION_OPTIONS if functions is None else (),
+        # mlx.nn.losses.cross_entropy has no ignore_index, and its weights are per sample, not per class.
+        options=(*ATTENTION_OPTIONS, "label_smoothing") if functions is None else (),
         # Measured (mlx 0.32.4): a fully masked row gives softmax and log_softmax NaN, logsumexp -inf.
         fully_masked="nan",
     )

@@ -11,6 +11,12 @@ a mask input): Mul by the scale, a scalar initializer in the input's dtype, then
 with the mask a bool input and -inf a scalar initializer, then the op; one session per option set
 (the scale's value, the mask's rank). A row with nothing kept gives Softmax and LogSoftmax NaN (0/0),
 ReduceLogSumExp -inf (measured, onnxruntime 1.32): the "nan" convention.
+
+cross_entropy is a SoftmaxCrossEntropyLoss node (opset 13) with its reduction, ignore_index and
+weights (an input in x's dtype), the classes moved to axis 1 by a Transpose where they lie elsewhere;
+one session per (dtype, axis, rank, reduction, ignore_index, weighted). ONNX has no label smoothing
+(not listed in `options`) and ORT no gradients here: cross_entropy_vjp is absent. Its dtypes are
+measured at load like the other ops'.
 """
 
 from __future__ import annotations
@@ -25,7 +31,10 @@ from softmax_suite.ops import SOFTMAX_FORWARD_OPS
 from softmax_suite.protocol import ATTENTION_OPTIONS, DTYPES, Backend, BackendUnavailable
 
 OPSET = 13
-NODES = {"softmax": "Softmax", "log_softmax": "LogSoftmax", "logsumexp": "ReduceLogSumExp"}
+NODES = {"softmax": "Softmax", "log_softmax": "LogSoftmax", "logsumexp": "ReduceLogSumExp",
+         "cross_entropy": "SoftmaxCrossEntropyLoss"}
+# The loss's options SoftmaxCrossEntropyLoss takes: it has no label smoothing.
+SCE_OPTIONS = ("ignore_index", "weight")
 # Set rather than left at ORT's default (one per physical core, found differently per platform)
 # so that a throughput record states the thread count the sessions really used.
 THREADS = os.cpu_count() or 1
@@ -93,6 +102,47 @@ def load() -> Backend:
         return ort.InferenceSession(model.SerializeToString(), sess_options=options(),
                                     providers=["CPUExecutionProvider"])
 
+    @cache
+    def loss_session(dtype: str, axis: int, rank: int, reduction: str, ignore_index: int | None,
+                     weighted: bool) -> Any:
+        element = element_types[dtype]
+        axis %= rank
+        dims = [f"d{i}" for i in range(rank)]
+        # SoftmaxCrossEntropyLoss takes the classes along axis 1 of (N, C, d1, ...).
+        order = [i for i in range(rank) if i != axis]
+        perm = [order[0], axis, *order[1:]]
+        inputs = [helper.make_tensor_value_info("x", element, dims),
+                  helper.make_tensor_value_info("target", TensorProto.INT64, [dims[i] for i in order])]
+        nodes, scores = [], "x"
+        if perm != list(range(rank)):
+            nodes.append(helper.make_node("Transpose", ["x"], ["scores"], perm=perm))
+            scores = "scores"
+        if weighted:
+            inputs.append(helper.make_tensor_value_info("weight", element, [dims[axis]]))
+        attributes = {"reduction": reduction}
+        if ignore_index is not None:
+            attributes["ignore_index"] = ignore_index
+        node_inputs = [scores, "target", *(["weight"] if weighted else [])]
+        nodes.append(helper.make_node(NODES["cross_entropy"], node_inputs, ["y"], **attributes))
+        out_rank = rank - 1 if reduction == "none" else 0
+        graph = helper.make_graph(
+            nodes, f"cross_entropy_{dtype}_axis{axis}_rank{rank}_{reduction}", inputs,
+            [helper.make_tensor_value_info("y", element, [None] * out_rank)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                                  producer_name="softmax-suite")
+        onnx.checker.check_model(model)
+        return ort.InferenceSession(model.SerializeToString(), sess_options=options(),
+                                    providers=["CPUExecutionProvider"])
+
+    def cross_entropy(x: np.ndarray, axis: int, target: np.ndarray, reduction: str,
+                      ignore_index: int | None = None, weight: np.ndarray | None = None) -> np.ndarray:
+        feeds = {"x": x, "target": np.asarray(target, dtype=np.int64)}
+        if weight is not None:
+            feeds["weight"] = weight
+        chosen = loss_session(names[x.dtype], axis, x.ndim, reduction,
+                              None if ignore_index is None else int(ignore_index), weight is not None)
+        return chosen.run(None, feeds)[0]
+
     def forward(op: str) -> Any:
         def call(x: np.ndarray, axis: int, scale: float | None = None,
                  mask: np.ndarray | None = None) -> np.ndarray:
@@ -104,13 +154,15 @@ def load() -> Backend:
 
         return call
 
-    ops = {op: forward(op) for op in SOFTMAX_FORWARD_OPS}
+    ops = {**{op: forward(op) for op in SOFTMAX_FORWARD_OPS}, "cross_entropy": cross_entropy}
     unsupported = {}
-    for op in SOFTMAX_FORWARD_OPS:
+    for op in ops:
+        # The loss is probed on one row whose target is class 0, averaged.
+        keywords = {"target": np.array([0]), "reduction": "mean"} if op == "cross_entropy" else {}
         for dtype in DTYPES:
             probe = np.array([[0.5, -1.0, 2.0]], dtype=numpy_types[dtype])
             try:
-                ops[op](probe, -1)
+                ops[op](probe, -1, **keywords)
             except Exception as error:  # whatever ORT raises is the measured reason
                 first_line = str(error).strip().splitlines()[0]
                 unsupported[(op, dtype)] = (f"onnxruntime {ort.__version__} CPUExecutionProvider cannot "
@@ -128,7 +180,7 @@ def load() -> Backend:
         copy=np.copy,
         describe=lambda device: {"threads": THREADS, "inter_op_threads": 1, "execution_mode": "sequential",
                                  "provider": "CPUExecutionProvider"},
-        options=ATTENTION_OPTIONS,
+        options=(*ATTENTION_OPTIONS, *SCE_OPTIONS),
         # Measured (onnxruntime 1.32): a fully masked row gives Softmax and LogSoftmax NaN,
         # ReduceLogSumExp -inf.
         fully_masked="nan",

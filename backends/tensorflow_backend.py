@@ -8,6 +8,13 @@ op; their VJPs through tf.GradientTape of that composition (tf.where's gradient 
 subtract the row max, -inf - -inf = NaN, and tf.reduce_logsumexp replaces a non-finite max by 0 and
 gives log(0) = -inf: the "nan" convention, read from tensorflow's source (not measured here: the
 development machine has no tensorflow).
+
+cross_entropy is tf.nn.sparse_softmax_cross_entropy_with_logits (classes last: moved there by
+tf.transpose where the case has them elsewhere), one loss per row, reduced as a tensorflow user
+reduces it, tf.reduce_mean or tf.reduce_sum; its VJP through tf.GradientTape. It takes no class
+weights, no label smoothing and no ignore_index: none is listed in `options` (Keras's losses are
+another API). Integer targets cross as tf.int64 constants. Written from tensorflow's documentation
+and not run here (no tensorflow on the development machine).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ def load() -> Backend:
 
     def to_device(x: np.ndarray, device: str) -> Any:
         with tf.device(DEVICES[device]):
-            if x.dtype == np.bool_:  # a mask: tf.bool, no bit pattern to keep
+            if x.dtype.kind in "biu":  # a mask or a loss's targets: no bit pattern to keep
                 return tf.constant(x)
             bits = tf.constant(x.view(unsigned[x.dtype.itemsize][0]))
             return tf.bitcast(bits, floats[x.dtype])
@@ -65,6 +72,15 @@ def load() -> Backend:
             return function(x, axis=axis)
 
         return call
+
+    def cross_entropy(x: Any, axis: int, target: Any, reduction: str) -> Any:
+        rank = len(x.shape)
+        axis %= rank
+        if axis != rank - 1:
+            x = tf.transpose(x, [*(i for i in range(rank) if i != axis), axis])
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=target, logits=x)
+        reduce = {"none": lambda found: found, "mean": tf.reduce_mean, "sum": tf.reduce_sum}
+        return reduce[reduction](losses)
 
     def forward(function: Any) -> Any:
         def call(x: Any, axis: int, **options: Any) -> Any:
@@ -94,8 +110,10 @@ def load() -> Backend:
             info.update(tf.config.experimental.get_device_details(gpus[0]))
         return info
 
-    forwards = {op: composed(f) for op, f in (("softmax", tf.nn.softmax), ("log_softmax", tf.nn.log_softmax),
-                                              ("logsumexp", tf.reduce_logsumexp))}
+    forwards = {**{op: composed(f) for op, f in (("softmax", tf.nn.softmax),
+                                                 ("log_softmax", tf.nn.log_softmax),
+                                                 ("logsumexp", tf.reduce_logsumexp))},
+                "cross_entropy": cross_entropy}
     return Backend(
         name="tensorflow",
         version=tf.__version__,

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from softmax_suite.ops import op_named
 from softmax_suite.protocol import ATTENTION_OPTIONS, DTYPES, LOSS_OPTIONS, Backend, BackendUnavailable
 
 DEVICE_KINDS = ("cpu", "cuda", "mps")
@@ -64,13 +65,17 @@ def _not_differentiable(torch: Any, op: str, function: Any, devices: tuple[str, 
         try:
             with torch.enable_grad():
                 probe = torch.tensor([[0.5, 1.0, 2.0]], device=device, requires_grad=True)
-                out = function(probe, -1)
+                # A loss is called with its targets and reduction (softmax_suite.protocol).
+                loss = {"target": torch.tensor([1], device=device), "reduction": "none"} \
+                    if op_named(op).loss else {}
+                out = function(probe, -1, **loss)
         except Exception:  # the forward's own results report it
             continue
         if isinstance(out, torch.Tensor) and not out.requires_grad:
             return (f"{op} is forward-only: torch.autograd cannot differentiate it (its output has no "
                     f"grad_fn); give it a backward (a torch.autograd.Function), or the object an "
-                    f"{op}_vjp(x, g, axis) method, to test its VJP")
+                    f"{op}_vjp(x, g, axis{', target, reduction' if op_named(op).loss else ''}) method, to "
+                    "test its VJP")
         return None
     return None
 

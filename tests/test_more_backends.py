@@ -17,7 +17,7 @@ import pytest
 
 from softmax_suite.backends import cupy_backend, triton_backend
 from softmax_suite.backends.registry import Unavailable, load
-from softmax_suite.protocol import Backend, BackendUnavailable
+from softmax_suite.protocol import ATTENTION_OPTIONS, LOSS_OPTIONS, Backend, BackendUnavailable
 from softmax_suite.runner.config import DEFAULT_DEVIATIONS, Settings
 from softmax_suite.suites.accuracy import Target, case_input, run
 from softmax_suite.suites.deviations import load_deviations
@@ -266,7 +266,7 @@ def test_torch_compile_is_torch_compiled_and_judged_on_its_own() -> None:
     from torch._dynamo.utils import counters
 
     backend = load("torch-compile")
-    assert backend.name == "torch-compile" and backend.options == ("scale", "mask")
+    assert backend.name == "torch-compile" and backend.options == (*ATTENTION_OPTIONS, *LOSS_OPTIONS)
     before = counters["stats"]["unique_graphs"]
     # The scaled row whose jitted jax softmax is NaN (an FMA of x * c - max): inductor keeps [1, 0].
     record = run(Target("softmax", "torch-compile", "cpu", "float32", "attention_large_products"), backend,
