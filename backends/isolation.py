@@ -162,9 +162,11 @@ def serve(spec: str, conn: Connection, fault_file: str) -> None:
             except EOFError:
                 return
             try:
-                options = {"scale": request["scale"]} if request.get("scale") is not None else {}
-                if request.get("mask"):  # sent after the op's own inputs
-                    *inputs, options["mask"] = inputs
+                # Array options (a mask, a loss's targets and weights) are sent after the op's own inputs.
+                named = request.get("array_options", [])
+                options = {**request.get("keywords", {}), **dict(zip(named, inputs[len(inputs) - len(named):],
+                                                                     strict=True))}
+                inputs = inputs[:len(inputs) - len(named)]
                 got = output_of(backend, request["op"], request["device"], request["axis"], inputs, options)
             except BaseException as error:  # whatever the backend does is the parent's to record
                 send(conn, {"ok": False, "text": describe_error(error), "traceback": last_frames(error)}, [])
@@ -214,15 +216,16 @@ class Worker:
         """The op's output, or WorkerFailure: the backend's error, a timeout (the worker is killed at
         the limit; 0: none) or a crash."""
         options = options or {}
-        mask = options.get("mask")
+        named = [name for name, value in options.items() if isinstance(value, np.ndarray)]
+        keywords = {name: value for name, value in options.items() if name not in named}
         if self.process is None:
             loaded = self.start(limit)
             if not loaded["ok"]:
                 raise WorkerFailure("error", f"could not be loaded in its worker process: {loaded['text']}",
                                     loaded["traceback"])
         try:
-            send(self.conn, {"op": op, "device": device, "axis": axis, "scale": options.get("scale"),
-                             "mask": mask is not None}, [*inputs, *(() if mask is None else (mask,))])
+            send(self.conn, {"op": op, "device": device, "axis": axis, "keywords": keywords,
+                             "array_options": named}, [*inputs, *(options[name] for name in named)])
         except OSError:  # the pipe broke: it died since its last answer
             raise self._died(CALL_DEATH) from None
         reply, arrays = self._reply(limit, f"no result within the case timeout of {limit:g} s", CALL_DEATH)

@@ -27,7 +27,14 @@ from softmax_suite.reports.choice import choices, labeller
 from softmax_suite.reports.deviations import first_groups, group_known, holders
 from softmax_suite.reports.gate import FAIL, NOTE, WARN, Finding
 from softmax_suite.reports.packing import pack
-from softmax_suite.reports.results import STATUSES, capabilities_of, make_folder, rerun_command, status_counts
+from softmax_suite.reports.results import (
+    STATUSES,
+    capabilities_of,
+    loss_words,
+    make_folder,
+    rerun_command,
+    status_counts,
+)
 from softmax_suite.reports.semantics import DTYPES, OPS, backend_name, ordered, semantics_table
 from softmax_suite.reports.verdict import describe, severity
 
@@ -115,14 +122,21 @@ WORST_FOR_BUDGET = "worst for its budget (the message's): element"
 LARGEST = "largest error, any element (ULP)"
 
 
+def _worst_index(record: dict, index: object) -> object:
+    # A reduced loss is one value: its index is [], which would show as nothing.
+    return "[] (the loss: one value)" if index == [] and record.get("loss") else index
+
+
 def _accuracy_rows(record: dict) -> list[tuple[str, object]]:
     metrics = record.get("metrics") or {}
     bound = record.get("bound") or {}
     worst = metrics.get("worst") or {}
     return [
         ("status", record["status"]), ("message", record.get("message")),
+        # A loss's question beyond its logits: reduction, ignored rows, smoothing, class weights.
+        ("loss", loss_words(record.get("loss"))),
         # The element's values in full: the digits are the point.
-        (WORST_FOR_BUDGET, worst.get("index")), ("its error (ULP)", worst.get("ulp")),
+        (WORST_FOR_BUDGET, _worst_index(record, worst.get("index"))), ("its error (ULP)", worst.get("ulp")),
         ("its budget (ULP)", bound.get("budget_ulp")), ("its error / budget", bound.get("ratio")),
         ("got", _full(worst.get("got"))),
         ("exact", worst.get("exact")), ("correctly rounded", _full(worst.get("rounded"))),
@@ -540,11 +554,13 @@ def failures(results: list[dict], reproducer: Reproducer | None = None) -> tuple
             except ValueError as error:
                 why = str(error)
         known = record.get("known_deviation") or {}
+        loss = loss_words(record.get("loss"))
         listed.append({"anchor": anchor, "status": record["status"], "check": check_of(record),
                        "nodeid": record.get("nodeid") or "/".join(
                            str(record.get(k)) for k in ("backend", "device", "dtype", "op", "case")),
                        "backend": backend_name(record), "op": record.get("op"), "dtype": record.get("dtype"),
-                       "what": describe(record), "message": record.get("message", ""),
+                       "what": describe(record) + (f" · loss {loss}" if loss else ""),
+                       "message": record.get("message", ""),
                        "known": known.get("reason"), "link": known.get("link"),
                        "snippet": code, "why_no_snippet": why, "rerun": rerun_command(record),
                        "expected": record["status"] == "known_failure"})

@@ -243,6 +243,24 @@ def rerun_command(record: dict) -> str | None:
     return f"python -m pytest {shlex.quote(nodeid)} --softmax-suite-backend {shlex.quote(backend)}"
 
 
+def loss_words(summary: object) -> str | None:
+    """A loss record's "loss" (softmax_suite.suites.losses.summary) in words: "mean over 24 rows,
+    ignore_index -1 (8 rows ignored), label_smoothing 0.1, class weights (10 zero)"; None for a
+    record without one (or with one that is not a dict)."""
+    if not isinstance(summary, dict) or not summary:
+        return None
+    parts = [f"{summary.get('reduction', '?')} over {summary.get('rows', '?')} rows"
+             if summary.get("reduction") != "none" else f"per row ({summary.get('rows', '?')} rows)"]
+    if "ignore_index" in summary:
+        ignored = summary.get("ignored_rows", "?")
+        parts.append(f"ignore_index {summary['ignore_index']} ({ignored} rows ignored)")
+    if "label_smoothing" in summary:
+        parts.append(f"label_smoothing {summary['label_smoothing']}")
+    if "zero_weights" in summary:
+        parts.append(f"class weights ({summary['zero_weights']} zero)")
+    return ", ".join(str(part) for part in parts)
+
+
 def capabilities_of(headers: list[dict]) -> list[dict]:
     """The capability tables of the runs behind these headers (merged files keep each run's), each
     entry once: what the backends could not be asked, and why."""

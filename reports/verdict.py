@@ -163,7 +163,8 @@ def _cannot(capabilities: list[dict], ops: set[str]) -> list[str]:
     for name, missing in described.items():
         bodies[name] = [_missing(missing, ops)] if missing else []
     for name, found in options.items():
-        bodies.setdefault(name, []).append(f"the cases with a {' or '.join(dict.fromkeys(found))}")
+        named = [f"{'an' if option[0] in 'aeiou' else 'a'} {option}" for option in dict.fromkeys(found)]
+        bodies.setdefault(name, []).append(f"the cases with {' or '.join(named)}")
     for name, found in limits.items():
         bodies.setdefault(name, []).extend(dict.fromkeys(found))
     grouped: dict[str, list[str]] = {}

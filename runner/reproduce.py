@@ -1,5 +1,8 @@
 """A copy-paste Python script that rebuilds one accuracy result's exact input bits and calls its backend,
-so that a failure can be reproduced outside the suite (the HTML report shows one per failure)."""
+so that a failure can be reproduced outside the suite (the HTML report shows one per failure).
+
+A loss op's script rebuilds the call's keyword arguments too: the targets, the reduction and the
+loss's options (ignore_index, label_smoothing, class weights), each array digest-checked."""
 
 from __future__ import annotations
 
@@ -13,9 +16,11 @@ import numpy as np
 from softmax_suite.backends.array_api_backend import SPEC_PREFIX
 from softmax_suite.backends.registry import BUILTIN
 from softmax_suite.formats import DTYPES
-from softmax_suite.ops import OPS, PER_ROW, VJP_OPS, cotangent_of, op_named, output_shape, shaped
+from softmax_suite.ops import OPS, PER_ROW, VJP_OPS, op_named, output_shape, shaped
 from softmax_suite.oracle.budget import BudgetConstants
-from softmax_suite.suites.accuracy import bits_digest, case_cotangents, case_input, case_options
+from softmax_suite.reports.results import loss_words
+from softmax_suite.suites import losses
+from softmax_suite.suites.accuracy import bits_digest, case_cotangent, case_input, case_options, why_not_case
 from softmax_suite.suites.cases import CASES, LAYOUTS
 from softmax_suite.suites.cotangents import COTANGENTS
 from softmax_suite.suites.invariants import OP_INVARIANTS
@@ -31,6 +36,10 @@ _MESSAGE_PIECE = 80
 _MESSAGE_PIECES = 12
 # The run's message as printed by the script, in characters.
 _RUN_LINE = 150
+# A loss call's keyword arguments in the order case_options gives them; the arrays among them
+# travel like x: embedded or rebuilt, and digest-checked.
+_LOSS_ARGUMENTS = ("target", "reduction", "ignore_index", "label_smoothing", "weight")
+_LOSS_ARRAYS = {"target": "targets", "weight": "class weights"}
 
 
 class ReproduceError(ValueError):
@@ -77,22 +86,26 @@ def snippet(record: dict, embed_limit: int = EMBED_LIMIT_BYTES) -> str:
                                  f"record has {kind!r}")
     elif kind is not None:
         raise ReproduceError(f"{op} takes no cotangent, yet the record names {kind!r}")
+    mismatch = why_not_case(op, case)
+    if mismatch:
+        raise ReproduceError(f"{mismatch}: the record pairs {op} with case {case_name!r}")
 
     x = case_input(case_name, dtype)
-    g = None
-    if kind is not None:
-        g = cotangent_of(op, *case_cotangents(case_name, kind, dtype))
-    _check_catalogue(record, case_name, x, g)
+    # The cotangent the op takes (a reduced loss's: one value), as the suite hands it over.
+    g = case_cotangent(op, case_name, kind, dtype) if kind is not None else None
     options = case_options(case_name, dtype)
+    _check_catalogue(record, case_name, x, g, options)
     mask = options.get("mask")
+    loss = {name: options[name] for name in _LOSS_ARGUMENTS if name in options}
+    reduction = loss.get("reduction", "none")
 
-    embed = x.nbytes + (g.nbytes if g is not None else 0) + (mask.nbytes if mask is not None else 0) \
-        <= embed_limit
-    worst = _worst(record, x.shape, op, case.axis)
+    arrays = [x, g, mask, *(loss.get(name) for name in _LOSS_ARRAYS)]
+    embed = sum(array.nbytes for array in arrays if array is not None) <= embed_limit
+    worst = _worst(record, x.shape, op, case.axis, reduction)
     values = {
         "check": check, "backend": backend, "name": name, "device": device, "op": op, "dtype": dtype,
         "case": case_name, "kind": kind, "axis": case.axis, "layout": case.layout, "shape": tuple(x.shape),
-        "expected_shape": output_shape(op, x.shape, case.axis), "seed": case.resolved_seed,
+        "expected_shape": output_shape(op, x.shape, case.axis, reduction), "seed": case.resolved_seed,
         "input_sha256": _text(record.get("input_sha256")),
         "cotangent_sha256": _text(record.get("cotangent_sha256")) if g is not None else None,
         "output_sha256": _text(record.get("output_sha256")), "status": str(status),
@@ -103,13 +116,17 @@ def snippet(record: dict, embed_limit: int = EMBED_LIMIT_BYTES) -> str:
         # The convention the run judged a fully masked row by (the backend's declaration).
         "fully_masked": str(record.get("fully_masked") or "nan"),
         "per_row_cotangent": kind is not None and op_named(op).cotangent == PER_ROW,
+        # A loss call's keyword arguments (none for another op), and its arrays' digests.
+        "loss": loss,
+        "loss_sha256": {name: bits_digest(loss[name]) for name in _LOSS_ARRAYS if name in loss},
+        "loss_words": loss_words(losses.summary(loss)) if loss else None,
         **_budget(record),
     }
     parts = [
         _header(record, values, embed, embed_limit),
         _imports(values, embed),
         _constants(values),
-        _rebuild_embedded(values, x, g, mask) if embed else _rebuild_from_catalogue(values),
+        _rebuild_embedded(values, x, g, mask, loss) if embed else _rebuild_from_catalogue(values),
         _checks(values),
         _load(values),
         _run_accuracy(values) if check == "accuracy" else _run_invariants(values),
@@ -130,8 +147,10 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
-def _check_catalogue(record: dict, case_name: str, x: np.ndarray, g: np.ndarray | None) -> None:
-    """The catalogue must still make the run's input, or the snippet would reproduce something else."""
+def _check_catalogue(record: dict, case_name: str, x: np.ndarray, g: np.ndarray | None,
+                     options: dict) -> None:
+    """The catalogue must still make the run's input, or the snippet would reproduce something else
+    (of a loss case's targets and options the record keeps their summary: that must agree)."""
     rerun = "the catalogue changed since the run: re-run the suite to get a record of today's input"
     case = CASES[case_name]
     for key, now in (("shape", list(x.shape)), ("axis", case.axis), ("layout", case.layout)):
@@ -144,6 +163,9 @@ def _check_catalogue(record: dict, case_name: str, x: np.ndarray, g: np.ndarray 
             raise ReproduceError(f"the catalogue's {what} bits for case {case_name!r} in "
                                  f"{record['dtype']} differ from the run's ({key} "
                                  f"{record[key]!r}): {rerun}")
+    if "target" in options and "loss" in record and record["loss"] != losses.summary(options):
+        raise ReproduceError(f"case {case_name!r}'s loss is now {losses.summary(options)!r}, the run's was "
+                             f"{record['loss']!r}: {rerun}")
 
 
 def _number(value: object) -> float | None:
@@ -192,15 +214,16 @@ def _budget(record: dict) -> dict:
                           "may set others)."}
 
 
-def _worst(record: dict, shape: tuple[int, ...], op: str, axis: int) -> dict | None:
-    """metrics.worst when it is well formed for this output, else None (nothing is printed for it)."""
+def _worst(record: dict, shape: tuple[int, ...], op: str, axis: int, reduction: str = "none") -> dict | None:
+    """metrics.worst when it is well formed for this output (a reduced loss's: index []), else None
+    (nothing is printed for it)."""
     metrics = record.get("metrics")
     worst = metrics.get("worst") if isinstance(metrics, dict) else None
     if not isinstance(worst, dict):
         return None
     index = worst.get("index")
     numbers = {key: _number(worst.get(key)) for key in ("got", "rounded", "ulp")}
-    if (not _index_in(index, output_shape(op, shape, axis)) or None in numbers.values()
+    if (not _index_in(index, output_shape(op, shape, axis, reduction)) or None in numbers.values()
             or not isinstance(worst.get("exact"), str)):
         return None
     return {"index": tuple(index), "exact": worst["exact"], **numbers}
@@ -261,6 +284,8 @@ def _header(record: dict, values: dict, embed: bool, embed_limit: int) -> str:
                        ("case", "case"), ("cotangent", "kind")):
         if values[key] is not None:
             lines.append(_comment(label, values[key]))
+    if values["loss_words"] is not None:
+        lines.append(_comment("loss", values["loss_words"]))
     if values["name"] != values["backend"]:
         lines.append(_comment("shown as", values["name"]))
     if record.get("nodeid") is not None:
@@ -327,6 +352,8 @@ def _imports(values: dict, embed: bool) -> str:
     imports += ["from softmax_suite.backends.registry import load"]
     if not embed:
         imports.append("from softmax_suite.formats import format_of")
+    if not embed and values["kind"] is not None and values["loss"]:
+        imports.append("from softmax_suite.ops import cotangent_of")
     imports += ["from softmax_suite.oracle.budget import BudgetConstants",
                 "from softmax_suite.runner import explain",
                 f"from softmax_suite.suites.accuracy import {', '.join(sorted(accuracy))}"]
@@ -358,9 +385,16 @@ def _constants(values: dict) -> str:
         lines.append(f"SCALE = {values['scale']!r}  # the op is of SCALE * x (attention's form)")
     if values["masked"]:
         lines.append(f"FULLY_MASKED = {values['fully_masked']!r}  # the backend's declared convention")
+    loss = values["loss"]
+    if loss:
+        lines.append("# The loss's keyword arguments beside its targets (softmax_suite.protocol).")
+        lines += [f"{name.upper()} = {loss[name]!r}" for name in loss if name not in _LOSS_ARRAYS]
     lines.append(f"INPUT_SHA256 = {values['input_sha256']!r}")
     if values["kind"] is not None:
         lines.append(f"COTANGENT_SHA256 = {values['cotangent_sha256']!r}")
+    for name, digest in values["loss_sha256"].items():
+        # The record keeps no digest of these: the catalogue's, checked against the record's summary.
+        lines.append(f"{name.upper()}_SHA256 = {digest!r}")
     if accuracy:
         lines += [
             f"RECORDED_OUTPUT_SHA256 = {values['output_sha256']!r}",
@@ -406,13 +440,17 @@ def _layout(layout: str) -> list[str]:
     return []
 
 
-def _rebuild_embedded(values: dict, x: np.ndarray, g: np.ndarray | None, mask: np.ndarray | None) -> str:
+def _rebuild_embedded(values: dict, x: np.ndarray, g: np.ndarray | None, mask: np.ndarray | None,
+                      loss: dict) -> str:
     dtype = "bfloat16" if values["dtype"] == "bfloat16" else f"np.{values['dtype']}"
     lines = [_literal("X_BITS", x)]
     if g is not None:
         lines.append(_literal("G_BITS", g))
     if mask is not None:
         lines.append(_literal("MASK_BITS", mask))
+    for name in _LOSS_ARRAYS:
+        if name in loss:
+            lines.append(_literal(f"{name.upper()}_BITS", loss[name]))
     lines += [
         "",
         "",
@@ -427,15 +465,22 @@ def _rebuild_embedded(values: dict, x: np.ndarray, g: np.ndarray | None, mask: n
         lines.append(f"g = unpack(G_BITS, {tuple(g.shape)!r})")
     if mask is not None:
         lines.append("MASK = unpack(MASK_BITS, SHAPE, np.bool_)  # True = keep")
+    if "target" in loss:
+        lines.append(f"TARGET = unpack(TARGET_BITS, {tuple(loss['target'].shape)!r}, "
+                     f"np.{loss['target'].dtype.name})  # the class index of each row")
+    if "weight" in loss:
+        lines.append(f"WEIGHT = unpack(WEIGHT_BITS, {tuple(loss['weight'].shape)!r})  # a weight per class")
     lines.append(_options_line(values))
     return "\n".join(lines) + "\n"
 
 
 def _options_line(values: dict) -> str:
-    """OPTIONS: the keyword arguments the op is called with (attention's scale and mask; none)."""
-    given = [f'"{name}": {name.upper()}' for name, present in (("scale", values["scale"] is not None),
-                                                              ("mask", values["masked"])) if present]
-    return f"OPTIONS = {{{', '.join(given)}}}"
+    """OPTIONS: the keyword arguments the op is called with (attention's scale and mask, a loss's
+    targets, reduction and options; none), each a constant of the script named after it."""
+    given = [name for name, present in (("scale", values["scale"] is not None), ("mask", values["masked"]))
+             if present] + list(values["loss"])
+    entries = ", ".join(f'"{name}": {name.upper()}' for name in given)
+    return f"OPTIONS = {{{entries}}}"
 
 
 def _rebuild_from_catalogue(values: dict) -> str:
@@ -443,7 +488,13 @@ def _rebuild_from_catalogue(values: dict) -> str:
         "# Case.build makes the case's memory layout too (some bugs depend on strides).",
         "x = CASES[CASE].build(DTYPE)",
     ]
-    if values["kind"] is not None:
+    if values["kind"] is not None and values["loss"]:
+        lines += [
+            "# The loss's cotangent, as the suite builds it: one per row, or a reduced loss's one value.",
+            "g = cotangent_of(OP, *build_cotangents(COTANGENT, CASES[CASE].resolved_seed, x.shape, AXIS, "
+            "format_of(DTYPE)), REDUCTION)",
+        ]
+    elif values["kind"] is not None:
         op = op_named(values["op"])
         which = 1 if op.cotangent == PER_ROW else 0
         why = f"The per-row cotangent of {op.forward}'s output" if which else "The full cotangent"
@@ -456,13 +507,22 @@ def _rebuild_from_catalogue(values: dict) -> str:
         lines.append("MASK = CASES[CASE].build_mask(x.shape)  # True = keep")
         if values["kind"] is not None and not values["per_row_cotangent"]:
             lines.append("g = np.where(MASK, g, g.dtype.type(0))  # 0 at masked outputs, as the suite has it")
+    loss = values["loss"]
+    if loss:
+        lines += ["# The targets (and class weights) as the suite builds them, seeded by the case.",
+                  "LOSS_ARGUMENTS = CASES[CASE].loss_arguments(DTYPE)"]
+        lines += [f'{name.upper()} = LOSS_ARGUMENTS["{name}"]' for name in _LOSS_ARRAYS if name in loss]
     lines.append(_options_line(values))
     return "\n".join(lines) + "\n"
 
 
 def _checks(values: dict) -> str:
-    arrays = '(x, INPUT_SHA256, "input"), (g, COTANGENT_SHA256, "cotangent")' if values["kind"] is not None \
-        else '(x, INPUT_SHA256, "input"),'
+    checked = ['(x, INPUT_SHA256, "input")']
+    if values["kind"] is not None:
+        checked.append('(g, COTANGENT_SHA256, "cotangent")')
+    checked += [f'({name.upper()}, {name.upper()}_SHA256, "{_LOSS_ARRAYS[name]}")'
+                for name in values["loss_sha256"]]
+    arrays = ", ".join(checked) + ("," if len(checked) == 1 else "")
     return "\n".join([
         f"for array, digest, what in ({arrays}):",
         "    if digest is not None and bits_digest(array) != digest:",
@@ -482,7 +542,7 @@ def _load(values: dict) -> str:
     if values["check"] == "accuracy":
         lines.append('print("the run:", THE_RUN)')
     lines += [
-        f"explain.show_input(x, {g}, AXIS, WORST)",
+        f"explain.show_input(x, {g}, AXIS, WORST{', OPTIONS' if values['loss'] else ''})",
         "",
         "try:",
         "    backend = load(BACKEND)",
@@ -531,7 +591,8 @@ def _run_accuracy(values: dict) -> str:
         f"reference = explain.exact(OP, x, AXIS, {g}, **OPTIONS)",
         *(["reference = under_convention(reference, MASK, AXIS, FULLY_MASKED)"] if values["masked"] else []),
         "verdict = judge(reference, got, POLICY, AXIS, FLUSH)",
-        f"explain.show_output(OP, x, {g}, got, reference, verdict, POLICY, FLUSH, AXIS, WORST)",
+        f"explain.show_output(OP, x, {g}, got, reference, verdict, POLICY, FLUSH, AXIS, WORST"
+        f"{', OPTIONS' if values['loss'] else ''})",
         'if verdict["status"] == "pass":',
         *_passes(values, 'verdict["message"] or "every element within its error budget"'),
         *_still_fails(values, 'verdict["message"]'),

@@ -182,3 +182,18 @@ def test_torch_float16_overflow_on_a_large_vocabulary_is_caught() -> None:
     assert "11.76" in record["message"]
     bfloat16 = run(Target("cross_entropy", "torch", "cpu", "bfloat16", "vocab_128k"), torch, SETTINGS)
     assert bfloat16["status"] == "pass"
+
+
+def test_an_isolated_backend_gets_the_losss_arguments() -> None:
+    # --isolate sends the keywords to the worker process: the targets, reduction, ignore_index and
+    # weights reach numpy's cross_entropy there, and its verdicts are the in-process ones.
+    from softmax_suite.backends import isolation
+
+    isolated = isolation.Isolated.load("numpy", 60.0)
+    try:
+        for case, op, kind in (("loss_weights", "cross_entropy", None), ("loss_ignore_negative",
+                                                                          "cross_entropy_vjp", "ones")):
+            record = run(Target(op, "numpy", "cpu", "float32", case, kind), isolated, SETTINGS)
+            assert record["status"] == "pass", record["message"]
+    finally:
+        isolation.shutdown()

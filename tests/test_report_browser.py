@@ -403,3 +403,79 @@ def test_the_attention_section_shows_conventions_and_cases(browser, attention_re
     assert [c.get_attribute("class") for c in cells.all()] == ["pass", "fail", "pass", "fail"]
     assert "2 rows fully masked" in section.locator("table.attention").inner_text()
     assert shown.errors == []
+
+
+@pytest.fixture(scope="module")
+def loss_report(tmp_path_factory) -> Path:
+    # torch's cross_entropy and its VJP on four loss cases, beside a loss computed in float64 and
+    # rounded once (tests.test_loss_reports.ExactLoss, no VJP): torch's float16 mean over a 128k
+    # vocabulary is inf (a scalar result), its per-row losses of confident rows -0.0. With no known
+    # deviations (the catalogue's file lists these): unexpected failures, shown open.
+    pytest.importorskip("torch")
+    out = tmp_path_factory.mktemp("loss")
+    (out / "none.toml").write_text("")
+    (out / "pyproject.toml").write_text('[tool.softmax-suite]\nknown_deviations = "none.toml"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "softmax_suite.runner.cli", "run", "--backend",
+         "torch,tests.test_loss_reports:ExactLoss", "--op", "cross_entropy,cross_entropy_vjp",
+         "--case", "vocab_128k,loss_confident_correct,loss_ignore_negative,loss_weights",
+         "--dtype", "float16,float32", "--throughput", "off", "--out", str(out), "-n", "0",
+         "--", "--suite-config", str(out / "pyproject.toml")],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "cross_entropy vocab_128k: 1 x inf_vs_finite" in done.stdout
+    return out / "report.html"
+
+
+def details_rows(page) -> dict[str, str]:
+    return dict(zip(page.locator("#details-rows th").all_inner_texts(),
+                    page.locator("#details-rows td").all_inner_texts(), strict=True))
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_a_report_with_loss_results(browser, loss_report, width: int) -> None:
+    shown = opened_at(browser, loss_report, width, "loss")
+    page = shown.page
+    assert shown.errors == [] and shown.outside() == []
+    assert page.locator("header.verdict h1").inner_text().startswith("FAIL")
+    # The ranking has a row per loss op, torch's failure named in it.
+    card = page.locator("#choice-float16")
+    assert "cross_entropy vocab_128k: 1 x inf_vs_finite" in card.inner_text()
+
+    # The scalar loss that overflowed: open on the first screen's list of failures, with what its loss
+    # was, the reproducer and the command that re-runs its test.
+    test = "suites/test_forward.py::test_cross_entropy[torch-cpu-float16-vocab_128k]"
+    failure = page.locator("details.failure.fail", has=page.locator("summary code", has_text=test))
+    assert failure.count() == 1 and failure.get_attribute("open") is not None
+    failure.scroll_into_view_if_needed()
+    assert failure.is_visible() and failure.bounding_box()["x"] + failure.bounding_box()["width"] <= width
+    assert "· loss mean over 2 rows" in failure.locator("summary").inner_text()
+    rerun = f"python -m pytest '{test}' --softmax-suite-backend torch"
+    assert failure.locator("code.command").inner_text() == rerun
+    assert "#   loss       'mean over 2 rows'" in failure.locator("pre.snippet").inner_text()
+    failure.screenshot(path=str(ARTIFACTS / f"report-loss-failure-{width}.png"))
+
+    # Heatmaps of both loss ops; a click on a cell explains it with its loss. A scalar loss's worst
+    # element is the loss itself.
+    open_heatmaps(page)
+    for op in ("cross_entropy", "cross_entropy_vjp"):
+        heatmap_fits(page, op)
+    def cell(title: str):
+        return page.locator("#heatmap-cross_entropy rect.cell", has=page.locator("title", has_text=title))
+
+    passed = cell("exact-loss/cpu cross_entropy float16 vocab_128k")
+    passed.scroll_into_view_if_needed()
+    passed.click()
+    rows = details_rows(page)
+    assert rows["status"] == "pass" and rows["loss"] == "mean over 2 rows"
+    assert rows[html.WORST_FOR_BUDGET] == "[] (the loss: one value)"
+    failed = cell("torch/cpu cross_entropy float16 vocab_128k")
+    assert failed.get_attribute("fill") == charts.FAIL_FILL
+    failed.click()
+    assert details_rows(page)["semantic differences"] == "inf_vs_finite: 1"
+    cell("torch/cpu cross_entropy float32 loss_ignore_negative").click()
+    assert details_rows(page)["loss"] == "mean over 24 rows, ignore_index -1 (8 rows ignored)"
+    assert words_broken(page, "#details-rows th") == []
+    page.screenshot(path=str(ARTIFACTS / f"report-loss-{width}-details.png"))
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    assert shown.errors == [] and shown.outside() == []
