@@ -29,6 +29,15 @@ BUILTIN: dict[str, str] = {
     "mlx-attention": "softmax_suite.backends.attention_backend:load_mlx_attention",
 }
 
+# Built-ins a run asks only by name (--backend NAME): what the default run would pay for them, and
+# the verdict's "not run" line says so. torch.compile compiles every op, dtype, option set and
+# reduction apart (inductor's C++ on a CPU, seconds each): 10 minutes cold on 2 cores alone, about
+# twice the whole default run without it.
+OPT_IN: dict[str, str] = {
+    "torch-compile": "asked by name only (--backend torch-compile): it compiles every op, dtype and option "
+                     "set, about 10 minutes cold on 2 CPU cores",
+}
+
 # The built-ins whose load(functions) runs a user's own functions on the framework's arrays
 # (`--backend torch:package.module:attr`), with the framework's conversions, devices and, where it
 # has automatic differentiation, VJPs through it.

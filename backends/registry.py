@@ -21,10 +21,12 @@ GROUP = "softmax_suite.backends"
 
 @dataclass(frozen=True)
 class Unavailable:
-    """A backend that was asked for but cannot run here, and why."""
+    """A backend that was asked for but cannot run here, and why; or, opt_in, one a run asks only by
+    name (backends.builtin.OPT_IN)."""
 
     name: str
     reason: str
+    opt_in: bool = False
 
 
 class PluginWarning(UserWarning):

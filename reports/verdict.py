@@ -138,7 +138,8 @@ def _headline(records: list[dict]) -> str:
 
 # The capability entries of a case's option or a backend's limit (runner.targets), as short phrases.
 LIMITS = {"length": lambda entry: f"rows over {entry.get('limit', 'its length')}",
-          "finite": lambda entry: "cases with inf or NaN", "throughput": lambda entry: "not timed"}
+          "finite": lambda entry: "cases with inf or NaN", "throughput": lambda entry: "not timed",
+          "opt_in": lambda entry: f"asked by name only (--backend {entry['backend']})"}
 
 
 def _cannot(capabilities: list[dict], ops: set[str]) -> list[str]:

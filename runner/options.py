@@ -7,7 +7,7 @@ import argparse
 import math
 from typing import Any
 
-from softmax_suite.backends.builtin import BUILTIN, FRAMEWORKS
+from softmax_suite.backends.builtin import BUILTIN, FRAMEWORKS, OPT_IN
 from softmax_suite.dtypes import DTYPES
 from softmax_suite.ops import OPS
 
@@ -31,7 +31,8 @@ def backend_help(names: str) -> str:
     """--backend's help, naming the backends as names says."""
     return (f"backends, comma-separated: {names}; FRAMEWORK:package.module:attr for your own function or "
             f"object on a framework's arrays (FRAMEWORK: {', '.join(FRAMEWORKS)}); package.module:attr on "
-            "numpy arrays; array-api:<module> (default: every built-in and plugin backend)")
+            "numpy arrays; array-api:<module> (default: every built-in and plugin backend but "
+            f"{', '.join(OPT_IN)}, asked by name only)")
 
 
 # (flag, keyword arguments) for argparse and pytest's parser alike. No scan of the installed

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from softmax_suite.backends.builtin import OPT_IN
 from softmax_suite.backends.isolation import Isolated
 from softmax_suite.backends.registry import Unavailable, backend_names, check_names, load
 from softmax_suite.protocol import DTYPES, OPS, Backend
@@ -94,8 +95,10 @@ class SuiteState:
     @cached_property
     def backends(self) -> dict[str, Backend | Unavailable]:
         """The selected backends, loaded (an absent one as Unavailable, with why), on first use."""
-        specs = self.backend_names or backend_names()
-        loaded: dict[str, Backend | Unavailable] = {}
+        specs = self.backend_names or [name for name in backend_names() if name not in OPT_IN]
+        # Not asked by name: an opt-in built-in is one "not run" entry that says how to ask for it.
+        loaded: dict[str, Backend | Unavailable] = {} if self.backend_names else {
+            name: Unavailable(name, why, opt_in=True) for name, why in OPT_IN.items()}
         try:
             check_names(specs)
             for spec in specs:

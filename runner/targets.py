@@ -84,7 +84,7 @@ def capabilities(name: str, backend: Backend | Unavailable, ops: Sequence[str],
         return {"backend": name, "device": device, "op": op, "dtype": dtype, "reason": reason}
 
     if isinstance(backend, Unavailable):
-        return [entry(ANY, ANY, ANY, backend.reason)]
+        return [{**entry(ANY, ANY, ANY, backend.reason), **({"option": "opt_in"} if backend.opt_in else {})}]
     # Only the ops the selection would ask: the loss ops where it holds a loss case, and so on.
     ops = [op for op in ops if any(not why_not_case(op, case) for case in selection.cases)
            or (selection.shapes and op in TIMED_OPS)]

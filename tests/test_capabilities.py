@@ -130,3 +130,19 @@ def test_the_tables_keep_a_backends_limits_apart() -> None:
     assert len(entries) == 6
     verdict = " ".join(format_verdict([], capabilities=entries).split())
     assert "not run: a, b: not timed; rows over 4096; cases with inf or NaN" in verdict
+
+
+def test_an_opt_in_backend_is_not_in_the_default_run_and_the_verdict_says_how_to_ask(tmp_path) -> None:
+    # torch-compile compiles every op, dtype and option set (10 minutes cold on 2 cores): the
+    # default run asks it only by name, and says so once, as a whole backend "not run".
+    code = main(["run", "--case", "glossary", "--op", "softmax", "--dtype", "float32", "--throughput", "off",
+                 "-n", "0", "--out", str(tmp_path)])
+    assert code == 0
+    lines = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    records = [line for line in lines if line["kind"] == "result"]
+    ran = {r["backend"] for r in records}
+    assert "numpy" in ran and "torch-compile" not in ran
+    entries = [e for e in lines[0]["capabilities"] if e["backend"] == "torch-compile"]
+    assert [(e["device"], e["op"], e["dtype"]) for e in entries] == [("any", "any", "any")]
+    assert "--backend torch-compile" in entries[0]["reason"]
+    assert "--backend torch-compile" in format_verdict(records, capabilities=lines[0]["capabilities"])
