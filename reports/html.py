@@ -605,10 +605,11 @@ def baseline_section(findings: Sequence[Finding] | None) -> dict | None:
 
 def not_run(results: list[dict], capabilities: Sequence[dict] = ()) -> list[tuple[str, str]]:
     """(backend or backend/device, why) of the backends and devices that could not be asked anything:
-    not installed, or absent here (the capability tables; older files recorded them as skips)."""
+    not installed, absent here, or asked by name only (the capability tables; older files recorded
+    them as skips)."""
     found: dict[str, str] = {}
     for entry in capabilities:
-        if entry["op"] == "any" and "option" not in entry:
+        if entry["op"] == "any" and entry.get("option", "opt_in") == "opt_in":
             name = entry["backend"] if entry["device"] == "any" else backend_name(entry)
             found.setdefault(name, entry["reason"])
     for record in results:

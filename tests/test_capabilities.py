@@ -146,3 +146,4 @@ def test_an_opt_in_backend_is_not_in_the_default_run_and_the_verdict_says_how_to
     assert [(e["device"], e["op"], e["dtype"]) for e in entries] == [("any", "any", "any")]
     assert "--backend torch-compile" in entries[0]["reason"]
     assert "--backend torch-compile" in format_verdict(records, capabilities=lines[0]["capabilities"])
+    assert ("torch-compile", entries[0]["reason"]) in build([lines[0]], records)["not_run"]
