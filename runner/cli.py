@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from softmax_suite import suites as suites_package
+from softmax_suite.backends.builtin import OPT_IN
 from softmax_suite.backends.calls import DEFAULT_CASE_TIMEOUT
 from softmax_suite.backends.isolation import Isolated
 from softmax_suite.backends.registry import backend_names, check_names, load
@@ -170,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
                            f"(default: {hunting.DEFAULT_SECONDS:g}s unless --evaluations is given); "
                            "shrinking the finds comes after")
     hunt.add_argument("--evaluations", metavar="N", type=int, default=None,
-                      help="stop at the first generation boundary after N rows were scored")
+                      help="stop at the first generation boundary after N rows (inputs of a loss op) were "
+                           "scored")
     hunt.add_argument("--seed", metavar="N", type=int, default=hunting.DEFAULT_SEED,
                       help=f"the search's seed (default: {hunting.DEFAULT_SEED})")
     hunt.add_argument("--corpus", metavar="FILE", default=None,
@@ -178,13 +180,17 @@ def build_parser() -> argparse.ArgumentParser:
                            f"names a file, else ./{corpus.DEFAULT_FILE}, which `run` in this folder reads)")
     hunt.add_argument("--keep", metavar="N", type=int, default=3,
                       help="how many of the worst distinct rows to shrink and save (default: 3)")
-    hunt.add_argument("--max-length", metavar="N", type=int, default=hunting.MAX_LENGTH,
-                      help=f"the longest row to try (default: {hunting.MAX_LENGTH})")
+    hunt.add_argument("--max-length", metavar="N", type=int, default=None,
+                      help=f"the longest row to try (default: {hunting.MAX_LENGTH}; for the loss ops "
+                           f"{hunting.LOSS_MAX_LENGTH} classes)")
     hunt.add_argument("--device", metavar="NAME", default=None,
                       help="the backend's device (default: its first)")
     hunt.add_argument("--no-attention", action="store_true",
                       help="hunt plain rows only: no search over scale and mask, even where the backend "
                            "lists them in its options (by default a row may carry a scale and a mask)")
+    hunt.add_argument("--no-loss-options", action="store_true",
+                      help="the loss ops: hunt logits, targets and reductions only, no ignore_index, "
+                           "label_smoothing or weight even where the backend lists them in its options")
     faults = dict(FAULTS)  # run's type and default, with the hunt's own help
     hunt.add_argument("--case-timeout", **{**faults["--case-timeout"], "help":
                       "the longest one backend call may take; past it the call failed, its rows are "
@@ -529,12 +535,14 @@ def backends_command(args: argparse.Namespace) -> int:
         if not isinstance(backend, Backend):
             print(f"{name}: unavailable: {backend.reason}")
             continue
-        print(f"{backend.name} {backend.version}")
+        print(f"{backend.name} {backend.version}" + (f" ({OPT_IN[name]})" if name in OPT_IN else ""))
         print(f"  devices: {', '.join(backend.devices) or 'none'}")
         for device, reason in backend.absent_devices.items():
             print(f"  absent:  {device} ({reason})")
         print(f"  dtypes:  {', '.join(backend.dtypes)}")
         print(f"  ops:     {', '.join(op for op in OPS if op in backend.ops)}")
+        if backend.options:
+            print(f"  options: {', '.join(backend.options)}")
     return EXIT_OK
 
 
@@ -587,8 +595,12 @@ def _hunt_plan(args: argparse.Namespace) -> hunting.Plan:
         seconds = hunting.DEFAULT_SECONDS
     if args.seed < 0:
         raise ValueError(f"--seed {args.seed}: must be >= 0")
-    return hunting.Plan(args.op, args.dtype, kind, args.seed, args.evaluations, seconds,
-                        args.max_length, args.keep, attention=not args.no_attention)
+    plan = hunting.Plan(args.op, args.dtype, kind, args.seed, args.evaluations, seconds,
+                        args.max_length, args.keep, attention=not args.no_attention,
+                        loss_options=not args.no_loss_options)
+    if args.no_loss_options and not plan.loss:
+        raise ValueError(f"--no-loss-options applies to the loss ops only, not to {args.op}")
+    return plan
 
 
 def hunt_command(args: argparse.Namespace) -> int:
@@ -617,12 +629,15 @@ def hunt_command(args: argparse.Namespace) -> int:
     except (ValueError, ConfigError, corpus.CorpusError) as error:
         print(f"softmax-suite: {error}", file=sys.stderr)
         return EXIT_USAGE
+    unit = "inputs" if plan.loss else "rows"
     limits = " or ".join(filter(None, [plan.seconds and f"{plan.seconds:g} s",
-                                       plan.evaluations and f"{plan.evaluations} rows"]))
+                                       plan.evaluations and f"{plan.evaluations} {unit}"]))
     seed_note = " (the default)" if plan.seed == hunting.DEFAULT_SEED else ""
     question = plan.op + (f" with {plan.cotangent} cotangents" if plan.cotangent else "")
     searched = hunting.attention_options(backend, plan)
     over = f" over rows, {' and '.join(searched)}" if searched else ""
+    if plan.loss:
+        over = " over logits, targets, " + ", ".join(["reductions", *hunting.loss_options(backend, plan)])
     print(f"hunting {args.backend} {question} in {plan.dtype} on {device}{over} for {limits}, "
           f"seed {plan.seed}{seed_note}", flush=True)
     outcome = hunting.hunt(backend, args.backend, device, settings, plan)
@@ -631,15 +646,19 @@ def hunt_command(args: argparse.Namespace) -> int:
     except corpus.CorpusError as error:
         print(f"softmax-suite: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"scored {outcome.evaluations} rows in {outcome.generations} generations, "
-          f"{outcome.seconds:.1f} s ({outcome.evaluations / max(outcome.seconds, 1e-9):.0f} rows/s); "
+    print(f"scored {outcome.evaluations} {unit} in {outcome.generations} generations, "
+          f"{outcome.seconds:.1f} s ({outcome.evaluations / max(outcome.seconds, 1e-9):.0f} {unit}/s); "
           f"shrinking scored {outcome.shrink_evaluations} more")
     if outcome.failed_calls:
         counts = ", ".join(f"{count} {kind}" for kind, count in sorted(outcome.failed_calls.items()))
-        print(f"failed backend calls: {counts} (a batch's rows scored again one by one; a row whose "
-              "own call failed scored above any error)")
+        why = "an input whose call failed" if plan.loss else \
+            "a batch's rows scored again one by one; a row whose own call failed"
+        print(f"failed backend calls: {counts} ({why} scored above any error)")
+    if outcome.unanswered:
+        print(f"the oracle could not answer {outcome.unanswered} inputs (scored as refused, never saved)")
     print(hunting.format_report(outcome))
-    plain = "" if plan.attention else " --no-attention"
+    plain = "".join(flag for flag, off in ((" --no-attention", not plan.attention),
+                                           (" --no-loss-options", not plan.loss_options)) if off)
     print(f"saved {len(added)} new of {len(outcome.found)} cases to {path}; reproduce this hunt with "
           f"--seed {plan.seed} --evaluations {outcome.evaluations}{plain}")
     return EXIT_FAILED if any(found.fails for found in outcome.found) else EXIT_OK

@@ -487,11 +487,21 @@ def found_case(entry: corpus.Entry) -> Case:
     seed is the hunt's, from which a VJP hunt built its cotangents: the catalogue builds the same.
     An entry found with attention's options asks with them: its scale (already in its dtype, which
     scale_in keeps) and its mask; the bits already hold what lay under the mask, so no garbage is
-    written there."""
+    written there. An entry of a loss op is a loss case (asked of the loss ops only): its targets,
+    reduction and options exactly as saved (the weights already in its dtype), its cotangents the
+    loss cases' kinds and the hunt's."""
     mask = entry.mask
+    loss, kinds = None, cotangents.FAMILY
+    if entry.target is not None:
+        target, weight = entry.target, entry.weight
+        loss = Loss(lambda rng, values: target.copy(), reduction=entry.reduction,
+                    ignore_index=entry.ignore_index, label_smoothing=entry.label_smoothing or 0.0,
+                    weight=None if weight is None else (lambda rng, classes: weight.astype(np.float64)))
+        kinds = tuple(dict.fromkeys((*losses.LOSS_COTANGENTS, *filter(None, [entry.cotangent]))))
     return Case(entry.name, entry.description, lambda rng, fmt: entry.x.copy(), dtypes=(entry.dtype,),
-                tags=FOUND, seed=entry.seed, scale=entry.scale,
-                mask=None if mask is None else (lambda rng, shape: mask.copy()), garbage_under_mask=False)
+                tags=FOUND | (LOSS_TAGS if loss else frozenset()), seed=entry.seed, scale=entry.scale,
+                mask=None if mask is None else (lambda rng, shape: mask.copy()), garbage_under_mask=False,
+                loss=loss, cotangents=kinds)
 
 
 @functools.cache

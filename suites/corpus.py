@@ -17,6 +17,14 @@ that option: scale (the number the op multiplies by, already in the entry's dtyp
 oracle takes for it: oracle.scaled.check_scale) and mask (one character per element in C order, 1 =
 keep, 0 = masked; bits holds what lay under the mask). Their name's digest covers them too. A file
 without them (an older one) reads as ever.
+
+An entry of a loss op (cross_entropy, cross_entropy_vjp: softmax_suite.ops) holds logits of shape
+[N, C] and the rest of its question: target (N integers, each a class index or the ignore_index)
+and reduction ("none", "mean" or "sum") always, and each only when the hunt passed it:
+ignore_index (an integer), label_smoothing (a number in [0, 1]) and weight (the C class weights'
+bit patterns in the entry's dtype, as bits; finite and >= 0). Their name's digest covers them, and
+the catalogue asks the entry of the loss ops only, with exactly these arguments. An entry of
+another op has none of these keys.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ import numpy as np
 import pytest
 
 from softmax_suite.formats import format_of
-from softmax_suite.ops import is_vjp
+from softmax_suite.ops import REDUCTIONS, is_vjp, op_named
 from softmax_suite.oracle.rounding import round_values
 from softmax_suite.oracle.scaled import check_scale
 from softmax_suite.protocol import DTYPES, OPS
@@ -78,10 +86,17 @@ class Entry:
     axis: int = -1
     scale: float | None = None
     mask: np.ndarray | None = None
+    # A loss op's question beyond its logits (None where not passed); target read-only int64, weight
+    # read-only in the dtype.
+    target: np.ndarray | None = None
+    reduction: str | None = None
+    ignore_index: int | None = None
+    label_smoothing: float | None = None
+    weight: np.ndarray | None = None
 
     @property
     def digest(self) -> str:
-        return question_digest(self.x, self.scale, self.mask)
+        return question_digest(self.x, self.scale, self.mask, self.loss_json() or None)
 
     @property
     def name(self) -> str:
@@ -95,13 +110,34 @@ class Entry:
                 "bits": encode_bits(self.x), **self.options_json(), "description": self.description}
 
     def options_json(self) -> dict:
-        """The scale and mask keys, for the options it has."""
+        """The scale and mask keys, for the options it has, and a loss's keys (loss_json)."""
         given = {}
         if self.scale is not None:
             given["scale"] = self.scale
         if self.mask is not None:
             given["mask"] = encode_mask(self.mask)
-        return given
+        return {**given, **self.loss_json()}
+
+    def loss_json(self) -> dict:
+        """A loss's keys: target and reduction, and the options it passes; {} for another op's entry."""
+        return loss_json(self.target, self.reduction, self.ignore_index, self.label_smoothing, self.weight)
+
+
+def loss_json(target: np.ndarray | None = None, reduction: str | None = None, ignore_index: int | None = None,
+              label_smoothing: float | None = None, weight: np.ndarray | None = None) -> dict:
+    """A loss's question beyond its logits as the corpus writes it: target (a list of integers) and
+    reduction, and ignore_index, label_smoothing and weight (bits) where passed; {} for no loss."""
+    if target is None:
+        return {}
+    given: dict = {"target": [int(t) for t in np.asarray(target).reshape(-1).tolist()],
+                   "reduction": reduction}
+    if ignore_index is not None:
+        given["ignore_index"] = int(ignore_index)
+    if label_smoothing is not None:
+        given["label_smoothing"] = float(label_smoothing)
+    if weight is not None:
+        given["weight"] = encode_bits(np.asarray(weight))
+    return given
 
 
 def input_digest(x: np.ndarray) -> str:
@@ -110,12 +146,15 @@ def input_digest(x: np.ndarray) -> str:
     return hashlib.sha256(header + np.ascontiguousarray(x).tobytes()).hexdigest()
 
 
-def question_digest(x: np.ndarray, scale: float | None = None, mask: np.ndarray | None = None) -> str:
-    """input_digest of x, with the scale and the mask where given (equal digests, the same question):
-    for an input alone, its input_digest."""
-    if scale is None and mask is None:
+def question_digest(x: np.ndarray, scale: float | None = None, mask: np.ndarray | None = None,
+                    loss: dict | None = None) -> str:
+    """input_digest of x, with the scale and the mask where given, and a loss's keys (loss_json)
+    (equal digests, the same question): for an input alone, its input_digest."""
+    if scale is None and mask is None and not loss:
         return input_digest(x)
     options = f"scale={scale!r}:mask={'-' if mask is None else encode_mask(mask)}".encode()
+    if loss:
+        options += b":loss=" + json.dumps(loss, sort_keys=True).encode()
     return hashlib.sha256(input_digest(x).encode() + b":" + options).hexdigest()
 
 
@@ -231,8 +270,10 @@ def read(path: Path) -> list[Entry]:
 
 KEYS = ("name", "op", "dtype", "cotangent", "backend", "backend_version", "date", "seed", "max_ulp",
         "ratio", "failure", "message", "shape", "axis", "bits", "description")
-# Keys an entry has only with those options (older files have none).
-OPTIONAL_KEYS = ("scale", "mask")
+# Keys an entry has only with those options (older files have none); a loss op's entry has the first two
+# of LOSS_KEYS always.
+LOSS_KEYS = ("target", "reduction", "ignore_index", "label_smoothing", "weight")
+OPTIONAL_KEYS = ("scale", "mask", *LOSS_KEYS)
 
 
 def _entry(item: object) -> Entry:
@@ -270,17 +311,59 @@ def _entry(item: object) -> Entry:
         check_scale(float(scale), format_of(item["dtype"]))
     mask = item.get("mask")
     _check(mask is None or isinstance(mask, str), "mask", item, "a string of 0 and 1")
+    loss = _loss_fields(item, x)
     entry = Entry(op=item["op"], dtype=item["dtype"], cotangent=item["cotangent"], backend=item["backend"],
                   backend_version=item["backend_version"], date=item["date"], seed=item["seed"],
                   max_ulp=item["max_ulp"], ratio=item["ratio"], failure=item["failure"],
                   message=item["message"], x=x, description=item["description"],
                   scale=None if scale is None else float(scale),
-                  mask=None if mask is None else decode_mask(mask, tuple(shape)))
+                  mask=None if mask is None else decode_mask(mask, tuple(shape)), **loss)
     if item["name"] != entry.name:
         options = "" if entry.scale is None and entry.mask is None else " (with its scale and mask)"
+        options = " (with its targets and options)" if loss else options
         raise ValueError(f"the name {item['name']!r} does not match its op, dtype and bits{options} "
                          f"({entry.name!r}): the entry was edited or damaged")
     return entry
+
+
+def _loss_fields(item: dict, x: np.ndarray) -> dict:
+    """A loss op's entry's target, reduction and options as Entry's fields ({} for another op's);
+    ValueError saying what is wrong."""
+    given = [key for key in LOSS_KEYS if key in item]
+    if not op_named(item["op"]).loss:
+        if given:
+            raise ValueError(f"has {', '.join(given)}, which only an entry of a loss op "
+                             "(cross_entropy, cross_entropy_vjp) has")
+        return {}
+    missing = [key for key in LOSS_KEYS[:2] if key not in item]
+    if missing:
+        raise ValueError(f"lacks {', '.join(missing)} (an entry of {item['op']} has target and reduction)")
+    _check(x.ndim == 2, "shape", item, "[N, C] for a loss op (a row of C class logits per sample)")
+    rows, classes = x.shape
+    _check(item["reduction"] in REDUCTIONS, "reduction", item, f"one of {', '.join(REDUCTIONS)}")
+    ignore_index = item.get("ignore_index")
+    _check(ignore_index is None or _is_int(ignore_index), "ignore_index", item, "an integer")
+    target = item["target"]
+    _check(isinstance(target, list) and len(target) == rows and all(
+        _is_int(t) and (0 <= t < classes or t == ignore_index) for t in target), "target", item,
+        f"a list of {rows} class indices (0 to {classes - 1}, or the ignore_index), one per row")
+    smoothing = item.get("label_smoothing")
+    _check(smoothing is None or (_is_number(smoothing) and 0 <= smoothing <= 1), "label_smoothing", item,
+           "a number in [0, 1]")
+    weight = item.get("weight")
+    if weight is not None:
+        _check(isinstance(weight, str), "weight", item, f"the bits of {classes} class weights")
+        try:
+            weight = decode_bits(weight, item["dtype"], (classes,))
+        except ValueError as error:
+            raise ValueError(f"'weight': {error}".replace("'bits' ", "")) from None
+        values = weight.astype(np.float64)
+        _check(bool(np.all(np.isfinite(values) & (values >= 0))), "weight", item,
+               "finite class weights >= 0")
+    target_array = np.array(target, dtype=np.int64)
+    target_array.flags.writeable = False
+    return {"target": target_array, "reduction": item["reduction"], "ignore_index": ignore_index,
+            "label_smoothing": None if smoothing is None else float(smoothing), "weight": weight}
 
 
 def _check(ok: bool, key: str, item: dict, expected: str) -> None:

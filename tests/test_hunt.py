@@ -67,7 +67,8 @@ def test_the_fixed_catalogue_misses_the_narrow_bug() -> None:
     # Every fixed case that applies to float32 passes: the bug needs a row of at most 4 entries
     # with a gap in [9, 9.25), and no fixed case has one.
     backend = load(NARROW)
-    names = [case.name for case in select_cases(None) if "float32" in case.dtypes and not case.options]
+    names = [case.name for case in select_cases(None) if "float32" in case.dtypes and not case.options
+             and not case.loss]
     assert len(names) >= 25
     for name in names:
         record = accuracy.run(Target("softmax", NARROW, "cpu", "float32", name), backend, Settings())

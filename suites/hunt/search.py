@@ -15,6 +15,15 @@ unless the plan says not (--no-attention): a row then carries a scale and a mask
 (the mask fitted to a new length), its scale and mask mutated, or both, and the archive keeps rows
 with and without them apart. A backend without options is hunted as before: the same rows for the
 same seed.
+
+The loss ops (cross_entropy, cross_entropy_vjp) are hunted over whole inputs instead of rows
+(suites.hunt.losses.Batch: logits, targets, the reduction and the loss's options the backend lists
+in Backend.options, unless the plan says not: --no-loss-options), scored one by one by
+suites.hunt.fitness.LossEvaluator. A generation is LOSS_OFFSPRING inputs (LOSS_IMMIGRANTS fresh)
+within an oracle budget (losses.within_budget), the first one seeded with the catalogue's loss
+cases; rows reach the vocabularies of language models (up to LOSS_MAX_LENGTH classes), by moves
+and, every other generation, as a fresh input at initialisation. A saved input keeps its targets,
+reduction and options in the corpus.
 """
 
 from __future__ import annotations
@@ -28,11 +37,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from softmax_suite.formats import Format
-from softmax_suite.protocol import ATTENTION_OPTIONS, Backend
+from softmax_suite.ops import op_named
+from softmax_suite.oracle.metrics import SEMANTIC_CATEGORIES
+from softmax_suite.protocol import ATTENTION_OPTIONS, LOSS_OPTIONS, Backend
 from softmax_suite.suites import corpus
 from softmax_suite.suites.cases import FIXED
+from softmax_suite.suites.hunt import losses
 from softmax_suite.suites.hunt.attention import Row, mutate_options, settled
-from softmax_suite.suites.hunt.fitness import REFUSED, Evaluator
+from softmax_suite.suites.hunt.fitness import REFUSED, Evaluator, LossEvaluator
+from softmax_suite.suites.hunt.losses import Batch
 from softmax_suite.suites.hunt.mutations import mutate, random_row
 from softmax_suite.suites.hunt.shrink import Shrunk, shrink
 from softmax_suite.suites.policy import Policy
@@ -49,6 +62,10 @@ IMMIGRANTS = 32
 ROW_ONLY = 0.45
 OPTIONS_ONLY = 0.8
 DRESSED = 0.5
+# The loss ops: inputs per generation, of which fresh, and the longest rows (classes) by default.
+LOSS_OFFSPRING = 64
+LOSS_IMMIGRANTS = 16
+LOSS_MAX_LENGTH = 262144
 DURATION = re.compile(r"(?P<amount>\d+(\.\d*)?|\.\d+)\s*(?P<unit>s|m|h)?")
 UNITS = {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -64,8 +81,9 @@ def parse_duration(text: str) -> float:
 
 @dataclass(frozen=True)
 class Plan:
-    """What to hunt and for how long: rows of up to max_length entries; stop after `evaluations`
-    rows or `seconds`, whichever comes first (at a generation boundary); save the `keep` worst."""
+    """What to hunt and for how long: rows of up to max_length entries (None: MAX_LENGTH, for the loss
+    ops LOSS_MAX_LENGTH); stop after `evaluations` rows (inputs of a loss op) or `seconds`, whichever
+    comes first (at a generation boundary); save the `keep` worst."""
 
     op: str
     dtype: str
@@ -73,10 +91,21 @@ class Plan:
     seed: int = DEFAULT_SEED
     evaluations: int | None = None
     seconds: float | None = None
-    max_length: int = MAX_LENGTH
+    max_length: int | None = None
     keep: int = 3
     # Search over scale and mask where the backend takes them (attention_options).
     attention: bool = True
+    # Search over ignore_index, label_smoothing and weight where the backend takes them (loss_options).
+    loss_options: bool = True
+
+    @property
+    def loss(self) -> bool:
+        return op_named(self.op).loss
+
+    @property
+    def longest(self) -> int:
+        """The longest row to try."""
+        return self.max_length or (LOSS_MAX_LENGTH if self.loss else MAX_LENGTH)
 
 
 @dataclass(frozen=True)
@@ -112,6 +141,8 @@ class Outcome:
     # Backend calls that failed, by failure (error, timeout, crash): a batch's rows are scored again one
     # by one, and a row whose own call fails scores WORST.
     failed_calls: dict[str, int] = field(default_factory=dict)
+    # Inputs of a loss op the oracle could not answer (scored as refused).
+    unanswered: int = 0
 
 
 def catalogue_rows(fmt: Format, max_length: int) -> list[np.ndarray]:
@@ -143,7 +174,7 @@ class Archive:
         self.cells: dict[tuple[int, ...], Candidate] = {}
 
     def add(self, candidate: Candidate) -> None:
-        cell = _cell(candidate.row)
+        cell = losses.cell(candidate.row) if isinstance(candidate.row, Batch) else _cell(candidate.row)
         held = self.cells.get(cell)
         if held is None or _key(candidate) < _key(held):
             self.cells[cell] = candidate
@@ -152,7 +183,7 @@ class Archive:
         """The count highest-scoring rows, worst error first."""
         return sorted(self.cells.values(), key=_key)[:count]
 
-    def parent(self, rng: np.random.Generator) -> Row:
+    def parent(self, rng: np.random.Generator) -> Row | Batch:
         """Half the time any cell's row; else one of the ELITE worst, the worst most often."""
         if rng.random() < 0.5:
             cells = list(self.cells.values())
@@ -162,8 +193,10 @@ class Archive:
 
 
 def _key(candidate: Candidate) -> tuple[float, int, int]:
-    """Worst first; of equal scores the shorter row, then the one with fewer options."""
+    """Worst first; of equal scores the shorter row (the smaller input), then the one with fewer options."""
     row = candidate.row
+    if isinstance(row, Batch):
+        return -candidate.score, row.values.size, len(row.options)
     return -candidate.score, row.values.size, (row.scale is not None) + (row.mask is not None)
 
 
@@ -188,14 +221,22 @@ def _cell(row: Row) -> tuple[int, ...]:
 def attention_options(backend: Backend, plan: Plan) -> tuple[str, ...]:
     """The options the hunt searches over: those of scale and mask the backend takes, unless the plan
     says not."""
-    if not plan.attention:
+    if not plan.attention or plan.loss:
         return ()
     return tuple(option for option in ATTENTION_OPTIONS if option in backend.options)
 
 
+def loss_options(backend: Backend, plan: Plan) -> tuple[str, ...]:
+    """The loss's options the hunt of a loss op searches over: those of ignore_index, label_smoothing
+    and weight the backend takes, unless the plan says not."""
+    if not plan.loss_options or not plan.loss:
+        return ()
+    return tuple(option for option in LOSS_OPTIONS if option in backend.options)
+
+
 def _immigrant(rng: np.random.Generator, fmt: Format, plan: Plan, options: tuple[str, ...]) -> Row:
     """A fresh row; with options, given a scale or a mask DRESSED of the time."""
-    row = Row(random_row(rng, fmt, plan.max_length))
+    row = Row(random_row(rng, fmt, plan.longest))
     return mutate_options(rng, fmt, row, options) if options and rng.random() < DRESSED else row
 
 
@@ -204,10 +245,10 @@ def _offspring(rng: np.random.Generator, fmt: Format, row: Row, other: Row, plan
     """row after mutations of its values (other: a second parent for crossing), of its scale and mask,
     or of both; without options, of its values only (as ever)."""
     if not options:
-        return Row(mutate(rng, fmt, row.values, other.values, plan.max_length))
+        return Row(mutate(rng, fmt, row.values, other.values, plan.longest))
     pick = rng.random()
     if pick < OPTIONS_ONLY:
-        row = row.with_values(mutate(rng, fmt, row.values, other.values, plan.max_length))
+        row = row.with_values(mutate(rng, fmt, row.values, other.values, plan.longest))
     if pick >= ROW_ONLY:
         row = mutate_options(rng, fmt, row, options)
     return settled(row)
@@ -215,12 +256,15 @@ def _offspring(rng: np.random.Generator, fmt: Format, row: Row, other: Row, plan
 
 def search(evaluate: Evaluator, plan: Plan, clock: Callable[[], float] = time.monotonic
            ) -> tuple[list[Candidate], int]:
-    """The ELITE worst rows after the search, worst first, and the number of generations."""
+    """The ELITE worst rows after the search, worst first (for a loss op every cell's input:
+    _search_losses), and the number of generations."""
+    if plan.loss:
+        return _search_losses(evaluate, plan, clock)
     rng = np.random.default_rng(plan.seed)
     fmt = evaluate.fmt
     options = attention_options(evaluate.backend, plan)
     started = clock()
-    seeds = catalogue_rows(fmt, plan.max_length)
+    seeds = catalogue_rows(fmt, plan.longest)
     picked = rng.choice(len(seeds), size=min(len(seeds), OFFSPRING // 2), replace=False) if seeds else []
     rows = [Row(seeds[i]) for i in picked]
     rows += [_immigrant(rng, fmt, plan, options) for _ in range(OFFSPRING - len(rows))]
@@ -240,43 +284,139 @@ def search(evaluate: Evaluator, plan: Plan, clock: Callable[[], float] = time.mo
     return archive.best(ELITE), generations
 
 
+def catalogue_batches(evaluate: LossEvaluator, plan: Plan) -> list[Batch]:
+    """The inputs of the catalogue's loss cases the first generation starts from (losses.catalogue_batches),
+    with the options the hunt searches over."""
+    return losses.catalogue_batches(evaluate.fmt, plan.longest, loss_options(evaluate.backend, plan))
+
+
+def _search_losses(evaluate: LossEvaluator, plan: Plan, clock: Callable[[], float]
+                   ) -> tuple[list[Candidate], int]:
+    """search for a loss op: inputs (losses.Batch) instead of rows, each generation within its oracle
+    budget; every cell's input, worst first, and the number of generations."""
+    rng = np.random.default_rng(plan.seed)
+    fmt, longest = evaluate.fmt, plan.longest
+    options = loss_options(evaluate.backend, plan)
+    started = clock()
+    seeds = catalogue_batches(evaluate, plan)
+    picked = rng.choice(len(seeds), size=min(len(seeds), LOSS_OFFSPRING // 2), replace=False) if seeds else []
+    batches = [seeds[i] for i in picked]
+    batches += [losses.random_batch(rng, fmt, longest, options) for _ in range(LOSS_OFFSPRING - len(batches))]
+    archive = Archive()
+    generations = 0
+    while True:
+        batches = losses.within_budget(rng, fmt, batches, evaluate.cost)
+        for found, score in zip(batches, evaluate(batches), strict=True):
+            archive.add(Candidate(found, score))
+        generations += 1
+        if plan.evaluations is not None and evaluate.evaluations >= plan.evaluations:
+            break
+        if plan.seconds is not None and clock() - started >= plan.seconds:
+            break
+        # Every other generation its long input (the first: losses.within_budget) is a fresh vocabulary.
+        vocabulary = losses.vocabulary_batch(rng, fmt, longest, options) if generations % 2 else None
+        batches = [vocabulary] if vocabulary is not None else []
+        batches += [losses.random_batch(rng, fmt, longest, options)
+                    for _ in range(LOSS_IMMIGRANTS - len(batches))]
+        batches += [losses.mutate(rng, fmt, archive.parent(rng), archive.parent(rng), longest, options)
+                    for _ in range(LOSS_OFFSPRING - LOSS_IMMIGRANTS)]
+    # Every cell's input, worst first: the worst of a kind of failure may lie past the ELITE worst
+    # (hunt saves one of each kind).
+    return archive.best(len(archive.cells)), generations
+
+
 def hunt(backend: Backend, backend_name: str, device: str, settings: Policy, plan: Plan,
          clock: Callable[[], float] = time.monotonic) -> Outcome:
-    """Search, then shrink the worst distinct rows and judge each as the accuracy path will."""
-    evaluate = Evaluator(backend, plan.op, plan.dtype, device, settings, plan.cotangent, plan.seed)
+    """Search, then shrink the worst distinct rows and judge each as the accuracy path will. Of the
+    inputs of a loss op, one of each kind of failure is saved (_kind)."""
+    evaluator = LossEvaluator if plan.loss else Evaluator
+    evaluate = evaluator(backend, plan.op, plan.dtype, device, settings, plan.cotangent, plan.seed)
     started = clock()
     elite, generations = search(evaluate, plan, clock)
     searched, seconds = evaluate.evaluations, clock() - started
     today = datetime.date.today().isoformat()
     found: list[Found] = []
     digests = set()
-    # Worst first; two rows often shrink to one input, so a few more are tried than are kept.
-    for candidate in [c for c in elite if c.score != REFUSED][:2 * plan.keep]:
+    kinds: set[tuple] = set()
+    # Worst first; two rows often shrink to one input, so a few more are tried than are kept (for a loss
+    # op, the worst of each kind of failure first, and more of them: one mechanism fills many cells).
+    pool = [c for c in elite if c.score != REFUSED]
+    if plan.loss:
+        pool = _diverse(pool, evaluate)
+    for candidate in pool[:(4 if plan.loss else 2) * plan.keep]:
         if len(found) == plan.keep:
             break
+        if plan.loss and evaluate.kind_of(candidate.row) in kinds:
+            continue  # not worth shrinking: a kind already saved
         shrunk = shrink(evaluate, candidate.row, candidate.score)
         x, mask = _read_only(shrunk.x), None if shrunk.row.mask is None else _read_only(shrunk.row.mask)
-        digest = corpus.question_digest(x, shrunk.row.scale, mask)
+        loss = _loss_fields(shrunk.row)
+        digest = corpus.question_digest(x, shrunk.row.scale, mask, corpus.loss_json(**loss) if loss else None)
         if digest in digests:
             continue
         digests.add(digest)
         record = evaluate.judged(shrunk.row)
+        if plan.loss:
+            if _kind(record, shrunk.row) in kinds:
+                continue
+            kinds.add(_kind(record, shrunk.row))
         entry = corpus.Entry(
             op=plan.op, dtype=plan.dtype, cotangent=plan.cotangent, backend=backend_name,
             backend_version=backend.version, date=today, seed=plan.seed,
             max_ulp=record["metrics"].get("max_ulp"), ratio=record["bound"].get("ratio"),
             failure=record["failure"], message=record["message"], x=x,
             description=_describe(backend_name, backend.version, today, plan, record, shrunk),
-            scale=shrunk.row.scale, mask=mask)
+            scale=shrunk.row.scale, mask=mask, **loss)
         found.append(Found(entry, record, shrunk))
     return Outcome(found, searched, generations, seconds, evaluate.evaluations - searched,
-                   dict(evaluate.failed_calls))
+                   dict(evaluate.failed_calls), getattr(evaluate, "unanswered", 0))
+
+
+def _diverse(candidates: list[Candidate], evaluate: LossEvaluator) -> list[Candidate]:
+    """Inputs of a loss op: the worst of each failure (accuracy, each semantic difference) first, then
+    the worst of each finer kind (LossEvaluator.kind_of: which semantic differences, long rows or
+    not, label smoothing or not), then the rest, worst first: one mechanism, say 0 * inf where a weight is 0,
+    fills many cells of the archive and would take every place of the saved cases from another (a
+    confident row's -0.0)."""
+    failures: set[tuple] = set()
+    kinds: set[tuple] = set()
+    first, second = [], []
+    for candidate in candidates:
+        kind = evaluate.kind_of(candidate.row)
+        if kind[0] is None or kind in kinds:
+            continue
+        kinds.add(kind)
+        # An input that shows two semantic differences (0 * inf and an overflow, say) is of its first.
+        failure = (kind[0], kind[1][:1])
+        (second if failure in failures else first).append(candidate)
+        failures.add(failure)
+    chosen = first + second
+    return chosen + [candidate for candidate in candidates if candidate not in chosen]
+
+
+def _kind(record: dict, batch: Batch) -> tuple:
+    """What an input of a loss op shows, as LossEvaluator.kind_of says it: its failure, which
+    semantic differences, whether its rows are long and whether it smooths its labels (a float16
+    overflow of the smoothed sum and one of a long row's sum are both inf for a finite loss)."""
+    semantic = record.get("semantic") or {}
+    return record["failure"], tuple(name for name in SEMANTIC_CATEGORIES if semantic.get(name)), \
+        batch.classes > losses.LONG, batch.label_smoothing > 0
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:
     copy = array.copy()
     copy.flags.writeable = False
     return copy
+
+
+def _loss_fields(row: Row | Batch) -> dict:
+    """A loss's input's fields of corpus.Entry (arrays read-only); {} for a row."""
+    if not isinstance(row, Batch):
+        return {}
+    return {"target": _read_only(row.target.astype(np.int64)), "reduction": row.reduction,
+            "ignore_index": row.ignore_index,
+            "label_smoothing": row.label_smoothing if row.label_smoothing > 0 else None,
+            "weight": None if row.weight is None else _read_only(row.weight)}
 
 
 def _describe(backend_name: str, version: str, today: str, plan: Plan, record: dict, shrunk: Shrunk) -> str:
@@ -286,6 +426,16 @@ def _describe(backend_name: str, version: str, today: str, plan: Plan, record: d
     else:
         error = (f"{_number(record['metrics'].get('max_ulp'))} ULP, "
                  f"{_number(record['bound'].get('ratio'))} x its budget")
+    if isinstance(shrunk.row, Batch):
+        row = shrunk.row
+        rows = [", ".join(repr(v) for v in values[:4]) + (", ..." if len(values) > 4 else "")
+                for values in row.values.astype(np.float64).tolist()[:2]]
+        shown = ", ".join(f"[{text}]" for text in rows) + (", ..." if row.rows > 2 else "")
+        targets = row.target.tolist()
+        return (f"found by {backend_name} {version} on {today} hunting {plan.dtype} {question} (seed "
+                f"{plan.seed}): {error}; shrunk from {shrunk.before.shape} to {shrunk.after.shape} "
+                f"logits: [{shown}], targets {targets[:8]}{' ...' if len(targets) > 8 else ''}, "
+                f"{losses.describe(row)}")
     values = shrunk.x.astype(np.float64).tolist()
     shown = ", ".join(repr(v) for v in values[:4]) + (", ..." if len(values) > 4 else "")
     return (f"found by {backend_name} {version} on {today} hunting {plan.dtype} {question} (seed "
@@ -311,15 +461,18 @@ def _number(value: float | None) -> str:
 def format_report(outcome: Outcome) -> str:
     """The table of saved cases, worst first: error, ratio to budget, length before and after
     shrinking, significant bits before and after, status and name; where a saved row has a scale or
-    a mask, its scale and its masked entries (of its length) too, before the status."""
-    attention = any(not found.shrunk.row.plain for found in outcome.found)
-    extra = ("scale", "masked") if attention else ()
-    rows = [("max ULP", "ratio", "length", "shrunk", "bits", *extra, "status", "name")]
+    a mask, its scale and its masked entries (of its length) too, before the status. A loss op's
+    inputs show their shape (rows x classes) for the length, and their reduction and options."""
+    loss = any(isinstance(found.shrunk.row, Batch) for found in outcome.found)
+    attention = not loss and any(not found.shrunk.row.plain for found in outcome.found)
+    extra = ("scale", "masked") if attention else ("reduction", "options") if loss else ()
+    rows = [("max ULP", "ratio", "shape" if loss else "length", "shrunk", "bits", *extra, "status", "name")]
     for found in outcome.found:
         record, shrunk = found.record, found.shrunk
-        shown = (_scale_text(shrunk.row.scale), _masked_text(shrunk.row)) if attention else ()
+        shown = (_scale_text(shrunk.row.scale), _masked_text(shrunk.row)) if attention else \
+            (shrunk.row.reduction, losses.options_text(shrunk.row)) if loss else ()
         rows.append((_number(record["metrics"].get("max_ulp")), _number(record["bound"].get("ratio")),
-                     str(shrunk.before.length), str(shrunk.after.length),
+                     shrunk.before.shape, shrunk.after.shape,
                      f"{shrunk.before.bits} -> {shrunk.after.bits}", *shown,
                      record["failure"] or record["status"], found.entry.name))
     right = len(rows[0]) - 2  # numbers to the right, the status and name to the left
