@@ -43,6 +43,7 @@ import numpy as np
 from mpmath.libmp import (
     finf,
     fnan,
+    fone,
     from_float,
     from_int,
     from_man_exp,
@@ -50,6 +51,7 @@ from mpmath.libmp import (
     mpf_add,
     mpf_div,
     mpf_exp,
+    mpf_log,
     mpf_mul,
     mpf_sub,
     mpf_sum,
@@ -65,6 +67,9 @@ from softmax_suite.oracle.rounding import round_interval
 
 # An exact value and its rounding into the output format.
 Decided = tuple[tuple, float]
+# A target this far (in nats) below its row's largest logit is pivoted on the largest: exp(x_c - x_t)
+# of a wider gap may not fit mpmath's numbers (exp(6e38)), and log1p(S) is then about the gap.
+FAR = 64.0
 
 
 def _bound_add(a: tuple, b: tuple) -> tuple:
@@ -74,6 +79,19 @@ def _bound_add(a: tuple, b: tuple) -> tuple:
 def _eps(precision: int, magnitude: tuple, multiple: int) -> tuple:
     """multiple * 2^-precision * |magnitude|, rounded up (an mpf: 2^-4096 is no float64)."""
     return mpf_mul(from_man_exp(multiple, -precision), (0, *magnitude[1:]), 64, round_ceiling)
+
+
+def _far_loss(x: np.ndarray, top: tuple, largest: float, precision: int) -> tuple[tuple, tuple]:
+    """(L, its error bound) of a row whose target trails its largest logit a by more than FAR, where
+    exp(x_c - x_t) may pass any exponent (3e38 - -3e38): L = (a - x_t) + log T, T = sum_c exp(x_c - a)
+    >= 1 within 8 eps T; log T is then within 10 eps (1 + log T), and the sum rounds once more:
+    within 24 eps L, as L > FAR > 1 and log T <= L."""
+    pivot = from_float(largest)
+    terms = [mpf_exp(mpf_sub(from_float(float(v)), pivot), precision, round_nearest)
+             for v in x if np.isfinite(v)]
+    log_total = mpf_log(mpf_sum(terms, precision, round_nearest), precision, round_nearest)
+    loss = mpf_add(mpf_sub(pivot, top), log_total, precision, round_nearest)
+    return loss, _eps(precision, loss, 24)
 
 
 def _row_loss(x: np.ndarray, t: int, w: np.ndarray, smoothing: float, precision: int) -> tuple[tuple, tuple]:
@@ -86,14 +104,18 @@ def _row_loss(x: np.ndarray, t: int, w: np.ndarray, smoothing: float, precision:
         return finf, fzero
     top = from_float(float(x[t]))
     gaps = [mpf_sub(from_float(float(v)), top) for v in x]  # exact; -inf where a logit is -inf
-    others = [mpf_exp(d, precision, round_nearest) for c, d in enumerate(gaps)
-              if c != t and np.isfinite(x[c])]
-    total = mpf_sum(others, precision, round_nearest) if others else fzero
-    if total == fzero:
-        log_tail, log_err = fzero, fzero  # S = 0 exactly: L = log1p(0) = 0
+    largest = float(np.max(x[np.isfinite(x)]))
+    if largest - float(x[t]) > FAR:
+        log_tail, log_err = _far_loss(x, top, largest, precision)
     else:
-        log_tail = fastpath.log1p(total, precision)
-        log_err = _eps(precision, log_tail, 12)
+        others = [mpf_exp(d, precision, round_nearest) for c, d in enumerate(gaps)
+                  if c != t and np.isfinite(x[c])]
+        total = mpf_sum(others, precision, round_nearest) if others else fzero
+        if total == fzero:
+            log_tail, log_err = fzero, fzero  # S = 0 exactly: L = log1p(0) = 0
+        else:
+            log_tail = fastpath.log1p(total, precision)
+            log_err = _eps(precision, log_tail, 12)
     w_t = from_float(float(w[t]))
     nll = mpf_mul(w_t, log_tail, precision, round_nearest)
     nll_err = _bound_add(mpf_mul(from_float(abs(float(w[t]))), log_err, 64, round_ceiling),
@@ -235,13 +257,17 @@ def _row_gradient(x: np.ndarray, t: int, w: np.ndarray, smoothing: float, factor
     if np.isnan(x).any() or np.isposinf(x).any() or np.isneginf(x).all() or factor == fnan:
         return [(fnan, fzero)] * c_count
     finite = np.isfinite(x)
-    # The target's logit is the pivot; a -inf target (p_t = 0, 1 - p_t = 1) pivots on the largest.
-    pivoted = bool(finite[t])
-    top = from_float(float(x[t] if pivoted else np.max(x[finite])))
+    # The target's logit is the pivot; one far below the largest (FAR), or -inf (p_t = 0), pivots on
+    # the largest, and its own exp(x_t - a) joins the denominator.
+    largest = float(np.max(x[finite]))
+    pivoted = bool(finite[t]) and largest - float(x[t]) <= FAR
+    top = from_float(float(x[t]) if pivoted else largest)
     exps = [mpf_exp(mpf_sub(from_float(float(v)), top), precision, round_nearest) if ok and c != t else fzero
             for c, (v, ok) in enumerate(zip(x, finite, strict=True))]
     total = mpf_sum(exps, precision, round_nearest)  # S, within 8 eps S (exact.py's bound)
-    denominator = mpf_add(from_int(1), total, precision, round_nearest) if pivoted else total
+    own = fone if pivoted else (mpf_exp(mpf_sub(from_float(float(x[t])), top), precision, round_nearest)
+                                if finite[t] else fzero)
+    denominator = mpf_add(own, total, precision, round_nearest)
     weights = [from_float(float(v)) for v in w]
     e = from_float(smoothing)
     classes = from_int(c_count)
@@ -266,8 +292,9 @@ def _row_gradient(x: np.ndarray, t: int, w: np.ndarray, smoothing: float, factor
                              _bound_add(_eps(precision, product, 2), share_err))
         else:
             # p_t K - (1 - e) w_t - e w_t / C = e (W - w_t) / C - K S / (1 + S): no 1 - p_t formed.
-            rest = mpf_div(total, denominator, precision, round_nearest) if pivoted else from_int(1)
-            rest_err = _eps(precision, rest, 24) if pivoted else fzero  # 1 - p_t
+            exact_one = own == fzero  # a -inf target: 1 - p_t = 1
+            rest = from_int(1) if exact_one else mpf_div(total, denominator, precision, round_nearest)
+            rest_err = fzero if exact_one else _eps(precision, rest, 24)  # 1 - p_t
             product = mpf_mul(k, rest, precision, round_nearest)
             # e (W - w_t) / C, one rounding: W - w_t and e (W - w_t) are exact.
             others = mpf_div(mpf_mul(e, mpf_sub(total_weight, weights[t])), classes, precision, round_nearest)

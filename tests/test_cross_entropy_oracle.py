@@ -172,3 +172,18 @@ def test_a_confident_rows_gradient_keeps_its_relative_accuracy() -> None:
     assert dx[0] == np.float32(-2 * math.exp(-80)) and dx[1] == dx[2] == np.float32(math.exp(-80))
     with pytest.raises(ValueError, match=r"reduction 'mean' takes one of shape \(\)"):
         cross_entropy_vjp(x, [0], np.array([1.0]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_a_target_far_below_the_largest_logit(dtype) -> None:
+    # exp(x_c - x_t) of a gap of 6e38 fits no number mpmath forms (it raised OverflowError): a target
+    # more than 64 nats below pivots on the largest logit, L = (a - x_t) + log sum exp(x_c - a). The
+    # loss of [3e38, -3e38, 0] at target 1 is 6e38: past float32's largest, so inf there.
+    x = np.array([[0.0, -100.0, 5.0], [1e4, -1e4, 0.5], [3e38, -3e38, 0.0], [70.0, 0.0, 69.0]], dtype=dtype)
+    targets = [1, 1, 1, 1]
+    got = cross_entropy(x, targets, reduction="none")
+    assert np.array_equal(got, np.array(naive(x, targets, reduction="none")).astype(dtype))
+    assert (dtype == np.float32) == bool(np.isinf(got[2]))
+    g = np.array([1.0, 0.5, 2.0, 1.0])
+    assert np.array_equal(cross_entropy_vjp(x, targets, g, reduction="none"),
+                          naive_vjp(x, targets, g, reduction="none").astype(dtype))

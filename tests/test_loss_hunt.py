@@ -158,6 +158,18 @@ def test_a_hunt_finds_the_vjp_that_forgets_the_means_one_over_n(
         assert replayed(entry, NO_MEAN, monkeypatch, op="cross_entropy")["status"] == "pass"
 
 
+def test_the_same_seed_and_evaluations_give_the_same_loss_corpus(tmp_path: Path) -> None:
+    texts = []
+    for attempt in ("first", "second"):
+        outcome = hunt(load(NO_MEAN), NO_MEAN, "cpu", Settings(),
+                       Plan("cross_entropy_vjp", "float32", "ones", seed=3, evaluations=2 * LOSS_OFFSPRING,
+                            keep=2))
+        path = tmp_path / f"{attempt}.json"
+        corpus.merge(path, [found.entry for found in outcome.found])
+        texts.append(path.read_text().replace(outcome.found[0].entry.date, "DATE"))
+    assert texts[0] == texts[1] and '"target": [' in texts[0]
+
+
 @pytest.mark.parametrize(("op", "dtype"), [("cross_entropy", "float32"), ("cross_entropy_vjp", "float32"),
                                            ("cross_entropy", "float16")])
 def test_a_correct_composition_hunted_for_a_few_generations_shows_nothing_over_budget(

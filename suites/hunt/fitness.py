@@ -241,10 +241,14 @@ class LossEvaluator:
         self.flush = flushes(backend, Target(op, backend.name, device, dtype, "hunt"), settings)
 
     def cotangents(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """(g, g_row) for logits of this shape."""
-        if shape not in self._cotangents:
-            self._cotangents[shape] = build_cotangents(self.kind, self.seed, shape, -1, self.fmt)
-        return self._cotangents[shape]
+        """(g, g_row) for logits of this shape (kept for rows of up to losses.LONG classes: the long
+        ones come in many lengths, each cut to its budget)."""
+        if shape in self._cotangents:
+            return self._cotangents[shape]
+        built = build_cotangents(self.kind, self.seed, shape, -1, self.fmt)
+        if shape[-1] <= LONG:
+            self._cotangents[shape] = built
+        return built
 
     def cotangent(self, batch: Batch) -> np.ndarray | None:
         """The cotangent the VJP takes for the input (None for the forward)."""
