@@ -72,8 +72,8 @@ DRESSED = 0.5
 # the long input's own (at most one a generation: within_budget).
 GENERATION_COST = 2.0**17
 LONG_COST = 2.0**17
-# The widest spread of a row's finite logits: the oracle forms 1 + S exactly, an integer of about
-# spread / ln 2 bits (a spread of 1e8 takes it 0.07 s, of 3e38 an OverflowError).
+# The widest spread of a row's finite logits: where the target leads, the oracle forms 1 + S exactly,
+# an integer of about spread / ln 2 bits (a spread of 1e8 takes it 0.07 s).
 SPREAD = 2.0**20
 
 
