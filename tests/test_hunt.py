@@ -44,14 +44,15 @@ ONLINE = "tests.online_softmax:OnlineSoftmax"  # correct, takes scale and mask, 
 MAX_BEFORE_MASK = "tests.online_softmax:MaxBeforeMask"
 
 
-def run_cli(*args: str, cwd: Path, corpus_variable: str | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path, corpus_variable: str | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
     """softmax-suite in a subprocess from cwd; SOFTMAX_SUITE_CORPUS as given (unset for None)."""
     env = {k: v for k, v in os.environ.items() if k != corpus.ENVIRONMENT_VARIABLE}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     if corpus_variable is not None:
         env[corpus.ENVIRONMENT_VARIABLE] = corpus_variable
     return subprocess.run([sys.executable, "-m", "softmax_suite.runner.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def entry_of(x: np.ndarray, op: str = "softmax", **fields) -> corpus.Entry:

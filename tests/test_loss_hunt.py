@@ -8,9 +8,6 @@ verdict. Old corpus files read as ever."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,20 +26,12 @@ from softmax_suite.suites.hunt.fitness import REFUSED, WORST, LossEvaluator
 from softmax_suite.suites.hunt.losses import Batch
 from softmax_suite.suites.hunt.search import LOSS_OFFSPRING, Plan, hunt
 from softmax_suite.suites.hunt.shrink import shrink
+from tests.test_hunt import run_cli
 
-REPO = Path(__file__).resolve().parents[1]
 CORRECT = "tests.planted_losses:Float64Loss"
 NO_MEAN = "tests.planted_losses:MeanWithoutOneOverN"
 
 
-def run_cli(*args: str, cwd: Path, corpus_variable: str | None = None) -> subprocess.CompletedProcess:
-    """softmax-suite in a subprocess from cwd; SOFTMAX_SUITE_CORPUS as given (unset for None)."""
-    env = {k: v for k, v in os.environ.items() if k != corpus.ENVIRONMENT_VARIABLE}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    if corpus_variable is not None:
-        env[corpus.ENVIRONMENT_VARIABLE] = corpus_variable
-    return subprocess.run([sys.executable, "-m", "softmax_suite.runner.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 def replayed(entry: corpus.Entry, backend: str, monkeypatch: pytest.MonkeyPatch,
@@ -72,7 +61,8 @@ def test_a_hunt_of_torchs_cross_entropy_finds_the_confident_correct_minus_zero(
     # Measured: the first generation holds it for each of seeds 1 to 10 (the catalogue's confident
     # rows and the confident move both make it); two generations leave it no chance to miss.
     done = run_cli("hunt", "--backend", "torch", "--op", "cross_entropy", "--dtype", "float32",
-                   "--evaluations", str(2 * LOSS_OFFSPRING), "--corpus", str(saved), cwd=tmp_path)
+                   "--evaluations", str(2 * LOSS_OFFSPRING), "--corpus", str(saved), cwd=tmp_path,
+                   timeout=600)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "over logits, targets, reductions, ignore_index, label_smoothing, weight" in done.stdout
     assert f"scored {2 * LOSS_OFFSPRING} inputs in 2 generations" in done.stdout
@@ -91,7 +81,7 @@ def test_a_hunt_of_torchs_cross_entropy_finds_the_confident_correct_minus_zero(
     out = tmp_path / "out"
     ran = run_cli("run", "--backend", "torch", "--case", entry.name, "--op", "cross_entropy",
                   "--throughput", "off", "-n", "0", "--out", str(out), cwd=tmp_path,
-                  corpus_variable=str(saved))
+                  corpus_variable=str(saved), timeout=600)
     assert ran.returncode == 1, ran.stdout + ran.stderr
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     record = next(r for r in records if r.get("kind") == "result" and r["check"] == "accuracy"

@@ -267,13 +267,16 @@ def test_the_suite_agrees_with_torch_utils_benchmark(tmp_path: Path) -> None:
     # wall time of a call on a shared 2-core machine times the scheduler (measured: 0.35x to 19x).
     # Both sides run in a fresh process (tests/torch_timer_agreement.py says why: in a worker they
     # once read 0.81x, 1.27x and 0.84x), three tries each, interleaved, the fastest of all the
-    # tries on each side: load only ever slows a measurement, so each side's best is its floor.
+    # tries on each side: load only ever slows a measurement, so each side's best is its floor. The
+    # floors still differ between runs of the same code: 0.99-1.01 idle, 1.13 in one CI run
+    # (2026-12-02: 0.623 ms against 0.716 ms, three tries each); five tries, and 15%, still fail a
+    # suite whose timing is off by a fifth.
     pytest.importorskip("torch")
     out = tmp_path / "timed.json"
     env = {k: v for k, v in os.environ.items() if k != "PYTEST_XDIST_WORKER"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    done = subprocess.run([sys.executable, "-m", "tests.torch_timer_agreement", "3", str(out)], cwd=tmp_path,
+    done = subprocess.run([sys.executable, "-m", "tests.torch_timer_agreement", "5", str(out)], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     timed = json.loads(out.read_text())
-    assert abs(min(timed["ours"]) / min(timed["theirs"]) - 1) <= 0.10, timed
+    assert abs(min(timed["ours"]) / min(timed["theirs"]) - 1) <= 0.15, timed
