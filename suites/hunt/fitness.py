@@ -61,7 +61,8 @@ class Evaluator:
         self.vjp = is_vjp(op)
         self.evaluations = 0
         self.failed_calls: Counter[str] = Counter()
-        self._cotangents: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        # Keyed by the row length (a loss's evaluator: by the logits' shape).
+        self._cotangents: dict = {}
         # The flush-to-zero allowance as the run grants it: measured on this backend (suites.flushing).
         self.flush = flushes(backend, Target(op, backend.name, device, dtype, "hunt"), settings)
 
@@ -225,20 +226,13 @@ class LossEvaluator:
 
     def __init__(self, backend: Backend, op: str, dtype: str, device: str, settings: Policy,
                  cotangent: str | None = None, seed: int = 0) -> None:
-        self.backend, self.op, self.dtype, self.device = backend, op, dtype, device
-        self.settings, self.kind, self.seed = settings, cotangent, seed
-        self.fmt = format_of(dtype)
-        self.vjp = is_vjp(op)
-        self.evaluations = 0
+        Evaluator.__init__(self, backend, op, dtype, device, settings, cotangent, seed)
         self.spent = 0.0
         self.unanswered = 0
         # What each input scored showed (kind_of), and what its oracle cost per element (cost), by the
         # digest of its key.
         self._kinds: dict[bytes, tuple] = {}
         self._rates: dict[bytes, float] = {}
-        self.failed_calls: Counter[str] = Counter()
-        self._cotangents: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-        self.flush = flushes(backend, Target(op, backend.name, device, dtype, "hunt"), settings)
 
     def cotangents(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """(g, g_row) for logits of this shape (kept for rows of up to losses.LONG classes: the long
