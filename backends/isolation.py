@@ -72,7 +72,8 @@ def pack(array: np.ndarray) -> tuple[dict, np.ndarray]:
     if strided:
         span = 1 + sum((n - 1) * s // itemsize for n, s in zip(array.shape, array.strides, strict=True))
         meta["strides"] = list(array.strides)
-        flat = as_strided(array, shape=(span,), strides=(itemsize,))
+        # Through unsigned integers: numpy's as_strided cannot rebuild a float8 dtype ('<f1').
+        flat = as_strided(array.view(f"u{itemsize}"), shape=(span,), strides=(itemsize,)).view(array.dtype)
     else:
         flat = np.ascontiguousarray(array).reshape(-1)
     meta["nbytes"] = flat.nbytes
@@ -103,7 +104,9 @@ def receive(conn: Connection) -> tuple[dict, list[np.ndarray]]:
         if meta["strides"] is None:
             arrays.append(flat.reshape(meta["shape"]))
         else:
-            arrays.append(as_strided(flat, shape=meta["shape"], strides=meta["strides"], writeable=False))
+            raw = as_strided(flat.view(f"u{flat.itemsize}"), shape=meta["shape"], strides=meta["strides"],
+                             writeable=False)
+            arrays.append(raw.view(flat.dtype))
     return header, arrays
 
 

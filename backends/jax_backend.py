@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from softmax_suite.ops import LOSS_OPS
-from softmax_suite.protocol import ATTENTION_OPTIONS, DTYPES, Backend, BackendUnavailable
+from softmax_suite.protocol import ATTENTION_OPTIONS, DTYPES, STANDARD_DTYPES, Backend, BackendUnavailable
 
 PLATFORMS = ("cpu", "gpu", "tpu")
 CACHE_VARIABLE = "SOFTMAX_SUITE_JAX_CACHE"
@@ -176,6 +176,8 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
         synchronize=lambda device, value: jax.block_until_ready(value),
         copy=jax.jit(lambda x: x.copy()),
         options=ATTENTION_OPTIONS if functions is None else (),
+        # jax computes the float8 formats (ml_dtypes' types are jax's); a user's functions declare theirs.
+        dtypes=DTYPES if functions is None else STANDARD_DTYPES,
         # jax.nn's where= gives a row with nothing kept softmax 0 and log_softmax -inf (measured).
         fully_masked="zero" if functions is None else "nan",
         describe=lambda device: {"platform": present[device].platform,

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from softmax_suite.ops import LOSS_OPS
-from softmax_suite.protocol import ATTENTION_OPTIONS, DTYPES, Backend, BackendUnavailable
+from softmax_suite.protocol import ATTENTION_OPTIONS, DTYPES, FLOAT8_DTYPES, Backend, BackendUnavailable
 
 # Unsigned integers of each width: arrays cross between numpy and mlx as these, then are
 # reinterpreted. mx.array(float64 array) would silently round to float32, its default float.
@@ -125,7 +125,11 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
 
         return pullback
 
-    unsupported = {}
+    # mlx has no float8 arrays (mx.to_fp8 packs float8_e4m3fn bits into uint8 arrays, and mx.from_fp8
+    # unpacks them; no op computes on them): the float8 formats are unsupported, saying so.
+    unsupported = {(name, dtype): f"mlx {mx.__version__} has no {dtype} arrays (mx.to_fp8 and mx.from_fp8 "
+                   "only convert to and from uint8 bits)"
+                   for op in forwards for name in (op, f"{op}_vjp") for dtype in FLOAT8_DTYPES}
     if functions is not None:
         for op, function in forwards.items():
             reason = _not_differentiable(mx, op, function)

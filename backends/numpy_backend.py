@@ -2,7 +2,10 @@
 and the analytic VJPs y (g - <g, y>), g - y sum(g) and g y.
 
 float16 and bfloat16 are computed in float32 and rounded once at the end, as the serious
-libraries do: ml_dtypes sums bfloat16 recursively in bfloat16, which stalls at 256.
+libraries do: ml_dtypes sums bfloat16 recursively in bfloat16, which stalls at 256. So are the
+float8 formats (float8_e4m3fn, float8_e5m2): ml_dtypes' float32 -> float8 cast rounds once, to
+nearest even, overflowing to NaN in float8_e4m3fn (its float64 -> float8 cast goes through float32
+and rounds twice, which is why the results are float32 when they are cast; tests/test_float8.py).
 
 Attention's forms (scale, mask) are composed as a numpy user writes them, on the widened rows:
 np.where(mask, x * scale, -inf), and the VJPs times scale with 0 where masked.
@@ -22,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from softmax_suite.protocol import ATTENTION_OPTIONS, LOSS_OPTIONS, Backend
+from softmax_suite.protocol import ATTENTION_OPTIONS, DTYPES, LOSS_OPTIONS, STANDARD_DTYPES, Backend
 
 # torch's default ignore_index: no target of a case that sets none holds it.
 DEFAULT_IGNORE_INDEX = -100
@@ -209,4 +212,6 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None) -> Backend:
         # numpy's ufuncs and reductions run on one thread; a user's function may call more.
         describe=lambda device: {"threads": 1} if own else {},
         options=(*ATTENTION_OPTIONS, *LOSS_OPTIONS) if own else (),
+        # Its own ops compute the float8 formats in float32 too; a user's functions declare theirs.
+        dtypes=DTYPES if own else STANDARD_DTYPES,
     )

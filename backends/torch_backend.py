@@ -8,7 +8,13 @@ then the op (torch's softmax has neither argument); their VJPs through autograd 
 cross_entropy is torch.nn.functional.cross_entropy with every option (its VJP through autograd).
 
 Inputs keep their strides on the cpu (torch.from_numpy shares the numpy buffer, so a
-non-contiguous case stays non-contiguous); bfloat16 crosses as its 16-bit pattern.
+non-contiguous case stays non-contiguous); bfloat16 crosses as its 16-bit pattern, and the float8
+formats (torch.float8_e4m3fn and float8_e5m2, ml_dtypes' on the numpy side) as their bytes.
+
+torch's own ops are asked the float8 formats where they compute them: at load, each is called on a
+float8 row on the cpu, and one that refuses (torch 2.13: "softmax_lastdim_kernel_impl" not
+implemented for 'Float8_e4m3fn') is unsupported there, with torch's own message. A user's torch
+functions declare the dtypes they take (`dtypes`: docs/backends.md).
 """
 
 from __future__ import annotations
@@ -21,7 +27,15 @@ from typing import Any
 import numpy as np
 
 from softmax_suite.ops import op_named
-from softmax_suite.protocol import ATTENTION_OPTIONS, DTYPES, LOSS_OPTIONS, Backend, BackendUnavailable
+from softmax_suite.protocol import (
+    ATTENTION_OPTIONS,
+    DTYPES,
+    FLOAT8_DTYPES,
+    LOSS_OPTIONS,
+    STANDARD_DTYPES,
+    Backend,
+    BackendUnavailable,
+)
 
 DEVICE_KINDS = ("cpu", "cuda", "mps")
 
@@ -100,6 +114,8 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None,
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             if x.dtype == ml_dtypes.bfloat16:
                 tensor = torch.from_numpy(x.view(np.int16)).view(torch.bfloat16)
+            elif x.dtype.name in FLOAT8_DTYPES:  # torch's names are ml_dtypes'
+                tensor = torch.from_numpy(x.view(np.uint8)).view(getattr(torch, x.dtype.name))
             else:
                 tensor = torch.from_numpy(x)
         return tensor.to(device)
@@ -108,6 +124,9 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None,
         tensor = tensor.detach().cpu()
         if tensor.dtype == torch.bfloat16:
             return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+        name = str(tensor.dtype).removeprefix("torch.")
+        if name in FLOAT8_DTYPES:
+            return tensor.view(torch.uint8).numpy().view(getattr(ml_dtypes, name))
         return tensor.numpy()
 
     def synchronize(device: str, value: Any) -> None:
@@ -156,6 +175,10 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None,
         for op, function in forwards.items():
             reason = _not_differentiable(torch, op, function, devices)
             unsupported.update({(f"{op}_vjp", dtype): reason for dtype in DTYPES if reason})
+    dtypes = STANDARD_DTYPES
+    if functions is None:  # the float8 formats, but where an op refuses them, in torch's words
+        unsupported.update(_float8_refusals(torch, forwards))
+        dtypes = DTYPES
     if compiler is not None:
         forwards = {op: compiler(function) for op, function in forwards.items()}
     return Backend(
@@ -172,4 +195,24 @@ def load(functions: Mapping[str, Callable[..., Any]] | None = None,
         describe=lambda device: _describe(torch, device),
         copy=torch.clone,
         options=(*ATTENTION_OPTIONS, *LOSS_OPTIONS) if functions is None else (),
+        dtypes=dtypes,
     )
+
+
+def _float8_refusals(torch: Any, forwards: Mapping[str, Any]) -> dict[tuple[str, str], str]:
+    """{(op, dtype): torch's own message} for each of torch's ops (and its VJP) that refuses a float8
+    row on the cpu: unsupported there, in torch's words. An op that takes it is asked (dtypes)."""
+    refused = {}
+    for dtype in FLOAT8_DTYPES:
+        probe = torch.zeros((1, 2)).to(getattr(torch, dtype))
+        for op, function in forwards.items():
+            keywords = {"target": torch.zeros(1, dtype=torch.long), "reduction": "sum"} \
+                if op_named(op).loss else {}
+            try:
+                function(probe, -1, **keywords)
+            except Exception as error:  # whatever torch raises is its answer
+                first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                reason = (f"torch {torch.__version__} cannot compute {op} in {dtype} on the cpu "
+                          f"({type(error).__name__}: {first})")
+                refused[(op, dtype)] = refused[(f"{op}_vjp", dtype)] = reason
+    return refused

@@ -3,6 +3,11 @@
 Values arrive as mpmath mpf tuples (sign, man, exp, bc), i.e. (-1)^sign * man * 2^exp. They
 are rounded once, to nearest with ties to even, directly into the target format with exact
 integer arithmetic; never through float64 first, which would round twice.
+
+Overflow is decided as IEEE 754 decides it: round to nearest even with an unbounded exponent, and
+a result beyond the format's max overflows, to infinity, or to NaN in a format without infinities
+(float8_e4m3fn: 464, the midpoint of 448 and the NaN pattern's 480, rounds to 448, its even
+neighbour, anything above it to NaN; softmax_suite.formats). An infinity rounds to NaN there.
 """
 
 from __future__ import annotations
@@ -40,24 +45,25 @@ def round_to_format(value: tuple, fmt: Format, beyond: int = 0) -> float:
     beyond value, closer than any format boundary (value is a midpoint plus a term too small
     to carry): a tie then goes the way that term points. With beyond = 0, value is the exact
     value and a tie goes to even. Subnormals are produced with the quantum 2^(emin - p + 1); a
-    result at or beyond 2^emax * (2 - 2^-p) overflows to infinity, as IEEE 754 prescribes for
-    round-to-nearest (and max + ulp/2 less a hair rounds to max).
+    result rounded (with an unbounded exponent) beyond max overflows to fmt.overflow (infinity, or
+    NaN in float8_e4m3fn): in an IEEE format every value from max + ulp/2 on, as IEEE 754
+    prescribes for round-to-nearest (and max + ulp/2 less a hair rounds to max).
     """
     sign, man, exp, bc = value
     if not man:
         if value == fnan:
             return math.nan
         if value == finf:
-            return math.inf
+            return fmt.overflow
         if value == fninf:
-            return -math.inf
+            return -fmt.overflow
         # An exact zero keeps its sign; a hair beyond zero takes the hair's.
         return -0.0 if (beyond < 0 if beyond else sign) else 0.0
     top = exp + bc - 1  # floor(log2 |value|)
     if top < fmt.emin - fmt.p:  # below half the smallest subnormal: rounds to zero
         return -0.0 if sign else 0.0
     if top > fmt.emax:
-        return -math.inf if sign else math.inf
+        return -fmt.overflow if sign else fmt.overflow
     quantum = max(top, fmt.emin) - fmt.p + 1
     shift = quantum - exp
     if shift <= 0:
@@ -69,10 +75,13 @@ def round_to_format(value: tuple, fmt: Format, beyond: int = 0) -> float:
         outward = -beyond if sign else beyond  # > 0: the exact magnitude is a hair larger
         if remainder > half or (remainder == half and (outward > 0 or (outward == 0 and integer & 1))):
             integer += 1
+    # Past 2^(emax+1) (float64's is beyond a Python float), or past max (float8_e4m3fn's 480).
     if integer and quantum + integer.bit_length() - 1 > fmt.emax:
-        result = math.inf
+        result = fmt.overflow
     else:
-        result = math.ldexp(integer, quantum)
+        result = math.ldexp(integer, quantum)  # exact: integer has at most p + 1 bits
+        if result > fmt.max:
+            result = fmt.overflow
     return -result if sign else result
 
 
@@ -81,14 +90,15 @@ def round_values(values: np.ndarray | float, fmt: Format) -> np.ndarray:
     casts float64 to float16 and float32 in one rounding, but ml_dtypes before 0.7 casts to
     bfloat16 through float32, which rounds twice (1 + 2^-8 + 2^-30 became 1, not 1 + 2^-7):
     the same case would give other input bits on other versions. Scaling by the quantum of each
-    value's binade is exact in float64, and rint rounds ties to even."""
+    value's binade is exact in float64, and rint rounds ties to even. Beyond max, and for
+    infinities, the format's overflow (NaN in float8_e4m3fn, whose +-inf become NaN)."""
     v = np.asarray(values, dtype=np.float64)
     with np.errstate(all="ignore"):
         binade = np.frexp(v)[1] - 1  # floor(log2 |v|)
         quantum = (np.maximum(binade, fmt.emin) - fmt.p + 1).astype(np.int64)
         rounded = np.ldexp(np.rint(np.ldexp(v, -quantum)), quantum)
     rounded = np.where(np.isfinite(v), rounded, v)
-    rounded = np.where(np.abs(rounded) > fmt.max, np.copysign(np.inf, v), rounded)
+    rounded = np.where(np.abs(rounded) > fmt.max, np.copysign(fmt.overflow, v), rounded)
     return rounded.astype(fmt.np_dtype)  # exact: every value is one of the format's
 
 
@@ -112,16 +122,16 @@ def round_certified(high: np.ndarray, low: np.ndarray, exponent: np.ndarray, err
     third (far below low) keeps a tiny term that would be lost in low, such as L in log_softmax
     = (a tie of the format) - L.
 
-    In units of the quantum 2^q of v's binade, W = v 2^-q = Wh + Wl and N its nearest integer:
-    v rounds to N 2^q whenever the whole interval W (1 +- error) lies strictly between N - 1/2
-    and N + 1/2, and between N - 1/4 and N + 1/2 (in magnitude) when N = 2^(p-1) opens a normal
-    binade (below it, the quantum is half as large). Results beyond the format's max are
-    infinities. The test never rounds the fraction f = W - N where it matters: Wh - rint(Wh) is
-    exact (Sterbenz), two_sum splits it plus Wl exactly into f1 + f2, and the distances from f1
-    to the boundaries near it are exact; f2 (plus the third word, one rounding, counted) and
-    the error go to the other side, compared with a margin of 2^-52. So a value a hair from a tie of
-    the format (log_softmax = a tie - 1e-24) is decided. A high word of 0 with error 0 is an
-    exact zero; an error of 1 or more leaves even the sign open: undecided.
+    In units of the quantum 2^q of v's binade, W = v 2^-q = Wh + Wl and N its nearest integer: v
+    rounds to N 2^q whenever the whole interval W (1 +- error) lies strictly between N - 1/2 and N +
+    1/2, and between N - 1/4 and N + 1/2 (in magnitude) when N = 2^(p-1) opens a normal binade
+    (below it, the quantum is half as large). Results beyond the format's max overflow
+    (fmt.overflow: infinities, or NaN in float8_e4m3fn). The test never rounds the fraction f = W -
+    N where it matters: Wh - rint(Wh) is exact (Sterbenz), two_sum splits it plus Wl exactly into f1
+    + f2, and the distances from f1 to the boundaries near it are exact; f2 (plus the third word,
+    one rounding, counted) and the error go to the other side, compared with a margin of 2^-52. So a
+    value a hair from a tie of the format (log_softmax = a tie - 1e-24) is decided. A high word of 0
+    with error 0 is an exact zero; an error of 1 or more leaves even the sign open: undecided.
     """
     high, low = np.broadcast_arrays(np.asarray(high, np.float64), np.asarray(low, np.float64))
     _, binade = np.frexp(high)
@@ -148,8 +158,9 @@ def round_certified(high: np.ndarray, low: np.ndarray, exponent: np.ndarray, err
         decided &= error < 1
         decided |= (high == 0) & (error == 0)
         rounded = np.copysign(np.ldexp(nearest, quantum), high)
-    # N 2^q beyond max is 2^(emax+1): the value reached max + ulp/2, which overflows.
-    return np.where(np.abs(rounded) > fmt.max, np.copysign(np.inf, high), rounded), decided
+    # N 2^q beyond max (2^(emax+1), or float8_e4m3fn's 480): the value reached max + ulp/2 (past
+    # it in float8_e4m3fn, whose 464 rounds to an even 448), which overflows.
+    return np.where(np.abs(rounded) > fmt.max, np.copysign(fmt.overflow, high), rounded), decided
 
 
 # The exponent field of a float64: masking it out of |v| leaves 2^floor(log2 |v|) (0 for zeros and
@@ -169,22 +180,26 @@ def _nearest(values: np.ndarray, fmt: Format) -> np.ndarray:
 
 
 @cache
-def _half_table() -> np.ndarray:
-    """float16 bits indexed by the upper 19 bits of a float32 that holds a float16 value exactly (its
-    lower 13 bits are zero, subnormals included) or lies beyond float16's max (inf): numpy casts
-    float32 to float16 one element at a time, ten times slower than this lookup."""
-    floats = (np.arange(1 << 19, dtype=np.uint32) << 13).view(np.float32)
+def _table(fmt: Format) -> np.ndarray:
+    """fmt's bits indexed by the upper 9 + p - 1 bits of a float32 that holds a value of fmt exactly
+    (its lower 24 - p bits are zero, subnormals included) or lies beyond fmt's max (its overflow:
+    inf, or NaN in float8_e4m3fn, which ml_dtypes' cast gives as the spec does): numpy casts
+    float32 to float16 one element at a time, ten times slower than this lookup (float16: 2^19
+    entries; the float8 formats: 2^12 and 2^11)."""
+    shift = 24 - fmt.p
+    floats = (np.arange(1 << (32 - shift), dtype=np.uint32) << shift).view(np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
-        return floats.astype(np.float16).view(np.uint16)
+        converted = floats.astype(fmt.np_dtype)
+    return converted.view(np.uint8 if fmt.np_dtype.itemsize == 1 else np.uint16)
 
 
 def _in_format(rounded: np.ndarray, fmt: Format) -> np.ndarray:
-    """float64 values of fmt (or beyond its max: infinity) as an array of fmt's dtype, exactly."""
+    """float64 values of fmt (or beyond its max: its overflow) as an array of fmt's dtype, exactly."""
     with np.errstate(over="ignore"):
         single = rounded.astype(np.float32)  # exact: every value of fmt is a float32
     if fmt.name == "bfloat16":
         return (single.view(np.uint32) >> 16).astype(np.uint16).view(fmt.np_dtype)
-    return _half_table().take(single.view(np.uint32) >> 13).view(fmt.np_dtype)
+    return _table(fmt).take(single.view(np.uint32) >> (24 - fmt.p)).view(fmt.np_dtype)
 
 
 def round_between(first: np.ndarray, second: np.ndarray, fmt: Format, out: np.ndarray | None = None,
@@ -246,6 +261,8 @@ def round_interval(value: tuple, err: tuple, fmt: Format, precision: int, beyond
     high = round_to_format(value, fmt, -1) if beyond < 0 else \
         round_to_format(mpf_add(value, err, precision, round_ceiling), fmt)
     if low == high and math.copysign(1.0, low) == math.copysign(1.0, high):
+        return low
+    if math.isnan(low) and math.isnan(high):  # both ends overflow in a format without infinities
         return low
     return None
 

@@ -30,7 +30,7 @@ from softmax_suite.backends.isolation import Isolated
 from softmax_suite.backends.registry import backend_names, check_names, load
 from softmax_suite.ops import is_vjp
 from softmax_suite.oracle import store
-from softmax_suite.protocol import DTYPES, OPS, Backend
+from softmax_suite.protocol import DTYPES, OPS, STANDARD_DTYPES, Backend
 from softmax_suite.reports import baseline as baseline_io
 from softmax_suite.reports import gate as gate_rules
 from softmax_suite.reports import html
@@ -562,7 +562,8 @@ def cases_command(args: argparse.Namespace) -> int:
     rows = [("case", "shape", "axis", "layout", "dtypes", "tags", "description")]
     for case in chosen:
         shape = case.build(case.dtypes[0]).shape
-        dtypes = "all" if case.dtypes == DTYPES else ",".join(case.dtypes)
+        dtypes = "all" if case.dtypes == DTYPES else "all but float8" if case.dtypes == STANDARD_DTYPES \
+            else ",".join(case.dtypes)
         rows.append((case.name, "x".join(map(str, shape)), str(case.axis), case.layout, dtypes,
                      ",".join(sorted(case.tags)) or "-", case.description))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]

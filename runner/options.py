@@ -44,7 +44,8 @@ SELECTION: tuple[tuple[str, dict], ...] = (
     ("--device", {"action": "append", "metavar": "NAMES",
                   "help": "devices, comma-separated: cpu, cuda, mps, gpu, tpu (default: all)"}),
     ("--dtype", {"action": "append", "metavar": "NAMES",
-                 "help": f"dtypes, comma-separated: {', '.join(DTYPES)} (default: all)"}),
+                 "help": f"dtypes, comma-separated: {', '.join(DTYPES)} (default: all; the float8 "
+                         "ones where a backend declares them, on the cases that list them)"}),
     ("--op", {"action": "append", "metavar": "NAMES",
               "help": f"ops, comma-separated: {', '.join(OPS)} (default: all)"}),
     ("--cotangent", {"action": "append", "metavar": "NAMES",

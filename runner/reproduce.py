@@ -15,7 +15,7 @@ import numpy as np
 
 from softmax_suite.backends.array_api_backend import SPEC_PREFIX
 from softmax_suite.backends.registry import BUILTIN
-from softmax_suite.formats import DTYPES
+from softmax_suite.formats import DTYPES, FLOAT8_DTYPES
 from softmax_suite.ops import OPS, PER_ROW, VJP_OPS, op_named, output_shape, shaped
 from softmax_suite.oracle.budget import BudgetConstants
 from softmax_suite.reports.results import loss_words
@@ -40,6 +40,8 @@ _RUN_LINE = 150
 # travel like x: embedded or rebuilt, and digest-checked.
 _LOSS_ARGUMENTS = ("target", "reduction", "ignore_index", "label_smoothing", "weight")
 _LOSS_ARRAYS = {"target": "targets", "weight": "class weights"}
+# The dtypes a script takes from ml_dtypes (numpy has none of these types).
+ML_DTYPES = ("bfloat16", *FLOAT8_DTYPES)
 
 
 class ReproduceError(ValueError):
@@ -341,8 +343,8 @@ def _imports(values: dict, embed: bool) -> str:
     imports = []
     if embed or values["masked"]:
         imports.append("import numpy as np")
-        if values["dtype"] == "bfloat16":
-            imports.append("from ml_dtypes import bfloat16")
+        if values["dtype"] in ML_DTYPES:  # numpy has no such type: ml_dtypes' (bits unchanged)
+            imports.append(f"from ml_dtypes import {values['dtype']}")
         imports.append("")
     accuracy = ["BackendFailure", "bits_digest"]
     if values["check"] == "accuracy":
@@ -442,7 +444,7 @@ def _layout(layout: str) -> list[str]:
 
 def _rebuild_embedded(values: dict, x: np.ndarray, g: np.ndarray | None, mask: np.ndarray | None,
                       loss: dict) -> str:
-    dtype = "bfloat16" if values["dtype"] == "bfloat16" else f"np.{values['dtype']}"
+    dtype = values["dtype"] if values["dtype"] in ML_DTYPES else f"np.{values['dtype']}"
     lines = [_literal("X_BITS", x)]
     if g is not None:
         lines.append(_literal("G_BITS", g))

@@ -25,17 +25,19 @@ from typing import Any
 
 import numpy as np
 
-from softmax_suite.formats import DTYPES
+from softmax_suite.dtypes import DTYPES, FLOAT8_DTYPES, STANDARD_DTYPES
 from softmax_suite.ops import FORWARD_OPS, OPS, VJP_OPS
 
 __all__ = [
     "ATTENTION_OPTIONS",
     "DTYPES",
+    "FLOAT8_DTYPES",
     "FORWARD_OPS",
     "FULLY_MASKED",
     "LOSS_OPTIONS",
     "OPS",
     "OPTIONS",
+    "STANDARD_DTYPES",
     "VJP_OPS",
     "Backend",
     "BackendUnavailable",
@@ -73,7 +75,8 @@ class Backend:
     to_numpy: Callable[[Any], np.ndarray]
     devices: tuple[str, ...] = ("cpu",)
     absent_devices: Mapping[str, str] = field(default_factory=dict)
-    dtypes: tuple[str, ...] = DTYPES
+    # The dtypes it computes: the four IEEE ones unless it declares more (the float8 formats: DTYPES).
+    dtypes: tuple[str, ...] = STANDARD_DTYPES
     unsupported: Mapping[tuple[str, str], str] = field(default_factory=dict)
     synchronize: Callable[[str, Any], None] = _no_sync
     copy: Callable[[Any], Any] | None = None

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from softmax_suite.dtypes import DTYPES
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -23,19 +25,19 @@ def test_run_writes_results_and_exits_zero(tmp_path: Path) -> None:
     assert lines[0]["kind"] == "run"
     results = [line for line in lines if line["kind"] == "result"]
     assert {line["name"] for line in lines if line["kind"] == "table"} == {"semantics", "agreement"}
-    # 2 cases x 4 dtypes x (3 forward ops + 3 VJPs x 4 cotangent kinds + the invariants of the
-    # 3 forward ops), all passing for the numpy reference adapter.
-    assert len(results) == 2 * 4 * (3 + 3 * 4 + 3)
-    assert sum(r["check"] == "invariants" for r in results) == 2 * 4 * 3
+    # 2 cases x 6 dtypes (both list the float8 ones, which numpy declares) x (3 forward ops + 3 VJPs
+    # x 4 cotangent kinds + the invariants of the 3 forward ops), all passing for the numpy adapter.
+    assert len(results) == 2 * 6 * (3 + 3 * 4 + 3)
+    assert sum(r["check"] == "invariants" for r in results) == 2 * 6 * 3
     assert {r["status"] for r in results} == {"pass"}
     # One verdict over both passes: each dtype's 18 results of each case and its 18 timings.
     terminal = done.stdout.splitlines()
-    assert "verdict: nothing unexpected; 216 passed, 0 known failures (216 results)" in terminal
+    assert "verdict: nothing unexpected; 324 passed, 0 known failures (324 results)" in terminal
     assert [line.split()[:5] for line in terminal if line.startswith("numpy ")] == [
-        ["numpy", dtype, "54", "0", "0"] for dtype in ("float16", "bfloat16", "float32", "float64")]
+        ["numpy", dtype, "54", "0", "0"] for dtype in DTYPES]
     # pytest-benchmark wrote its file (below) but printed neither its table nor where it wrote it.
     assert "benchmark:" not in done.stdout and "Wrote benchmark data" not in done.stdout + done.stderr
-    # Then throughput, in a process of its own: 4 dtypes x 6 ops x the 3 shapes of the quick
+    # Then throughput, in a process of its own: 6 dtypes x 6 ops x the 3 shapes of the quick
     # sweep, in the suite's records and in pytest-benchmark's JSON with the same numbers.
     timings = [json.loads(line) for line in (tmp_path / "throughput.jsonl").read_text().splitlines()]
     timed = [line for line in timings if line["kind"] == "result"]
@@ -45,7 +47,7 @@ def test_run_writes_results_and_exits_zero(tmp_path: Path) -> None:
     # The throughput process reads the accuracy pass's results: its stale report judges both.
     earlier = timings[0]["pytest_args"].index("--softmax-suite-earlier-results")
     assert timings[0]["pytest_args"][earlier + 1] == str(tmp_path / "results.jsonl")
-    assert len(timed) == 4 * 6 * 3 and {r["status"] for r in timed} == {"pass"}
+    assert len(timed) == 6 * 6 * 3 and {r["status"] for r in timed} == {"pass"}
     benchmarks = json.loads((tmp_path / "benchmark.json").read_text())["benchmarks"]
     assert len(benchmarks) == len(timed)
     by_id = {(r["op"], r["dtype"], r["case"]): r for r in timed}

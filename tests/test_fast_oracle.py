@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from mpmath.libmp import from_float, mpf_add, mpf_shift
 
-from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.formats import FORMATS
+from softmax_suite.formats import STANDARD_DTYPES as DTYPES  # the float8 formats: tests/test_float8.py
 from softmax_suite.oracle import doubleword as dw
 from softmax_suite.oracle import exponential, fastpath
 from softmax_suite.oracle.budget import natural_scale

@@ -10,7 +10,8 @@ import mpmath
 import numpy as np
 import pytest
 
-from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.formats import FORMATS
+from softmax_suite.formats import STANDARD_DTYPES as DTYPES  # the float8 formats: tests/test_float8.py
 from softmax_suite.ops import SOFTMAX_FORWARD_OPS as FORWARD_OPS
 from softmax_suite.oracle import exact, fastpath
 from softmax_suite.oracle.exact import forward_references, initial_precision

@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mpmath.libmp import finf, fnan, fninf, from_float, from_man_exp, fzero
 
-from softmax_suite.formats import DTYPES, FORMATS, format_of
+from softmax_suite.formats import FORMATS, format_of
+from softmax_suite.formats import STANDARD_DTYPES as DTYPES  # the float8 formats: tests/test_float8.py
 from softmax_suite.oracle.rounding import round_to_format, round_values, ulp
 from tests.reference_rounding import UNSIGNED, reference_round
 

@@ -9,7 +9,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.formats import FORMATS
+from softmax_suite.formats import STANDARD_DTYPES as DTYPES  # the float8 formats: tests/test_float8.py
 from softmax_suite.oracle import cache
 from softmax_suite.oracle.exact import underflow_terms
 from softmax_suite.runner.config import Settings
