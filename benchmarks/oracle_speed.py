@@ -2,9 +2,12 @@
 against the naive (mpmath-only) oracle, with its peak memory.
 
     python benchmarks/oracle_speed.py [--before REV] [--cases float32:1000 float32:100000 ...]
+                                      [--rows normal|uniform|pairs]
 
-For each case (dtype and row length n), one N(0, 9) row x, cotangents g ~ N(0, 1) and 0.5 for
-logsumexp, converted to the dtype. Per family (forward: softmax, log_softmax and logsumexp of
+For each case (dtype and n elements), one N(0, 9) row x, cotangents g ~ N(0, 1) and 0.5 for
+logsumexp, converted to the dtype (--rows normal); or the length ladder's uniform row, n zeros
+under the constant cotangent 0.75 (--rows uniform); or n/2 rows of two N(0, 9) entries, the
+bit-pattern cases' shape (--rows pairs). Per family (forward: softmax, log_softmax and logsumexp of
 the row together; vjp: their three VJPs together), in ns per element of the row:
 
 * plain: the family's formulas evaluated once in float64 numpy (the row converted first);
@@ -90,16 +93,30 @@ def plain_vjp(x: np.ndarray, g: np.ndarray, g_row: np.ndarray) -> tuple[np.ndarr
 
 def evaluation(family: str, x: np.ndarray, g: np.ndarray, g_row: np.ndarray,
                oracle: tuple[ModuleType, ModuleType] | str | None = None) -> Callable[[], object]:
-    """One call of the family: the oracle's (this checkout's, or the given (exact, gradients)),
-    or with oracle "plain" the float64 formulas."""
+    """One call of the family over the last axis: the oracle's (this checkout's, or the given
+    (exact, gradients)), or with oracle "plain" the float64 formulas (of a 1-D row)."""
     if oracle == "plain":
+        if x.ndim > 1:
+            return lambda: None
         return (lambda: plain_forward(x)) if family == "forward" else (lambda: plain_vjp(x, g, g_row))
     exact, gradients = oracle or (None, None)
+    axis = x.ndim - 1
     if family == "forward":
         references = forward_references if exact is None else exact.forward_references
-        return lambda: references(x, 0)
+        return lambda: references(x, axis)
     derivatives = vjp_references if gradients is None else gradients.vjp_references
-    return lambda: derivatives(x, g, g_row, 0)
+    return lambda: derivatives(x, g, g_row, axis)
+
+
+def inputs(rows: str, dtype: np.dtype, n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """(x, g, g_row) of n elements: --rows' kind (module docstring)."""
+    if rows == "uniform":
+        return np.zeros(n, dtype), np.full(n, 0.75, dtype), np.array(0.75, dtype)
+    x = (rng.standard_normal(n) * 3.0).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    if rows == "pairs":
+        return x.reshape(-1, 2), g.reshape(-1, 2), np.full(n // 2, 0.5, dtype)
+    return x, g, np.array(0.5, dtype=dtype)
 
 
 def cpu_times(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -130,6 +147,7 @@ def main() -> None:
     parser.add_argument("--naive-sample", type=int, default=20_000, help="0: no naive column")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--family", choices=["forward", "vjp"], nargs="+", default=["forward", "vjp"])
+    parser.add_argument("--rows", choices=["normal", "uniform", "pairs"], default="normal")
     args = parser.parse_args()
     cases = [(name, int(float(n))) for name, n in (case.split(":") for case in args.cases)]
     before = load_oracle(args.before) if args.before else None
@@ -151,10 +169,7 @@ def main() -> None:
         warm[0] = 1.0
         (forward_references(warm, 0) if family == "forward" else vjp_references(warm, warm, np.array(0.5), 0))
         for name, n in cases:
-            dtype = FORMATS[name].np_dtype
-            x = (rng.standard_normal(n) * 3.0).astype(dtype)
-            g = rng.standard_normal(n).astype(dtype)
-            g_row = np.array(0.5, dtype=dtype)
+            x, g, g_row = inputs(args.rows, FORMATS[name].np_dtype, n, rng)
 
             calls = {"plain": evaluation(family, x, g, g_row, "plain"),
                      "after": evaluation(family, x, g, g_row)}
@@ -162,7 +177,8 @@ def main() -> None:
                 calls["before"] = evaluation(family, x, g, g_row, before)
             for call in calls.values():
                 call()  # once untimed: first calls build tables and grow the allocator
-            seconds = {key: value / n * 1e9 for key, value in cpu_times(calls, args.repeats).items()}
+            timed = cpu_times(calls, args.repeats)
+            seconds = {key: max(value, 1e-9) / n * 1e9 for key, value in timed.items()}
             row = f"| {family} | {name} | {n:.0e} | {seconds['plain']:.1f} | {seconds['after']:.1f} | " \
                   f"{seconds['after'] / seconds['plain']:.1f}x | "
             if before:
@@ -171,7 +187,8 @@ def main() -> None:
             if args.naive_sample:
                 sample = min(n, args.naive_sample)
                 with fastpath.disabled():
-                    naive = cpu_times({"naive": evaluation(family, x[:sample], g[:sample], g_row)}, 1)
+                    g_sample = g_row if g_row.ndim == 0 else g_row[:sample // 2]
+                    naive = cpu_times({"naive": evaluation(family, x[:sample], g[:sample], g_sample)}, 1)
                 naive = naive["naive"] / (sample * 1e-9)
                 row += f"{naive:.0f} | {naive / seconds['after']:.0f}x | "
             peak = peak_bytes(calls["after"])

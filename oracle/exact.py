@@ -153,8 +153,9 @@ def build_references(fmt: Format, axis: int, inputs: list[np.ndarray], evaluate:
     lead_shape = tuple(size for i, size in enumerate(x.shape) if i != axis)
     n = x.shape[axis]
     rows_count = math.prod(lead_shape)
-    flat = [np.moveaxis(a, axis, -1).reshape(rows_count, n).astype(np.float64, copy=False) if a.ndim == x.ndim
-            else a.reshape(rows_count).astype(np.float64, copy=False) for a in inputs]
+    with np.errstate(invalid="ignore"):  # a signalling NaN's payload (every bfloat16 pattern) warns
+        flat = [np.moveaxis(a, axis, -1).reshape(rows_count, n).astype(np.float64, copy=False)
+                if a.ndim == x.ndim else a.reshape(rows_count).astype(np.float64, copy=False) for a in inputs]
     columns = {op: fastpath.Columns.empty((rows_count,) if op in REDUCED_OPS else (rows_count, n),
                                           fmt.np_dtype) for op in ops}
     done, certificate = fast(flat, fmt, columns) if fast is not None \
@@ -206,7 +207,10 @@ def underflow_terms(x: np.ndarray, fmt: Format) -> dict[str, np.ndarray]:
 def _place_row(columns: fastpath.Columns, index: int, values: list[tuple], terms: dict) -> None:
     """Write one row decided by mpmath into the columns (terms allocated on first use)."""
     reduced = columns.rounded.ndim == 1
-    rounded, mant, mant_lo, scale = zip(*values, strict=True) if values else ((), (), (), ())
+    # One float64 table (the scales are small integers, the rounded values are in the output's
+    # format: both exact), much faster than unzipping a long row's tuples.
+    table = np.array(values, dtype=np.float64).reshape(len(values), 4)
+    rounded, mant, mant_lo, scale = table.T
     target = index if reduced else (index, slice(None))
     if reduced:
         rounded, mant, mant_lo, scale = rounded[0], mant[0], mant_lo[0], scale[0]
@@ -261,7 +265,13 @@ def _decided_row(rows: list[np.ndarray], fmt: Format, evaluate: RowEvaluation,
         forced = 0
         for op in ops:
             decided = []
-            for value, err, beyond in evaluation["values"][op]:
+            # Equal bounds round alike: a uniform row's 2^20 entries share one (forward_row).
+            seen: dict[Bound, tuple] = {}
+            for bound in evaluation["values"][op]:
+                if bound in seen:
+                    decided.append(seen[bound])
+                    continue
+                value, err, beyond = bound
                 rounded = round_interval(value, err, fmt, precision, beyond)
                 if rounded is None:
                     if precision < MAX_PRECISION:
@@ -269,7 +279,8 @@ def _decided_row(rows: list[np.ndarray], fmt: Format, evaluate: RowEvaluation,
                         break
                     rounded = round_to_format(value, fmt, beyond)
                     forced += 1
-                decided.append((rounded, *split_mpf(value, precision)))
+                seen[bound] = (rounded, *split_mpf(value, precision))
+                decided.append(seen[bound])
             if undecided:
                 break
             outputs[op] = decided
@@ -380,6 +391,8 @@ def forward_row(row: np.ndarray, precision: int) -> ForwardRow:
                   "logsumexp": [Bound(reduced, fzero)]}
         return ForwardRow(values, [fnan] * n, [0.0] * n, [math.nan] * n, 0.0, 0.0, 0.0, 0.0, True)
     k = int(np.argmax(row))
+    if row[k] == row.min():
+        return _equal_row(row, precision)
     a = from_float(float(row[k]))
     gaps = [mpf_sub(from_float(float(v)), a) for v in row]
     exps = [mpf_exp(d, precision, round_nearest) for d in gaps]
@@ -420,6 +433,35 @@ def forward_row(row: np.ndarray, precision: int) -> ForwardRow:
         argmax=k,
         tied=tied,
         deficit=deficit,
+    )
+
+
+def _equal_row(row: np.ndarray, precision: int) -> ForwardRow:
+    """forward_row of n equal finite entries c, where every entry shares one value per op (a
+    uniform row of the length ladder holds 2^20): softmax 1/n (exact for n = 2^k), log_softmax
+    -log n, logsumexp c + log n."""
+    n = row.size
+    log_n = fastpath.log1p(from_int(n - 1), precision)
+    log_err = _scaled_eps(precision, log_n, 12)
+    if n & (n - 1) == 0:
+        softmax = Bound(from_man_exp(1, -(n.bit_length() - 1)), fzero)
+    else:
+        share = mpf_div(fone, from_int(n), precision, round_nearest)
+        softmax = Bound(share, _scaled_eps(precision, share))
+    log_softmax = near(fzero, mpf_neg(log_n), log_err, precision)
+    return ForwardRow(
+        values={"softmax": [softmax] * n, "log_softmax": [log_softmax] * n,
+                "logsumexp": [near(from_float(float(row[0])), log_n, log_err, precision)]},
+        gaps=[fzero] * n,
+        gap_floats=[0.0] * n,
+        probabilities=[to_float(softmax.value)] * n,
+        weighted_gap=0.0,
+        max_gap=0.0,
+        tail=(n - 1) / n,
+        log_tail=to_float(log_n),
+        special=False,
+        argmax=0,
+        tied=n,
     )
 
 

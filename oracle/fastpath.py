@@ -98,7 +98,7 @@ from softmax_suite.oracle.rounding import (
     split_mpf,
 )
 
-MIN_ROW = 16
+MIN_ROW = 2
 # Columns per chunk: numpy's per-call cost is paid per chunk, its temporaries live per chunk;
 # 2^15 (256 KB a float64 temporary) measured fastest of 2^14 to 2^17 at n = 1e5 and 1e6.
 CHUNK = 1 << 15

@@ -272,16 +272,28 @@ def _rational_row(row: np.ndarray, g: np.ndarray, g_scalar: float,
     """The VJPs of a row whose m finite entries are equal (y_j = 1/m), in exact rationals."""
     finite = np.isfinite(row)
     m = int(finite.sum())
-    gs = [Fraction(v) for v in g.tolist()]
-    inner = sum((gj for gj, f in zip(gs, finite, strict=True) if f), Fraction(0)) / m
-    total = sum(gs, Fraction(0))
+    inner = _exact_sum(g[finite]) / m
+    total = _exact_sum(g)
     outputs: dict[str, list[tuple]] = {op: [] for op in SOFTMAX_VJP_OPS}
-    for gj, f in zip(gs, finite, strict=True):
-        yj = Fraction(1, m) if f else Fraction(0)
-        outputs["softmax_vjp"].append(_rational(yj * (gj - inner), precision))
-        outputs["log_softmax_vjp"].append(_rational(gj - yj * total, precision))
-        outputs["logsumexp_vjp"].append(_rational(Fraction(g_scalar) * yj, precision))
+    # Entries with equal cotangents share their values: a uniform row of 2^20 under a constant
+    # cotangent is three rationals, not three million.
+    seen: dict[tuple[float, bool], tuple[Bound, Bound, Bound]] = {}
+    for key in zip(g.tolist(), finite.tolist(), strict=True):
+        if key not in seen:
+            gj, f = Fraction(key[0]), key[1]
+            yj = Fraction(1, m) if f else Fraction(0)
+            seen[key] = (_rational(yj * (gj - inner), precision), _rational(gj - yj * total, precision),
+                         _rational(Fraction(g_scalar) * yj, precision))
+        for op, value in zip(SOFTMAX_VJP_OPS, seen[key], strict=True):
+            outputs[op].append(value)
     return outputs
+
+
+def _exact_sum(values: np.ndarray) -> Fraction:
+    """The exact sum of finite floats, by distinct value (few in a narrow format's cotangent)."""
+    distinct, counts = np.unique(values, return_counts=True)
+    pairs = zip(distinct.tolist(), counts.tolist(), strict=True)
+    return sum((Fraction(v) * c for v, c in pairs), Fraction(0))
 
 
 def _rational(value: Fraction, precision: int) -> Bound:
