@@ -22,7 +22,7 @@ from softmax_suite.oracle import cache
 from softmax_suite.oracle.exact import Reference
 from softmax_suite.oracle.metrics import classify
 from softmax_suite.protocol import Backend
-from softmax_suite.suites import flushing, losses, masking
+from softmax_suite.suites import flushing, losses, masking, patterns
 from softmax_suite.suites.cases import CASES, Case
 from softmax_suite.suites.cotangents import build_cotangents
 from softmax_suite.suites.deviations import Deviation
@@ -131,6 +131,10 @@ def base_record(target: Target, case: Case, backend: Backend | None) -> dict:
         record["fully_masked"] = backend.fully_masked if backend else None
     if case.loss is not None:
         record["loss"] = losses.summary(case_options(target.case, target.dtype))
+    if case.ladder is not None:
+        record["ladder"] = {"length": case.row_length, "rows": case.ladder}
+    if case.pattern is not None:
+        record["pattern"] = {"row": patterns.ROWS[case.pattern]}
     return record
 
 
@@ -214,7 +218,11 @@ def run(target: Target, backend: Backend, settings: Policy,
     if case.special_input:
         record["special_values"] = special_values(case, x, reference, got)
     record["flushes"] = flushes(backend, target, settings)
-    return judged({**record, **judge(reference, got, settings, case.axis, record["flushes"])}, deviations)
+    labels = patterns.row_labels(case.pattern, x) if case.pattern else None
+    verdict = judge(reference, got, settings, case.axis, record["flushes"], labels)
+    if case.pattern:
+        record["pattern"]["by_gap"] = verdict.pop("by_gap")
+    return judged({**record, **verdict}, deviations)
 
 
 def flush_evidence(backend: Backend, device: str, dtype: str, op: str, settings: Policy) -> dict:

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from softmax_suite.formats import DTYPES, Format, format_of
+from softmax_suite.dtypes import DTYPES, FLOAT8_DTYPES, STANDARD_DTYPES
+from softmax_suite.formats import Format, format_of
 from softmax_suite.oracle.rounding import round_values
-from softmax_suite.suites import corpus, cotangents, losses
+from softmax_suite.suites import corpus, cotangents, ladder, losses, patterns
 from softmax_suite.suites.losses import Loss
 
 Generator = Callable[[np.random.Generator, Format], np.ndarray]
@@ -34,7 +35,7 @@ class Case:
     description: str
     generate: Generator
     axis: int = -1
-    dtypes: tuple[str, ...] = DTYPES
+    dtypes: tuple[str, ...] = STANDARD_DTYPES  # DTYPES: the float8 formats too
     layout: str = "contiguous"
     tags: frozenset[str] = field(default_factory=frozenset)
     seed: int | None = None
@@ -50,6 +51,11 @@ class Case:
     garbage_under_mask: bool = True
     # A loss case (asked of the loss ops only, and only they ask it): its targets and options.
     loss: Loss | None = None
+    # A rung of the length ladder: the kind of its one row (softmax_suite.suites.ladder.ROWS).
+    ladder: str | None = None
+    # Every bit pattern of the format as the varying entry of a short row: the row's key in
+    # softmax_suite.suites.patterns.ROWS (results then carry the error per binade of |x|).
+    pattern: str | None = None
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -63,16 +69,23 @@ class Case:
         return {} if self.loss is None else self.loss.arguments(self.generate(
             np.random.default_rng(self.resolved_seed), format_of(dtype)), self.resolved_seed, dtype)
 
+    @property
+    def widest(self) -> str:
+        """float64 where the case runs it, else its first dtype (every bit pattern of float64
+        would be 2^64 rows): the dtype its shape and finiteness are read from."""
+        return "float64" if "float64" in self.dtypes else self.dtypes[0]
+
     @functools.cached_property
     def row_length(self) -> int:
-        """The length of its rows (the reduced axis), from its float64 values."""
-        values = self.build("float64")
+        """The length of its rows (the reduced axis), from its values in its widest dtype."""
+        values = self.build(self.widest)
         return int(values.shape[self.axis]) if values.ndim else 1
 
     @functools.cached_property
     def finite(self) -> bool:
-        """Whether every entry its mask keeps is finite (in float64: a dtype may overflow more)."""
-        values = self.build("float64")
+        """Whether every entry its mask keeps is finite (in its widest dtype: a narrower one may
+        overflow more)."""
+        values = self.build(self.widest)
         kept = values if self.mask is None else values[self.build_mask(values.shape)]
         return bool(np.isfinite(kept).all())
 
@@ -412,13 +425,43 @@ LOSS: tuple[Case, ...] = (
                normal((48, 30), 2.0), Loss(losses.random_targets, weight=losses.some_zero_weights)),
 )
 
+# The length ladder (docs/low-precision.md): one row per case at each length where a narrow
+# accumulator gives out, for every op and dtype. A uniform row's exact values are one per op
+# (cheap at any length) and its cotangent is constant; the others take a random one.
+def _ladder_case(n: int, rows: str) -> Case:
+    generate, text = ladder.ROWS[rows]
+    slow = n in ladder.SLOW_LENGTHS
+    tags = {"ladder"} | ({"long"} if n >= 65504 else set()) | ({"slow"} if slow else set())
+    return Case(f"ladder_{rows}_n{n}", f"one row of {n} {text}", generate(n),
+                dtypes=("float32",) if slow else STANDARD_DTYPES, ladder=rows, tags=frozenset(tags),
+                cotangents=("constant",) if rows == "uniform" else ("random",))
+
+
+LADDER: tuple[Case, ...] = tuple(_ladder_case(n, rows) for n in (*ladder.LENGTHS, *ladder.SLOW_LENGTHS)
+                                 for rows in ladder.ROWS)
+
+# Every bit pattern of a 16-bit or float8 format as the varying entry of a short row
+# (docs/low-precision.md):
+# the finite ones, and apart (so that a special value's known deviation covers no number) every
+# NaN payload and both infinities.
+NARROW = (*SIXTEEN_BIT, *FLOAT8_DTYPES)
+PATTERNS: tuple[Case, ...] = tuple(
+    case for kind, row in patterns.ROWS.items() for case in (
+        Case(f"patterns_{kind}", f"each finite bit pattern of the format as x in {row}, one row each",
+             patterns.rows_of(kind), dtypes=NARROW, tags=frozenset({"patterns"}), pattern=kind,
+             cotangents=("random",)),
+        Case(f"patterns_{kind}_nonfinite", f"each NaN payload and infinity of the format as x in {row}",
+             patterns.rows_of(kind, finite=False), dtypes=NARROW, tags=SPECIAL | {"patterns"},
+             pattern=kind, cotangents=("random",), special_input="every NaN and infinity")))
+
 FIXED: tuple[Case, ...] = (
     Case("glossary", "the worked example [1.5, 2.2, -0.3, 0.8]; softmax ~ [0.272, 0.548, 0.045, 0.135]",
-         fixed([1.5, 2.2, -0.3, 0.8])),
-    Case("random_n2", "256 rows of 2 logits, N(0, 1)", normal((256, 2), 1.0)),
-    Case("random_n31_s3", "64 rows of 31 logits, N(0, 3^2)", normal((64, 31), 3.0)),
+         fixed([1.5, 2.2, -0.3, 0.8]), dtypes=DTYPES),
+    Case("random_n2", "256 rows of 2 logits, N(0, 1)", normal((256, 2), 1.0), dtypes=DTYPES),
+    Case("random_n31_s3", "64 rows of 31 logits, N(0, 3^2)", normal((64, 31), 3.0), dtypes=DTYPES),
     *(Case(f"random_n1k_s{scale}", f"8 rows of 1000 logits, N(0, {scale}^2)",
-           normal((8, 1000), float(scale))) for scale in (1, 10, 100)),
+           normal((8, 1000), float(scale)), dtypes=DTYPES if scale == 1 else STANDARD_DTYPES)
+      for scale in (1, 10, 100)),
     Case("random_n100k_s10", "one row of 100000 logits, N(0, 10^2)", normal((1, 100_000), 10.0),
          cotangents=LONG_ROW_COTANGENTS),
     Case("dominant_gap_below", "one entry leads by p ln2 - 1 (the others still count in 1 + t)",
@@ -431,15 +474,16 @@ FIXED: tuple[Case, ...] = (
          "-p ln2 (e^(x_j - a) ~ u: a running sum that holds the maximum rounds each to 0 or 2u) and the "
          "rest at -2 p ln2", at_absorb_gap(1024, ABSORB_GAP_ROWS)),
     Case("equal_large", "rows of equal logits at 1e4, the format's max, the exp overflow edge, -max",
-         equal_large),
+         equal_large, dtypes=DTYPES),
     Case("overflow_edge", "logits at the largest x with finite exp(x), and the next value above",
          overflow_edge),
     Case("underflow_gaps", "gaps that make outputs normal, subnormal and zero in one row",
-         underflow_gaps, special_input="subnormal outputs"),
+         underflow_gaps, dtypes=DTYPES, special_input="subnormal outputs"),
     Case("underflowed_sum", "4 rows of 384 whose other exponentials all lie below the smallest normal "
          "(logsumexp a subnormal sum of terms that round to 0 or 1 unit)", underflowed_sum),
     Case("neg_inf_mask", "-inf masks over 40% of the entries; one row with a single finite entry",
-         masked((16, 64), 3.0, 0.4), special_input="-inf mask"),
+         masked((16, 64), 3.0, 0.4), dtypes=(*STANDARD_DTYPES, "float8_e5m2"),
+         special_input="-inf mask"),
     Case("all_neg_inf", "rows that are all -inf among ordinary rows",
          with_rows(normal((4, 8), 2.0), {1: [-math.inf] * 8, 3: [-math.inf] * 8}), tags=SPECIAL,
          special_input="all -inf"),
@@ -456,9 +500,10 @@ FIXED: tuple[Case, ...] = (
     Case("empty", "rows of length zero (shape (3, 0))", constant((3, 0), 0.0), tags=SPECIAL,
          special_input="empty"),
     Case("single_element", "512 rows of one element, including +-max, 0, the smallest subnormal, -inf",
-         single_elements, special_input="single element"),
-    Case("tied_max", "rows whose maximum is shared by 2, 3, 4, 7 and all 16 entries", tied),
-    Case("huge_range", "entries from -max to max in one row (x - a overflows to -inf)", huge_range),
+         single_elements, dtypes=(*STANDARD_DTYPES, "float8_e5m2"), special_input="single element"),
+    Case("tied_max", "rows whose maximum is shared by 2, 3, 4, 7 and all 16 entries", tied, dtypes=DTYPES),
+    Case("huge_range", "entries from -max to max in one row (x - a overflows to -inf)", huge_range,
+         dtypes=DTYPES),
     Case(f"long_random_n{short_count(65536)}", "one row of 65536 logits, N(0, 1): needs a wide accumulator",
          normal((1, 65536), 1.0), dtypes=SIXTEEN_BIT, tags=frozenset({"long"}),
          cotangents=LONG_ROW_COTANGENTS),
@@ -469,6 +514,8 @@ FIXED: tuple[Case, ...] = (
          normal((1, 2**20), 2.0), tags=frozenset({"long"}), cotangents=("random",)),
     Case(f"long_random_n{short_count(2**22)}", "one row of 2^22 logits, N(0, 4)",
          normal((1, 2**22), 2.0), tags=frozenset({"long", "slow"}), cotangents=("random",)),
+    *LADDER,
+    *PATTERNS,
     *ATTENTION,
     *LOSS,
     Case("axis1_3d", "reduce the middle axis of a (6, 64, 5) array", normal((6, 64, 5), 4.0), axis=1),

@@ -15,6 +15,7 @@ from softmax_suite.oracle.budget import BUDGET_FORMULAS, VJP_BUDGETS, budget, na
 from softmax_suite.oracle.exact import Reference
 from softmax_suite.oracle.metrics import SEMANTIC_CATEGORIES, compare, summarize
 from softmax_suite.oracle.rounding import ulp_exponent
+from softmax_suite.suites import patterns
 from softmax_suite.suites.deviations import Deviation, find
 from softmax_suite.suites.policy import Policy
 
@@ -37,9 +38,11 @@ def _exact_value(reference: Reference, index: tuple) -> str:
 
 
 def judge(reference: Reference, got: np.ndarray, settings: Policy, axis: int = -1,
-          flush: bool = False) -> dict:
+          flush: bool = False, row_labels: np.ndarray | None = None) -> dict:
     """Metrics, bound and status of a backend's output against the reference; flush grants the
-    allowance of a backend measured to flush subnormals to zero (flushes())."""
+    allowance of a backend measured to flush subnormals to zero (flushes()). row_labels (one per
+    row, NaN for a row left out) add "by_gap": the worst error of the rows of each label
+    (softmax_suite.suites.patterns.by_gap)."""
     comparison = compare(reference, got, flush)
     vjp = reference.op in VJP_BUDGETS
     regimes = _vjp_regimes(reference, flush) if vjp else None
@@ -82,7 +85,7 @@ def judge(reference: Reference, got: np.ndarray, settings: Policy, axis: int = -
     flushed = metrics["categories"].get("flushed_subnormal", 0)
     notes = [f"{flushed} subnormal results flushed to zero (measured to flush)"] \
         if flushed and not messages else []
-    return {
+    verdict = {
         "status": "fail" if messages else "pass",
         "failure": ("semantic" if semantic else "accuracy") if messages else None,
         "metrics": metrics,
@@ -90,6 +93,25 @@ def judge(reference: Reference, got: np.ndarray, settings: Policy, axis: int = -
         "bound": bound,
         "message": "; ".join(messages or notes),
     }
+    if row_labels is not None:
+        wrong = np.logical_or.reduce([comparison.categories[name] for name in SEMANTIC_CATEGORIES])
+        verdict["by_gap"] = patterns.by_gap(row_labels, *(_per_row(values, row_labels.shape, axis, worst)
+                                                          for values, worst in ((comparison.ulp, True),
+                                                                                (ratio, True),
+                                                                                (wrong, False))))
+    return verdict
+
+
+def _per_row(values: np.ndarray, rows: tuple[int, ...], axis: int, worst: bool) -> np.ndarray:
+    """values of an op's output reduced to one per row: the largest (NaN where none is a
+    number), or the count (of True); a reduced op's output is per row already."""
+    if values.shape == rows:
+        return values.astype(np.float64)
+    if not worst:
+        return np.sum(values, axis=axis).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        largest = np.max(np.where(np.isnan(values), -np.inf, values), axis=axis)
+    return np.where(np.isneginf(largest), np.nan, largest)
 
 
 def _vjp_regimes(reference: Reference, flush: bool) -> dict[str, np.ndarray]:

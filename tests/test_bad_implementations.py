@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from softmax_suite.backends.custom import load_spec, wrap
-from softmax_suite.formats import DTYPES, format_of
+from softmax_suite.formats import STANDARD_DTYPES as DTYPES  # the float8 formats: tests/test_float8.py
+from softmax_suite.formats import format_of
 from softmax_suite.ops import SOFTMAX_FORWARD_OPS as FORWARD_OPS
 from softmax_suite.oracle import cache
 from softmax_suite.protocol import Backend
@@ -41,7 +42,9 @@ def assert_flagged(record: dict, failure: str) -> None:
 # targeted tests below (the oracle cache is per process and keyed by the input bits).
 # (Attention's cases pass a scale or a mask, which these functions do not take: tests/test_attention.py;
 # the loss cases are the loss ops': tests/test_losses.py.)
-PLAIN = [case.name for case in select_cases(None) if not case.options and not case.loss]
+# The length ladder and the bit patterns: tests/test_ladder.py.
+PLAIN = [case.name for case in select_cases(None) if not case.options and not case.loss
+         and not {"ladder", "patterns"} & case.tags]
 
 
 @pytest.mark.parametrize("case", PLAIN)
@@ -304,7 +307,8 @@ def _spread(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
 @pytest.mark.parametrize(("case", "dtype"), [
     pytest.param(*pair, id="-".join(pair))
     for pair in _spread([(case.name, dtype) for case in select_cases(None) if not case.options
-                         and not case.loss for dtype in case.dtypes])])
+                         and not case.loss and not {"ladder", "patterns"} & case.tags
+                         for dtype in case.dtypes])])
 def test_correct_gradients_pass_and_wrong_ones_are_caught(case: str, dtype: str) -> None:
     failures = []
     caught: dict[str, set] = {name: set() for name in WRONG_GRADIENTS}
