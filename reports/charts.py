@@ -501,3 +501,198 @@ def histogram(counts: Sequence[int], labels: Sequence[str], colours: Sequence[st
     notes = [note] if note else []
     notes += [f"{none} bin{'s' if none > 1 else ''} left out: not a count"] if none else []
     return _with_notes(body, notes, left + width + 14, top + height + 16, label, "histogram")
+
+
+# The error-by-gap chart (reports/patterns.py): a linear axis of binades (k: 2^k <= |v| < 2^(k+1)),
+# a log axis of ULP errors.
+SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+# Binades past these are no binade of any float format (float64's run from -1074 to 1023).
+BINADE_LIMIT = 1100
+# An error this small or smaller (0: exact) is drawn on the bottom edge: a log axis has no 0.
+ULP_FLOOR = 2.0**-6
+OVER_FILL = "#fde2e1"
+
+
+def power_of_two(k: int) -> str:
+    """2^k as text: 2¹¹, 2⁻²⁴."""
+    return "2" + str(k).translate(SUPERSCRIPT)
+
+
+def binade_range(binade: int | None, quantity: str = "gap") -> str:
+    """What a binade holds: '2¹¹ ≤ gap < 2¹²'; None is the value 0."""
+    if binade is None:
+        return f"{quantity} = 0"
+    return f"{power_of_two(binade)} ≤ {quantity} < {power_of_two(binade + 1)}"
+
+
+def is_binade(value: object) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool)
+                             and -BINADE_LIMIT <= value <= BINADE_LIMIT)
+
+
+@dataclass(frozen=True)
+class Bin:
+    """One binade of one line: its largest ULP error (None: nothing measured), its largest error
+    for its budget (over 1: over budget), its count of semantic differences, and a line of hover
+    text. binade None is the value 0; anything else that is not an integer binade is left out."""
+
+    binade: object
+    ulp: object
+    ratio: object = None
+    semantic: object = 0
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class BinLine:
+    name: str
+    colour: str
+    bins: Sequence[Bin]
+
+
+def _ticks_of_binades(lo: int, hi: int, most: int = 6) -> list[int]:
+    span = hi - lo
+    steps = (1, 2, 4, 5, 8, 10, 16, 20, 25, 50, 100, 200, 250, 500)
+    step = next((s for s in steps if span / s <= most), 1000)
+    return [k for k in range(lo, hi + 1) if k % step == 0] or [lo]
+
+
+def binade_chart(lines: Sequence[BinLine], title: str, quantity: str = "gap",
+                 y_limit: float = 2.0**64) -> Markup:
+    """Largest ULP error (log scale) against binade (linear), one line per BinLine joining
+    neighbouring binades. A bin over its budget (ratio > 1) is a ringed dot and its column is
+    shaded; a bin with semantic differences a ▼ in the line's colour in the band above the frame;
+    the value 0 (binade None) its own column at the left. An error past the axis (infinite, or over
+    y_limit) is a triangle on the top edge, counted under the chart; an error of 0 up to ULP_FLOOR
+    sits on the bottom edge (its hover text keeps the value); one with no place (NaN, negative, not
+    a number) is left out, counted under the chart. Where lines lie on each other the first ones
+    are drawn widest, so each shows as a stripe. Each column's hover text lists every line's bin there."""
+    bins: list[tuple[int, BinLine, Bin, float | None, str, bool, int]] = []
+    left_out: Counter[str] = Counter()
+    for index, line in enumerate(lines):
+        for b in line.bins:
+            if not is_binade(b.binade):
+                left_out["not a binade"] += 1
+                continue
+            ulp = real(b.ulp) if not isinstance(b.ulp, str) else _text_number(b.ulp)
+            ratio = real(b.ratio) if not isinstance(b.ratio, str) else _text_number(b.ratio)
+            semantic = real(b.semantic)
+            semantic = int(semantic) if semantic is not None and 0 < semantic < math.inf else 0
+            if ulp is None:
+                place = "with no value"
+            elif math.isnan(ulp):
+                place = "NaN"
+                left_out["NaN"] += 1
+            elif ulp < 0:
+                place = "negative"
+                left_out["negative"] += 1
+            elif ulp == math.inf or ulp > y_limit:
+                place = BEYOND
+            else:
+                place = ON
+            over = ratio is not None and not math.isnan(ratio) and ratio > 1
+            bins.append((index, line, b, ulp, place, over, semantic))
+    binades = sorted({b.binade for _, _, b, *_ in bins if b.binade is not None})
+    has_zero = any(b.binade is None for _, _, b, *_ in bins)
+    if not binades and not has_zero:
+        return _nothing_drawn(title, _notes(0, left_out), "binades")
+    lo, hi = (binades[0], binades[-1]) if binades else (0, 0)
+    columns: list[int | None] = ([None] if has_zero else []) + list(range(lo, hi + 1))
+    if has_zero and binades:
+        columns.insert(1, "gap")  # type: ignore[arg-type]  # a blank column between 0 and the binades
+    semantic_lines = sorted({index for index, *_, semantic in bins if semantic})
+    band = 6 * len(semantic_lines) + (4 if semantic_lines else 0)
+    left, top, width, height = 52, 22 + band, 250, 130
+    cw = width / len(columns)
+
+    def cx(binade: int | None) -> float:
+        return left + (columns.index(binade) + 0.5) * cw
+
+    values = [max(ulp, ULP_FLOOR) for *_, ulp, place, _, _ in bins if place == ON]
+    y_lo = min([*values, 0.5]) / 1.6
+    y_hi = min(max([*values, 0.5]) * 1.6, sys.float_info.max)
+    axes = Axes((1.0, 10.0), (y_lo, y_hi), left=left, top=top, width=width, height=height)
+    body = [_text(left + width / 2, 13, title, "middle", 'font-weight="bold"')]
+    # Shade the columns where any line is over its budget, under everything else.
+    for binade in sorted({b.binade for _, _, b, _, _, over, _ in bins if over}, key=columns.index):
+        body.append(f'<rect class="over-budget" x="{cx(binade) - cw / 2:.1f}" y="{top}" width="{cw:.1f}" '
+                    f'height="{height}" fill="{OVER_FILL}"/>')
+    body.append(f'<rect x="{left}" y="{top}" width="{width}" height="{height}" fill="none" stroke="#bbb"/>')
+    for tick in _log_ticks(y_lo, y_hi, 10):
+        if y_lo <= tick <= y_hi:
+            y = axes.y(tick)
+            body.append(f'<line x1="{left}" x2="{left + width}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
+            body.append(_text(left - 4, y + 4, _power_of_ten(tick), "end"))
+    half = axes.y(0.5)
+    body.append(f'<line class="rounded" x1="{left}" x2="{left + width}" y1="{half:.1f}" y2="{half:.1f}" '
+                'stroke="#1a9850" stroke-dasharray="4 3"><title>0.5 ULP: correctly rounded</title></line>')
+    for k in _ticks_of_binades(lo, hi) if binades else []:
+        if has_zero and cx(k) - cx(None) < 22:
+            continue  # too near the 0 column's label
+        body.append(f'<line x1="{cx(k):.1f}" x2="{cx(k):.1f}" y1="{top + height}" y2="{top + height + 3}" '
+                    'stroke="#999"/>')
+        body.append(_text(cx(k), top + height + 14, power_of_two(k), "middle"))
+    if has_zero:
+        body.append(_text(cx(None), top + height + 14, "0", "middle"))
+    label = f"binade of {'the ' * (quantity == 'gap')}{quantity} (2ᵏ ≤ {quantity} < 2ᵏ⁺¹)"
+    body.append(_text(left + width / 2, top + height + 28, label, "middle"))
+    cy = top + height / 2
+    body.append(_text(12, cy, "max ULP error", "middle", f'transform="rotate(-90 12 {cy:.1f})"'))
+    # One hover column per binade with anything in it: every line's numbers there.
+    for binade in sorted({b.binade for _, _, b, *_ in bins}, key=columns.index):
+        here = [f"{line.name}: {b.title}" if b.title else line.name
+                for _, line, b, *_ in bins if b.binade == binade]
+        text = "\n".join([binade_range(binade, quantity), *here])
+        body.append(f'<rect class="bin" x="{cx(binade) - cw / 2:.1f}" y="{top - band}" width="{cw:.1f}" '
+                    f'height="{height + band}" fill="#000" fill-opacity="0">'
+                    f"<title>{escape(text)}</title></rect>")
+
+    def y_of(ulp: float) -> float:
+        return axes.y(min(max(ulp, ULP_FLOOR), y_hi) if ulp >= y_lo else y_lo)
+
+    for index, line in enumerate(lines):
+        mine = sorted((item for item in bins if item[0] == index and item[2].binade is not None
+                       and item[4] == ON), key=lambda item: item[2].binade)
+        path, previous = [], None
+        for _, _, b, ulp, *_ in mine:
+            jump = "L" if previous is not None and b.binade == previous + 1 else "M"
+            path.append(f"{jump}{cx(b.binade):.1f} {y_of(ulp):.1f}")
+            previous = b.binade
+        if path:
+            # The first lines widest: where lines lie on each other, each shows as a stripe.
+            stroke = 1.4 + 2.4 * (len(lines) - 1 - index) / max(len(lines) - 1, 1)
+            body.append(f'<path class="line" d="{" ".join(path)}" fill="none" stroke="{line.colour}" '
+                        f'stroke-width="{stroke:.1f}" stroke-linejoin="round" pointer-events="none"/>')
+        drawn = {item[2].binade for item in mine}
+        alone = {k for k in drawn if k - 1 not in drawn and k + 1 not in drawn}
+        for _, _, b, ulp, place, over, semantic in (item for item in bins if item[0] == index):
+            where = binade_range(b.binade, quantity)
+            text = f"{line.name}, {where}: {b.title}" if b.title else f"{line.name}, {where}"
+            if place == BEYOND:
+                body.append(f'<path class="point beyond" d="M{cx(b.binade):.1f} {top:.1f}l5 9h-10z" '
+                            f'fill="{line.colour}"><title>{escape(text)}; beyond the axis, drawn at its '
+                            "edge</title></path>")
+            elif place == ON and (over or b.binade is None or b.binade in alone):
+                ring = ' stroke="#000" stroke-width="1.5" class="point over"' if over else ' class="point"'
+                body.append(f'<circle{ring} cx="{cx(b.binade):.1f}" cy="{y_of(ulp):.1f}" '
+                            f'r="{4 if over else 3}" fill="{line.colour}">'
+                            f"<title>{escape(text)}</title></circle>")
+            if semantic:
+                y = 24 + 6 * semantic_lines.index(index)
+                body.append(f'<path class="semantic" d="M{cx(b.binade) - 3.5:.1f} {y:.1f}h7l-3.5 5z" '
+                            f'fill="{line.colour}" stroke="#333" stroke-width="0.5"><title>{escape(text)}: '
+                            f"{semantic} semantic difference{'s' if semantic != 1 else ''}</title></path>")
+    notes = _notes(sum(1 for *_, place, _, _ in bins if place == BEYOND), left_out, y_limit)
+    return _with_notes(body, notes, left + width + 12, top + height + 34, title, "binades")
+
+
+def _power_of_ten(value: float) -> str:
+    """A log axis's tick: 0.01 to 1000 as written, beyond as 10⁵, 10⁻⁶."""
+    if 1e-2 <= value <= 1e3:
+        return f"{value:g}"
+    return "10" + str(round(math.log10(value))).translate(SUPERSCRIPT)
+
+
+def _text_number(text: str) -> float | None:
+    """A record's non-finite number written as text ("nan", "inf", "-inf"); None for other text."""
+    return float(text) if text in ("nan", "inf", "-inf") else None

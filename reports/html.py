@@ -26,7 +26,9 @@ from softmax_suite.reports.attention import attention
 from softmax_suite.reports.choice import choices, labeller
 from softmax_suite.reports.deviations import first_groups, group_known, holders
 from softmax_suite.reports.gate import FAIL, NOTE, WARN, Finding
+from softmax_suite.reports.ladder import ladder, length_text
 from softmax_suite.reports.packing import pack
+from softmax_suite.reports.patterns import patterns
 from softmax_suite.reports.results import (
     STATUSES,
     capabilities_of,
@@ -504,7 +506,7 @@ def trade_off(accuracy: list[dict], speed: list[dict], details: Details) -> dict
             group = (backend_name(record), record["op"], record["dtype"])
             fractions[group].append(fraction)
     names = sorted({g[0] for g in fractions})
-    markers = dict(zip(DTYPES, ("circle", "square", "diamond", "circle"), strict=True))
+    markers = dict(zip(DTYPES, ("circle", "square", "diamond", "circle", "square", "diamond"), strict=True))
     points = []
     for group in sorted(set(worst) & set(fractions)):
         name, op, dtype = group
@@ -646,6 +648,10 @@ def build(headers: list[dict], results: list[dict], findings: Sequence[Finding] 
         "distributions": distributions(accuracy),
         "semantics": semantics(accuracy, headers),
         "attention": attention(accuracy, capabilities),
+        # The length ladder and every bit pattern: from the results with a "ladder" or "pattern" field
+        # (any dtype, float8 included); empty for files without them.
+        "ladder": ladder(results, details.add),
+        "patterns": patterns(results),
         "invariants": invariants(by_check["invariants"]),
         "agreement": agreement(accuracy),
         "throughput": throughput(by_check["throughput"], details),
@@ -664,6 +670,7 @@ def _environment() -> jinja2.Environment:
                                      undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     environment.filters["number"] = charts.number
     environment.filters["percent"] = lambda share: "-" if share is None else f"{share:.1%}"
+    environment.filters["length_text"] = length_text
     return environment
 
 
@@ -678,6 +685,8 @@ def _packed(environment: jinja2.Environment, model: dict) -> Markup:
     macros = environment.get_template("parts.html.j2").module
     markup = {f"heatmap-{h['op']}": str(h["svg"]) for h in model["heatmaps"]}
     markup.update({group["id"]: str(macros.deviation_results(group)) for group in model["known"]})
+    drawn = environment.get_template("patterns.html.j2").module
+    markup.update({f"patterns-{d['dtype']}": str(drawn.charts(d)) for d in model["patterns"]["dtypes"]})
     reproducers = {f"reproduce-{f['anchor']}": str(macros.reproducer(f)) for f in model["failures"]}
     packs = {"parts": pack({"markup": markup, "details": model["details"], "where": holders(model["known"])}),
              "reproducers": pack({"markup": reproducers})}
@@ -690,7 +699,8 @@ def render(model: dict, title: str = "softmax-suite report") -> str:
     drawn on demand packed."""
     environment = _environment()
     template = environment.get_template("report.html.j2")
-    return template.render(model=model, title=title, style=Markup((TEMPLATES / "report.css").read_text()),
+    style = "".join((TEMPLATES / name).read_text() for name in ("report.css", "ladder.css"))
+    return template.render(model=model, title=title, style=Markup(style),
                            script=Markup((TEMPLATES / "report.js").read_text()),
                            packed=_packed(environment, model), open_failures=OPEN_FAILURES)
 

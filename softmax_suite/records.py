@@ -90,6 +90,12 @@ class Result(_ResultRequired, total=False):
     mask: dict
     fully_masked: str
     fully_masked_returned: Literal["nan", "zero", "other"]
+    # the length ladder (suites/ladder.py): {"length": 65520, "rows": "uniform" | "near_uniform" |
+    # "random"}; the report's safe-length table reads it (reports/ladder.py, docs/report.md)
+    ladder: dict
+    # every bit pattern: {"row": "[0, x]", "by_gap": [{"binade": int | None, "count", "max_ulp",
+    # "max_ratio", "semantic"}, ...]}; the report's error-by-gap plot reads it (reports/patterns.py)
+    pattern: dict
     message: str
     failure: str | None
     traceback: str

@@ -479,3 +479,83 @@ def test_a_report_with_loss_results(browser, loss_report, width: int) -> None:
     page.screenshot(path=str(ARTIFACTS / f"report-loss-{width}-details.png"))
     assert page.evaluate("document.documentElement.scrollWidth") <= width
     assert shown.errors == [] and shown.outside() == []
+
+
+@pytest.fixture(scope="module")
+def ladder_report(tmp_path_factory) -> Path:
+    # tests/test_ladder_report.py's made-up run: seven backends' length ladders in four dtypes, and
+    # every float16 and bfloat16 bit pattern of three backends.
+    from tests.test_ladder_report import made_up_ladder, made_up_patterns
+
+    path = tmp_path_factory.mktemp("ladder") / "report.html"
+    return html.write_report([HEADER], [*made_up_ladder(), *made_up_patterns()], path, reproducer=snippet)
+
+
+NNBSP = "\u202f"
+
+
+@pytest.mark.parametrize("width", [1400, 800])
+def test_the_length_ladder_and_the_bit_patterns(browser, ladder_report, width: int) -> None:
+    shown = opened_at(browser, ladder_report, width, "ladder")
+    page = shown.page
+    page.locator("nav a[href='#ladder']").click()
+    section = page.locator("#ladder")
+    assert section.locator("ul.ladder-headline li").count() == 4
+    # A matrix per backend (array_api_strict measured in two dtypes only), each inside the window,
+    # two side by side where there is room; no cell's text cut.
+    tables = boxes(page, "#ladder table.ladder")
+    assert len(tables) == 7 and all(t["left"] >= 0 and t["right"] <= width for t in tables)
+    assert (tables[0]["top"] == tables[1]["top"]) == (width == 1400)
+    cut = page.evaluate("""() => Array.from(document.querySelectorAll('#ladder td > span'),
+        e => e.scrollWidth > e.clientWidth + 0.5 ? e.textContent : null).filter(Boolean)""")
+    assert cut == []
+    # torch's float16 logsumexp: right up to 65 519, wrong at 65 520, the sentence on hover.
+    cell = section.locator("td[title^='float16 logsumexp on torch/cpu']")
+    assert cell.get_attribute("class") == "fail"
+    assert cell.inner_text().split("\n") == [f"≤ 65{NNBSP}519", f"✗ 65{NNBSP}520"]
+    assert cell.get_attribute("title") == (f"float16 logsumexp on torch/cpu: safe up to 65{NNBSP}519, "
+                                           f"fails at 65{NNBSP}520 (uniform: -inf where 11.09)")
+    assert cell.locator(".rungs i.fail").count() == 4 and cell.locator(".rungs i.pass").count() == 8
+    cell.scroll_into_view_if_needed()
+    cell.hover()
+    hovered = "td[title^='float16 logsumexp on torch/cpu']"
+    assert page.evaluate(f'getComputedStyle(document.querySelector("{hovered}")).outlineStyle') == "solid"
+    # A click explains it.
+    cell.click()
+    assert page.locator("#details").is_visible()
+    assert page.locator("#details-title").inner_text() == "float16 · logsumexp · torch/cpu: how long a row"
+    rows = details_rows(page)
+    assert rows["fails at"] == f"65{NNBSP}520" and rows["wrong there"] == "uniform: -inf where 11.09"
+    assert words_broken(page, "#details-rows th") == []
+    page.screenshot(path=str(ARTIFACTS / f"report-ladder-{width}-details.png"))
+    page.keyboard.press("Escape")
+    # Not monotone: onnxruntime's float32 logsumexp is right again at 2^17.
+    again = section.locator("td[title^='float32 logsumexp on onnxruntime/cpu']")
+    assert again.locator(".again").inner_text() == "↺"
+    section.screenshot(path=str(ARTIFACTS / f"report-ladder-section-{width}.png"))
+
+    # The bit patterns: float16's charts drawn open, bfloat16's when opened.
+    page.locator("nav a[href='#patterns']").click()
+    float16 = page.locator("#patterns-float16")
+    float16.locator("svg.binades").first.wait_for()
+    assert float16.locator("svg.binades").count() == 12
+    assert all(box["right"] <= width for box in boxes(page, "#patterns-float16 figure"))
+    # torch's softmax on [0, x] is over budget from gap 2^12: four ringed points in four shaded
+    # columns, its NaN at 2^15 marked; the hover column of 2^12 holds every backend's numbers.
+    softmax = float16.locator("svg.binades").first
+    assert softmax.locator("circle.point.over").count() == 4
+    assert softmax.locator("rect.over-budget").count() == 4 and softmax.locator("path.semantic").count() == 1
+    column = softmax.locator("rect.bin", has=page.locator("title", has_text="2¹² ≤ gap < 2¹³"))
+    text = column.locator("title").text_content()
+    assert "torch/cpu: max 1.6e+03 ULP, 2 of its budget, OVER BUDGET, 2048 patterns" in text
+    assert "numpy/cpu: max 0.3 ULP, 0.1 of its budget, 2048 patterns" in text
+    column.hover()
+    assert "over budget at 2¹² ≤ gap < 2¹⁶" in float16.locator("figcaption").first.inner_text()
+    page.locator("#patterns").screenshot(path=str(ARTIFACTS / f"report-patterns-section-{width}.png"))
+    bfloat16 = page.locator("#patterns-bfloat16")
+    assert bfloat16.locator("svg.binades").count() == 0
+    bfloat16.locator("summary").click()
+    bfloat16.locator("svg.binades").first.wait_for()
+    assert bfloat16.locator("svg.binades").count() == 6
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+    assert shown.errors == [] and shown.outside() == []
