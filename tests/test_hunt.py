@@ -69,7 +69,7 @@ def test_the_fixed_catalogue_misses_the_narrow_bug() -> None:
     # with a gap in [9, 9.25), and no fixed case has one.
     backend = load(NARROW)
     names = [case.name for case in select_cases(None) if "float32" in case.dtypes and not case.options
-             and not case.loss]
+             and not case.loss and "ladder" not in case.tags]
     assert len(names) >= 25
     for name in names:
         record = accuracy.run(Target("softmax", NARROW, "cpu", "float32", name), backend, Settings())

@@ -5,7 +5,9 @@ toward them. Rows are 1-D arrays in the format's dtype; a mutation works on thei
 The hard regions, from the error analysis (docs/numerics.md, softmax_suite/formats.py): gaps between the top
 entries on every scale (log-uniform 1e-3 .. 1e3) and near p ln2, where 1 + e^-d stops changing;
 gaps near the underflow edges of exp (emin ln2: subnormal, (emin - p) ln2: zero); the exp overflow
-edge; tied maxima; -inf masks; large offsets (shift invariance); short and long rows.
+edge; tied maxima; -inf masks; large offsets (shift invariance); short and long rows; the lengths
+where narrow accumulators give out (suites.ladder.LENGTHS: a float16 sum of ones stalls at 2048 and
+overflows at 65520) and uniform rows, which sum to their length there.
 """
 
 from __future__ import annotations
@@ -16,28 +18,32 @@ import numpy as np
 
 from softmax_suite.formats import Format
 from softmax_suite.oracle.exponential import MAX_GAP
-from softmax_suite.oracle.fastpath import MIN_ROW
 from softmax_suite.oracle.rounding import round_values
+from softmax_suite.suites.ladder import LENGTHS
 
 # Half the fast oracle's largest gap, so that rounding max - FAR into the format stays within it;
 # exp(-FAR) is far below float64's smallest subnormal (e^-744.4).
 FAR = MAX_GAP / 2
+# Rows this long or longer are kept within FAR of their max (to_format); shorter ones cost mpmath
+# little, entry by entry, and keep whatever spread the hunt gave them.
+SPREAD_KEPT_BELOW = 16
 Mutation = Callable[[np.random.Generator, Format, np.ndarray, np.ndarray, int], np.ndarray]
 
 
 def to_format(values: np.ndarray, fmt: Format) -> np.ndarray:
     """values rounded once into the format: finite ones clipped to +-max first (so that rounding
     makes no +inf, which the hunt leaves to the catalogue's special cases), -inf kept, and a row
-    left with no finite entry given a 0 in front. In a row of MIN_ROW entries or more, entries
-    further than FAR below the max are raised to max - FAR: their exponentials are 0 in every
-    format either way, and a row whose spread exceeds the fast oracle's MAX_GAP goes to mpmath
-    entry by entry, some 1000 times slower (short rows go there anyway and keep any spread)."""
+    left with no finite entry given a 0 in front. In a row of SPREAD_KEPT_BELOW entries or more,
+    entries further than FAR below the max are raised to max - FAR: their exponentials are 0 in
+    every format either way, and a row whose spread exceeds the fast oracle's MAX_GAP goes to
+    mpmath entry by entry, some 1000 times slower (a short row costs little there and keeps any
+    spread)."""
     v = np.asarray(values, dtype=np.float64)
     v = np.where(np.isneginf(v), -np.inf, np.clip(v, -fmt.max, fmt.max))
     finite = np.isfinite(v)
     if v.size and not finite.any():
         v[0] = 0.0
-    elif v.size >= MIN_ROW:
+    elif v.size >= SPREAD_KEPT_BELOW:
         v = np.where(finite, np.maximum(v, v[finite].max() - FAR), v)
     return round_values(v, fmt)
 
@@ -228,15 +234,93 @@ def _permute(rng: np.random.Generator, fmt: Format, v: np.ndarray, other: np.nda
     return v[::-1].copy() if pick == 1 else np.roll(v, int(rng.integers(1, max(2, v.size))))
 
 
+def rungs(ceiling: int) -> tuple[int, ...]:
+    """The ladder's lengths (suites.ladder.LENGTHS) up to ceiling."""
+    return tuple(n for n in LENGTHS if n <= ceiling)
+
+
+def rung(rng: np.random.Generator, n: int, ceiling: int) -> int:
+    """A length on the ladder for a row of n entries: the nearest rung above (30%) or below (20%), else
+    any rung up to ceiling; then the rung itself (half the time) or its neighbour L - 1 or L + 1 (a
+    limit lies between L and one of them). n where no rung is at most ceiling."""
+    ladder = rungs(ceiling)
+    if not ladder:
+        return n
+    above = [length for length in ladder if length > n]
+    below = [length for length in ladder if length < n]
+    pick = rng.random()
+    if pick < 0.3 and above:
+        base = above[0]
+    elif pick < 0.5 and below:
+        base = below[-1]
+    else:
+        base = ladder[rng.integers(len(ladder))]
+    return int(np.clip(base + (0 if rng.random() < 0.5 else rng.choice([-1, 1])), 1, ceiling))
+
+
+def resample(rng: np.random.Generator, v: np.ndarray, n: int) -> np.ndarray:
+    """The row's own entries at length n: tiled (its pattern repeated), or padded with entries drawn
+    from it (its distribution kept); fewer of them kept in order, its max among them."""
+    if n == v.size:
+        return v
+    if n > v.size:
+        if rng.random() < 0.5:
+            return np.resize(v, n)
+        return np.concatenate([v, rng.choice(v, size=n - v.size)])
+    top = _top(v)
+    rest = np.delete(np.arange(v.size), top)
+    kept = np.sort(np.append(rng.choice(rest, size=n - 1, replace=False), top))
+    return v[kept]
+
+
+def _ladder(rng: np.random.Generator, fmt: Format, v: np.ndarray, other: np.ndarray,
+            max_length: int) -> np.ndarray:
+    """The row moved to a length of the ladder (rung: the nearest rung above or below, any rung, or
+    a neighbour of one) with its own entries (resample), or, a quarter of the time, as that many
+    copies of its max (a uniform row: n equal entries sum to n, the ladder's own question);
+    max_length here is the ladder's ceiling (mutate's ladder), which may lie above the other moves'
+    longest row."""
+    n = rung(rng, v.size, max_length)
+    if rng.random() < 0.25:
+        return np.full(n, v[_top(v)])
+    return resample(rng, v, n)
+
+
+def _uniform(rng: np.random.Generator, fmt: Format, v: np.ndarray, other: np.ndarray,
+             max_length: int) -> np.ndarray:
+    """The row made uniform, where an accumulator fails first (n equal entries sum to n): every finite
+    entry set to the max or to one of its entries (half the time; its -inf entries kept or set too),
+    every entry within 1 to 4 ulps below that value, or a random half or more of the entries set to
+    it (a step toward uniform)."""
+    finite = np.isfinite(v)
+    value = v[_top(v)] if rng.random() < 0.7 else rng.choice(v[finite])
+    pick = rng.random()
+    if pick < 0.5:
+        return np.where(finite | (rng.random() < 0.5), value, v)
+    if pick < 0.8:
+        # Equal within a few ulps: most entries the value itself, the rest a few ulps below it.
+        row = np.full(v.size, value)
+        ulps = rng.integers(0, int(rng.integers(1, 5)) + 1, size=v.size) * (rng.random(v.size) < 0.5)
+        exact = to_format(row, fmt)
+        for steps in np.unique(ulps[ulps > 0]):
+            exact = step_ulps(exact, np.flatnonzero(ulps == steps), -int(steps))
+        return exact.astype(np.float64)
+    v = v.copy()
+    v[rng.random(v.size) < rng.uniform(0.5, 1.0)] = value
+    return v
+
+
 MUTATIONS: tuple[Mutation, ...] = (_nudge, _scale, _shift, _set_gap, _edge, _duplicate_max, _mask,
-                                   _grow, _cut, _cross, _permute)
+                                   _grow, _cut, _cross, _permute, _uniform, _ladder)
 
 
 def mutate(rng: np.random.Generator, fmt: Format, row: np.ndarray, other: np.ndarray,
-           max_length: int) -> np.ndarray:
-    """row after one to three random mutations (other: a second parent for crossing), in the format."""
+           max_length: int, ladder: int | None = None) -> np.ndarray:
+    """row after one to three random mutations (other: a second parent for crossing), in the format;
+    rows of up to max_length entries, but the ladder's (_ladder) of up to ladder (None: max_length)."""
     values, partner = row.astype(np.float64), other.astype(np.float64)
     for _ in range(min(3, int(rng.geometric(0.5)))):
         mutation = MUTATIONS[rng.integers(len(MUTATIONS))]
-        values = to_format(mutation(rng, fmt, values, partner, max_length), fmt).astype(np.float64)
+        longest = (max_length if ladder is None else ladder) if mutation is _ladder else max_length
+        values = to_format(mutation(rng, fmt, values, partner, longest), fmt).astype(np.float64)
     return to_format(values, fmt)

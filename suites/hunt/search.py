@@ -24,6 +24,12 @@ within an oracle budget (losses.within_budget), the first one seeded with the ca
 cases; rows reach the vocabularies of language models (up to LOSS_MAX_LENGTH classes), by moves
 and, every other generation, as a fresh input at initialisation. A saved input keeps its targets,
 reduction and options in the corpus.
+
+Rows also move to the lengths of the ladder (suites.ladder.LENGTHS: where narrow accumulators give
+out) by mutations._ladder, up to ladder_ceiling: the plan's --max-length where given, else
+LADDER_LONGEST (and never past the backend's max_length). Rows longer than the plan's longest are
+costly (the oracle's work and the backend's grow with their length), so those of one generation
+share LADDER_COST (within_ladder_budget); a long row found is shrunk within SHRINK_COST.
 """
 
 from __future__ import annotations
@@ -38,7 +44,9 @@ import numpy as np
 
 from softmax_suite.formats import Format
 from softmax_suite.ops import op_named
+from softmax_suite.oracle.fastpath import regular_rows
 from softmax_suite.oracle.metrics import SEMANTIC_CATEGORIES
+from softmax_suite.oracle.scaled import logits
 from softmax_suite.protocol import ATTENTION_OPTIONS, LOSS_OPTIONS, Backend
 from softmax_suite.suites import corpus
 from softmax_suite.suites.cases import FIXED
@@ -46,8 +54,8 @@ from softmax_suite.suites.hunt import losses
 from softmax_suite.suites.hunt.attention import Row, mutate_options, settled
 from softmax_suite.suites.hunt.fitness import REFUSED, Evaluator, LossEvaluator
 from softmax_suite.suites.hunt.losses import Batch
-from softmax_suite.suites.hunt.mutations import mutate, random_row
-from softmax_suite.suites.hunt.shrink import Shrunk, shrink
+from softmax_suite.suites.hunt.mutations import mutate, random_row, resample, step_ulps, to_format
+from softmax_suite.suites.hunt.shrink import BUDGET, KEEP, RULES, Shrunk, shrink, size
 from softmax_suite.suites.policy import Policy
 
 DEFAULT_SEED = 1
@@ -66,6 +74,18 @@ DRESSED = 0.5
 LOSS_OFFSPRING = 64
 LOSS_IMMIGRANTS = 16
 LOSS_MAX_LENGTH = 262144
+# The ladder's longest rows where --max-length is not given (2^17: past float16's 65520 and 2^16), and
+# the oracle's budget of a generation's rows of the ladder's moves (longer than the plan's longest, or
+# of equal entries), and of shrinking a row longer than the plan's longest, in units of an element of
+# the oracle's fast path (150 to 350 ns scored, on 2 cores). ELEMENT_COST, per element: a row the
+# fast path takes ("fast"; two distinct finite values at least), one longer than the plan's longest
+# ("long": about 1 in 12 has an element the fast path cannot decide and goes to mpmath whole, at 10
+# to 45 us an element, measured), a row of equal entries (the forward oracle's shortcut: about 1
+# us), and any other row (mpmath, entry by entry: about 25 us; a VJP's row of equal entries too).
+LADDER_LONGEST = 2**17
+LADDER_COST = 2**19
+SHRINK_COST = 2**23
+ELEMENT_COST = {"fast": 1, "long": 8, "equal": 4, "slow": 100}
 DURATION = re.compile(r"(?P<amount>\d+(\.\d*)?|\.\d+)\s*(?P<unit>s|m|h)?")
 UNITS = {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -234,6 +254,108 @@ def loss_options(backend: Backend, plan: Plan) -> tuple[str, ...]:
     return tuple(option for option in LOSS_OPTIONS if option in backend.options)
 
 
+def ladder_ceiling(backend: Backend, plan: Plan) -> int:
+    """The longest row the ladder's move proposes: the plan's --max-length where given, else
+    LADDER_LONGEST (or the plan's longest, if longer); never past the backend's max_length."""
+    ceiling = plan.max_length or max(LADDER_LONGEST, plan.longest)
+    return min(ceiling, backend.max_length) if backend.max_length is not None else ceiling
+
+
+def row_cost(row: Row, vjp: bool, longest: int = MAX_LENGTH) -> float:
+    """What the oracle's answer to row is expected to cost, in ELEMENT_COST's units: by the path its
+    logits (the scaled, masked ones the oracle sees) take, a fast one's as a long row's past longest."""
+    n = row.values.size
+    try:
+        z = logits(row.x, row.scale, row.mask)
+    except ValueError:
+        return 0.0  # refused: the oracle does not answer it
+    if not np.isfinite(z).any():  # a special input: the policy's answer
+        return ELEMENT_COST["fast"] * n
+    if regular_rows(z[None, :])[0]:
+        return ELEMENT_COST["long" if n > longest else "fast"] * n
+    if not vjp and np.isfinite(z[0]) and (z == z[0]).all():
+        return ELEMENT_COST["equal"] * n
+    return ELEMENT_COST["slow"] * n
+
+
+def within_ladder_budget(rng: np.random.Generator, fmt: Format, rows: list[Row], plan: Plan,
+                         vjp: bool) -> list[Row]:
+    """The rows of a generation with the costly ones of the ladder's moves within LADDER_COST together,
+    in turn: those longer than the plan's longest and those whose finite entries are all equal
+    (mutations._uniform; a VJP's oracle answers them entry by entry). One that costs more than is left
+    is resampled to the plan's longest (mutations.resample: its own entries, its mask fitted) where
+    longer, and then, where its entries are equal and the oracle would still answer it entry by entry,
+    gets one of them an ulp off (equal within an ulp: the fast path)."""
+    left = float(LADDER_COST)
+    fitted = []
+    for row in rows:
+        n = row.values.size
+        if n > plan.longest or _equal(row):
+            cost = row_cost(row, vjp, plan.longest)
+            if cost <= left:
+                left -= cost
+            else:
+                if n > plan.longest:
+                    row = settled(row.with_values(resample(rng, row.values, plan.longest)))
+                if _equal(row) and row_cost(row, vjp) > ELEMENT_COST["equal"] * row.values.size:
+                    row = _unequal(rng, row)
+        fitted.append(row)
+    return fitted
+
+
+def _equal(row: Row) -> bool:
+    """Whether the values the oracle sees hold two or more finite entries, all equal."""
+    kept = row.kept()
+    finite = kept[np.isfinite(kept)]
+    return finite.size > 1 and bool((finite == finite[0]).all())
+
+
+def _unequal(rng: np.random.Generator, row: Row) -> Row:
+    """row with one of its kept finite entries an ulp below (or, at the format's lowest, above) the rest."""
+    values = row.values.astype(np.float64)
+    kept = np.isfinite(values) if row.mask is None else np.isfinite(values) & row.mask
+    candidates = np.flatnonzero(kept)
+    pick = np.array([candidates[rng.integers(candidates.size)]])
+    moved = step_ulps(row.values, pick, -1)
+    if moved[pick[0]] == row.values[pick[0]]:
+        moved = step_ulps(row.values, pick, 1)
+    return row.with_values(moved)
+
+
+def shrink_budget(row: Row, plan: Plan, vjp: bool) -> int:
+    """Evaluations to shrink row: shrink's BUDGET, but for a row longer than the plan's longest as many
+    as SHRINK_COST pays for at its cost (at least 8)."""
+    if row.values.size <= plan.longest:
+        return BUDGET
+    return int(min(BUDGET, max(8, SHRINK_COST // max(row_cost(row, vjp, plan.longest), 1.0))))
+
+
+def shrink_long(evaluate: Evaluator, row: Row, score: float, budget: int) -> Shrunk:
+    """A row longer than the plan's longest (the ladder's) shrunk by its values only, its length kept
+    (the rung is its question): its max moved to 0, then each of shrink's RULES on every finite entry
+    at once, while the score holds KEEP of it, within budget evaluations. (shrink itself would build
+    every one-entry deletion of 2^16 entries, minutes of work.)"""
+    started, best, held = evaluate.evaluations, row, score
+    threshold = score * KEEP if np.isfinite(score) else score
+    values = row.values.astype(np.float64)
+    finite = np.isfinite(values)
+    steps = [lambda v: v - v[np.isfinite(v)].max(), *RULES]
+    for step in steps:
+        if evaluate.evaluations - started >= budget:
+            break
+        current = best.values.astype(np.float64)
+        with np.errstate(all="ignore"):
+            simpler = np.where(finite, step(np.where(finite, current, 0.0) if step in RULES else current),
+                               current)
+        candidate = settled(best.with_values(to_format(simpler, evaluate.fmt)))
+        if candidate.key == best.key:
+            continue
+        got = evaluate([candidate])[0]
+        if got >= threshold:
+            best, held = candidate, got
+    return Shrunk(best, held, size(row), size(best), evaluate.evaluations - started)
+
+
 def _immigrant(rng: np.random.Generator, fmt: Format, plan: Plan, options: tuple[str, ...]) -> Row:
     """A fresh row; with options, given a scale or a mask DRESSED of the time."""
     row = Row(random_row(rng, fmt, plan.longest))
@@ -241,14 +363,14 @@ def _immigrant(rng: np.random.Generator, fmt: Format, plan: Plan, options: tuple
 
 
 def _offspring(rng: np.random.Generator, fmt: Format, row: Row, other: Row, plan: Plan,
-               options: tuple[str, ...]) -> Row:
-    """row after mutations of its values (other: a second parent for crossing), of its scale and mask,
-    or of both; without options, of its values only (as ever)."""
+               options: tuple[str, ...], ladder: int) -> Row:
+    """row after mutations of its values (other: a second parent for crossing; ladder: the ladder's
+    longest row), of its scale and mask, or of both; without options, of its values only."""
     if not options:
-        return Row(mutate(rng, fmt, row.values, other.values, plan.longest))
+        return Row(mutate(rng, fmt, row.values, other.values, plan.longest, ladder))
     pick = rng.random()
     if pick < OPTIONS_ONLY:
-        row = row.with_values(mutate(rng, fmt, row.values, other.values, plan.longest))
+        row = row.with_values(mutate(rng, fmt, row.values, other.values, plan.longest, ladder))
     if pick >= ROW_ONLY:
         row = mutate_options(rng, fmt, row, options)
     return settled(row)
@@ -263,6 +385,7 @@ def search(evaluate: Evaluator, plan: Plan, clock: Callable[[], float] = time.mo
     rng = np.random.default_rng(plan.seed)
     fmt = evaluate.fmt
     options = attention_options(evaluate.backend, plan)
+    ladder = ladder_ceiling(evaluate.backend, plan)
     started = clock()
     seeds = catalogue_rows(fmt, plan.longest)
     picked = rng.choice(len(seeds), size=min(len(seeds), OFFSPRING // 2), replace=False) if seeds else []
@@ -279,8 +402,9 @@ def search(evaluate: Evaluator, plan: Plan, clock: Callable[[], float] = time.mo
         if plan.seconds is not None and clock() - started >= plan.seconds:
             break
         rows = [_immigrant(rng, fmt, plan, options) for _ in range(IMMIGRANTS)]
-        rows += [_offspring(rng, fmt, archive.parent(rng), archive.parent(rng), plan, options)
+        rows += [_offspring(rng, fmt, archive.parent(rng), archive.parent(rng), plan, options, ladder)
                  for _ in range(OFFSPRING - IMMIGRANTS)]
+        rows = within_ladder_budget(rng, fmt, rows, plan, evaluate.vjp)
     return archive.best(ELITE), generations
 
 
@@ -348,7 +472,11 @@ def hunt(backend: Backend, backend_name: str, device: str, settings: Policy, pla
             break
         if plan.loss and evaluate.kind_of(candidate.row) in kinds:
             continue  # not worth shrinking: a kind already saved
-        shrunk = shrink(evaluate, candidate.row, candidate.score)
+        if not plan.loss and candidate.row.values.size > plan.longest:
+            shrunk = shrink_long(evaluate, candidate.row, candidate.score,
+                                 shrink_budget(candidate.row, plan, evaluate.vjp))
+        else:
+            shrunk = shrink(evaluate, candidate.row, candidate.score)
         x, mask = _read_only(shrunk.x), None if shrunk.row.mask is None else _read_only(shrunk.row.mask)
         loss = _loss_fields(shrunk.row)
         digest = corpus.question_digest(x, shrunk.row.scale, mask, corpus.loss_json(**loss) if loss else None)
