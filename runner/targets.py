@@ -61,6 +61,8 @@ def questions(name: str, backend: Backend | Unavailable, op: str, check: str, se
                     continue
                 if check == "invariants" and (case.scale is not None or case.mask is not None):
                     continue  # measured on plain rows (docs/attention.md)
+                if check == "invariants" and case.ladder is not None:
+                    continue  # the ladder asks how long a row is right: accuracy (docs/low-precision.md)
                 kinds = [k for k in case.cotangents if k in selection.cotangents] if is_vjp(op) else [None]
                 for kind in kinds:
                     yield Question(Target(op, name, device, dtype, case.name, kind, check, spec),
