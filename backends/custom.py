@@ -28,7 +28,7 @@ from typing import Any
 
 from softmax_suite.backends.builtin import BUILTIN, FRAMEWORKS, loader
 from softmax_suite.ops import FORWARD_OPS, LOSS_OPS, OPS, is_vjp
-from softmax_suite.protocol import DTYPES, FULLY_MASKED, OPTIONS, Backend
+from softmax_suite.protocol import FULLY_MASKED, OPTIONS, Backend
 
 # The frameworks without automatic differentiation: a user's VJPs there are only the object's methods.
 NO_AUTODIFF = ("numpy", "cupy")
@@ -107,13 +107,14 @@ def wrap(target: Any, default_name: str, framework: str | None = None) -> Backen
         ops = {op: _hinted(function, op) for op, function in ops.items()}
     unsupported = {key: why for key, why in base.unsupported.items() if key[0] not in methods}
     without = framework or "numpy"
+    declared = tuple(getattr(target, "dtypes", base.dtypes))
     for op in FORWARD_OPS:
         vjp = f"{op}_vjp"
         if op in ops and vjp not in ops and without in NO_AUTODIFF:
             signature = "x, g, axis, target, reduction, ..." if op in LOSS_OPS else "x, g, axis"
             unsupported.update({(vjp, dtype): f"{without} has no automatic differentiation to take {vjp} "
                                 f"through the {op} given: give the object a {vjp}({signature}) method"
-                                for dtype in DTYPES})
+                                for dtype in declared})
     version = str(getattr(target, "version", None) or getattr(
         inspect.getmodule(target), "__version__", "unversioned"))
     own_arrays = framework is None and hasattr(target, "to_device")
@@ -129,7 +130,7 @@ def wrap(target: Any, default_name: str, framework: str | None = None) -> Backen
         to_numpy=getattr(target, "to_numpy", base.to_numpy),
         devices=tuple(device for device in devices if device in base.devices or own_arrays),
         absent_devices={} if own_arrays else absent,
-        dtypes=tuple(getattr(target, "dtypes", base.dtypes)),
+        dtypes=declared,
         unsupported=unsupported,
         synchronize=getattr(target, "synchronize", base.synchronize),
         # On its own arrays (a to_device hook), the object's copy or none: numpy's would time another thing.

@@ -365,11 +365,16 @@ def forward_state(x: np.ndarray, tier: str, fmt: Format) -> ForwardState:
 
 
 def split(high: np.ndarray, low: np.ndarray, exponent: np.ndarray | int) -> tuple[np.ndarray, ...]:
-    """(mant, mant_lo, scale) of (high + low) 2^exponent with 1 <= |mant| < 2 (softmax_suite.oracle.exact)."""
+    """(mant, mant_lo, scale) of (high + low) 2^exponent with 1 <= |mant| < 2 and scale the binade
+    of the whole value (softmax_suite.oracle.exact): a high word that is a power of two with a low
+    word against it (1 - 4.2e-18) lies in the binade below, whose ULP is half as large."""
     fraction, binade = np.frexp(high)
+    below = (np.abs(fraction) == 0.5) & (low * high < 0)
+    binade = binade - below
     with np.errstate(under="ignore"):
         mant_lo = np.ldexp(low, 1 - binade)
-    return 2.0 * fraction, mant_lo, binade - 1 + np.asarray(exponent, dtype=np.int64)
+        mant = np.ldexp(fraction, 1 + below)
+    return mant, mant_lo, binade - 1 + np.asarray(exponent, dtype=np.int64)
 
 
 def _place(columns: Columns, ids: np.ndarray, span: slice, rounded: np.ndarray,

@@ -50,7 +50,7 @@ PLAIN = [case.name for case in select_cases(None) if not case.options and not ca
 @pytest.mark.parametrize("case", PLAIN)
 def test_correct_implementation_passes_every_case(case: str) -> None:
     failures = []
-    for dtype in CASES[case].dtypes:
+    for dtype in set(CASES[case].dtypes) & set(DTYPES):  # it declares no float8: tests/test_float8.py
         for op in FORWARD_OPS:
             record = result("Float64Upcast", op, dtype, case)
             if record["status"] != "pass":
@@ -308,7 +308,7 @@ def _spread(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
     pytest.param(*pair, id="-".join(pair))
     for pair in _spread([(case.name, dtype) for case in select_cases(None) if not case.options
                          and not case.loss and not {"ladder", "patterns"} & case.tags
-                         for dtype in case.dtypes])])
+                         for dtype in case.dtypes if dtype in DTYPES])])
 def test_correct_gradients_pass_and_wrong_ones_are_caught(case: str, dtype: str) -> None:
     failures = []
     caught: dict[str, set] = {name: set() for name in WRONG_GRADIENTS}

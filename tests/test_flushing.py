@@ -13,7 +13,8 @@ import pytest
 
 from softmax_suite.backends.custom import load_spec
 from softmax_suite.backends.registry import load
-from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.formats import FORMATS
+from softmax_suite.formats import STANDARD_DTYPES as DTYPES  # float8: tests/test_float8.py
 from softmax_suite.oracle import cache
 from softmax_suite.runner.config import Settings
 from softmax_suite.suites import flushing

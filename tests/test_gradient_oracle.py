@@ -20,7 +20,8 @@ import mpmath
 import numpy as np
 import pytest
 
-from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.formats import FORMATS
+from softmax_suite.formats import STANDARD_DTYPES as DTYPES  # float8: tests/test_float8.py
 from softmax_suite.ops import SOFTMAX_VJP_OPS as VJP_OPS
 from softmax_suite.oracle import exact, fastpath, gradients, theory
 from softmax_suite.oracle.budget import BudgetConstants, budget, natural_scale, summation_depth

@@ -14,7 +14,8 @@ import pytest
 
 from softmax_suite.backends.custom import wrap
 from softmax_suite.backends.registry import load
-from softmax_suite.formats import DTYPES, format_of
+from softmax_suite.formats import STANDARD_DTYPES as DTYPES  # float8: tests/test_float8.py
+from softmax_suite.formats import format_of
 from softmax_suite.ops import SOFTMAX_FORWARD_OPS as FORWARD_OPS
 from softmax_suite.protocol import Backend
 from softmax_suite.runner.config import Settings

@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.formats import FORMATS
+from softmax_suite.formats import STANDARD_DTYPES as DTYPES  # float8: tests/test_float8.py
 from softmax_suite.ops import SOFTMAX_FORWARD_OPS as FORWARD_OPS
 from softmax_suite.oracle.budget import budget_ulp
 from softmax_suite.oracle.exact import forward_references
@@ -86,9 +87,10 @@ def test_one_ulp_off_scores_between_half_and_one_and_a_half(name, toward):
 def test_the_low_part_of_the_exact_value_counts():
     # softmax([0, -40])_0 = 1 - e^-40 / (1 + e^-40) = 1 - 4.248354255291589e-18, just below 1 where
     # ulp = 2^-53: the correct answer 1.0 is 4.248354255291589e-18 * 2^53 = 0.038265 ulp off.
-    # In float64 only mant_lo holds that difference (mant itself rounds to 2.0 at scale -1).
+    # In float64 only mant_lo holds that difference (mant itself rounds to 1).
     ref = refs_of([0.0, -40.0], "float64")["softmax"]
-    assert (ref.mant[0], ref.scale[0]) == (2.0, -1)
+    assert math.ldexp(ref.mant[0], int(ref.scale[0])) == 1.0
+    assert math.ldexp(ref.mant_lo[0], int(ref.scale[0])) == pytest.approx(-4.248354255291589e-18, rel=1e-12)
     comparison = compare(ref, ref.rounded)
     assert comparison.ulp[0] == pytest.approx(4.248354255291589e-18 * 2.0**53, rel=1e-12)
     assert comparison.abs[0] == pytest.approx(4.248354255291589e-18, rel=1e-12)

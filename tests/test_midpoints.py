@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 from mpmath.libmp import from_man_exp, fzero, mpf_neg
 
-from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.formats import FORMATS
+from softmax_suite.formats import STANDARD_DTYPES as DTYPES  # float8: tests/test_float8.py
 from softmax_suite.oracle.exact import forward_references, initial_precision, near
 from softmax_suite.oracle.gradients import vjp_references
 from softmax_suite.oracle.rounding import round_interval

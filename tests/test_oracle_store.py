@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from softmax_suite.formats import DTYPES, FORMATS
+from softmax_suite.formats import FORMATS
+from softmax_suite.formats import STANDARD_DTYPES as DTYPES  # float8: tests/test_float8.py
 from softmax_suite.oracle import cache, store
 from softmax_suite.oracle.exact import forward_references
 from softmax_suite.oracle.gradients import vjp_references

@@ -71,9 +71,10 @@ def test_ids_are_readable(suite) -> None:
 def test_results_file_has_a_header_and_one_line_per_result(suite, pytester: pytest.Pytester) -> None:
     path = pytester.path / "out" / "results.jsonl"
     result = suite("--backend", "numpy", "--case", "glossary", "--results", str(path))
-    result.assert_outcomes(passed=12)
-    # The terminal ends with the verdict: three forward ops of each dtype (pytest lists failures itself).
-    verdict = "verdict: nothing unexpected; 12 passed, 0 known failures (12 results)"
+    result.assert_outcomes(passed=18)
+    # The terminal ends with the verdict: three forward ops of each dtype, float8 included (pytest
+    # lists failures itself).
+    verdict = "verdict: nothing unexpected; 18 passed, 0 known failures (18 results)"
     assert verdict in result.outlines
     assert [line.split() for line in result.outlines if line.startswith("numpy ")] == [
         ["numpy", dtype, "3", "0", "0"] for dtype in DTYPES]
@@ -82,7 +83,7 @@ def test_results_file_has_a_header_and_one_line_per_result(suite, pytester: pyte
     assert header["backends"]["numpy"]["version"] == np.__version__
     assert header["settings"]["source"] == "defaults"
     assert {"command", "started", "python", "platform", "cpu_count"} <= set(header)
-    assert len(records) == 12
+    assert len(records) == 18
     assert {(r["op"], r["dtype"]) for r in records} == {(o, d) for o in FORWARD_OPS for d in DTYPES}
     for record in records:
         assert set(record) >= RECORD_KEYS, RECORD_KEYS - set(record)
@@ -263,9 +264,11 @@ def test_the_slow_case_needs_slow(suite) -> None:
     selection = ["--collect-only", "-q", "--backend", "numpy", "--op", "softmax", "--dtype", "float32"]
     default = collected(suite(*selection))
     with_slow = collected(suite(*selection, "--slow"))
-    slow_id = "test_softmax[numpy-cpu-float32-long_random_n4M]"
-    assert slow_id not in default
-    assert sorted(with_slow) == sorted([*default, slow_id])
+    slow_ids = ["test_softmax[numpy-cpu-float32-long_random_n4M]",
+                *(f"test_softmax[numpy-cpu-float32-ladder_{rows}_n16777217]"
+                  for rows in ("uniform", "near_uniform", "random"))]
+    assert not set(slow_ids) & set(default)
+    assert sorted(with_slow) == sorted([*default, *slow_ids])
     # long_*_n65k are 16-bit only: --dtype float32 must not pull them in.
     assert not any(re.search(r"n65k", test_id) for test_id in default)
 
