@@ -2,8 +2,8 @@
 ladder (suites/ladder.py) it gets right and the first length where it fails, read from the
 `ladder` field of the results ({"length": 65520, "rows": "uniform"}; docs/report.md).
 
-The rule. A rung (one length) is right when every measured ladder result at that length for that
-backend, device, dtype and op (every row kind, every cotangent) passed; it is wrong when any of
+The rule. A rung (one length) is right when every measured ladder accuracy result at that length
+for that backend, device, dtype and op (every row kind, every cotangent) passed; it is wrong when any of
 them failed, erred or is a known deviation (a known deviation is still a wrong answer: the table
 says how long a row is *right*; it marks such a rung as known). Unsupported and skipped results
 are not measured, and a rung with none measured is left out. "Safe up to L": the longest rung L
