@@ -10,7 +10,7 @@ are written to a temporary name in the same folder and renamed into place, so a 
 sees half an entry and two workers writing the same entry leave one whole. No fsync: an entry
 that a power cut leaves empty or short is a damaged entry, recomputed.
 
-The folder is bounded ($SOFTMAX_SUITE_ORACLE_CACHE_LIMIT, default 2 GB): a hit touches its entry's
+The folder is bounded ($SOFTMAX_SUITE_ORACLE_CACHE_LIMIT, default 4 GB): a hit touches its entry's
 mtime, and a write that takes the folder past the limit evicts the entries unused longest until
 it holds 90% of it. A process keeps a running total of the folder instead of listing it on every
 write: it lists it on its first write, then every SCAN_EVERY writes (what other processes wrote
@@ -46,9 +46,10 @@ ORACLE_SOURCES = (Path(formats.__file__), *(Path(__file__).parent / name for nam
 ORACLE_VERSION = hashlib.sha256(b"".join(path.read_bytes() for path in ORACLE_SOURCES)).hexdigest()[:16]
 ENVIRONMENT_VARIABLE = "SOFTMAX_SUITE_ORACLE_CACHE"
 LIMIT_VARIABLE = "SOFTMAX_SUITE_ORACLE_CACHE_LIMIT"
-# A default run keeps 540 MB (docs/oracle.md): 2 GB keeps it warm as the catalogue grows, and beside
-# it a second oracle version's entries (an upgrade; a checkout beside an installed release).
-DEFAULT_LIMIT = 2 * 10**9
+# A default run keeps 1.6 GB (docs/oracle.md; most of it the length ladder's rows of 2^20): 4 GB
+# keeps it warm, and beside it a second oracle version's entries (an upgrade; a checkout beside an
+# installed release).
+DEFAULT_LIMIT = 4 * 10**9
 # Parallel processes overshoot the limit by at most this many entries each between listings.
 SCAN_EVERY = 64
 LOW_WATER = 0.9  # an eviction leaves this fraction of the limit, so that the next write does not evict again

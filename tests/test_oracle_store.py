@@ -334,7 +334,7 @@ def test_a_bad_limit_says_what_to_give(text: str) -> None:
 
 def test_the_limit_comes_from_the_environment_else_the_default(monkeypatch) -> None:
     monkeypatch.delenv(store.LIMIT_VARIABLE, raising=False)
-    assert store.limit() == store.DEFAULT_LIMIT == 2 * 10**9
+    assert store.limit() == store.DEFAULT_LIMIT == 4 * 10**9
     monkeypatch.setenv(store.LIMIT_VARIABLE, "")
     assert store.limit() == store.DEFAULT_LIMIT
     monkeypatch.setenv(store.LIMIT_VARIABLE, "700MB")
@@ -379,7 +379,7 @@ def test_cache_info_shows_the_limit_and_how_full(tmp_path: Path) -> None:
     store.save(tmp_path, "ab" * 32, references)
     size = store.info(tmp_path)["bytes"]  # about 6 kB
     default = cli("cache", "info", "--oracle-cache", str(tmp_path))
-    assert "limit:   2 GB, 0% full (the default; $SOFTMAX_SUITE_ORACLE_CACHE_LIMIT sets it)" in default.stdout
+    assert "limit:   4 GB, 0% full (the default; $SOFTMAX_SUITE_ORACLE_CACHE_LIMIT sets it)" in default.stdout
     given = cli("cache", "info", "--oracle-cache", str(tmp_path), limit="20kB")
     assert f"limit:   20 kB, {size / 20e3:.0%} full ($SOFTMAX_SUITE_ORACLE_CACHE_LIMIT=20kB)" in given.stdout
     over = cli("cache", "info", "--oracle-cache", str(tmp_path), limit="1kB")
