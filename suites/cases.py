@@ -51,7 +51,7 @@ class Case:
     garbage_under_mask: bool = True
     # A loss case (asked of the loss ops only, and only they ask it): its targets and options.
     loss: Loss | None = None
-    # A rung of the length ladder: the kind of its one row (softmax_suite.suites.ladder.ROWS).
+    # A rung of the length ladder: the kind of its one row (LADDER_ROWS).
     ladder: str | None = None
     # Every bit pattern of the format as the varying entry of a short row: the row's key in
     # softmax_suite.suites.patterns.ROWS (results then carry the error per binade of |x|).
@@ -428,8 +428,17 @@ LOSS: tuple[Case, ...] = (
 # The length ladder (docs/low-precision.md): one row per case at each length where a narrow
 # accumulator gives out, for every op and dtype. A uniform row's exact values are one per op
 # (cheap at any length) and its cotangent is constant; the others take a random one.
+# The kinds of row, by the name cases and records give them: equal logits (every exponential is 1,
+# the sum n), a language model's logits at initialisation (exponentials near 1 but not equal).
+LADDER_ROWS: dict[str, tuple[Callable[[int], Generator], str]] = {
+    "uniform": (lambda n: constant((1, n), 0.0), "equal logits (0)"),
+    "near_uniform": (lambda n: normal((1, n), 0.02), "logits N(0, 0.02^2)"),
+    "random": (lambda n: normal((1, n), 1.0), "logits N(0, 1)"),
+}
+
+
 def _ladder_case(n: int, rows: str) -> Case:
-    generate, text = ladder.ROWS[rows]
+    generate, text = LADDER_ROWS[rows]
     slow = n in ladder.SLOW_LENGTHS
     tags = {"ladder"} | ({"long"} if n >= 65504 else set()) | ({"slow"} if slow else set())
     return Case(f"ladder_{rows}_n{n}", f"one row of {n} {text}", generate(n),
@@ -438,7 +447,7 @@ def _ladder_case(n: int, rows: str) -> Case:
 
 
 LADDER: tuple[Case, ...] = tuple(_ladder_case(n, rows) for n in (*ladder.LENGTHS, *ladder.SLOW_LENGTHS)
-                                 for rows in ladder.ROWS)
+                                 for rows in LADDER_ROWS)
 
 # Every bit pattern of a 16-bit or float8 format as the varying entry of a short row
 # (docs/low-precision.md):

@@ -22,7 +22,7 @@ from softmax_suite.protocol import Backend
 from softmax_suite.runner.config import Settings
 from softmax_suite.suites import ladder, patterns
 from softmax_suite.suites.accuracy import Target, case_cotangents, case_input, run
-from softmax_suite.suites.cases import CASES, LADDER, PATTERNS, select_cases
+from softmax_suite.suites.cases import CASES, LADDER, LADDER_ROWS, PATTERNS, select_cases
 from softmax_suite.suites.cotangents import build_cotangents
 
 SETTINGS = Settings()
@@ -43,10 +43,10 @@ def test_every_rung_has_three_rows_of_its_exact_length() -> None:
     assert len(LADDER) == 3 * len(rungs)
     for case in LADDER:
         assert case.row_length == int(case.name.rsplit("_n", 1)[1])
-        assert case.ladder in ladder.ROWS and case.name.startswith(f"ladder_{case.ladder}_n")
+        assert case.ladder in LADDER_ROWS and case.name.startswith(f"ladder_{case.ladder}_n")
     # 2^24 + 1 zeros: a float32 sum of ones stalls at 2^24; asked with --slow only.
     slow = [case.name for case in LADDER if "slow" in case.tags]
-    assert slow == [f"ladder_{rows}_n16777217" for rows in ladder.ROWS]
+    assert slow == [f"ladder_{rows}_n16777217" for rows in LADDER_ROWS]
     assert not set(slow) & {case.name for case in select_cases(None)}
     assert np.all(CASES["ladder_uniform_n65520"].build("float16") == 0)
 
@@ -155,7 +155,7 @@ LONG_CATALOGUE = ["random_n1k_s1", "random_n1k_s10", "random_n1k_s100", "random_
 
 
 def ladder_verdicts(spec: str, dtype: str, op: str, lengths) -> dict[int, bool]:
-    return {n: all(result(spec, op, dtype, f"ladder_{rows}_n{n}")["status"] == "pass" for rows in ladder.ROWS)
+    return {n: all(result(spec, op, dtype, f"ladder_{rows}_n{n}")["status"] == "pass" for rows in LADDER_ROWS)
             for n in lengths}
 
 
